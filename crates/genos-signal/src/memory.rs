@@ -1,0 +1,730 @@
+//! `MemorySignaling`: an in-process hub that emulates a signaling medium.
+//!
+//! Every [`MemorySignaling`] clone is a client of the same hub. The hub emulates what a relay
+//! network does to signaling traffic, with knobs for tests:
+//!
+//! - **latency** (fixed plus uniform jitter): deliveries are delayed on a timer task; at most
+//!   [`MemoryConfig::max_in_flight`] delayed deliveries are pending, further ones are dropped
+//!   and counted in [`HubStats::dropped_in_flight`];
+//! - **loss**: each delivery is dropped with probability [`MemoryConfig::loss`], drawn from a
+//!   seeded generator so runs are repeatable, and counted in [`HubStats::dropped_loss`];
+//! - **partitions**: [`MemorySignaling::partition`] cuts all traffic between groups of peers
+//!   (counted in [`HubStats::dropped_partition`]) until [`MemorySignaling::heal`].
+//!
+//! Presence is retained: a peer joining a topic is told, at once, of every member that has
+//! announced. This stands in for the periodic re-announcing a real medium needs. A session
+//! dropped without [`SignalSession::leave`] disappears silently, like a crashed peer.
+//!
+//! Bounds: payloads above [`MemoryConfig::max_message_size`] are refused; a topic holds at most
+//! [`MemoryConfig::max_peers_per_topic`] peers; each session's inbox holds
+//! [`MemoryConfig::inbox_capacity`] events, overflow is dropped and reported as
+//! [`SignalEvent::Lagged`].
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use genos_crypto::PeerId;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use crate::{JoinRequest, SignalError, SignalEvent, SignalLimits, SignalSession, Signaling, Topic};
+
+/// Knobs of a [`MemorySignaling`] hub.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MemoryConfig {
+    /// Fixed delay added to every delivery. Default 0: delivered inline.
+    pub latency: Duration,
+    /// Uniform random extra delay in `[0, jitter]`. Default 0.
+    pub jitter: Duration,
+    /// Probability in `[0, 1]` that a delivery is lost. Default 0.
+    pub loss: f64,
+    /// Seed of the generator behind jitter and loss. Default 0.
+    pub seed: u64,
+    /// Largest payload accepted. Default 64 KiB, the size of a generous relay event.
+    pub max_message_size: usize,
+    /// Events a session's inbox holds before it drops. Default 1024.
+    pub inbox_capacity: usize,
+    /// Peers per topic. Default 4096.
+    pub max_peers_per_topic: usize,
+    /// Delayed deliveries pending at once across the hub. Default 65,536.
+    pub max_in_flight: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            seed: 0,
+            max_message_size: 64 * 1024,
+            inbox_capacity: 1024,
+            max_peers_per_topic: 4096,
+            max_in_flight: 65_536,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Sets fixed latency and jitter.
+    pub fn with_latency(mut self, latency: Duration, jitter: Duration) -> Self {
+        self.latency = latency;
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets the loss probability and the seed of the generator.
+    pub fn with_loss(mut self, loss: f64, seed: u64) -> Self {
+        self.loss = loss;
+        self.seed = seed;
+        self
+    }
+
+    /// Sets the largest accepted payload.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets each session's inbox capacity.
+    pub fn with_inbox_capacity(mut self, events: usize) -> Self {
+        self.inbox_capacity = events;
+        self
+    }
+
+    /// Sets the per-topic peer limit.
+    pub fn with_max_peers_per_topic(mut self, peers: usize) -> Self {
+        self.max_peers_per_topic = peers;
+        self
+    }
+
+    fn validate(&self) -> Result<(), SignalError> {
+        if !(0.0..=1.0).contains(&self.loss) {
+            return Err(SignalError::InvalidConfig(format!(
+                "loss must be within [0, 1], got {}",
+                self.loss
+            )));
+        }
+        if self.inbox_capacity == 0 || self.max_peers_per_topic == 0 {
+            return Err(SignalError::InvalidConfig(
+                "inbox_capacity and max_peers_per_topic must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of what the hub did with traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Events placed in an inbox.
+    pub delivered: u64,
+    /// Events dropped because the addressee's inbox was full.
+    pub dropped_overflow: u64,
+    /// Events dropped by the loss knob.
+    pub dropped_loss: u64,
+    /// Events dropped because a partition separated sender and addressee.
+    pub dropped_partition: u64,
+    /// Events dropped because too many delayed deliveries were pending.
+    pub dropped_in_flight: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: AtomicU64,
+    dropped_overflow: AtomicU64,
+    dropped_loss: AtomicU64,
+    dropped_partition: AtomicU64,
+    dropped_in_flight: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+struct Member {
+    inbox: mpsc::Sender<SignalEvent>,
+    lagged: Arc<AtomicU64>,
+    presence: Option<Bytes>,
+}
+
+#[derive(Default)]
+struct HubState {
+    topics: HashMap<Topic, HashMap<PeerId, Member>>,
+    /// Peer -> partition group; peers in different groups cannot reach each other.
+    partition: HashMap<PeerId, usize>,
+}
+
+struct Hub {
+    config: MemoryConfig,
+    state: Mutex<HubState>,
+    rng: Mutex<SmallRng>,
+    counters: Counters,
+}
+
+/// An in-process signaling hub; clones share it. See the [module docs](self).
+#[derive(Clone)]
+pub struct MemorySignaling {
+    hub: Arc<Hub>,
+}
+
+impl std::fmt::Debug for MemorySignaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySignaling")
+            .field("config", &self.hub.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// A delivery that has passed the partition check: where it goes and what it carries.
+struct Delivery {
+    inbox: mpsc::Sender<SignalEvent>,
+    lagged: Arc<AtomicU64>,
+    event: SignalEvent,
+}
+
+impl MemorySignaling {
+    /// A new, empty hub.
+    ///
+    /// # Panics
+    /// Never; an invalid configuration is reported by [`MemorySignaling::try_new`]. This
+    /// constructor clamps the loss probability into `[0, 1]` and capacities to at least 1.
+    pub fn new(mut config: MemoryConfig) -> Self {
+        config.loss = config.loss.clamp(0.0, 1.0);
+        config.inbox_capacity = config.inbox_capacity.max(1);
+        config.max_peers_per_topic = config.max_peers_per_topic.max(1);
+        Self::build(config)
+    }
+
+    /// A new hub, refusing an invalid configuration.
+    pub fn try_new(config: MemoryConfig) -> Result<Self, SignalError> {
+        config.validate()?;
+        Ok(Self::build(config))
+    }
+
+    fn build(config: MemoryConfig) -> Self {
+        let rng = SmallRng::seed_from_u64(config.seed);
+        Self {
+            hub: Arc::new(Hub {
+                config,
+                state: Mutex::new(HubState::default()),
+                rng: Mutex::new(rng),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The hub's configuration.
+    pub fn config(&self) -> &MemoryConfig {
+        &self.hub.config
+    }
+
+    /// What the hub has done with traffic so far.
+    pub fn stats(&self) -> HubStats {
+        let c = &self.hub.counters;
+        HubStats {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            dropped_overflow: c.dropped_overflow.load(Ordering::Relaxed),
+            dropped_loss: c.dropped_loss.load(Ordering::Relaxed),
+            dropped_partition: c.dropped_partition.load(Ordering::Relaxed),
+            dropped_in_flight: c.dropped_in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Cuts traffic between the given groups of peers. Peers in no group can still reach
+    /// everyone. Replaces any earlier partition.
+    pub fn partition(&self, groups: &[&[PeerId]]) {
+        let mut state = self.hub.lock_state();
+        state.partition.clear();
+        for (index, group) in groups.iter().enumerate() {
+            for peer in *group {
+                state.partition.insert(*peer, index);
+            }
+        }
+    }
+
+    /// Removes any partition.
+    pub fn heal(&self) {
+        self.hub.lock_state().partition.clear();
+    }
+
+    /// Waits until no delayed delivery is pending: everything sent so far is in an inbox
+    /// (or was dropped and counted).
+    pub async fn wait_idle(&self) {
+        while self.hub.counters.in_flight.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Number of peers currently joined to `topic`.
+    pub fn members(&self, topic: &Topic) -> usize {
+        self.hub
+            .lock_state()
+            .topics
+            .get(topic)
+            .map_or(0, HashMap::len)
+    }
+}
+
+impl Hub {
+    fn lock_state(&self) -> MutexGuard<'_, HubState> {
+        // A poisoned lock only means another thread panicked mid-update of plain maps; the
+        // maps stay structurally valid, so keep serving.
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn limits(&self) -> SignalLimits {
+        SignalLimits::new(self.config.max_message_size, self.config.inbox_capacity)
+    }
+
+    fn check_size(&self, payload: &Bytes) -> Result<(), SignalError> {
+        let limit = self.config.max_message_size;
+        if payload.len() > limit {
+            return Err(SignalError::MessageTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the delivery to `to`, or counts why there is none.
+    fn route(
+        &self,
+        state: &HubState,
+        members: &HashMap<PeerId, Member>,
+        from: PeerId,
+        to: PeerId,
+        event: SignalEvent,
+    ) -> Option<Delivery> {
+        let member = members.get(&to)?;
+        let separated = match (state.partition.get(&from), state.partition.get(&to)) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        };
+        if separated {
+            self.counters
+                .dropped_partition
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Delivery {
+            inbox: member.inbox.clone(),
+            lagged: member.lagged.clone(),
+            event,
+        })
+    }
+
+    /// Applies loss and latency, then places deliveries in inboxes.
+    fn dispatch(self: &Arc<Self>, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            let delay = {
+                let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+                if self.config.loss > 0.0 && rng.random_bool(self.config.loss) {
+                    self.counters.dropped_loss.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let jitter = if self.config.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    self.config
+                        .jitter
+                        .mul_f64(rng.random_range(0.0..=1.0_f64))
+                };
+                self.config.latency + jitter
+            };
+            if delay.is_zero() {
+                self.place(delivery);
+                continue;
+            }
+            let pending = self.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+            if pending >= self.config.max_in_flight as u64 {
+                self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.counters
+                    .dropped_in_flight
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let hub = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                hub.place(delivery);
+                hub.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+
+    fn place(&self, delivery: Delivery) {
+        match delivery.inbox.try_send(delivery.event) {
+            Ok(()) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                delivery.lagged.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .dropped_overflow
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            // The addressee left meanwhile: nobody to tell.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Removes a member; `say_goodbye` tells the others.
+    fn remove(self: &Arc<Self>, topic: Topic, peer: PeerId, say_goodbye: bool) {
+        let deliveries = {
+            let mut state = self.lock_state();
+            let Some(members) = state.topics.get_mut(&topic) else {
+                return;
+            };
+            if members.remove(&peer).is_none() {
+                return;
+            }
+            let members = std::mem::take(members);
+            let deliveries = if say_goodbye {
+                members
+                    .keys()
+                    .filter_map(|other| {
+                        self.route(&state, &members, peer, *other, SignalEvent::PeerGone { peer })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if members.is_empty() {
+                state.topics.remove(&topic);
+            } else {
+                state.topics.insert(topic, members);
+            }
+            deliveries
+        };
+        self.dispatch(deliveries);
+    }
+}
+
+impl Signaling for MemorySignaling {
+    type Session = MemorySession;
+    type Events = MemoryEvents;
+
+    async fn join(
+        &self,
+        request: JoinRequest,
+    ) -> Result<(MemorySession, MemoryEvents), SignalError> {
+        let hub = &self.hub;
+        let (inbox, receiver) = mpsc::channel(hub.config.inbox_capacity);
+        let lagged = Arc::new(AtomicU64::new(0));
+        let JoinRequest { topic, local_peer } = request;
+        let deliveries = {
+            let mut state = hub.lock_state();
+            let members = state.topics.entry(topic).or_default();
+            if members.contains_key(&local_peer) {
+                return Err(SignalError::AlreadyJoined);
+            }
+            if members.len() >= hub.config.max_peers_per_topic {
+                return Err(SignalError::TopicFull {
+                    limit: hub.config.max_peers_per_topic,
+                });
+            }
+            members.insert(
+                local_peer,
+                Member {
+                    inbox,
+                    lagged: lagged.clone(),
+                    presence: None,
+                },
+            );
+            // Retained presence: tell the newcomer about everyone who has announced.
+            let state = &*state;
+            let members = state.topics.get(&topic);
+            members
+                .into_iter()
+                .flat_map(|members| members.iter())
+                .filter(|(peer, _)| **peer != local_peer)
+                .filter_map(|(peer, member)| {
+                    let presence = member.presence.clone()?;
+                    let event = SignalEvent::PeerSeen {
+                        peer: *peer,
+                        presence,
+                    };
+                    hub.route(state, members?, *peer, local_peer, event)
+                })
+                .collect()
+        };
+        hub.dispatch(deliveries);
+        let session = MemorySession {
+            inner: Arc::new(SessionInner {
+                hub: hub.clone(),
+                topic,
+                peer: local_peer,
+                left: Mutex::new(false),
+            }),
+        };
+        let events = MemoryEvents { receiver, lagged };
+        Ok((session, events))
+    }
+}
+
+struct SessionInner {
+    hub: Arc<Hub>,
+    topic: Topic,
+    peer: PeerId,
+    left: Mutex<bool>,
+}
+
+impl SessionInner {
+    fn has_left(&self) -> bool {
+        *self.left.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the session left; returns whether it was still joined.
+    fn mark_left(&self) -> bool {
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        !std::mem::replace(&mut *left, true)
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        // Dropped without leave: vanish silently, as a crashed peer would.
+        if self.mark_left() {
+            self.hub.remove(self.topic, self.peer, false);
+        }
+    }
+}
+
+/// A session on a [`MemorySignaling`] hub.
+#[derive(Clone)]
+pub struct MemorySession {
+    inner: Arc<SessionInner>,
+}
+
+impl std::fmt::Debug for MemorySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySession")
+            .field("peer", &self.inner.peer)
+            .field("topic", &self.inner.topic)
+            .finish()
+    }
+}
+
+impl MemorySession {
+    /// Sends `event` from this peer to `targets` (all other members when `None`).
+    fn fan_out(&self, targets: Option<PeerId>, event: SignalEvent, store_presence: Option<Bytes>) {
+        let inner = &self.inner;
+        let hub = &inner.hub;
+        let deliveries: Vec<Delivery> = {
+            let mut state = hub.lock_state();
+            if let Some(presence) = store_presence
+                && let Some(me) = state
+                    .topics
+                    .get_mut(&inner.topic)
+                    .and_then(|members| members.get_mut(&inner.peer))
+            {
+                me.presence = Some(presence);
+            }
+            let state = &*state;
+            let Some(members) = state.topics.get(&inner.topic) else {
+                return;
+            };
+            match targets {
+                Some(to) if to != inner.peer => hub
+                    .route(state, members, inner.peer, to, event)
+                    .into_iter()
+                    .collect(),
+                Some(_) => Vec::new(),
+                None => members
+                    .keys()
+                    .filter(|peer| **peer != inner.peer)
+                    .filter_map(|peer| hub.route(state, members, inner.peer, *peer, event.clone()))
+                    .collect(),
+            }
+        };
+        hub.dispatch(deliveries);
+    }
+
+    fn ensure_joined(&self) -> Result<(), SignalError> {
+        if self.inner.has_left() {
+            Err(SignalError::Left)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl SignalSession for MemorySession {
+    fn local_peer(&self) -> PeerId {
+        self.inner.peer
+    }
+
+    fn topic(&self) -> Topic {
+        self.inner.topic
+    }
+
+    fn limits(&self) -> SignalLimits {
+        self.inner.hub.limits()
+    }
+
+    async fn announce(&self, presence: Bytes) -> Result<(), SignalError> {
+        self.ensure_joined()?;
+        self.inner.hub.check_size(&presence)?;
+        let event = SignalEvent::PeerSeen {
+            peer: self.inner.peer,
+            presence: presence.clone(),
+        };
+        self.fan_out(None, event, Some(presence));
+        Ok(())
+    }
+
+    async fn send_to(&self, peer: PeerId, message: Bytes) -> Result<(), SignalError> {
+        self.ensure_joined()?;
+        self.inner.hub.check_size(&message)?;
+        let event = SignalEvent::Message {
+            from: self.inner.peer,
+            payload: message,
+        };
+        self.fan_out(Some(peer), event, None);
+        Ok(())
+    }
+
+    async fn leave(&self) -> Result<(), SignalError> {
+        if self.inner.mark_left() {
+            self.inner
+                .hub
+                .remove(self.inner.topic, self.inner.peer, true);
+        }
+        Ok(())
+    }
+}
+
+/// The event stream of a [`MemorySession`]. Reports overflow as [`SignalEvent::Lagged`]
+/// before the next event, and ends once the session has left and the inbox is drained.
+#[derive(Debug)]
+pub struct MemoryEvents {
+    receiver: mpsc::Receiver<SignalEvent>,
+    lagged: Arc<AtomicU64>,
+}
+
+impl Stream for MemoryEvents {
+    type Item = SignalEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SignalEvent>> {
+        let dropped = self.lagged.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            return Poll::Ready(Some(SignalEvent::Lagged { dropped }));
+        }
+        self.receiver.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn peer(n: u8) -> PeerId {
+        PeerId::from_bytes([n; 32])
+    }
+
+    const TOPIC: Topic = Topic::from_bytes([9; 32]);
+
+    #[tokio::test]
+    async fn partition_cuts_traffic_until_healed() {
+        let hub = MemorySignaling::new(MemoryConfig::default());
+        let (a, _a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+        let (_b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+        hub.partition(&[&[peer(1)], &[peer(2)]]);
+        a.send_to(peer(2), Bytes::from_static(b"lost")).await.unwrap();
+        assert_eq!(hub.stats().dropped_partition, 1);
+        hub.heal();
+        a.send_to(peer(2), Bytes::from_static(b"found")).await.unwrap();
+        let event = b_events.next().await.unwrap();
+        assert_eq!(
+            event,
+            SignalEvent::Message {
+                from: peer(1),
+                payload: Bytes::from_static(b"found")
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn full_loss_drops_everything_and_counts() {
+        let hub = MemorySignaling::new(MemoryConfig::default().with_loss(1.0, 7));
+        let (a, _a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+        let (_b, _b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+        for _ in 0..10 {
+            a.send_to(peer(2), Bytes::from_static(b"x")).await.unwrap();
+        }
+        let stats = hub.stats();
+        assert_eq!(stats.dropped_loss, 10);
+        assert_eq!(stats.delivered, 0);
+    }
+
+    #[tokio::test]
+    async fn partial_loss_is_repeatable_for_a_seed() {
+        async fn run(seed: u64) -> HubStats {
+            let hub = MemorySignaling::new(MemoryConfig::default().with_loss(0.3, seed));
+            let (a, _a) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+            let (_b, _events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+            for _ in 0..200 {
+                a.send_to(peer(2), Bytes::from_static(b"x")).await.unwrap();
+            }
+            hub.stats()
+        }
+        let first = run(42).await;
+        assert_eq!(first, run(42).await);
+        assert!(first.dropped_loss > 20 && first.dropped_loss < 120, "{first:?}");
+        assert_eq!(first.dropped_loss + first.delivered + first.dropped_overflow, 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn latency_delays_delivery() {
+        let config = MemoryConfig::default().with_latency(Duration::from_millis(50), Duration::ZERO);
+        let hub = MemorySignaling::new(config);
+        let (a, _a) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+        let (_b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+        let start = tokio::time::Instant::now();
+        a.send_to(peer(2), Bytes::from_static(b"late")).await.unwrap();
+        assert_eq!(hub.stats().delivered, 0, "nothing delivered before the latency elapses");
+        let event = b_events.next().await.unwrap();
+        assert!(matches!(event, SignalEvent::Message { .. }));
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn topic_full_and_duplicate_join_are_refused() {
+        let hub = MemorySignaling::new(MemoryConfig::default().with_max_peers_per_topic(2));
+        let (_a, _ae) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+        let dup = hub.join(JoinRequest::new(TOPIC, peer(1))).await;
+        assert_eq!(dup.err(), Some(SignalError::AlreadyJoined));
+        let (_b, _be) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+        let third = hub.join(JoinRequest::new(TOPIC, peer(3))).await;
+        assert_eq!(third.err(), Some(SignalError::TopicFull { limit: 2 }));
+    }
+
+    #[tokio::test]
+    async fn dropped_session_vanishes_silently() {
+        let hub = MemorySignaling::new(MemoryConfig::default());
+        let (a, a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+        let (b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+        drop((a, a_events));
+        assert_eq!(hub.members(&TOPIC), 1);
+        b.leave().await.unwrap();
+        // No PeerGone for the vanished peer: the stream just ends.
+        assert_eq!(b_events.next().await, None);
+    }
+
+    #[test]
+    fn invalid_config_is_refused() {
+        let err = MemorySignaling::try_new(MemoryConfig::default().with_loss(1.5, 0)).unwrap_err();
+        assert!(matches!(err, SignalError::InvalidConfig(_)));
+    }
+}

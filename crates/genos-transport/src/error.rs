@@ -1,0 +1,39 @@
+//! Errors of the transport layer.
+
+/// What went wrong on a connection or channel, and whose fault it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Local: the message exceeds the channel's maximum message size. Nothing was sent.
+    #[error("message of {size} bytes exceeds the channel limit of {limit} bytes")]
+    MessageTooLarge {
+        /// Size of the rejected message.
+        size: usize,
+        /// The channel's limit.
+        limit: usize,
+    },
+    /// Local: the connection already has as many channels as allowed.
+    #[error("connection already has the maximum of {limit} channels")]
+    TooManyChannels {
+        /// The limit.
+        limit: usize,
+    },
+    /// Local: a channel label is empty or too long.
+    #[error("invalid channel label: {0}")]
+    InvalidLabel(String),
+    /// Peer: a signaling message could not be understood or does not fit this connection.
+    #[error("invalid signaling message: {0}")]
+    InvalidSignal(String),
+    /// The operation needs a connection that is not (or no longer) connected.
+    #[error("connection is {0}")]
+    NotConnected(crate::ConnectionState),
+    /// The channel was closed by either side or with its connection.
+    #[error("channel closed")]
+    ChannelClosed,
+    /// Local: the backend's configuration is unusable.
+    #[error("invalid transport configuration: {0}")]
+    InvalidConfig(String),
+    /// Local: a resource limit of the backend was reached (pending offers, sockets, ...).
+    #[error("transport resource limit reached: {0}")]
+    ResourceLimit(String),
+}
