@@ -158,7 +158,7 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// One direct link to a remote peer. Cheap to clone; clones share the link.
-pub trait Connection: Clone + Send + Sync + 'static {
+pub trait Connection: Clone + fmt::Debug + Send + Sync + 'static {
     /// The channel type of this connection.
     type Channel: DataChannel;
 
@@ -194,7 +194,7 @@ pub trait Connection: Clone + Send + Sync + 'static {
 }
 
 /// A message channel on a connection. Cheap to clone; clones share the channel.
-pub trait DataChannel: Clone + Send + Sync + 'static {
+pub trait DataChannel: Clone + fmt::Debug + Send + Sync + 'static {
     /// The label given at open.
     fn label(&self) -> &str;
 
