@@ -90,10 +90,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_text() {
-        assert_eq!("abc".parse::<PeerId>(), Err(ParsePeerIdError::WrongLength(1)));
+        assert_eq!(
+            "abc".parse::<PeerId>(),
+            Err(ParsePeerIdError::WrongLength(1))
+        );
         let not_hex = "zz".repeat(32);
         assert_eq!(not_hex.parse::<PeerId>(), Err(ParsePeerIdError::NotHex));
-        assert_eq!(PeerId::from_slice(&[1, 2, 3]), Err(ParsePeerIdError::WrongLength(3)));
+        assert_eq!(
+            PeerId::from_slice(&[1, 2, 3]),
+            Err(ParsePeerIdError::WrongLength(3))
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `#[tokio::test]` per check. The calling crate needs `tokio` with the `macros` and
 //! `rt-multi-thread` features as a dev-dependency.
 //!
-//! ```ignore
+//! ```text
 //! struct MemoryHarness;
 //! impl genos_signal::conformance::Harness for MemoryHarness { ... }
 //! genos_signal::signaling_conformance!(MemoryHarness);
@@ -73,11 +73,7 @@ pub fn test_topic(check: &str) -> Topic {
     Topic::from_bytes(bytes)
 }
 
-async fn join<H: Harness>(
-    harness: &H,
-    topic: Topic,
-    peer: u8,
-) -> (Session<H>, Events<H>) {
+async fn join<H: Harness>(harness: &H, topic: Topic, peer: u8) -> (Session<H>, Events<H>) {
     let backend = harness.backend().await;
     backend
         .join(JoinRequest::new(topic, test_peer(peer)))
@@ -86,7 +82,11 @@ async fn join<H: Harness>(
 }
 
 /// Waits for the first event that `pick` accepts, failing on timeout or end of stream.
-pub async fn wait_for<E, T>(events: &mut E, what: &str, mut pick: impl FnMut(SignalEvent) -> Option<T>) -> T
+pub async fn wait_for<E, T>(
+    events: &mut E,
+    what: &str,
+    mut pick: impl FnMut(SignalEvent) -> Option<T>,
+) -> T
 where
     E: futures::Stream<Item = SignalEvent> + Unpin,
 {
@@ -109,7 +109,10 @@ where
     E: futures::Stream<Item = SignalEvent> + Unpin,
 {
     wait_for(events, "a message", |event| match event {
-        SignalEvent::Message { from: f, payload: p } if f == from && p == payload => Some(()),
+        SignalEvent::Message {
+            from: f,
+            payload: p,
+        } if f == from && p == payload => Some(()),
         _ => None,
     })
     .await
@@ -120,8 +123,12 @@ pub async fn presence_is_seen<H: Harness>(harness: &H) {
     let topic = test_topic("presence");
     let (a, mut a_events) = join(harness, topic, 1).await;
     let (b, mut b_events) = join(harness, topic, 2).await;
-    a.announce(Bytes::from_static(b"presence of a")).await.unwrap();
-    b.announce(Bytes::from_static(b"presence of b")).await.unwrap();
+    a.announce(Bytes::from_static(b"presence of a"))
+        .await
+        .unwrap();
+    b.announce(Bytes::from_static(b"presence of b"))
+        .await
+        .unwrap();
     let seen_by_a = wait_for(&mut a_events, "b's presence", |event| match event {
         SignalEvent::PeerSeen { peer, presence } => {
             assert_ne!(peer, a.local_peer(), "a session heard its own presence");
@@ -130,7 +137,10 @@ pub async fn presence_is_seen<H: Harness>(harness: &H) {
         _ => None,
     })
     .await;
-    assert_eq!(seen_by_a, (b.local_peer(), Bytes::from_static(b"presence of b")));
+    assert_eq!(
+        seen_by_a,
+        (b.local_peer(), Bytes::from_static(b"presence of b"))
+    );
     let seen_by_b = wait_for(&mut b_events, "a's presence", |event| match event {
         SignalEvent::PeerSeen { peer, presence } if peer == a.local_peer() => Some(presence),
         SignalEvent::PeerSeen { peer, .. } => panic!("b heard unexpected presence of {peer:?}"),
@@ -177,11 +187,15 @@ pub async fn direct_message_reaches_only_addressee<H: Harness>(harness: &H) {
     let (a, _a_events) = join(harness, topic, 1).await;
     let (b, mut b_events) = join(harness, topic, 2).await;
     let (c, mut c_events) = join(harness, topic, 3).await;
-    a.send_to(b.local_peer(), Bytes::from_static(b"for b only")).await.unwrap();
+    a.send_to(b.local_peer(), Bytes::from_static(b"for b only"))
+        .await
+        .unwrap();
     wait_message(&mut b_events, a.local_peer(), b"for b only").await;
     // The marker is sent after the secret: if c had been sent the secret, a backend that
     // preserves nothing may still deliver it first, so check every message up to the marker.
-    a.send_to(c.local_peer(), Bytes::from_static(b"marker")).await.unwrap();
+    a.send_to(c.local_peer(), Bytes::from_static(b"marker"))
+        .await
+        .unwrap();
     wait_for(&mut c_events, "the marker", |event| match event {
         SignalEvent::Message { payload, .. } if payload == "marker" => Some(()),
         SignalEvent::Message { payload, .. } => panic!("c received {payload:?} meant for b"),
@@ -198,16 +212,24 @@ pub async fn topics_are_isolated<H: Harness>(harness: &H) {
     let (b, mut b_events) = join(harness, two, 2).await;
     let (c, _c_events) = join(harness, two, 3).await;
     a.announce(Bytes::from_static(b"topic one")).await.unwrap();
-    a.send_to(b.local_peer(), Bytes::from_static(b"across topics")).await.unwrap();
+    a.send_to(b.local_peer(), Bytes::from_static(b"across topics"))
+        .await
+        .unwrap();
     c.announce(Bytes::from_static(b"topic two")).await.unwrap();
-    c.send_to(b.local_peer(), Bytes::from_static(b"marker")).await.unwrap();
+    c.send_to(b.local_peer(), Bytes::from_static(b"marker"))
+        .await
+        .unwrap();
     wait_for(&mut b_events, "the marker", |event| match event {
         SignalEvent::PeerSeen { peer, .. } => {
             assert_eq!(peer, c.local_peer(), "presence leaked across topics");
             None
         }
         SignalEvent::Message { from, payload } => {
-            assert_eq!(from, c.local_peer(), "message {payload:?} leaked across topics");
+            assert_eq!(
+                from,
+                c.local_peer(),
+                "message {payload:?} leaked across topics"
+            );
             Some(())
         }
         _ => None,
@@ -227,7 +249,9 @@ pub async fn messages_arrive_exactly_once<H: Harness>(harness: &H) {
             .await
             .unwrap();
     }
-    a.send_to(b.local_peer(), Bytes::from_static(b"end")).await.unwrap();
+    a.send_to(b.local_peer(), Bytes::from_static(b"end"))
+        .await
+        .unwrap();
     let mut got = HashSet::new();
     let mut end_seen = false;
     while got.len() < count || !end_seen {
@@ -256,17 +280,26 @@ pub async fn message_size_limit_is_enforced<H: Harness>(harness: &H) {
     let (a, _a_events) = join(harness, topic, 1).await;
     let (b, mut b_events) = join(harness, topic, 2).await;
     let limit = a.limits().max_message_size;
-    let at_limit: Bytes = (0..limit).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let at_limit: Bytes = (0..limit)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
     a.send_to(b.local_peer(), at_limit.clone()).await.unwrap();
     wait_message(&mut b_events, a.local_peer(), &at_limit).await;
     let over = Bytes::from(vec![0u8; limit + 1]);
     assert_eq!(
         a.send_to(b.local_peer(), over.clone()).await,
-        Err(SignalError::MessageTooLarge { size: limit + 1, limit })
+        Err(SignalError::MessageTooLarge {
+            size: limit + 1,
+            limit
+        })
     );
     assert_eq!(
         a.announce(over).await,
-        Err(SignalError::MessageTooLarge { size: limit + 1, limit })
+        Err(SignalError::MessageTooLarge {
+            size: limit + 1,
+            limit
+        })
     );
 }
 
@@ -276,7 +309,9 @@ pub async fn leave_is_seen_and_final<H: Harness>(harness: &H) {
     let (a, mut a_events) = join(harness, topic, 1).await;
     let (b, mut b_events) = join(harness, topic, 2).await;
     // Make sure both are fully subscribed before the goodbye.
-    a.send_to(b.local_peer(), Bytes::from_static(b"ready")).await.unwrap();
+    a.send_to(b.local_peer(), Bytes::from_static(b"ready"))
+        .await
+        .unwrap();
     wait_message(&mut b_events, a.local_peer(), b"ready").await;
     a.leave().await.unwrap();
     a.leave().await.expect("leave is idempotent");
@@ -290,11 +325,12 @@ pub async fn leave_is_seen_and_final<H: Harness>(harness: &H) {
         a.send_to(b.local_peer(), Bytes::from_static(b"late")).await,
         Err(SignalError::Left)
     );
-    assert_eq!(a.announce(Bytes::from_static(b"late")).await, Err(SignalError::Left));
-    let ended = tokio::time::timeout(TIMEOUT, async {
-        while a_events.next().await.is_some() {}
-    })
-    .await;
+    assert_eq!(
+        a.announce(Bytes::from_static(b"late")).await,
+        Err(SignalError::Left)
+    );
+    let ended =
+        tokio::time::timeout(TIMEOUT, async { while a_events.next().await.is_some() {} }).await;
     assert!(ended.is_ok(), "the event stream must end after leave");
 }
 
@@ -306,9 +342,13 @@ pub async fn inbox_overflow_is_reported<H: Harness>(harness: &H) {
     let capacity = b.limits().inbox_capacity;
     let extra = 10;
     for i in 0..capacity + extra {
-        a.send_to(b.local_peer(), Bytes::from(format!("{i}"))).await.unwrap();
+        a.send_to(b.local_peer(), Bytes::from(format!("{i}")))
+            .await
+            .unwrap();
     }
-    a.send_to(b.local_peer(), Bytes::from_static(b"after")).await.unwrap();
+    a.send_to(b.local_peer(), Bytes::from_static(b"after"))
+        .await
+        .unwrap();
     // Let every message reach the inbox before reading, or the reader makes room.
     harness.settle().await;
     let mut messages = 0usize;
@@ -323,9 +363,14 @@ pub async fn inbox_overflow_is_reported<H: Harness>(harness: &H) {
             }
         }
     };
-    tokio::time::timeout(TIMEOUT, collect).await.expect("timed out reading the inbox");
+    tokio::time::timeout(TIMEOUT, collect)
+        .await
+        .expect("timed out reading the inbox");
     assert!(dropped > 0, "overflow must be reported as Lagged");
-    assert!(messages <= capacity, "{messages} events queued beyond the capacity {capacity}");
+    assert!(
+        messages <= capacity,
+        "{messages} events queued beyond the capacity {capacity}"
+    );
     assert_eq!(messages as u64 + dropped, (capacity + extra + 1) as u64);
 }
 

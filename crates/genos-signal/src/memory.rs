@@ -277,7 +277,9 @@ impl Hub {
     fn lock_state(&self) -> MutexGuard<'_, HubState> {
         // A poisoned lock only means another thread panicked mid-update of plain maps; the
         // maps stay structurally valid, so keep serving.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn limits(&self) -> SignalLimits {
@@ -334,9 +336,7 @@ impl Hub {
                 let jitter = if self.config.jitter.is_zero() {
                     Duration::ZERO
                 } else {
-                    self.config
-                        .jitter
-                        .mul_f64(rng.random_range(0.0..=1.0_f64))
+                    self.config.jitter.mul_f64(rng.random_range(0.0..=1.0_f64))
                 };
                 self.config.latency + jitter
             };
@@ -392,7 +392,13 @@ impl Hub {
                 members
                     .keys()
                     .filter_map(|other| {
-                        self.route(&state, &members, peer, *other, SignalEvent::PeerGone { peer })
+                        self.route(
+                            &state,
+                            &members,
+                            peer,
+                            *other,
+                            SignalEvent::PeerGone { peer },
+                        )
                     })
                     .collect()
             } else {
@@ -641,10 +647,14 @@ mod tests {
         let (a, _a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
         let (_b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
         hub.partition(&[&[peer(1)], &[peer(2)]]);
-        a.send_to(peer(2), Bytes::from_static(b"lost")).await.unwrap();
+        a.send_to(peer(2), Bytes::from_static(b"lost"))
+            .await
+            .unwrap();
         assert_eq!(hub.stats().dropped_partition, 1);
         hub.heal();
-        a.send_to(peer(2), Bytes::from_static(b"found")).await.unwrap();
+        a.send_to(peer(2), Bytes::from_static(b"found"))
+            .await
+            .unwrap();
         let event = b_events.next().await.unwrap();
         assert_eq!(
             event,
@@ -681,19 +691,32 @@ mod tests {
         }
         let first = run(42).await;
         assert_eq!(first, run(42).await);
-        assert!(first.dropped_loss > 20 && first.dropped_loss < 120, "{first:?}");
-        assert_eq!(first.dropped_loss + first.delivered + first.dropped_overflow, 200);
+        assert!(
+            first.dropped_loss > 20 && first.dropped_loss < 120,
+            "{first:?}"
+        );
+        assert_eq!(
+            first.dropped_loss + first.delivered + first.dropped_overflow,
+            200
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn latency_delays_delivery() {
-        let config = MemoryConfig::default().with_latency(Duration::from_millis(50), Duration::ZERO);
+        let config =
+            MemoryConfig::default().with_latency(Duration::from_millis(50), Duration::ZERO);
         let hub = MemorySignaling::new(config);
         let (a, _a) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
         let (_b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
         let start = tokio::time::Instant::now();
-        a.send_to(peer(2), Bytes::from_static(b"late")).await.unwrap();
-        assert_eq!(hub.stats().delivered, 0, "nothing delivered before the latency elapses");
+        a.send_to(peer(2), Bytes::from_static(b"late"))
+            .await
+            .unwrap();
+        assert_eq!(
+            hub.stats().delivered,
+            0,
+            "nothing delivered before the latency elapses"
+        );
         let event = b_events.next().await.unwrap();
         assert!(matches!(event, SignalEvent::Message { .. }));
         assert_eq!(start.elapsed(), Duration::from_millis(50));

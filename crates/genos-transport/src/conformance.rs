@@ -92,15 +92,31 @@ async fn wait_state<C: Connection>(conn: &C, wanted: ConnectionState) {
 
 /// Connects an offerer and an answerer and waits until both are connected.
 pub async fn connect_pair<H: Harness>(harness: &H) -> (Side<H>, Side<H>) {
-    let (a, a_events) = harness.transport().await.connect(Role::Offerer).await.unwrap();
-    let (b, b_events) = harness.transport().await.connect(Role::Answerer).await.unwrap();
+    let (a, a_events) = harness
+        .transport()
+        .await
+        .connect(Role::Offerer)
+        .await
+        .unwrap();
+    let (b, b_events) = harness
+        .transport()
+        .await
+        .connect(Role::Answerer)
+        .await
+        .unwrap();
     let a_queue = pump::<H>(a_events, b.clone());
     let b_queue = pump::<H>(b_events, a.clone());
     wait_state(&a, ConnectionState::Connected).await;
     wait_state(&b, ConnectionState::Connected).await;
     (
-        Side { conn: a, events: a_queue },
-        Side { conn: b, events: b_queue },
+        Side {
+            conn: a,
+            events: a_queue,
+        },
+        Side {
+            conn: b,
+            events: b_queue,
+        },
     )
 }
 
@@ -192,15 +208,23 @@ pub async fn message_size_limit_is_enforced<H: Harness>(harness: &H) {
     assert_eq!(limit, a.conn.limits().max_message_size);
     let at_limit = numbered(7, limit);
     left.send(at_limit.clone()).await.unwrap();
-    assert_eq!(within("the largest message", right.recv()).await, Some(at_limit));
+    assert_eq!(
+        within("the largest message", right.recv()).await,
+        Some(at_limit)
+    );
     assert_eq!(
         left.send(Bytes::from(vec![0u8; limit + 1])).await,
-        Err(TransportError::MessageTooLarge { size: limit + 1, limit })
+        Err(TransportError::MessageTooLarge {
+            size: limit + 1,
+            limit
+        })
     );
     // The channel still works after the refusal.
     left.send(Bytes::from_static(b"still here")).await.unwrap();
     assert_eq!(
-        within("a message after the refusal", right.recv()).await.as_deref(),
+        within("a message after the refusal", right.recv())
+            .await
+            .as_deref(),
         Some(&b"still here"[..])
     );
 }
@@ -246,9 +270,14 @@ pub async fn reliable_send_applies_backpressure<H: Harness>(harness: &H) {
         blocked_at < total,
         "all {total} sends completed without the receiver reading: no backpressure"
     );
-    assert!(blocked_at * size <= harness.max_in_flight() + size, "more in flight than promised");
+    assert!(
+        blocked_at * size <= harness.max_in_flight() + size,
+        "more in flight than promised"
+    );
     for i in 0..total {
-        let message = within("a message after backpressure", right.recv()).await.unwrap();
+        let message = within("a message after backpressure", right.recv())
+            .await
+            .unwrap();
         assert_eq!(number_of(&message), i);
     }
     within("the sender to finish", sender).await.unwrap();
@@ -275,7 +304,10 @@ pub async fn unreliable_send_never_blocks<H: Harness>(harness: &H) {
         assert_eq!(message.len(), size);
         assert!(seen.insert(number_of(&message)), "duplicate delivery");
     }
-    assert!(!seen.is_empty(), "nothing arrived on the unreliable channel");
+    assert!(
+        !seen.is_empty(),
+        "nothing arrived on the unreliable channel"
+    );
     assert!(seen.len() <= total);
 }
 
@@ -287,11 +319,20 @@ pub async fn close_is_seen_by_remote<H: Harness>(harness: &H) {
     a.conn.close().await;
     wait_state(&b.conn, ConnectionState::Closed).await;
     assert_eq!(a.conn.state(), ConnectionState::Closed);
-    assert_eq!(within("the remote channel to end", right.recv()).await, None);
+    assert_eq!(
+        within("the remote channel to end", right.recv()).await,
+        None
+    );
     assert_eq!(within("the local channel to end", left.recv()).await, None);
     assert!(left.send(Bytes::from_static(b"late")).await.is_err());
-    let reopen = a.conn.open_channel("again", Reliability::ReliableOrdered).await;
-    assert!(matches!(reopen, Err(TransportError::NotConnected(_))), "{reopen:?}");
+    let reopen = a
+        .conn
+        .open_channel("again", Reliability::ReliableOrdered)
+        .await;
+    assert!(
+        matches!(reopen, Err(TransportError::NotConnected(_))),
+        "{reopen:?}"
+    );
 }
 
 /// Closing a channel delivers what was sent before, then ends it on both sides; the
@@ -307,7 +348,9 @@ pub async fn channel_close_ends_both_sides<H: Harness>(harness: &H) {
     // Wait until delivered so the close cannot race the data.
     let mut got = Vec::new();
     for _ in 0..10 {
-        got.push(number_of(&within("data before close", right.recv()).await.unwrap()));
+        got.push(number_of(
+            &within("data before close", right.recv()).await.unwrap(),
+        ));
     }
     assert_eq!(got, (0..10).collect::<Vec<_>>());
     left.close().await;
@@ -315,7 +358,9 @@ pub async fn channel_close_ends_both_sides<H: Harness>(harness: &H) {
     assert!(left.send(Bytes::from_static(b"late")).await.is_err());
     other_left.send(Bytes::from_static(b"alive")).await.unwrap();
     assert_eq!(
-        within("the other channel", other_right.recv()).await.as_deref(),
+        within("the other channel", other_right.recv())
+            .await
+            .as_deref(),
         Some(&b"alive"[..])
     );
     assert_eq!(a.conn.state(), ConnectionState::Connected);
@@ -323,24 +368,44 @@ pub async fn channel_close_ends_both_sides<H: Harness>(harness: &H) {
 
 /// Garbage signaling input is refused with a typed error and breaks nothing.
 pub async fn invalid_signal_is_refused<H: Harness>(harness: &H) {
-    let (fresh, _events) = harness.transport().await.connect(Role::Answerer).await.unwrap();
+    let (fresh, _events) = harness
+        .transport()
+        .await
+        .connect(Role::Answerer)
+        .await
+        .unwrap();
     for garbage in [&b""[..], b"garbage", &[0xff; 300][..]] {
         let result = fresh.handle_signal(Bytes::copy_from_slice(garbage)).await;
-        assert!(matches!(result, Err(TransportError::InvalidSignal(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(TransportError::InvalidSignal(_))),
+            "{result:?}"
+        );
     }
     let (a, mut b) = connect_pair(harness).await;
-    let result = b.conn.handle_signal(Bytes::from_static(b"{\"sdp\": 12}")).await;
-    assert!(matches!(result, Err(TransportError::InvalidSignal(_))), "{result:?}");
+    let result = b
+        .conn
+        .handle_signal(Bytes::from_static(b"{\"sdp\": 12}"))
+        .await;
+    assert!(
+        matches!(result, Err(TransportError::InvalidSignal(_))),
+        "{result:?}"
+    );
     let (left, right) = channel_pair(&a, &mut b, "after", Reliability::ReliableOrdered).await;
     left.send(Bytes::from_static(b"fine")).await.unwrap();
-    assert_eq!(within("a message", right.recv()).await.as_deref(), Some(&b"fine"[..]));
+    assert_eq!(
+        within("a message", right.recv()).await.as_deref(),
+        Some(&b"fine"[..])
+    );
 }
 
 /// Channel labels are checked, and the channel limit is enforced, typed.
 pub async fn channel_limits_are_enforced<H: Harness>(harness: &H) {
     let (a, mut b) = connect_pair(harness).await;
     let empty = a.conn.open_channel("", Reliability::ReliableOrdered).await;
-    assert!(matches!(empty, Err(TransportError::InvalidLabel(_))), "{empty:?}");
+    assert!(
+        matches!(empty, Err(TransportError::InvalidLabel(_))),
+        "{empty:?}"
+    );
     let limit = a.conn.limits().max_channels;
     let mut open = Vec::new();
     for i in 0..limit {
@@ -348,20 +413,36 @@ pub async fn channel_limits_are_enforced<H: Harness>(harness: &H) {
             channel_pair(&a, &mut b, &format!("c{i}"), Reliability::ReliableOrdered).await;
         open.push(local);
     }
-    let over = a.conn.open_channel("one-too-many", Reliability::ReliableOrdered).await;
+    let over = a
+        .conn
+        .open_channel("one-too-many", Reliability::ReliableOrdered)
+        .await;
     assert_eq!(over.err(), Some(TransportError::TooManyChannels { limit }));
 }
 
 /// `open_channel` called before the connection is up waits for it.
 pub async fn open_channel_waits_for_connection<H: Harness>(harness: &H) {
-    let (a, mut a_events) = harness.transport().await.connect(Role::Offerer).await.unwrap();
-    let (b, b_events) = harness.transport().await.connect(Role::Answerer).await.unwrap();
+    let (a, mut a_events) = harness
+        .transport()
+        .await
+        .connect(Role::Offerer)
+        .await
+        .unwrap();
+    let (b, b_events) = harness
+        .transport()
+        .await
+        .connect(Role::Answerer)
+        .await
+        .unwrap();
     let early = {
         let a = a.clone();
         tokio::spawn(async move { a.open_channel("early", Reliability::ReliableOrdered).await })
     };
     // Only now let the handshake run.
-    let mut b_side = Side::<H> { conn: b.clone(), events: pump::<H>(b_events, a.clone()) };
+    let mut b_side = Side::<H> {
+        conn: b.clone(),
+        events: pump::<H>(b_events, a.clone()),
+    };
     tokio::spawn(async move {
         while let Some(event) = a_events.next().await {
             if let ConnectionEvent::Signal(message) = event {
@@ -372,7 +453,10 @@ pub async fn open_channel_waits_for_connection<H: Harness>(harness: &H) {
     let local = within("the early channel", early).await.unwrap().unwrap();
     let remote = accept(&mut b_side).await;
     local.send(Bytes::from_static(b"early bird")).await.unwrap();
-    assert_eq!(within("a message", remote.recv()).await.as_deref(), Some(&b"early bird"[..]));
+    assert_eq!(
+        within("a message", remote.recv()).await.as_deref(),
+        Some(&b"early bird"[..])
+    );
 }
 
 /// Stats count what was sent and received.

@@ -534,7 +534,11 @@ impl Connection for MemoryConnection {
         }
         let closed = TransportError::NotConnected(ConnectionState::Closed);
         let (link, side) = me.link().ok_or(closed.clone())?;
-        let remote = link.ends[1 - side].upgrade().ok_or(closed.clone())?;
+        let remote = link
+            .ends
+            .get(1 - side)
+            .and_then(Weak::upgrade)
+            .ok_or(closed.clone())?;
         let config = &me.net.config;
         let make = |from_side: usize, from: &Arc<Counters>, to: &Arc<Counters>| {
             let (sender, receiver) = mpsc::unbounded_channel();
@@ -691,10 +695,11 @@ impl DataChannel for MemoryChannel {
         }
         let direction = &self.inner.outbound;
         // Fits: `normalized` keeps the budget above max_message_size + overhead, below u32.
-        let permits = u32::try_from(cost(&message)).map_err(|_| TransportError::MessageTooLarge {
-            size: message.len(),
-            limit,
-        })?;
+        let permits =
+            u32::try_from(cost(&message)).map_err(|_| TransportError::MessageTooLarge {
+                size: message.len(),
+                limit,
+            })?;
         match self.inner.reliability {
             Reliability::ReliableOrdered => {
                 let permit = direction

@@ -3,7 +3,14 @@ use std::time::Duration;
 
 use super::*;
 
-async fn pair(net: &MemoryTransport) -> (MemoryConnection, MemoryEvents, MemoryConnection, MemoryEvents) {
+async fn pair(
+    net: &MemoryTransport,
+) -> (
+    MemoryConnection,
+    MemoryEvents,
+    MemoryConnection,
+    MemoryEvents,
+) {
     let (a, mut a_events) = net.connect(Role::Offerer).await.unwrap();
     let (b, mut b_events) = net.connect(Role::Answerer).await.unwrap();
     let Some(ConnectionEvent::Signal(offer)) = a_events.next().await else {
@@ -35,13 +42,19 @@ async fn accept(events: &mut MemoryEvents) -> MemoryChannel {
 async fn dropped_link_fails_both_sides_and_ends_channels() {
     let net = MemoryTransport::new(MemoryTransportConfig::default());
     let (a, _ae, b, mut be) = pair(&net).await;
-    let left = a.open_channel("x", Reliability::ReliableOrdered).await.unwrap();
+    let left = a
+        .open_channel("x", Reliability::ReliableOrdered)
+        .await
+        .unwrap();
     let right = accept(&mut be).await;
     b.fault_drop_link();
     assert_eq!(a.state(), ConnectionState::Failed);
     assert_eq!(b.state(), ConnectionState::Failed);
     assert_eq!(right.recv().await, None);
-    assert_eq!(left.send(Bytes::from_static(b"x")).await, Err(TransportError::ChannelClosed));
+    assert_eq!(
+        left.send(Bytes::from_static(b"x")).await,
+        Err(TransportError::ChannelClosed)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -51,14 +64,21 @@ async fn stall_holds_delivery_and_fills_the_buffer() {
         .with_send_buffer(10 * (1000 + MESSAGE_OVERHEAD));
     let net = MemoryTransport::new(config);
     let (a, _ae, b, mut be) = pair(&net).await;
-    let left = a.open_channel("x", Reliability::ReliableOrdered).await.unwrap();
+    let left = a
+        .open_channel("x", Reliability::ReliableOrdered)
+        .await
+        .unwrap();
     let right = accept(&mut be).await;
     b.fault_stall(true);
     for _ in 0..10 {
         left.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
     }
     assert_eq!(left.buffered_amount(), 10 * (1000 + MESSAGE_OVERHEAD));
-    let blocked = tokio::time::timeout(Duration::from_secs(5), left.send(Bytes::from(vec![2u8; 1000]))).await;
+    let blocked = tokio::time::timeout(
+        Duration::from_secs(5),
+        left.send(Bytes::from(vec![2u8; 1000])),
+    )
+    .await;
     assert!(blocked.is_err(), "the eleventh send must wait for room");
     let stalled_recv = tokio::time::timeout(Duration::from_secs(5), right.recv()).await;
     assert!(stalled_recv.is_err(), "nothing is delivered while stalled");
@@ -74,7 +94,10 @@ async fn unreliable_overflow_is_dropped_and_counted() {
         .with_send_buffer(4 * (100 + MESSAGE_OVERHEAD));
     let net = MemoryTransport::new(config);
     let (a, _ae, _b, mut be) = pair(&net).await;
-    let left = a.open_channel("u", Reliability::UnreliableUnordered).await.unwrap();
+    let left = a
+        .open_channel("u", Reliability::UnreliableUnordered)
+        .await
+        .unwrap();
     let right = accept(&mut be).await;
     for _ in 0..10 {
         left.send(Bytes::from(vec![0u8; 100])).await.unwrap();
@@ -92,9 +115,13 @@ async fn unreliable_overflow_is_dropped_and_counted() {
 #[tokio::test]
 async fn unreliable_loss_is_seeded() {
     async fn dropped(seed: u64) -> u64 {
-        let net = MemoryTransport::new(MemoryTransportConfig::default().with_unreliable_loss(0.5, seed));
+        let net =
+            MemoryTransport::new(MemoryTransportConfig::default().with_unreliable_loss(0.5, seed));
         let (a, _ae, _b, mut be) = pair(&net).await;
-        let left = a.open_channel("u", Reliability::UnreliableUnordered).await.unwrap();
+        let left = a
+            .open_channel("u", Reliability::UnreliableUnordered)
+            .await
+            .unwrap();
         let right = accept(&mut be).await;
         for _ in 0..100 {
             left.send(Bytes::from_static(b"m")).await.unwrap();
@@ -115,7 +142,10 @@ async fn pending_offers_are_bounded() {
     let three = net.connect(Role::Offerer).await;
     assert!(matches!(three, Err(TransportError::ResourceLimit(_))));
     drop(two);
-    assert!(net.connect(Role::Offerer).await.is_ok(), "a dropped offer frees its slot");
+    assert!(
+        net.connect(Role::Offerer).await.is_ok(),
+        "a dropped offer frees its slot"
+    );
 }
 
 #[tokio::test]
@@ -124,11 +154,19 @@ async fn offer_from_another_network_is_refused() {
     let two = MemoryTransport::new(MemoryTransportConfig::default());
     let (_a, mut a_events) = one.connect(Role::Offerer).await.unwrap();
     let (b, _b_events) = two.connect(Role::Answerer).await.unwrap();
-    let Some(ConnectionEvent::Signal(offer)) = a_events.next().await else { panic!() };
-    assert!(matches!(b.handle_signal(offer.clone()).await, Err(TransportError::InvalidSignal(_))));
+    let Some(ConnectionEvent::Signal(offer)) = a_events.next().await else {
+        panic!()
+    };
+    assert!(matches!(
+        b.handle_signal(offer.clone()).await,
+        Err(TransportError::InvalidSignal(_))
+    ));
     // An offerer cannot take an offer either.
     let (c, _c_events) = one.connect(Role::Offerer).await.unwrap();
-    assert!(matches!(c.handle_signal(offer).await, Err(TransportError::InvalidSignal(_))));
+    assert!(matches!(
+        c.handle_signal(offer).await,
+        Err(TransportError::InvalidSignal(_))
+    ));
 }
 
 #[tokio::test]
@@ -142,7 +180,11 @@ async fn dropping_a_connection_closes_the_remote() {
 #[test]
 fn invalid_config_is_refused() {
     let bad = MemoryTransportConfig::default().with_unreliable_loss(2.0, 0);
-    assert!(matches!(MemoryTransport::try_new(bad), Err(TransportError::InvalidConfig(_))));
-    let small = MemoryTransport::try_new(MemoryTransportConfig::default().with_send_buffer(10)).unwrap();
+    assert!(matches!(
+        MemoryTransport::try_new(bad),
+        Err(TransportError::InvalidConfig(_))
+    ));
+    let small =
+        MemoryTransport::try_new(MemoryTransportConfig::default().with_send_buffer(10)).unwrap();
     assert!(small.config().send_buffer >= small.config().max_message_size + MESSAGE_OVERHEAD);
 }
