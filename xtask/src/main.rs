@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let result = match task {
         "ci" => ci(),
         "deny" => deny(),
-        "bench" => run("cargo", &with(&["bench", "--workspace"], rest)),
+        "bench" => bench(rest),
         "sim" => {
             Err("the simulator is not built yet: it comes with the cellular-mesh issue".into())
         }
@@ -55,6 +55,86 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     } else {
         Err(format!("{program} {} failed with {status}", args.join(" ")))
     }
+}
+
+/// Runs benchmarks and prints each result beside its same-run baseline as a markdown table.
+fn bench(rest: &[String]) -> Result<(), String> {
+    let which = rest.first().map(String::as_str).unwrap_or("all");
+    if matches!(which, "crypto" | "all") {
+        run(
+            "cargo",
+            &["bench", "-p", "genos-crypto", "--bench", "crypto"],
+        )?;
+        crypto_report()?;
+    }
+    if !matches!(which, "crypto" | "all") {
+        return Err(format!("unknown benchmark set {which}: try crypto"));
+    }
+    Ok(())
+}
+
+fn criterion_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    target.join("criterion")
+}
+
+/// Mean time in nanoseconds of one criterion benchmark.
+fn mean_ns(id: &str) -> Result<f64, String> {
+    let path = criterion_dir().join(id).join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    json.get("mean")
+        .and_then(|mean| mean.get("point_estimate"))
+        .and_then(serde_json::Value::as_f64)
+        .ok_or_else(|| format!("{}: no mean estimate", path.display()))
+}
+
+fn crypto_report() -> Result<(), String> {
+    println!("\n| operation | size | raw AEAD | envelope | envelope / raw | envelope GB/s |");
+    println!("|---|---|---|---|---|---|");
+    for op in ["seal", "open"] {
+        for size in [1024u64, 16 * 1024, 64 * 1024] {
+            let raw = mean_ns(&format!("{op}/raw-aead/{size}"))?;
+            let envelope = mean_ns(&format!("{op}/envelope/{size}"))?;
+            println!(
+                "| {op} | {} KiB | {:.2} us | {:.2} us | {:.3} | {:.2} |",
+                size / 1024,
+                raw / 1e3,
+                envelope / 1e3,
+                envelope / raw,
+                size as f64 / envelope
+            );
+        }
+    }
+    let argon = mean_ns("derive/argon2id-default")?;
+    let plain = mean_ns("derive/no-password")?;
+    let sign = mean_ns("signature/sign")?;
+    let verify = mean_ns("signature/verify")?;
+    println!("\n| operation | time | ratio |");
+    println!("|---|---|---|");
+    println!(
+        "| room key, Argon2id 19 MiB t=2 | {:.1} ms | {:.0}x the no-password derivation |",
+        argon / 1e6,
+        argon / plain
+    );
+    println!(
+        "| room key, no password (HKDF only) | {:.2} us | baseline |",
+        plain / 1e3
+    );
+    println!(
+        "| Schnorr sign (256 B) | {:.1} us | {:.2}x verify |",
+        sign / 1e3,
+        sign / verify
+    );
+    println!(
+        "| Schnorr verify (256 B) | {:.1} us | baseline |",
+        verify / 1e3
+    );
+    Ok(())
 }
 
 fn deny() -> Result<(), String> {

@@ -1,5 +1,10 @@
 //! The `Signaling` conformance suite against the in-memory hub.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use genos_signal::conformance::Harness;
 use genos_signal::memory::{MemoryConfig, MemorySignaling};

@@ -1,5 +1,10 @@
 //! The `Transport` conformance suite against in-memory connection pairs.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use genos_transport::conformance::Harness;
 use genos_transport::memory::{MemoryTransport, MemoryTransportConfig};

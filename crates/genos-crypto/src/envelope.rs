@@ -1,0 +1,329 @@
+//! Sealed envelopes: XChaCha20-Poly1305 with a versioned header and context-bound AAD.
+//!
+//! Wire form: `version (1) | purpose (1) | nonce (24) | ciphertext | tag (16)`.
+//! Associated data: `"genos/v1/seal" | version | purpose | sender peer id (32) | extra`, so
+//! a message opens only under the same key, version, purpose, sender and extra context.
+
+use std::fmt;
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::PeerId;
+
+/// The envelope format version this crate writes and reads.
+pub const VERSION: u8 = 1;
+/// Bytes before the ciphertext: version, purpose, nonce.
+pub const HEADER_LEN: usize = 2 + NONCE_LEN;
+/// Bytes of the authentication tag after the ciphertext.
+pub const TAG_LEN: usize = 16;
+/// Total bytes a seal adds to a plaintext.
+pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Largest plaintext one envelope carries (1 MiB). Larger payloads are chunked by the caller;
+/// [`SealKey::seal`] refuses them with [`EnvelopeError::TooLarge`].
+pub const MAX_PLAINTEXT_LEN: usize = 1 << 20;
+
+const NONCE_LEN: usize = 24;
+const AAD_LABEL: &[u8] = b"genos/v1/seal";
+/// Longest `extra` context accepted, to keep the AAD buffer on the stack.
+const MAX_EXTRA_LEN: usize = 64;
+
+/// What a sealed message is for. Part of the header and of the associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum Purpose {
+    /// Signaling messages (presence, offers, answers, candidates).
+    Signaling = 1,
+    /// Application data frames on channels.
+    Data = 2,
+    /// Frames forwarded through the cellular mesh.
+    Mesh = 3,
+}
+
+impl Purpose {
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::Signaling),
+            2 => Some(Self::Data),
+            3 => Some(Self::Mesh),
+            _ => None,
+        }
+    }
+}
+
+/// The context a message is sealed in; opening needs the same context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context<'a> {
+    purpose: Purpose,
+    sender: PeerId,
+    extra: &'a [u8],
+}
+
+impl Context<'static> {
+    /// A context for `purpose`, sent by `sender`.
+    pub fn new(purpose: Purpose, sender: PeerId) -> Self {
+        Self {
+            purpose,
+            sender,
+            extra: &[],
+        }
+    }
+}
+
+impl<'a> Context<'a> {
+    /// Adds caller-defined context (a channel name, a recipient, a frame kind), at most 64
+    /// bytes; longer context is refused at seal and open with [`EnvelopeError::ContextTooLong`].
+    pub fn with_extra(self, extra: &'a [u8]) -> Context<'a> {
+        Context {
+            purpose: self.purpose,
+            sender: self.sender,
+            extra,
+        }
+    }
+
+    /// The purpose.
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
+    /// The sender.
+    pub fn sender(&self) -> PeerId {
+        self.sender
+    }
+
+    /// Writes the associated data into `out`, returning its length.
+    fn aad<'b>(&self, out: &'b mut [u8; AAD_MAX]) -> Result<&'b [u8], EnvelopeError> {
+        if self.extra.len() > MAX_EXTRA_LEN {
+            return Err(EnvelopeError::ContextTooLong {
+                len: self.extra.len(),
+                limit: MAX_EXTRA_LEN,
+            });
+        }
+        let parts: [&[u8]; 4] = [
+            AAD_LABEL,
+            &[VERSION, self.purpose as u8],
+            self.sender.as_bytes(),
+            self.extra,
+        ];
+        let mut len = 0;
+        for part in parts {
+            let end = len + part.len();
+            out.get_mut(len..end)
+                .ok_or(EnvelopeError::ContextTooLong {
+                    len: self.extra.len(),
+                    limit: MAX_EXTRA_LEN,
+                })?
+                .copy_from_slice(part);
+            len = end;
+        }
+        Ok(out.get(..len).unwrap_or_default())
+    }
+}
+
+const AAD_MAX: usize = AAD_LABEL.len() + 2 + PeerId::LEN + MAX_EXTRA_LEN;
+
+/// Why an envelope could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Wrong key, wrong context (sender, extra), or the bytes were tampered with. These are
+    /// deliberately indistinguishable.
+    #[error("envelope does not open: wrong key or context, or tampered")]
+    Unauthentic,
+    /// Shorter than a header and a tag.
+    #[error("envelope truncated: {len} bytes, at least {min} needed")]
+    Truncated {
+        /// Length received.
+        len: usize,
+        /// Minimum length of any envelope.
+        min: usize,
+    },
+    /// Written by a version of the format this crate does not read.
+    #[error("unsupported envelope version {0}")]
+    UnsupportedVersion(u8),
+    /// Sealed for another purpose than the one expected.
+    #[error("envelope purpose byte {found} does not match the expected {expected:?}")]
+    PurposeMismatch {
+        /// The purpose the caller expected.
+        expected: Purpose,
+        /// The purpose byte found in the header.
+        found: u8,
+    },
+    /// The plaintext (or the ciphertext's plaintext) exceeds [`MAX_PLAINTEXT_LEN`].
+    #[error("envelope payload of {len} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Payload length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The caller's extra context is longer than allowed.
+    #[error("envelope context of {len} bytes exceeds the limit of {limit}")]
+    ContextTooLong {
+        /// Length given.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// An in-place buffer does not start with the reserved header space.
+    #[error("in-place buffer of {len} bytes has no room for the {HEADER_LEN}-byte header")]
+    NoHeaderRoom {
+        /// Buffer length.
+        len: usize,
+    },
+}
+
+/// A 256-bit key for sealing envelopes. Zeroized on drop; `Debug` hides it.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SealKey {
+    bytes: [u8; 32],
+}
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(<redacted>)")
+    }
+}
+
+impl SealKey {
+    /// Wraps raw key bytes (from a key derivation; never a password).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self { bytes }
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Self { bytes }
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(&Key::from(self.bytes))
+    }
+
+    /// A buffer for [`SealKey::seal_in_place`]: `HEADER_LEN` reserved bytes, room for
+    /// `plaintext_capacity` bytes of plaintext and the tag. Write the plaintext after the
+    /// reserved bytes.
+    pub fn buffer(plaintext_capacity: usize) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(HEADER_LEN + plaintext_capacity + TAG_LEN);
+        buffer.resize(HEADER_LEN, 0);
+        buffer
+    }
+
+    /// Seals `plaintext` into a new envelope.
+    pub fn seal(&self, context: &Context<'_>, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        check_len(plaintext.len())?;
+        let mut buffer = Self::buffer(plaintext.len());
+        buffer.extend_from_slice(plaintext);
+        self.seal_in_place(context, &mut buffer)?;
+        Ok(buffer)
+    }
+
+    /// Seals in place: `buffer` holds `HEADER_LEN` reserved bytes followed by the plaintext
+    /// (see [`SealKey::buffer`]). On return it holds the whole envelope. The plaintext is
+    /// encrypted where it lies; only the tag is appended.
+    pub fn seal_in_place(
+        &self,
+        context: &Context<'_>,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), EnvelopeError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        self.seal_in_place_with_nonce(context, buffer, nonce)
+    }
+
+    /// Seals with a caller-chosen nonce: only for known-answer test vectors, never in use.
+    pub(crate) fn seal_in_place_with_nonce(
+        &self,
+        context: &Context<'_>,
+        buffer: &mut Vec<u8>,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<(), EnvelopeError> {
+        let len = buffer.len();
+        let (header, body) = buffer
+            .split_at_mut_checked(HEADER_LEN)
+            .ok_or(EnvelopeError::NoHeaderRoom { len })?;
+        check_len(body.len())?;
+        let mut aad = [0u8; AAD_MAX];
+        let aad = context.aad(&mut aad)?;
+        let header: &mut [u8; HEADER_LEN] = header
+            .try_into()
+            .map_err(|_| EnvelopeError::NoHeaderRoom { len })?;
+        let [version, purpose, nonce_field @ ..] = header;
+        *version = VERSION;
+        *purpose = context.purpose as u8;
+        *nonce_field = nonce;
+        let tag = self
+            .cipher()
+            .encrypt_inout_detached(&XNonce::from(nonce), aad, body.into())
+            // Only fails for plaintexts beyond 256 GiB; check_len bounds far below.
+            .map_err(|_| EnvelopeError::TooLarge {
+                len: body.len(),
+                limit: MAX_PLAINTEXT_LEN,
+            })?;
+        buffer.extend_from_slice(tag.as_slice());
+        Ok(())
+    }
+
+    /// Opens an envelope into a new plaintext vector.
+    pub fn open(&self, context: &Context<'_>, envelope: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        let mut buffer = envelope.to_vec();
+        let range = self.open_in_place(context, &mut buffer)?;
+        buffer.truncate(range.end);
+        buffer.drain(..range.start);
+        Ok(buffer)
+    }
+
+    /// Opens in place: decrypts where the ciphertext lies and returns the range of `buffer`
+    /// that holds the plaintext. On error the buffer's content is unspecified.
+    pub fn open_in_place(
+        &self,
+        context: &Context<'_>,
+        buffer: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, EnvelopeError> {
+        let len = buffer.len();
+        if len < OVERHEAD {
+            return Err(EnvelopeError::Truncated { len, min: OVERHEAD });
+        }
+        check_len(len - OVERHEAD)?;
+        let (header, rest) = buffer.split_at_mut(HEADER_LEN);
+        let (body, tag) = rest.split_at_mut(len - OVERHEAD);
+        let header: &[u8; HEADER_LEN] = (&*header)
+            .try_into()
+            .map_err(|_| EnvelopeError::Truncated { len, min: OVERHEAD })?;
+        let [version, purpose, nonce @ ..] = *header;
+        if version != VERSION {
+            return Err(EnvelopeError::UnsupportedVersion(version));
+        }
+        if Purpose::from_byte(purpose) != Some(context.purpose) {
+            return Err(EnvelopeError::PurposeMismatch {
+                expected: context.purpose,
+                found: purpose,
+            });
+        }
+        let tag = Tag::try_from(&tag[..]).map_err(|_| EnvelopeError::Unauthentic)?;
+        let mut aad = [0u8; AAD_MAX];
+        let aad = context.aad(&mut aad)?;
+        self.cipher()
+            .decrypt_inout_detached(&XNonce::from(nonce), aad, body.into(), &tag)
+            .map_err(|_| EnvelopeError::Unauthentic)?;
+        Ok(HEADER_LEN..len - TAG_LEN)
+    }
+}
+
+fn check_len(len: usize) -> Result<(), EnvelopeError> {
+    if len > MAX_PLAINTEXT_LEN {
+        return Err(EnvelopeError::TooLarge {
+            len,
+            limit: MAX_PLAINTEXT_LEN,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
