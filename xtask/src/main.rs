@@ -37,13 +37,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn with<'a>(base: &[&'a str], rest: &'a [String]) -> Vec<&'a str> {
-    base.iter()
-        .copied()
-        .chain(rest.iter().map(String::as_str))
-        .collect()
-}
-
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
     println!("$ {program} {}", args.join(" "));
     let status = Command::new(program)

@@ -1,8 +1,10 @@
 //! Sealed envelopes: XChaCha20-Poly1305 with a versioned header and context-bound AAD.
 //!
 //! Wire form: `version (1) | purpose (1) | nonce (24) | ciphertext | tag (16)`.
-//! Associated data: `"genos/v1/seal" | version | purpose | sender peer id (32) | extra`, so
-//! a message opens only under the same key, version, purpose, sender and extra context.
+//! Associated data: `"genos/v1/seal" (zero-padded to 16) | version | purpose | extra length |
+//! 13 zero bytes | sender peer id (32)`, then the extra context zero-padded to 64 bytes when
+//! there is any, so a message opens only under the same key, version, purpose, sender and
+//! extra context.
 
 use std::fmt;
 
@@ -26,7 +28,8 @@ pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 pub const MAX_PLAINTEXT_LEN: usize = 1 << 20;
 
 const NONCE_LEN: usize = 24;
-const AAD_LABEL: &[u8] = b"genos/v1/seal";
+/// 16 bytes: the label fills the first quarter of the AAD block.
+const AAD_LABEL: &[u8; 16] = b"genos/v1/seal\0\0\0";
 /// Longest `extra` context accepted, to keep the AAD buffer on the stack.
 const MAX_EXTRA_LEN: usize = 64;
 
@@ -94,36 +97,45 @@ impl<'a> Context<'a> {
         self.sender
     }
 
-    /// Writes the associated data into `out`, returning its length.
+    /// Writes the associated data into `out` and returns it: one 64-byte block
+    /// `label (16) | version | purpose | extra length | zeros (13) | sender (32)`, then, when
+    /// there is extra context, a second block holding it zero-padded. Whole 64-byte blocks
+    /// matter for speed: the Poly1305 AVX2 backend runs 10-25% slower over the ciphertext
+    /// when the AAD before it is not a multiple of 64 bytes (measured; docs/benchmarks.md).
     fn aad<'b>(&self, out: &'b mut [u8; AAD_MAX]) -> Result<&'b [u8], EnvelopeError> {
-        if self.extra.len() > MAX_EXTRA_LEN {
-            return Err(EnvelopeError::ContextTooLong {
-                len: self.extra.len(),
-                limit: MAX_EXTRA_LEN,
-            });
+        let extra_len = self.extra.len();
+        let too_long = EnvelopeError::ContextTooLong {
+            len: extra_len,
+            limit: MAX_EXTRA_LEN,
+        };
+        if extra_len > MAX_EXTRA_LEN {
+            return Err(too_long);
         }
-        let parts: [&[u8]; 4] = [
-            AAD_LABEL,
-            &[VERSION, self.purpose as u8],
-            self.sender.as_bytes(),
-            self.extra,
-        ];
-        let mut len = 0;
-        for part in parts {
-            let end = len + part.len();
-            out.get_mut(len..end)
-                .ok_or(EnvelopeError::ContextTooLong {
-                    len: self.extra.len(),
-                    limit: MAX_EXTRA_LEN,
-                })?
-                .copy_from_slice(part);
-            len = end;
+        {
+            let (first, second) = out.split_at_mut(AAD_BLOCK);
+            let (label, rest) = first.split_at_mut(AAD_LABEL.len());
+            label.copy_from_slice(AAD_LABEL);
+            let (fields, sender) = rest.split_at_mut(AAD_BLOCK - AAD_LABEL.len() - PeerId::LEN);
+            fields.fill(0);
+            if let [version, purpose, len, ..] = fields {
+                *version = VERSION;
+                *purpose = self.purpose as u8;
+                *len = extra_len as u8;
+            }
+            sender.copy_from_slice(self.sender.as_bytes());
+            second.fill(0);
+            second
+                .get_mut(..extra_len)
+                .ok_or(too_long)?
+                .copy_from_slice(self.extra);
         }
+        let len = if extra_len == 0 { AAD_BLOCK } else { AAD_MAX };
         Ok(out.get(..len).unwrap_or_default())
     }
 }
 
-const AAD_MAX: usize = AAD_LABEL.len() + 2 + PeerId::LEN + MAX_EXTRA_LEN;
+const AAD_BLOCK: usize = 64;
+const AAD_MAX: usize = 2 * AAD_BLOCK;
 
 /// Why an envelope could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
