@@ -34,8 +34,9 @@ pub trait Harness: Send + Sync + 'static {
     /// The backend under test.
     type Backend: Signaling;
 
-    /// A new client of the shared medium (a new hub handle, relay connection pool, ...).
-    fn backend(&self) -> impl Future<Output = Self::Backend> + Send;
+    /// A new client of the shared medium (a new hub handle, relay connection pool, ...) and
+    /// the peer id it joins as (backends that sign, like Nostr, own the identity).
+    fn backend(&self) -> impl Future<Output = (Self::Backend, PeerId)> + Send;
 
     /// Whether the backend tells a newcomer about peers that announced before it joined.
     /// Backends that re-announce periodically may answer `false`: the check is skipped.
@@ -53,12 +54,9 @@ pub trait Harness: Send + Sync + 'static {
 type Session<H> = <<H as Harness>::Backend as Signaling>::Session;
 type Events<H> = <<H as Harness>::Backend as Signaling>::Events;
 
-/// A deterministic, distinct peer id for test participant `n`.
-pub fn test_peer(n: u8) -> PeerId {
-    let mut bytes = [0u8; 32];
-    bytes[0] = 0xC0;
-    bytes[31] = n;
-    PeerId::from_bytes(bytes)
+/// A random peer id, for backends that do not sign (the in-memory hub).
+pub fn random_peer() -> PeerId {
+    PeerId::from_bytes(rand::random())
 }
 
 /// A topic unique to one check, so checks sharing a medium do not see each other.
@@ -73,10 +71,10 @@ pub fn test_topic(check: &str) -> Topic {
     Topic::from_bytes(bytes)
 }
 
-async fn join<H: Harness>(harness: &H, topic: Topic, peer: u8) -> (Session<H>, Events<H>) {
-    let backend = harness.backend().await;
+async fn join<H: Harness>(harness: &H, topic: Topic) -> (Session<H>, Events<H>) {
+    let (backend, peer) = harness.backend().await;
     backend
-        .join(JoinRequest::new(topic, test_peer(peer)))
+        .join(JoinRequest::new(topic, peer))
         .await
         .expect("join")
 }
@@ -121,8 +119,8 @@ where
 /// Two peers that announce see each other's presence, and never their own.
 pub async fn presence_is_seen<H: Harness>(harness: &H) {
     let topic = test_topic("presence");
-    let (a, mut a_events) = join(harness, topic, 1).await;
-    let (b, mut b_events) = join(harness, topic, 2).await;
+    let (a, mut a_events) = join(harness, topic).await;
+    let (b, mut b_events) = join(harness, topic).await;
     a.announce(Bytes::from_static(b"presence of a"))
         .await
         .unwrap();
@@ -153,8 +151,8 @@ pub async fn presence_is_seen<H: Harness>(harness: &H) {
 /// Announcing again replaces the presence others see.
 pub async fn presence_can_be_updated<H: Harness>(harness: &H) {
     let topic = test_topic("presence-update");
-    let (a, _a_events) = join(harness, topic, 1).await;
-    let (_b, mut b_events) = join(harness, topic, 2).await;
+    let (a, _a_events) = join(harness, topic).await;
+    let (_b, mut b_events) = join(harness, topic).await;
     a.announce(Bytes::from_static(b"v1")).await.unwrap();
     a.announce(Bytes::from_static(b"v2")).await.unwrap();
     wait_for(&mut b_events, "the updated presence", |event| match event {
@@ -170,9 +168,9 @@ pub async fn newcomer_learns_existing_presence<H: Harness>(harness: &H) {
         return;
     }
     let topic = test_topic("newcomer");
-    let (a, _a_events) = join(harness, topic, 1).await;
+    let (a, _a_events) = join(harness, topic).await;
     a.announce(Bytes::from_static(b"old-timer")).await.unwrap();
-    let (_b, mut b_events) = join(harness, topic, 2).await;
+    let (_b, mut b_events) = join(harness, topic).await;
     let peer = wait_for(&mut b_events, "the earlier presence", |event| match event {
         SignalEvent::PeerSeen { peer, .. } => Some(peer),
         _ => None,
@@ -184,9 +182,9 @@ pub async fn newcomer_learns_existing_presence<H: Harness>(harness: &H) {
 /// A directed message reaches its addressee intact, and nobody else.
 pub async fn direct_message_reaches_only_addressee<H: Harness>(harness: &H) {
     let topic = test_topic("direct");
-    let (a, _a_events) = join(harness, topic, 1).await;
-    let (b, mut b_events) = join(harness, topic, 2).await;
-    let (c, mut c_events) = join(harness, topic, 3).await;
+    let (a, _a_events) = join(harness, topic).await;
+    let (b, mut b_events) = join(harness, topic).await;
+    let (c, mut c_events) = join(harness, topic).await;
     a.send_to(b.local_peer(), Bytes::from_static(b"for b only"))
         .await
         .unwrap();
@@ -208,9 +206,9 @@ pub async fn direct_message_reaches_only_addressee<H: Harness>(harness: &H) {
 pub async fn topics_are_isolated<H: Harness>(harness: &H) {
     let one = test_topic("isolated-one");
     let two = test_topic("isolated-two");
-    let (a, _a_events) = join(harness, one, 1).await;
-    let (b, mut b_events) = join(harness, two, 2).await;
-    let (c, _c_events) = join(harness, two, 3).await;
+    let (a, _a_events) = join(harness, one).await;
+    let (b, mut b_events) = join(harness, two).await;
+    let (c, _c_events) = join(harness, two).await;
     a.announce(Bytes::from_static(b"topic one")).await.unwrap();
     a.send_to(b.local_peer(), Bytes::from_static(b"across topics"))
         .await
@@ -240,8 +238,8 @@ pub async fn topics_are_isolated<H: Harness>(harness: &H) {
 /// Many messages arrive exactly once and intact (in any order).
 pub async fn messages_arrive_exactly_once<H: Harness>(harness: &H) {
     let topic = test_topic("exactly-once");
-    let (a, _a_events) = join(harness, topic, 1).await;
-    let (b, mut b_events) = join(harness, topic, 2).await;
+    let (a, _a_events) = join(harness, topic).await;
+    let (b, mut b_events) = join(harness, topic).await;
     // Stay below the inbox bound: this check is about delivery, not overflow.
     let count = 100.min(b.limits().inbox_capacity.saturating_sub(2));
     for i in 0..count {
@@ -277,8 +275,8 @@ pub async fn messages_arrive_exactly_once<H: Harness>(harness: &H) {
 /// A payload at the size limit is delivered intact; one byte more is refused, typed.
 pub async fn message_size_limit_is_enforced<H: Harness>(harness: &H) {
     let topic = test_topic("size-limit");
-    let (a, _a_events) = join(harness, topic, 1).await;
-    let (b, mut b_events) = join(harness, topic, 2).await;
+    let (a, _a_events) = join(harness, topic).await;
+    let (b, mut b_events) = join(harness, topic).await;
     let limit = a.limits().max_message_size;
     let at_limit: Bytes = (0..limit)
         .map(|i| (i % 251) as u8)
@@ -306,8 +304,8 @@ pub async fn message_size_limit_is_enforced<H: Harness>(harness: &H) {
 /// Leaving tells the others, ends the stream, and refuses further sends.
 pub async fn leave_is_seen_and_final<H: Harness>(harness: &H) {
     let topic = test_topic("leave");
-    let (a, mut a_events) = join(harness, topic, 1).await;
-    let (b, mut b_events) = join(harness, topic, 2).await;
+    let (a, mut a_events) = join(harness, topic).await;
+    let (b, mut b_events) = join(harness, topic).await;
     // Make sure both are fully subscribed before the goodbye.
     a.send_to(b.local_peer(), Bytes::from_static(b"ready"))
         .await
@@ -337,8 +335,8 @@ pub async fn leave_is_seen_and_final<H: Harness>(harness: &H) {
 /// A full inbox drops, reports the drop as `Lagged`, and keeps what fit.
 pub async fn inbox_overflow_is_reported<H: Harness>(harness: &H) {
     let topic = test_topic("overflow");
-    let (a, _a_events) = join(harness, topic, 1).await;
-    let (b, mut b_events) = join(harness, topic, 2).await;
+    let (a, _a_events) = join(harness, topic).await;
+    let (b, mut b_events) = join(harness, topic).await;
     let capacity = b.limits().inbox_capacity;
     let extra = 10;
     for i in 0..capacity + extra {
@@ -378,8 +376,8 @@ pub async fn inbox_overflow_is_reported<H: Harness>(harness: &H) {
 pub async fn ten_peers_see_each_other<H: Harness>(harness: &H) {
     let topic = test_topic("ten");
     let mut peers = Vec::new();
-    for n in 0..10u8 {
-        peers.push(join(harness, topic, n).await);
+    for _ in 0..10 {
+        peers.push(join(harness, topic).await);
     }
     for (session, _) in &peers {
         session.announce(Bytes::from_static(b"here")).await.unwrap();

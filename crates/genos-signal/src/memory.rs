@@ -426,7 +426,8 @@ impl Signaling for MemorySignaling {
         let hub = &self.hub;
         let (inbox, receiver) = mpsc::channel(hub.config.inbox_capacity);
         let lagged = Arc::new(AtomicU64::new(0));
-        let JoinRequest { topic, local_peer } = request;
+        // The hub is in-process: nothing to seal against, so the seal key is not needed.
+        let (topic, local_peer) = (request.topic, request.local_peer);
         let deliveries = {
             let mut state = hub.lock_state();
             let members = state.topics.entry(topic).or_default();

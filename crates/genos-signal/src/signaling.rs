@@ -4,24 +4,37 @@ use std::future::Future;
 
 use bytes::Bytes;
 use futures::Stream;
-use genos_crypto::PeerId;
+use genos_crypto::{PeerId, SealKey};
 
 use crate::{SignalError, SignalEvent, Topic};
 
 /// What to join: one topic, as one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct JoinRequest {
     /// The rendezvous topic (derived from the room key by the room layer).
     pub topic: Topic,
     /// The joining peer's id; every message it sends is attributed to it.
     pub local_peer: PeerId,
+    /// The room's signaling subkey, for backends that seal what they put on a shared medium
+    /// (Nostr). Without it such backends derive a key from the topic: obfuscation only.
+    pub seal_key: Option<SealKey>,
 }
 
 impl JoinRequest {
     /// A request to join `topic` as `local_peer`.
     pub fn new(topic: Topic, local_peer: PeerId) -> Self {
-        Self { topic, local_peer }
+        Self {
+            topic,
+            local_peer,
+            seal_key: None,
+        }
+    }
+
+    /// Hands the backend the room's signaling subkey.
+    pub fn with_seal_key(mut self, key: SealKey) -> Self {
+        self.seal_key = Some(key);
+        self
     }
 }
 

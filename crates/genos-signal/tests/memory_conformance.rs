@@ -6,7 +6,8 @@
     clippy::panic
 )]
 
-use genos_signal::conformance::Harness;
+use genos_signal::PeerId;
+use genos_signal::conformance::{Harness, random_peer};
 use genos_signal::memory::{MemoryConfig, MemorySignaling};
 
 /// Every client shares one hub; small inbox so the overflow check is quick.
@@ -25,8 +26,8 @@ impl MemoryHarness {
 impl Harness for MemoryHarness {
     type Backend = MemorySignaling;
 
-    async fn backend(&self) -> MemorySignaling {
-        self.hub.clone()
+    async fn backend(&self) -> (MemorySignaling, PeerId) {
+        (self.hub.clone(), random_peer())
     }
 
     fn retains_presence(&self) -> bool {
@@ -53,8 +54,8 @@ mod with_latency {
     impl Harness for SlowHarness {
         type Backend = MemorySignaling;
 
-        async fn backend(&self) -> MemorySignaling {
-            self.hub.clone()
+        async fn backend(&self) -> (MemorySignaling, PeerId) {
+            (self.hub.clone(), random_peer())
         }
 
         fn retains_presence(&self) -> bool {
