@@ -51,6 +51,8 @@ mod signaling;
 mod topic;
 
 pub mod memory;
+#[cfg(feature = "nostr")]
+pub mod nostr;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,0 +1,465 @@
+//! One relay connection: connect with backoff, subscribe, publish, answer AUTH and proof of
+//! work, honour refusals. One task per relay, so a slow or dead relay never delays another.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU8;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use nostr::prelude::*;
+use rand::Rng;
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::NostrConfig;
+use super::health::{MuteReason, RelayHealth, RelayState};
+
+/// An event to publish, with what it takes to rebuild it with proof of work.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) event: Arc<Event>,
+    pub(crate) template: Arc<EventBuilder>,
+    pub(crate) created: Instant,
+}
+
+pub(crate) enum Command {
+    Publish(Outgoing),
+    Stop,
+}
+
+/// An event a relay delivered for our subscription, not yet verified.
+pub(crate) struct Incoming {
+    pub(crate) event: Box<Event>,
+}
+
+/// Makes a freshly sealed presence event, if the session has announced.
+pub(crate) type PresenceSource = Arc<dyn Fn() -> Option<Outgoing> + Send + Sync>;
+
+pub(crate) struct Worker {
+    pub(crate) url: String,
+    pub(crate) subscription: SubscriptionId,
+    pub(crate) filter: Filter,
+    pub(crate) keys: Keys,
+    pub(crate) config: Arc<NostrConfig>,
+    pub(crate) health: Arc<Mutex<RelayHealth>>,
+    pub(crate) incoming: mpsc::Sender<Incoming>,
+    pub(crate) subscribed: Arc<Notify>,
+    pub(crate) presence: PresenceSource,
+    pub(crate) commands: mpsc::Receiver<Command>,
+}
+
+enum Ended {
+    Stop,
+    Muted(MuteReason),
+    Lost(String),
+}
+
+/// Per-connection protocol state.
+struct Link {
+    pending: VecDeque<Outgoing>,
+    /// Sent events awaiting `OK`, bounded; kept to re-send after AUTH or with proof of work.
+    awaiting_ok: HashMap<EventId, (Instant, Outgoing)>,
+    challenge: Option<String>,
+    authenticated: bool,
+    pow: Option<u8>,
+    rate_limited_until: Option<Instant>,
+    rate_backoff: Duration,
+}
+
+const AWAITING_OK_LIMIT: usize = 256;
+
+fn lock(health: &Mutex<RelayHealth>) -> std::sync::MutexGuard<'_, RelayHealth> {
+    health.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The first number in a refusal message, e.g. the 20 of `pow: difficulty 20 required`.
+fn first_number(message: &str) -> Option<u8> {
+    let digits: String = message
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+impl Worker {
+    fn update(&self, f: impl FnOnce(&mut RelayHealth)) {
+        f(&mut lock(&self.health));
+    }
+
+    fn set_state(&self, state: RelayState) {
+        self.update(|h| h.state = state);
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut link = Link {
+            pending: VecDeque::new(),
+            awaiting_ok: HashMap::new(),
+            challenge: None,
+            authenticated: false,
+            pow: None,
+            rate_limited_until: None,
+            rate_backoff: Duration::from_secs(5),
+        };
+        loop {
+            self.set_state(RelayState::Connecting);
+            let ended = self.connect_and_serve(&mut link).await;
+            match ended {
+                Ended::Stop => {
+                    self.set_state(RelayState::Stopped);
+                    return;
+                }
+                Ended::Muted(reason) => {
+                    tracing::info!(url = %self.url, ?reason, "muting relay");
+                    self.set_state(RelayState::Muted(reason));
+                    return;
+                }
+                Ended::Lost(error) => {
+                    tracing::debug!(url = %self.url, %error, "relay connection lost");
+                    let failures = {
+                        let mut h = lock(&self.health);
+                        h.failures += 1;
+                        h.consecutive_failures += 1;
+                        h.last_error = Some(error);
+                        h.consecutive_failures
+                    };
+                    if failures >= self.config.max_consecutive_failures {
+                        self.set_state(RelayState::Muted(MuteReason::TooManyFailures(failures)));
+                        return;
+                    }
+                    let delay = self.backoff(failures);
+                    self.set_state(RelayState::Backoff { delay });
+                    if self.wait(delay, &mut link).await {
+                        self.set_state(RelayState::Stopped);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Jittered exponential backoff: initial × 2^(n-1), capped, ±20%.
+    fn backoff(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(16);
+        let base = self
+            .config
+            .reconnect_initial
+            .saturating_mul(1 << exponent)
+            .min(self.config.reconnect_max);
+        base.mul_f64(rand::rng().random_range(0.8..1.2))
+    }
+
+    /// Waits `delay`, queueing publishes meanwhile. Returns true if told to stop.
+    async fn wait(&mut self, delay: Duration, link: &mut Link) -> bool {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return false,
+                command = self.commands.recv() => match command {
+                    Some(Command::Publish(outgoing)) => self.queue(link, outgoing),
+                    Some(Command::Stop) | None => return true,
+                },
+            }
+        }
+    }
+
+    fn queue(&self, link: &mut Link, outgoing: Outgoing) {
+        if link.pending.len() >= self.config.relay_queue {
+            link.pending.pop_front();
+            self.update(|h| h.publish_dropped += 1);
+        }
+        link.pending.push_back(outgoing);
+    }
+
+    async fn connect_and_serve(&mut self, link: &mut Link) -> Ended {
+        let mut ws_config = WebSocketConfig::default();
+        ws_config.max_message_size = Some(self.config.max_relay_message);
+        ws_config.max_frame_size = Some(self.config.max_relay_message);
+        let connect =
+            tokio_tungstenite::connect_async_with_config(self.url.as_str(), Some(ws_config), false);
+        let ws = match tokio::time::timeout(self.config.connect_timeout, connect).await {
+            Ok(Ok((ws, _response))) => ws,
+            Ok(Err(error)) => return Ended::Lost(format!("connect: {error}")),
+            Err(_) => return Ended::Lost("connect: timed out".into()),
+        };
+        let (mut sink, mut stream) = ws.split();
+        link.authenticated = false;
+        let request = ClientMessage::req(self.subscription.clone(), vec![self.filter.clone()]);
+        if let Err(error) = sink.send(WsMessage::text(request.as_json())).await {
+            return Ended::Lost(format!("subscribe: {error}"));
+        }
+        let mut keepalive = tokio::time::interval(Duration::from_secs(30));
+        keepalive.tick().await;
+        loop {
+            let mut to_send: Vec<String> = Vec::new();
+            let ended = tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Publish(outgoing)) => {
+                        self.prepare(link, outgoing, &mut to_send).await;
+                        None
+                    }
+                    Some(Command::Stop) | None => {
+                        let close = ClientMessage::close(self.subscription.clone());
+                        let _ = sink.send(WsMessage::text(close.as_json())).await;
+                        let _ = sink.close().await;
+                        Some(Ended::Stop)
+                    }
+                },
+                message = stream.next() => match message {
+                    None => Some(Ended::Lost("closed by the relay".into())),
+                    Some(Err(error)) => Some(Ended::Lost(format!("read: {error}"))),
+                    Some(Ok(WsMessage::Text(text))) => self.handle_text(link, text.as_str(), &mut to_send).await,
+                    Some(Ok(WsMessage::Close(_))) => Some(Ended::Lost("closed by the relay".into())),
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        self.update(|h| h.messages_dropped += 1);
+                        None
+                    }
+                    Some(Ok(_)) => None,
+                },
+                _ = keepalive.tick() => {
+                    if let Err(error) = sink.send(WsMessage::Ping(Default::default())).await {
+                        Some(Ended::Lost(format!("ping: {error}")))
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(ended) = ended {
+                return ended;
+            }
+            for text in to_send {
+                if let Err(error) = sink.send(WsMessage::text(text)).await {
+                    return Ended::Lost(format!("write: {error}"));
+                }
+            }
+        }
+    }
+
+    /// Turns an outgoing event into wire text (mining proof of work if this relay wants it).
+    async fn prepare(&self, link: &mut Link, outgoing: Outgoing, to_send: &mut Vec<String>) {
+        if let Some(until) = link.rate_limited_until {
+            if Instant::now() < until {
+                self.update(|h| h.publish_dropped += 1);
+                return;
+            }
+            link.rate_limited_until = None;
+        }
+        let event = match link.pow.and_then(NonZeroU8::new) {
+            Some(difficulty) => match self.mine(&outgoing, difficulty).await {
+                Some(event) => event,
+                None => {
+                    self.update(|h| h.publish_dropped += 1);
+                    return;
+                }
+            },
+            None => outgoing.event.clone(),
+        };
+        if link.awaiting_ok.len() >= AWAITING_OK_LIMIT {
+            // Relays that never answer OK (some skip ephemeral events) must not grow this.
+            link.awaiting_ok.clear();
+        }
+        link.awaiting_ok
+            .insert(event.id, (Instant::now(), outgoing));
+        to_send.push(ClientMessage::event((*event).clone()).as_json());
+        self.update(|h| h.events_sent += 1);
+    }
+
+    async fn mine(&self, outgoing: &Outgoing, difficulty: NonZeroU8) -> Option<Arc<Event>> {
+        let template = (*outgoing.template).clone();
+        let keys = self.keys.clone();
+        let mined = tokio::task::spawn_blocking(move || {
+            let unsigned = template
+                .finalize_unsigned(keys.public_key())
+                .mine(&SingleThreadPow, difficulty)
+                .ok()?;
+            keys.sign_event(unsigned).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        mined.map(Arc::new)
+    }
+
+    fn auth_message(&self, challenge: &str) -> Option<String> {
+        let event = EventBuilder::new(Kind::Authentication, "")
+            .tag(Tag::custom("relay", [self.url.as_str()]))
+            .tag(Tag::custom("challenge", [challenge]))
+            .finalize(&self.keys)
+            .ok()?;
+        Some(ClientMessage::auth(event).as_json())
+    }
+
+    async fn handle_text(
+        &mut self,
+        link: &mut Link,
+        text: &str,
+        to_send: &mut Vec<String>,
+    ) -> Option<Ended> {
+        if text.len() > self.config.max_event_size {
+            self.update(|h| h.messages_dropped += 1);
+            return None;
+        }
+        let Ok(message) = RelayMessage::from_json(text) else {
+            self.update(|h| h.messages_dropped += 1);
+            return None;
+        };
+        match message {
+            RelayMessage::Event {
+                subscription_id,
+                event,
+            } => {
+                if *subscription_id != self.subscription {
+                    self.update(|h| h.messages_dropped += 1);
+                    return None;
+                }
+                let incoming = Incoming {
+                    event: Box::new(event.into_owned()),
+                };
+                match self.incoming.try_send(incoming) {
+                    Ok(()) => self.update(|h| h.events_received += 1),
+                    Err(_) => self.update(|h| h.messages_dropped += 1),
+                }
+                None
+            }
+            RelayMessage::EndOfStoredEvents(subscription_id) => {
+                if *subscription_id == self.subscription {
+                    self.update(|h| {
+                        h.state = RelayState::Connected;
+                        h.connects += 1;
+                        h.consecutive_failures = 0;
+                    });
+                    self.subscribed.notify_waiters();
+                    // After every (re)subscription: be seen again, then send what waited.
+                    if let Some(presence) = (self.presence)() {
+                        self.prepare(link, presence, to_send).await;
+                    }
+                    let cutoff = self.config.queued_event_max_age;
+                    while let Some(outgoing) = link.pending.pop_front() {
+                        if outgoing.created.elapsed() <= cutoff {
+                            self.prepare(link, outgoing, to_send).await;
+                        } else {
+                            self.update(|h| h.publish_dropped += 1);
+                        }
+                    }
+                }
+                None
+            }
+            RelayMessage::Ok {
+                event_id,
+                status,
+                message,
+            } => {
+                let sent = link.awaiting_ok.remove(&event_id);
+                if status {
+                    if let Some((at, _)) = sent {
+                        self.update(|h| h.record_latency(at.elapsed()));
+                    }
+                    return None;
+                }
+                self.update(|h| {
+                    h.refusals += 1;
+                    h.last_error = Some(message.to_string());
+                });
+                self.refused(link, &message, sent.map(|(_, o)| o), to_send)
+                    .await
+            }
+            RelayMessage::Closed {
+                subscription_id,
+                message,
+            } => {
+                if *subscription_id != self.subscription {
+                    return None;
+                }
+                if message.starts_with("auth-required:")
+                    && !link.authenticated
+                    && let Some(challenge) = link.challenge.clone()
+                    && let Some(auth) = self.auth_message(&challenge)
+                {
+                    link.authenticated = true;
+                    to_send.push(auth);
+                    let request =
+                        ClientMessage::req(self.subscription.clone(), vec![self.filter.clone()]);
+                    to_send.push(request.as_json());
+                    return None;
+                }
+                Some(Ended::Muted(MuteReason::SubscriptionClosed(
+                    message.into_owned(),
+                )))
+            }
+            RelayMessage::Auth { challenge } => {
+                let challenge = challenge.into_owned();
+                if let Some(auth) = self.auth_message(&challenge) {
+                    link.authenticated = true;
+                    to_send.push(auth);
+                }
+                link.challenge = Some(challenge);
+                None
+            }
+            RelayMessage::Notice(notice) => {
+                tracing::debug!(url = %self.url, %notice, "relay notice");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Acts on an `OK false`: retry with work or auth, slow down, or mute the relay.
+    async fn refused(
+        &self,
+        link: &mut Link,
+        message: &str,
+        outgoing: Option<Outgoing>,
+        to_send: &mut Vec<String>,
+    ) -> Option<Ended> {
+        let prefix = message.split(':').next().unwrap_or_default().trim();
+        match prefix {
+            "pow" => {
+                let required = first_number(message);
+                match required {
+                    Some(d) if d <= self.config.max_pow_difficulty && link.pow != Some(d) => {
+                        link.pow = Some(d);
+                        if let Some(outgoing) = outgoing {
+                            self.prepare(link, outgoing, to_send).await;
+                        }
+                        None
+                    }
+                    _ => Some(Ended::Muted(MuteReason::ProofOfWork { required })),
+                }
+            }
+            "auth-required" => match (&link.challenge, outgoing) {
+                (Some(challenge), Some(outgoing)) if !link.authenticated => {
+                    if let Some(auth) = self.auth_message(challenge) {
+                        link.authenticated = true;
+                        to_send.push(auth);
+                    }
+                    self.prepare(link, outgoing, to_send).await;
+                    None
+                }
+                _ => Some(Ended::Muted(MuteReason::AuthRequired)),
+            },
+            "rate-limited" => {
+                link.rate_limited_until = Some(Instant::now() + link.rate_backoff);
+                link.rate_backoff = (link.rate_backoff * 2).min(Duration::from_secs(120));
+                None
+            }
+            "restricted" | "blocked" => Some(Ended::Muted(MuteReason::Refused(message.to_owned()))),
+            // duplicate, invalid, error, unknown: nothing to change about this relay.
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_difficulty_out_of_a_refusal() {
+        assert_eq!(first_number("pow: required a difficulty >= 20"), Some(20));
+        assert_eq!(first_number("pow: difficulty 8 needed, got 0"), Some(8));
+        assert_eq!(first_number("pow: more work please"), None);
+        assert_eq!(first_number("pow: 9999"), None);
+    }
+}
