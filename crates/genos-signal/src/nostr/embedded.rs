@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use nostr_relay_builder::LocalRelay;
-use nostr_relay_builder::builder::{RateLimit, RelayBuilder};
+use nostr_relay_builder::builder::{
+    RateLimit, RelayBuilder, RelayBuilderNip42, RelayBuilderNip42Mode,
+};
 
 use crate::SignalError;
 
@@ -22,6 +24,8 @@ pub struct EmbeddedRelayConfig {
     pub max_subscriptions: usize,
     /// Proof of work required of every event, if any. Default none.
     pub min_pow: Option<u8>,
+    /// Require NIP-42 authentication to publish and to subscribe. Default off.
+    pub require_auth: bool,
 }
 
 impl Default for EmbeddedRelayConfig {
@@ -32,6 +36,7 @@ impl Default for EmbeddedRelayConfig {
             events_per_minute: 1200,
             max_subscriptions: 16,
             min_pow: None,
+            require_auth: false,
         }
     }
 }
@@ -40,6 +45,12 @@ impl EmbeddedRelayConfig {
     /// Listens on `addr`.
     pub fn with_addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
+        self
+    }
+
+    /// Requires NIP-42 authentication to publish and subscribe.
+    pub fn with_auth(mut self) -> Self {
+        self.require_auth = true;
         self
     }
 
@@ -73,6 +84,11 @@ impl EmbeddedRelay {
         }
         if let Some(difficulty) = config.min_pow {
             builder = builder.min_pow(difficulty);
+        }
+        if config.require_auth {
+            builder = builder.nip42(RelayBuilderNip42 {
+                mode: RelayBuilderNip42Mode::Both,
+            });
         }
         let relay = LocalRelay::new(builder);
         relay

@@ -59,6 +59,8 @@ pub struct RelayHealth {
     pub refusals: u64,
     /// Events not published to it because its queue was full or it asked us to slow down.
     pub publish_dropped: u64,
+    /// NIP-42 challenges answered.
+    pub authentications: u64,
     /// Successful connections (first one and reconnections).
     pub connects: u64,
     /// Failed connection attempts and dropped connections.
@@ -81,6 +83,7 @@ impl RelayHealth {
             messages_dropped: 0,
             refusals: 0,
             publish_dropped: 0,
+            authentications: 0,
             connects: 0,
             failures: 0,
             consecutive_failures: 0,

@@ -63,6 +63,8 @@ struct Link {
     awaiting_ok: HashMap<EventId, (Instant, Outgoing)>,
     challenge: Option<String>,
     authenticated: bool,
+    /// Retries after `auth-required:`, so a relay that never accepts cannot loop us.
+    auth_retries: u8,
     pow: Option<u8>,
     rate_limited_until: Option<Instant>,
     rate_backoff: Duration,
@@ -99,6 +101,7 @@ impl Worker {
             awaiting_ok: HashMap::new(),
             challenge: None,
             authenticated: false,
+            auth_retries: 0,
             pow: None,
             rate_limited_until: None,
             rate_backoff: Duration::from_secs(5),
@@ -186,6 +189,8 @@ impl Worker {
         };
         let (mut sink, mut stream) = ws.split();
         link.authenticated = false;
+        link.auth_retries = 0;
+        link.challenge = None;
         let request = ClientMessage::req(self.subscription.clone(), vec![self.filter.clone()]);
         if let Err(error) = sink.send(WsMessage::text(request.as_json())).await {
             return Ended::Lost(format!("subscribe: {error}"));
@@ -291,6 +296,27 @@ impl Worker {
         Some(ClientMessage::auth(event).as_json())
     }
 
+    /// Makes sure we answered the relay's challenge before a retry; false when there is no
+    /// challenge to answer or retries are used up.
+    fn authenticate(&self, link: &mut Link, to_send: &mut Vec<String>) -> bool {
+        const MAX_AUTH_RETRIES: u8 = 3;
+        let Some(challenge) = link.challenge.clone() else {
+            return false;
+        };
+        if link.auth_retries >= MAX_AUTH_RETRIES {
+            return false;
+        }
+        link.auth_retries += 1;
+        if !link.authenticated
+            && let Some(auth) = self.auth_message(&challenge)
+        {
+            link.authenticated = true;
+            to_send.push(auth);
+            self.update(|h| h.authentications += 1);
+        }
+        true
+    }
+
     async fn handle_text(
         &mut self,
         link: &mut Link,
@@ -353,6 +379,7 @@ impl Worker {
             } => {
                 let sent = link.awaiting_ok.remove(&event_id);
                 if status {
+                    link.auth_retries = 0;
                     if let Some((at, _)) = sent {
                         self.update(|h| h.record_latency(at.elapsed()));
                     }
@@ -372,13 +399,7 @@ impl Worker {
                 if *subscription_id != self.subscription {
                     return None;
                 }
-                if message.starts_with("auth-required:")
-                    && !link.authenticated
-                    && let Some(challenge) = link.challenge.clone()
-                    && let Some(auth) = self.auth_message(&challenge)
-                {
-                    link.authenticated = true;
-                    to_send.push(auth);
+                if message.starts_with("auth-required:") && self.authenticate(link, to_send) {
                     let request =
                         ClientMessage::req(self.subscription.clone(), vec![self.filter.clone()]);
                     to_send.push(request.as_json());
@@ -393,6 +414,7 @@ impl Worker {
                 if let Some(auth) = self.auth_message(&challenge) {
                     link.authenticated = true;
                     to_send.push(auth);
+                    self.update(|h| h.authentications += 1);
                 }
                 link.challenge = Some(challenge);
                 None
@@ -428,17 +450,15 @@ impl Worker {
                     _ => Some(Ended::Muted(MuteReason::ProofOfWork { required })),
                 }
             }
-            "auth-required" => match (&link.challenge, outgoing) {
-                (Some(challenge), Some(outgoing)) if !link.authenticated => {
-                    if let Some(auth) = self.auth_message(challenge) {
-                        link.authenticated = true;
-                        to_send.push(auth);
-                    }
-                    self.prepare(link, outgoing, to_send).await;
-                    None
+            "auth-required" => {
+                if !self.authenticate(link, to_send) {
+                    return Some(Ended::Muted(MuteReason::AuthRequired));
                 }
-                _ => Some(Ended::Muted(MuteReason::AuthRequired)),
-            },
+                if let Some(outgoing) = outgoing {
+                    self.prepare(link, outgoing, to_send).await;
+                }
+                None
+            }
             "rate-limited" => {
                 link.rate_limited_until = Some(Instant::now() + link.rate_backoff);
                 link.rate_backoff = (link.rate_backoff * 2).min(Duration::from_secs(120));

@@ -1,5 +1,5 @@
 //! Helpers shared by the Nostr tests: clients, and nostr-rs-relay processes.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,0 +1,230 @@
+//! Relay faults, each with real relays over WebSocket: killed, restarted, demanding proof of
+//! work or authentication, never answering. Peers must keep meeting over what still works.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use genos_signal::nostr::{
+    EmbeddedRelay, EmbeddedRelayConfig, MuteReason, NostrEvents, NostrSession, RelayState,
+};
+use genos_signal::{JoinRequest, PeerId, SignalEvent, SignalSession, Signaling, Topic};
+use support::{NostrRsRelay, client_of};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn topic() -> Topic {
+    Topic::from_bytes(rand::random())
+}
+
+async fn join(relays: &[&str], topic: Topic) -> (NostrSession, NostrEvents) {
+    let (backend, peer) = client_of(relays);
+    backend.join(JoinRequest::new(topic, peer)).await.unwrap()
+}
+
+/// Sends `payload` to `to` every 250 ms until the receiver's stream yields it (a relay may
+/// be reconnecting); fails after `TIMEOUT`.
+async fn deliver(
+    from: &NostrSession,
+    to: PeerId,
+    events: &mut NostrEvents,
+    payload: &'static [u8],
+) {
+    let delivered = tokio::time::timeout(TIMEOUT, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => from.send_to(to, Bytes::from_static(payload)).await.unwrap(),
+                event = events.next() => match event {
+                    Some(SignalEvent::Message { from: sender, payload: got }) if got == payload => {
+                        assert_eq!(sender, from.local_peer());
+                        return;
+                    }
+                    Some(_) => {}
+                    None => panic!("event stream ended"),
+                },
+            }
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "message never arrived");
+}
+
+async fn wait_relay_state(
+    session: &NostrSession,
+    url: &str,
+    pick: impl Fn(&RelayState) -> bool,
+) -> RelayState {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(health) = session.relays().into_iter().find(|h| h.url == url)
+                && pick(&health.state)
+            {
+                return health.state;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("relay never reached the expected state")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_still_meet_when_one_of_three_relays_is_killed() {
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(NostrRsRelay::start().await);
+    }
+    let urls: Vec<String> = relays.iter().map(NostrRsRelay::url).collect();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let topic = topic();
+    let (a, _a_events) = join(&urls, topic).await;
+    let (b, mut b_events) = join(&urls, topic).await;
+    deliver(&a, b.local_peer(), &mut b_events, b"before").await;
+
+    relays[0].kill();
+    wait_relay_state(&a, urls[0], |s| !matches!(s, RelayState::Connected)).await;
+    deliver(&a, b.local_peer(), &mut b_events, b"after").await;
+    // The two live relays both carried the message: exactly one copy reached the app.
+    assert!(b.stats().duplicates > 0, "{:?}", b.stats());
+    let health = a.relays();
+    assert!(
+        health
+            .iter()
+            .filter(|h| h.state == RelayState::Connected)
+            .count()
+            >= 2,
+        "{health:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_come_back_after_a_relay_restarts() {
+    let relay = NostrRsRelay::start().await;
+    let url = relay.url();
+    let topic = topic();
+    let (a, _a_events) = join(&[&url], topic).await;
+    let (b, mut b_events) = join(&[&url], topic).await;
+    deliver(&a, b.local_peer(), &mut b_events, b"before restart").await;
+
+    let _relay = relay.restart().await;
+    deliver(&a, b.local_peer(), &mut b_events, b"after restart").await;
+    let health = &b.relays()[0];
+    assert!(health.connects >= 2, "b must have resubscribed: {health:?}");
+    assert!(health.failures >= 1, "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_demanding_too_much_work_is_muted_and_the_room_goes_on() {
+    let good = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let greedy = EmbeddedRelay::start(EmbeddedRelayConfig::default().with_min_pow(40))
+        .await
+        .unwrap();
+    let urls = [good.url(), greedy.url()];
+    let topic = topic();
+    let (a, _a_events) = join(&urls, topic).await;
+    let (b, mut b_events) = join(&urls, topic).await;
+    deliver(&a, b.local_peer(), &mut b_events, b"hello").await;
+    let state = wait_relay_state(&a, greedy.url(), |s| matches!(s, RelayState::Muted(_))).await;
+    assert_eq!(
+        state,
+        RelayState::Muted(MuteReason::ProofOfWork { required: Some(40) })
+    );
+    let greedy_health = a
+        .relays()
+        .into_iter()
+        .find(|h| h.url == greedy.url())
+        .unwrap();
+    assert!(greedy_health.refusals >= 1, "{greedy_health:?}");
+    deliver(&a, b.local_peer(), &mut b_events, b"still fine").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modest_proof_of_work_is_mined() {
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default().with_min_pow(8))
+        .await
+        .unwrap();
+    let topic = topic();
+    let (a, _a_events) = join(&[relay.url()], topic).await;
+    let (b, mut b_events) = join(&[relay.url()], topic).await;
+    deliver(&a, b.local_peer(), &mut b_events, b"worked for it").await;
+    let health = &a.relays()[0];
+    assert!(health.is_active(), "{health:?}");
+    assert!(
+        health.refusals >= 1,
+        "the relay must have asked for work first: {health:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_is_answered() {
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default().with_auth())
+        .await
+        .unwrap();
+    let topic = topic();
+    let (a, _a_events) = join(&[relay.url()], topic).await;
+    let (b, mut b_events) = join(&[relay.url()], topic).await;
+    deliver(&a, b.local_peer(), &mut b_events, b"authenticated").await;
+    let health = &a.relays()[0];
+    assert!(health.authentications >= 1, "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_never_answers_does_not_delay_joining() {
+    // Accepts TCP connections and then says nothing at all.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("ws://{}", silent.local_addr().unwrap());
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let good = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let urls = [silent_url.as_str(), good.url()];
+    let topic = topic();
+    let (a, _a_events) = join(&urls, topic).await;
+    let (b, mut b_events) = join(&urls, topic).await;
+    // join returned on the good relay's confirmation, while the silent one still hangs.
+    let silent_health = a
+        .relays()
+        .into_iter()
+        .find(|h| h.url == silent_url)
+        .unwrap();
+    assert!(
+        matches!(
+            silent_health.state,
+            RelayState::Connecting | RelayState::Backoff { .. }
+        ),
+        "{silent_health:?}"
+    );
+    deliver(&a, b.local_peer(), &mut b_events, b"no waiting").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_fails_typed_when_no_relay_answers() {
+    let port = support::free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let identity = genos_crypto::Identity::generate();
+    let peer = identity.peer_id();
+    let mut config = genos_signal::nostr::NostrConfig::with_relays([url]);
+    config.join_timeout = Duration::from_millis(300);
+    let backend = genos_signal::nostr::NostrSignaling::new(identity, config).unwrap();
+    let result = backend.join(JoinRequest::new(topic(), peer)).await;
+    assert!(
+        matches!(result, Err(genos_signal::SignalError::Unavailable(_))),
+        "{result:?}"
+    );
+}
