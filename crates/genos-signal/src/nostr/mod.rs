@@ -900,3 +900,6 @@ impl Stream for NostrEvents {
         self.receiver.poll_recv(cx)
     }
 }
+
+#[cfg(test)]
+mod tests;

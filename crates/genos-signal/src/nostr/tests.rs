@@ -1,0 +1,216 @@
+//! Hostile input from a relay: a scripted WebSocket server sends garbage, forgeries, replays,
+//! oversized events and a flood. Everything bad is dropped and counted; nothing panics; the
+//! inbox stays bounded; the one good event still gets through.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::wire::{self, Content, ContentKind};
+use super::*;
+
+/// Serves one connection: waits for the REQ, then sends what `script` returns for its
+/// subscription id, then reads until the client goes away.
+async fn scripted_relay<F>(script: F) -> String
+where
+    F: FnOnce(&str) -> Vec<String> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        let subscription = loop {
+            let Some(Ok(WsMessage::Text(text))) = ws.next().await else {
+                return;
+            };
+            let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            if value[0] == "REQ" {
+                break value[1].as_str().unwrap().to_owned();
+            }
+        };
+        for message in script(&subscription) {
+            if ws.send(WsMessage::text(message)).await.is_err() {
+                return;
+            }
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    url
+}
+
+fn sealed_event(
+    keys: &Keys,
+    topic: &Topic,
+    seal: &SealKey,
+    kind: ContentKind,
+    id: [u8; 16],
+    timestamp_ms: u64,
+) -> Event {
+    let sender = PeerId::from_bytes(keys.public_key().to_bytes());
+    let content = Content {
+        version: wire::CONTENT_VERSION,
+        kind,
+        id,
+        timestamp_ms,
+        to: None,
+        payload: b"presence".to_vec(),
+    };
+    let text = wire::seal_content(seal, topic, sender, &content).unwrap();
+    EventBuilder::new(Kind::Custom(wire::kind_for(topic)), text)
+        .tag(Tag::custom("x", [wire::room_tag(topic)]))
+        .finalize(keys)
+        .unwrap()
+}
+
+fn event_message(subscription: &str, event: &Event) -> String {
+    RelayMessage::event(SubscriptionId::new(subscription), event.clone()).as_json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_relay_input_is_dropped_and_counted() {
+    const FLOOD: usize = 2000;
+    let topic = Topic::from_bytes(rand::random());
+    let room_key = SealKey::generate();
+    let alice = Keys::generate();
+    let other_key = SealKey::generate();
+    let now = now_ms();
+
+    let good = sealed_event(
+        &alice,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        [1; 16],
+        now,
+    );
+    let replayed_content = sealed_event(
+        &alice,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        [1; 16],
+        now,
+    );
+    let stale = sealed_event(
+        &alice,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        [2; 16],
+        now - 3_600_000,
+    );
+    let foreign = sealed_event(
+        &alice,
+        &topic,
+        &other_key,
+        ContentKind::Presence,
+        [3; 16],
+        now,
+    );
+    let mut forged = serde_json::to_value(&good).unwrap();
+    forged["sig"] = serde_json::Value::String("ab".repeat(64));
+    let mut flood = Vec::new();
+    for i in 0..FLOOD {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(i as u64 + 100).to_be_bytes());
+        flood.push(sealed_event(
+            &alice,
+            &topic,
+            &room_key,
+            ContentKind::Presence,
+            id,
+            now,
+        ));
+    }
+
+    let url = scripted_relay(move |sub| {
+        let mut script = vec![
+            "not json at all".to_owned(),
+            r#"["EVENT"]"#.to_owned(),
+            format!(r#"["EVENT", "{sub}", {{"id": 5, "kind": "x"}}]"#),
+            format!(r#"["EOSE", "{sub}"]"#),
+            format!(r#"["EVENT", "{sub}", {forged}]"#),
+            event_message(sub, &foreign),
+            event_message(sub, &stale),
+            event_message("someone-else", &good),
+            format!(r#"["NOTICE", "{}"]"#, "x".repeat(200 * 1024)),
+            event_message(sub, &good),
+            event_message(sub, &replayed_content),
+        ];
+        script.extend(flood.iter().map(|event| event_message(sub, event)));
+        script
+    })
+    .await;
+
+    let me = Identity::generate();
+    let peer = me.peer_id();
+    let config = NostrConfig::with_relays([url]).with_inbox_capacity(64);
+    let backend = NostrSignaling::new(me, config).unwrap();
+    let request = JoinRequest::new(topic, peer).with_seal_key(room_key.clone());
+    let (session, mut events) = backend.join(request).await.unwrap();
+
+    // Wait until the relay's whole script has been taken in or dropped, and the router has
+    // judged everything taken in. Events for our subscription: forged, foreign, stale, good,
+    // replayed and the flood; plus five messages that are not events of ours at all.
+    let ours = FLOOD as u64 + 5;
+    let garbage = 5;
+    let processed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let health = session.relays()[0].clone();
+            let stats = session.stats();
+            let judged = stats.delivered
+                + stats.dropped_overflow
+                + stats.duplicates
+                + stats.dropped_invalid
+                + stats.dropped_unsealed
+                + stats.dropped_replay;
+            if health.events_received + health.messages_dropped == ours + garbage
+                && judged == health.events_received
+            {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let health =
+        processed.unwrap_or_else(|_| panic!("{:?} {:?}", session.stats(), session.relays()));
+
+    let stats = session.stats();
+    assert_eq!(stats.dropped_invalid, 1, "the forged signature: {stats:?}");
+    assert_eq!(
+        stats.dropped_unsealed, 1,
+        "sealed with another key: {stats:?}"
+    );
+    assert_eq!(stats.dropped_replay, 1, "an hour old: {stats:?}");
+    assert_eq!(stats.duplicates, 1, "the same content again: {stats:?}");
+    assert_eq!(stats.delivered, 64, "the inbox bound: {stats:?}");
+    assert_eq!(
+        stats.dropped_overflow,
+        health.events_received - 64 - 4,
+        "{stats:?}"
+    );
+    // Beyond the bounded queue between relays and router, the flood is dropped at the relay.
+    assert!(health.events_received <= ours, "{health:?}");
+    assert_eq!(
+        health.messages_dropped,
+        garbage + (ours - health.events_received),
+        "{health:?}"
+    );
+    let dropped = stats.dropped_overflow;
+
+    // The first event in the inbox is the good one; the overflow is reported as Lagged.
+    let first = events.next().await.unwrap();
+    assert_eq!(first, SignalEvent::Lagged { dropped });
+    let second = events.next().await.unwrap();
+    assert_eq!(
+        second,
+        SignalEvent::PeerSeen {
+            peer: PeerId::from_bytes(alice.public_key().to_bytes()),
+            presence: Bytes::from_static(b"presence")
+        }
+    );
+    session.leave().await.unwrap();
+}
