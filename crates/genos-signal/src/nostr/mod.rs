@@ -26,6 +26,7 @@
 //! one minute: one event per relay per peer per minute in steady state), plus once after each
 //! (re)subscription to a relay. [`NostrStats::published`] counts every event.
 
+mod directory;
 mod health;
 mod relay;
 mod wire;
@@ -46,6 +47,7 @@ use genos_crypto::{Identity, PeerId, ReplayError, ReplayGuard, ReplayGuardConfig
 use nostr::prelude::*;
 use tokio::sync::{Notify, mpsc};
 
+pub use self::directory::fetch_relay_directory;
 #[cfg(feature = "relay")]
 pub use self::embedded::{EmbeddedRelay, EmbeddedRelayConfig};
 pub use self::health::{MuteReason, RelayHealth, RelayState};
@@ -70,6 +72,10 @@ pub struct NostrConfig {
     /// A JSON file (an array of relay URLs) holding the extended relay list; read at join,
     /// dialled in the background. Default none.
     pub relay_cache: Option<PathBuf>,
+    /// A relay directory (http:// or https://, answering a JSON array of relay URLs) from
+    /// which the extended list is refreshed in the background after join, and written to
+    /// `relay_cache` when set. Default none (no directory traffic unless asked for).
+    pub directory_url: Option<String>,
     /// Relays to keep active when an extended list is available. Default 5: enough that two
     /// or three may fail without peers losing each other, few enough to be polite.
     pub redundancy: usize,
@@ -118,6 +124,7 @@ impl Default for NostrConfig {
         Self {
             relays: Vec::new(),
             relay_cache: None,
+            directory_url: None,
             redundancy: 5,
             background_delay: (Duration::from_millis(500), Duration::from_secs(3)),
             connect_timeout: Duration::from_secs(5),
@@ -511,12 +518,13 @@ impl Signaling for NostrSignaling {
         };
         tokio::spawn(router.run(incoming_rx));
         tokio::spawn(announcer(Arc::downgrade(&shared)));
-        if let Some(path) = &self.config.relay_cache {
-            let extended: Vec<String> = read_relay_cache(path)
-                .into_iter()
-                .filter(|url| !initial.contains(url))
-                .collect();
-            tokio::spawn(extend(Arc::downgrade(&shared), extended));
+        if self.config.relay_cache.is_some() || self.config.directory_url.is_some() {
+            let cached = self.config.relay_cache.as_deref().map(read_relay_cache);
+            tokio::spawn(extend(
+                Arc::downgrade(&shared),
+                initial.clone(),
+                cached.unwrap_or_default(),
+            ));
         }
         let session = NostrSession {
             handle: Arc::new(Handle { shared }),
@@ -590,20 +598,44 @@ async fn announcer(shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// Connects, after a jittered delay, to relays of the extended list until enough are
-/// active; later replaces muted relays from what is left of it.
-async fn extend(shared: std::sync::Weak<Shared>, mut candidates: Vec<String>) {
+/// After a jittered delay: refreshes the extended list from the directory (when configured,
+/// saving it to the cache file), then connects to relays from it until enough are active,
+/// and later replaces muted relays from what is left of it.
+async fn extend(shared: std::sync::Weak<Shared>, initial: Vec<String>, cached: Vec<String>) {
     let Some(strong) = shared.upgrade() else {
         return;
     };
-    let (low, high) = strong.config.background_delay;
+    let config = strong.config.clone();
     drop(strong);
+    let (low, high) = config.background_delay;
     let delay = if high > low {
         low + (high - low).mul_f64(rand::random::<f64>())
     } else {
         low
     };
     tokio::time::sleep(delay).await;
+    let mut known = cached;
+    if let Some(url) = &config.directory_url {
+        match fetch_relay_directory(url, config.connect_timeout).await {
+            Ok(listed) => {
+                for relay in listed {
+                    if !known.contains(&relay) {
+                        known.push(relay);
+                    }
+                }
+                if let Some(path) = &config.relay_cache
+                    && let Err(error) = write_relay_cache(path, &known)
+                {
+                    tracing::warn!(%error, path = %path.display(), "cannot write the relay cache");
+                }
+            }
+            Err(error) => tracing::info!(%error, "relay directory refresh failed"),
+        }
+    }
+    let mut candidates: Vec<String> = known
+        .into_iter()
+        .filter(|url| !initial.contains(url))
+        .collect();
     loop {
         let Some(strong) = shared.upgrade() else {
             return;
@@ -611,7 +643,7 @@ async fn extend(shared: std::sync::Weak<Shared>, mut candidates: Vec<String>) {
         if strong.left.load(Ordering::Acquire) {
             return;
         }
-        while strong.active_relays() < strong.config.redundancy && !candidates.is_empty() {
+        while strong.active_relays() < config.redundancy && !candidates.is_empty() {
             let url = candidates.remove(0);
             tracing::debug!(%url, "dialling a relay from the extended list");
             strong.start_relay(&url);
@@ -620,7 +652,7 @@ async fn extend(shared: std::sync::Weak<Shared>, mut candidates: Vec<String>) {
             return;
         }
         drop(strong);
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
