@@ -90,35 +90,65 @@ pub struct DemoReport {
 /// Limit on the whole run, so a broken backend fails instead of hanging.
 pub const DEMO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `peers` peers on the given backends; `on_event` sees what happens as it happens.
+/// Where the demo's peers meet: the topic, and the signaling key when the room has one.
+#[derive(Debug, Clone)]
+pub struct Meeting {
+    /// The rendezvous topic.
+    pub topic: Topic,
+    /// The room's signaling subkey, handed to backends that seal (Nostr).
+    pub seal_key: Option<genos::crypto::SealKey>,
+}
+
+impl Meeting {
+    /// The meeting of a room: topic and signaling key derived from app, room and password.
+    pub fn of_room(key: &genos::crypto::RoomKey) -> Self {
+        Self {
+            topic: Topic::from_bytes(key.topic()),
+            seal_key: Some(key.signal_key().clone()),
+        }
+    }
+
+    /// A random topic and no key, for backends that do not seal.
+    pub fn random() -> Self {
+        Self {
+            topic: Topic::from_bytes(rand::random()),
+            seal_key: None,
+        }
+    }
+}
+
+/// Runs one peer per signaling backend (each with the peer id it joins as) on the given
+/// transport; `on_event` sees what happens as it happens.
 pub async fn run<S, T>(
-    signaling: S,
+    peers: Vec<(S, PeerId)>,
     transport: T,
-    peers: usize,
+    meeting: Meeting,
     mut on_event: impl FnMut(&DemoEvent),
 ) -> Result<DemoReport, DemoError>
 where
-    S: Signaling + Clone,
+    S: Signaling,
     T: Transport + Clone,
 {
     let start = Instant::now();
-    let topic = Topic::from_bytes(rand::random());
+    let count = peers.len();
     let (events, mut event_rx) = mpsc::channel::<DemoEvent>(256);
-    let (connected_tx, mut connected_rx) = mpsc::channel::<()>(peers.max(1));
+    let (connected_tx, mut connected_rx) = mpsc::channel::<()>(count.max(1));
     let mut tasks = Vec::new();
-    let ids: Vec<PeerId> = (0..peers)
-        .map(|_| PeerId::from_bytes(rand::random()))
-        .collect();
-    for id in &ids {
+    for (signaling, id) in peers {
         let peer = Peer {
-            id: *id,
-            expected: peers - 1,
+            id,
+            expected: count.saturating_sub(1),
             events: events.clone(),
             connected: connected_tx.clone(),
         };
-        let (signaling, transport) = (signaling.clone(), transport.clone());
-        tasks.push(tokio::spawn(peer.run(signaling, transport, topic)));
+        let transport = transport.clone();
+        tasks.push(tokio::spawn(peer.run(
+            signaling,
+            transport,
+            meeting.clone(),
+        )));
     }
+    let peers = count;
     drop((events, connected_tx));
 
     let mut report = DemoReport {
@@ -182,9 +212,13 @@ impl Peer {
         self,
         signaling: S,
         transport: T,
-        topic: Topic,
+        meeting: Meeting,
     ) -> Result<(), DemoError> {
-        let (session, mut signals) = signaling.join(JoinRequest::new(topic, self.id)).await?;
+        let mut request = JoinRequest::new(meeting.topic, self.id);
+        if let Some(key) = meeting.seal_key {
+            request = request.with_seal_key(key);
+        }
+        let (session, mut signals) = signaling.join(request).await?;
         self.emit(DemoEvent::Joined { peer: self.id }).await;
         session.announce(Bytes::from_static(b"genos-demo")).await?;
 

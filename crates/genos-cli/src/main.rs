@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use genos::signal::memory::{MemoryConfig, MemorySignaling};
+use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrSignaling};
 use genos::transport::memory::{MemoryTransport, MemoryTransportConfig};
-use genos_cli::demo::{self, DemoEvent};
+use genos_cli::demo::{self, DemoEvent, Meeting};
 
 #[derive(Parser)]
 #[command(
@@ -21,11 +21,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Peers meet, connect, chat and leave, all in this process, with no setup.
+    /// Peers meet over a Nostr relay (an embedded one unless --relay is given), connect,
+    /// chat and leave, all in this process, with no setup.
     Demo {
         /// How many peers take part.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=64))]
         peers: u16,
+        /// Meet over this relay instead of an embedded one (ws:// or wss://).
+        #[arg(long)]
+        relay: Option<String>,
+    },
+    /// Runs a Nostr relay for signaling ("run your own relay") until interrupted.
+    Relay {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7447")]
+        addr: std::net::SocketAddr,
     },
 }
 
@@ -46,31 +56,95 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Demo { peers } => runtime.block_on(run_demo(usize::from(peers))),
+        Command::Demo { peers, relay } => runtime.block_on(run_demo(usize::from(peers), relay)),
+        Command::Relay { addr } => runtime.block_on(run_relay(addr)),
     }
 }
 
-async fn run_demo(peers: usize) -> ExitCode {
+async fn run_relay(addr: std::net::SocketAddr) -> ExitCode {
+    let config = EmbeddedRelayConfig::default().with_addr(addr);
+    let relay = match EmbeddedRelay::start(config).await {
+        Ok(relay) => relay,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("genos relay listening on {}", relay.url());
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        eprintln!("error: cannot wait for Ctrl-C: {error}");
+        return ExitCode::FAILURE;
+    }
+    println!("stopping");
+    relay.shutdown();
+    ExitCode::SUCCESS
+}
+
+async fn run_demo(peers: usize, relay: Option<String>) -> ExitCode {
+    let embedded = match relay {
+        Some(_) => None,
+        None => match EmbeddedRelay::start(EmbeddedRelayConfig::default()).await {
+            Ok(relay) => Some(relay),
+            Err(error) => {
+                eprintln!("error: cannot start the embedded relay: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let relay_url = match (&embedded, relay) {
+        (Some(embedded), _) => embedded.url().to_owned(),
+        (None, Some(url)) => url,
+        (None, None) => return ExitCode::FAILURE,
+    };
+    println!("genos demo: {peers} peers meet over the Nostr relay at {relay_url}");
     println!(
-        "genos demo: {peers} peers on the in-memory backends (signaling hub + connection pairs)"
+        "(signaling is sealed with the room key; the connections are in-memory pairs until the WebRTC transport lands)"
     );
-    println!(
-        "(the embedded Nostr relay and WebRTC are not built yet; this exercises the same seams)"
-    );
-    let signaling = MemorySignaling::new(MemoryConfig::default());
+    let room = "demo-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
+    let key = match genos::crypto::RoomKey::derive_async(
+        "genos-demo",
+        &room,
+        Some(b"demo password"),
+        &Default::default(),
+    )
+    .await
+    {
+        Ok(key) => key,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut backends = Vec::new();
+    for _ in 0..peers {
+        let identity = genos::crypto::Identity::generate();
+        let id = identity.peer_id();
+        match NostrSignaling::new(identity, NostrConfig::with_relays([relay_url.clone()])) {
+            Ok(backend) => backends.push((backend, id)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let transport = MemoryTransport::new(MemoryTransportConfig::default());
-    let result = demo::run(signaling, transport, peers, |event| match event {
-        DemoEvent::Joined { peer } => println!("  {} joined", peer.short()),
-        DemoEvent::Saw { peer, other } => println!("  {} saw {}", peer.short(), other.short()),
-        DemoEvent::Connected { peer, other } => {
-            println!("  {} connected to {}", peer.short(), other.short());
-        }
-        DemoEvent::Chat { peer, from, text } => {
-            println!("  {} <- {}: {text}", peer.short(), from.short());
-        }
-        DemoEvent::Left { peer } => println!("  {} left", peer.short()),
-        _ => {}
-    })
+    let result = demo::run(
+        backends,
+        transport,
+        Meeting::of_room(&key),
+        |event| match event {
+            DemoEvent::Joined { peer } => println!("  {} joined", peer.short()),
+            DemoEvent::Saw { peer, other } => println!("  {} saw {}", peer.short(), other.short()),
+            DemoEvent::Connected { peer, other } => {
+                println!("  {} connected to {}", peer.short(), other.short());
+            }
+            DemoEvent::Chat { peer, from, text } => {
+                println!("  {} <- {}: {text}", peer.short(), from.short());
+            }
+            DemoEvent::Left { peer } => println!("  {} left", peer.short()),
+            _ => {}
+        },
+    )
     .await;
     match result {
         Ok(report) => {
