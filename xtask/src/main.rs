@@ -60,8 +60,16 @@ fn bench(rest: &[String]) -> Result<(), String> {
         )?;
         crypto_report()?;
     }
-    if !matches!(which, "crypto" | "all") {
-        return Err(format!("unknown benchmark set {which}: try crypto"));
+    if matches!(which, "signal" | "all") {
+        run(
+            "cargo",
+            &["bench", "-p", "genos-signal", "--bench", "relay"],
+        )?;
+    }
+    if !matches!(which, "crypto" | "signal" | "all") {
+        return Err(format!(
+            "unknown benchmark set {which}: try crypto or signal"
+        ));
     }
     Ok(())
 }

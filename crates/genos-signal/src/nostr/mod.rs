@@ -935,3 +935,59 @@ impl Stream for NostrEvents {
 
 #[cfg(test)]
 mod tests;
+
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): the decoders of
+/// everything a relay can send us.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Parses relay text the way a relay worker does, then runs any event through the
+    /// router's checks.
+    pub fn relay_text(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        if let Ok(RelayMessage::Event { event, .. }) = RelayMessage::from_json(text) {
+            let _ = event.verify();
+            let topic = Topic::from_bytes([7; 32]);
+            let key = wire::fallback_key(&topic);
+            let sender = PeerId::from_bytes(event.pubkey.to_bytes());
+            let _ = wire::open_content(&key, &topic, sender, &event.content, 1 << 17);
+        }
+    }
+
+    /// Opens arbitrary content text with a fixed key, and decodes arbitrary plaintext as
+    /// `Content`.
+    pub fn content(data: &[u8]) {
+        let topic = Topic::from_bytes([7; 32]);
+        let key = wire::fallback_key(&topic);
+        let sender = PeerId::from_bytes([9; 32]);
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = wire::open_content(&key, &topic, sender, text, 1 << 17);
+        }
+        let _ = postcard::from_bytes::<Content>(data);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn decoders_survive_odd_input() {
+            for input in [
+                &b""[..],
+                b"[",
+                b"[\"EVENT\",\"s\",{}]",
+                b"[\"EVENT\",\"s\",{\"id\":\"00\",\"pubkey\":1}]",
+                &[0xff; 64][..],
+                &[
+                    1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+                    0x0f,
+                ][..],
+            ] {
+                super::relay_text(input);
+                super::content(input);
+            }
+        }
+    }
+}
