@@ -10,7 +10,9 @@
     missing_docs,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::print_stdout
+    clippy::print_stdout,
+    clippy::panic,
+    clippy::indexing_slicing
 )]
 
 use std::time::{Duration, Instant};
