@@ -19,6 +19,8 @@ pub enum MuteReason {
     SubscriptionClosed(String),
     /// The relay failed this many times in a row.
     TooManyFailures(u32),
+    /// The relay's smoothed time to acknowledge events stayed above the configured limit.
+    Slow(Duration),
 }
 
 /// Where a relay connection stands.
@@ -69,6 +71,8 @@ pub struct RelayHealth {
     pub consecutive_failures: u32,
     /// Smoothed time from publishing an event to the relay's `OK`.
     pub ok_latency: Option<Duration>,
+    /// Number of `OK` latency samples behind `ok_latency`.
+    pub ok_samples: u64,
     /// The last error or refusal message.
     pub last_error: Option<String>,
 }
@@ -88,6 +92,7 @@ impl RelayHealth {
             failures: 0,
             consecutive_failures: 0,
             ok_latency: None,
+            ok_samples: 0,
             last_error: None,
         }
     }
@@ -98,6 +103,7 @@ impl RelayHealth {
     }
 
     pub(crate) fn record_latency(&mut self, sample: Duration) {
+        self.ok_samples += 1;
         // Exponential moving average, weight 1/4 for the new sample.
         self.ok_latency = Some(match self.ok_latency {
             Some(old) => (old * 3 + sample) / 4,

@@ -13,7 +13,8 @@
 //! then connects in the background, after a jittered delay, to more relays from that list
 //! until [`NostrConfig::redundancy`] relays are active, and replaces muted ones from it.
 //! Relays that refuse us (`pow:` beyond [`NostrConfig::max_pow_difficulty`],
-//! `auth-required:` after AUTH, `restricted:`, `blocked:`, `CLOSED`) or fail
+//! `auth-required:` after AUTH, `restricted:`, `blocked:`, `CLOSED`), acknowledge events
+//! slower than [`NostrConfig::slow_relay_threshold`] or fail
 //! [`NostrConfig::max_consecutive_failures`] times in a row are muted; `rate-limited:` pauses
 //! publishing to that relay with a growing delay; NIP-42 AUTH is answered; NIP-13 proof of
 //! work is mined when a relay asks for at most the configured difficulty. Lost connections
@@ -93,6 +94,10 @@ pub struct NostrConfig {
     /// Failures in a row before a relay is muted. Default 8 (about three minutes of
     /// backoff).
     pub max_consecutive_failures: u32,
+    /// A relay whose smoothed publish-to-`OK` time exceeds this, over at least three
+    /// acknowledgements, is muted as slow. Default 5 s: signaling that slow makes joins feel
+    /// broken, and other relays carry the same events.
+    pub slow_relay_threshold: Duration,
     /// Largest proof-of-work difficulty mined when a relay asks. Default 16 (tens of ms).
     pub max_pow_difficulty: u8,
     /// Largest relay message handled; larger ones are dropped and counted. Default 128 KiB.
@@ -132,6 +137,7 @@ impl Default for NostrConfig {
             reconnect_initial: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             max_consecutive_failures: 8,
+            slow_relay_threshold: Duration::from_secs(5),
             max_pow_difficulty: 16,
             max_event_size: 128 * 1024,
             max_relay_message: 256 * 1024,

@@ -381,7 +381,17 @@ impl Worker {
                 if status {
                     link.auth_retries = 0;
                     if let Some((at, _)) = sent {
-                        self.update(|h| h.record_latency(at.elapsed()));
+                        let threshold = self.config.slow_relay_threshold;
+                        let smoothed = {
+                            let mut h = lock(&self.health);
+                            h.record_latency(at.elapsed());
+                            (h.ok_samples >= 3).then_some(h.ok_latency).flatten()
+                        };
+                        if let Some(latency) = smoothed
+                            && latency > threshold
+                        {
+                            return Some(Ended::Muted(MuteReason::Slow(latency)));
+                        }
                     }
                     return None;
                 }

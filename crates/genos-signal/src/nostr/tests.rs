@@ -214,3 +214,68 @@ async fn hostile_relay_input_is_dropped_and_counted() {
     );
     session.leave().await.unwrap();
 }
+
+/// Answers every EVENT with `OK true`, but only after `delay`.
+async fn sluggish_relay(delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        let (mut sink, mut stream) = ws.split();
+        let (replies, mut reply_rx) = tokio::sync::mpsc::channel::<String>(64);
+        tokio::spawn(async move {
+            while let Some(reply) = reply_rx.recv().await {
+                if sink.send(WsMessage::text(reply)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        while let Some(Ok(WsMessage::Text(text))) = stream.next().await {
+            let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            if value[0] == "REQ" {
+                let sub = value[1].as_str().unwrap().to_owned();
+                replies.send(format!(r#"["EOSE","{sub}"]"#)).await.unwrap();
+            } else if value[0] == "EVENT" {
+                let id = value[1]["id"].as_str().unwrap().to_owned();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = replies.send(format!(r#"["OK","{id}",true,""]"#)).await;
+                });
+            }
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_relay_is_muted() {
+    let url = sluggish_relay(Duration::from_millis(300)).await;
+    let identity = Identity::generate();
+    let peer = identity.peer_id();
+    let mut config = NostrConfig::with_relays([url]);
+    config.slow_relay_threshold = Duration::from_millis(100);
+    let backend = NostrSignaling::new(identity, config).unwrap();
+    let (session, _events) = backend
+        .join(JoinRequest::new(Topic::from_bytes(rand::random()), peer))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        session
+            .send_to(PeerId::from_bytes([1; 32]), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    let muted = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let RelayState::Muted(MuteReason::Slow(latency)) = &session.relays()[0].state {
+                return *latency;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the slow relay was never muted");
+    assert!(muted > Duration::from_millis(100), "{muted:?}");
+}
