@@ -36,6 +36,12 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7447")]
         addr: std::net::SocketAddr,
+        /// Require this proof-of-work difficulty (NIP-13) of every event.
+        #[arg(long)]
+        min_pow: Option<u8>,
+        /// Require NIP-42 authentication to publish and subscribe.
+        #[arg(long)]
+        auth: bool,
     },
 }
 
@@ -57,12 +63,24 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Demo { peers, relay } => runtime.block_on(run_demo(usize::from(peers), relay)),
-        Command::Relay { addr } => runtime.block_on(run_relay(addr)),
+        Command::Relay {
+            addr,
+            min_pow,
+            auth,
+        } => {
+            let mut config = EmbeddedRelayConfig::default().with_addr(addr);
+            if let Some(difficulty) = min_pow {
+                config = config.with_min_pow(difficulty);
+            }
+            if auth {
+                config = config.with_auth();
+            }
+            runtime.block_on(run_relay(config))
+        }
     }
 }
 
-async fn run_relay(addr: std::net::SocketAddr) -> ExitCode {
-    let config = EmbeddedRelayConfig::default().with_addr(addr);
+async fn run_relay(config: EmbeddedRelayConfig) -> ExitCode {
     let relay = match EmbeddedRelay::start(config).await {
         Ok(relay) => relay,
         Err(error) => {

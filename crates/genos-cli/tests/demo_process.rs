@@ -88,3 +88,85 @@ fn demo_meets_over_a_relay_run_by_genos_relay() {
         "{stdout}"
     );
 }
+
+/// A relay process demanding more proof of work than genos mines is muted; the room meets
+/// over the other relay (a `genos relay` process too).
+#[test]
+fn a_greedy_relay_process_is_muted_and_peers_meet_over_the_other() {
+    let start = |extra: &[&str]| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut args = vec![
+            "relay".to_owned(),
+            "--addr".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_genos"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run genos relay");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, format!("ws://127.0.0.1:{port}"))
+    };
+    let (mut good, good_url) = start(&[]);
+    let (mut greedy, greedy_url) = start(&["--min-pow", "40"]);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let outcome = runtime.block_on(async {
+        use bytes::Bytes;
+        use futures::StreamExt;
+        use genos::crypto::Identity;
+        use genos::signal::nostr::{MuteReason, NostrConfig, NostrSignaling, RelayState};
+        use genos::signal::{JoinRequest, SignalEvent, SignalSession, Signaling, Topic};
+
+        let topic = Topic::from_bytes(rand::random());
+        let join = |identity: Identity| {
+            let peer = identity.peer_id();
+            let config = NostrConfig::with_relays([good_url.clone(), greedy_url.clone()]);
+            let backend = NostrSignaling::new(identity, config).unwrap();
+            async move { backend.join(JoinRequest::new(topic, peer)).await.unwrap() }
+        };
+        let (a, _a_events) = join(Identity::generate()).await;
+        let (b, mut b_events) = join(Identity::generate()).await;
+        a.send_to(b.local_peer(), Bytes::from_static(b"hi"))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                if let Some(SignalEvent::Message { payload, .. }) = b_events.next().await {
+                    return payload;
+                }
+            }
+        })
+        .await
+        .expect("no message");
+        assert_eq!(got, "hi");
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let greedy_state = a
+                    .relays()
+                    .into_iter()
+                    .find(|h| h.url == greedy_url)
+                    .map(|h| h.state);
+                if let Some(RelayState::Muted(MuteReason::ProofOfWork { required })) = greedy_state
+                {
+                    return required;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    });
+    good.kill().unwrap();
+    greedy.kill().unwrap();
+    let _ = (good.wait(), greedy.wait());
+    assert_eq!(outcome.expect("the greedy relay was never muted"), Some(40));
+}
