@@ -47,6 +47,7 @@
 
 mod error;
 mod event;
+mod inbox;
 mod signaling;
 mod topic;
 
@@ -59,6 +60,7 @@ pub mod conformance;
 
 pub use error::SignalError;
 pub use event::SignalEvent;
+pub use inbox::EventStream;
 pub use signaling::{JoinRequest, SignalLimits, SignalSession, Signaling};
 pub use topic::Topic;
 

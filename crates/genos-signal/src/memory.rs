@@ -21,20 +21,20 @@
 //! [`SignalEvent::Lagged`].
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
 use genos_crypto::PeerId;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc;
 
-use crate::{JoinRequest, SignalError, SignalEvent, SignalLimits, SignalSession, Signaling, Topic};
+use crate::inbox::{Inbox, Pushed};
+use crate::{
+    EventStream, JoinRequest, SignalError, SignalEvent, SignalLimits, SignalSession, Signaling,
+    Topic,
+};
 
 /// Knobs of a [`MemorySignaling`] hub.
 #[derive(Debug, Clone)]
@@ -149,8 +149,7 @@ struct Counters {
 }
 
 struct Member {
-    inbox: mpsc::Sender<SignalEvent>,
-    lagged: Arc<AtomicU64>,
+    inbox: Inbox,
     presence: Option<Bytes>,
 }
 
@@ -185,8 +184,7 @@ impl std::fmt::Debug for MemorySignaling {
 
 /// A delivery that has passed the partition check: where it goes and what it carries.
 struct Delivery {
-    inbox: mpsc::Sender<SignalEvent>,
-    lagged: Arc<AtomicU64>,
+    inbox: Inbox,
     event: SignalEvent,
 }
 
@@ -319,7 +317,6 @@ impl Hub {
         }
         Some(Delivery {
             inbox: member.inbox.clone(),
-            lagged: member.lagged.clone(),
             event,
         })
     }
@@ -362,19 +359,13 @@ impl Hub {
     }
 
     fn place(&self, delivery: Delivery) {
-        match delivery.inbox.try_send(delivery.event) {
-            Ok(()) => {
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                delivery.lagged.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .dropped_overflow
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+        let counter = match delivery.inbox.push(delivery.event) {
+            Pushed::Queued => &self.counters.delivered,
+            Pushed::Dropped => &self.counters.dropped_overflow,
             // The addressee left meanwhile: nobody to tell.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+            Pushed::Closed => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Removes a member; `say_goodbye` tells the others.
@@ -424,8 +415,7 @@ impl Signaling for MemorySignaling {
         request: JoinRequest,
     ) -> Result<(MemorySession, MemoryEvents), SignalError> {
         let hub = &self.hub;
-        let (inbox, receiver) = mpsc::channel(hub.config.inbox_capacity);
-        let lagged = Arc::new(AtomicU64::new(0));
+        let (inbox, events) = Inbox::new(hub.config.inbox_capacity);
         // The hub is in-process: nothing to seal against, so the seal key is not needed.
         let (topic, local_peer) = (request.topic, request.local_peer);
         let deliveries = {
@@ -443,7 +433,6 @@ impl Signaling for MemorySignaling {
                 local_peer,
                 Member {
                     inbox,
-                    lagged: lagged.clone(),
                     presence: None,
                 },
             );
@@ -473,7 +462,6 @@ impl Signaling for MemorySignaling {
                 left: Mutex::new(false),
             }),
         };
-        let events = MemoryEvents { receiver, lagged };
         Ok((session, events))
     }
 }
@@ -610,25 +598,8 @@ impl SignalSession for MemorySession {
     }
 }
 
-/// The event stream of a [`MemorySession`]. Reports overflow as [`SignalEvent::Lagged`]
-/// before the next event, and ends once the session has left and the inbox is drained.
-#[derive(Debug)]
-pub struct MemoryEvents {
-    receiver: mpsc::Receiver<SignalEvent>,
-    lagged: Arc<AtomicU64>,
-}
-
-impl Stream for MemoryEvents {
-    type Item = SignalEvent;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SignalEvent>> {
-        let dropped = self.lagged.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            return Poll::Ready(Some(SignalEvent::Lagged { dropped }));
-        }
-        self.receiver.poll_recv(cx)
-    }
-}
+/// The event stream of a [`MemorySession`].
+pub type MemoryEvents = EventStream;
 
 #[cfg(test)]
 mod tests {

@@ -11,13 +11,11 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt;
 use genos_signal::nostr::{
     EmbeddedRelay, EmbeddedRelayConfig, MuteReason, NostrEvents, NostrSession, RelayState,
 };
-use genos_signal::{JoinRequest, PeerId, SignalEvent, SignalSession, Signaling, Topic};
-use support::{NostrRsRelay, client_of};
+use genos_signal::{JoinRequest, SignalSession, Signaling, Topic};
+use support::{NostrRsRelay, client_of, deliver};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -28,34 +26,6 @@ fn topic() -> Topic {
 async fn join(relays: &[&str], topic: Topic) -> (NostrSession, NostrEvents) {
     let (backend, peer) = client_of(relays);
     backend.join(JoinRequest::new(topic, peer)).await.unwrap()
-}
-
-/// Sends `payload` to `to` every 250 ms until the receiver's stream yields it (a relay may
-/// be reconnecting); fails after `TIMEOUT`.
-async fn deliver(
-    from: &NostrSession,
-    to: PeerId,
-    events: &mut NostrEvents,
-    payload: &'static [u8],
-) {
-    let delivered = tokio::time::timeout(TIMEOUT, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => from.send_to(to, Bytes::from_static(payload)).await.unwrap(),
-                event = events.next() => match event {
-                    Some(SignalEvent::Message { from: sender, payload: got }) if got == payload => {
-                        assert_eq!(sender, from.local_peer());
-                        return;
-                    }
-                    Some(_) => {}
-                    None => panic!("event stream ended"),
-                },
-            }
-        }
-    })
-    .await;
-    assert!(delivered.is_ok(), "message never arrived");
 }
 
 async fn wait_relay_state(

@@ -12,13 +12,13 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use genos_crypto::Identity;
 use genos_signal::nostr::{
     EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrEvents, NostrSession, NostrSignaling,
     RelayState, read_relay_cache, write_relay_cache,
 };
-use genos_signal::{JoinRequest, SignalEvent, SignalSession, Signaling, Topic};
+use genos_signal::{JoinRequest, SignalSession, Signaling, Topic};
+use support::deliver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,27 +58,6 @@ async fn wait_connected(session: &NostrSession, url: &str) {
     );
 }
 
-async fn deliver(
-    from: &NostrSession,
-    to: &NostrSession,
-    events: &mut NostrEvents,
-    payload: &'static [u8],
-) {
-    let delivered = tokio::time::timeout(TIMEOUT, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => from.send_to(to.local_peer(), Bytes::from_static(payload)).await.unwrap(),
-                event = events.next() => if let Some(SignalEvent::Message { payload: got, .. }) = event {
-                    if got == payload { return; }
-                },
-            }
-        }
-    })
-    .await;
-    assert!(delivered.is_ok(), "message never arrived");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_relays_are_dialled_in_the_background_and_carry_traffic() {
     // The first relay is a process, so killing it really cuts every connection.
@@ -96,7 +75,7 @@ async fn cached_relays_are_dialled_in_the_background_and_carry_traffic() {
     wait_connected(&a, extra.url()).await;
     wait_connected(&b, extra.url()).await;
     first.kill();
-    deliver(&a, &b, &mut b_events, b"over the cached relay").await;
+    deliver(&a, b.local_peer(), &mut b_events, b"over the cached relay").await;
     let first_health = a.relays().into_iter().find(|h| h.url == first_url).unwrap();
     assert_ne!(
         first_health.state,
@@ -126,7 +105,7 @@ async fn a_muted_relay_is_replaced_from_the_extended_list() {
     b.announce(Bytes::from_static(b"here")).await.unwrap();
     wait_connected(&a, spare.url()).await;
     wait_connected(&b, spare.url()).await;
-    deliver(&a, &b, &mut b_events, b"over the replacement").await;
+    deliver(&a, b.local_peer(), &mut b_events, b"over the replacement").await;
     let greedy_state = a
         .relays()
         .into_iter()

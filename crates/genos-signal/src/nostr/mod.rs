@@ -36,14 +36,11 @@ mod wire;
 mod embedded;
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::Stream;
 use genos_crypto::{Identity, PeerId, ReplayError, ReplayGuard, ReplayGuardConfig, SealKey};
 use nostr::prelude::*;
 use tokio::sync::{Notify, mpsc};
@@ -54,7 +51,11 @@ pub use self::embedded::{EmbeddedRelay, EmbeddedRelayConfig};
 pub use self::health::{MuteReason, RelayHealth, RelayState};
 use self::relay::{Command, Incoming, Outgoing, PresenceSource, Worker};
 use self::wire::{Content, ContentError, ContentKind};
-use crate::{JoinRequest, SignalError, SignalEvent, SignalLimits, SignalSession, Signaling, Topic};
+use crate::inbox::{Inbox, Pushed};
+use crate::{
+    EventStream, JoinRequest, SignalError, SignalEvent, SignalLimits, SignalSession, Signaling,
+    Topic,
+};
 
 /// Public relays used when the configuration names none. Tests always configure their own.
 pub const DEFAULT_RELAYS: &[&str] = &[
@@ -484,8 +485,7 @@ impl Signaling for NostrSignaling {
             .seal_key
             .unwrap_or_else(|| wire::fallback_key(&topic));
         let (incoming, incoming_rx) = mpsc::channel(self.config.incoming_capacity);
-        let (inbox, inbox_rx) = mpsc::channel(self.config.inbox_capacity);
-        let lagged = Arc::new(AtomicU64::new(0));
+        let (inbox, events) = Inbox::new(self.config.inbox_capacity);
         let shared = Arc::new(Shared {
             topic,
             peer: request.local_peer,
@@ -519,7 +519,6 @@ impl Signaling for NostrSignaling {
             shared: shared.clone(),
             guard: ReplayGuard::new(self.config.replay),
             inbox,
-            lagged: lagged.clone(),
             me_tag: wire::peer_tag(&topic, &request.local_peer),
         };
         tokio::spawn(router.run(incoming_rx));
@@ -545,13 +544,7 @@ impl Signaling for NostrSignaling {
                 self.config.join_timeout
             )));
         }
-        Ok((
-            session,
-            NostrEvents {
-                receiver: inbox_rx,
-                lagged,
-            },
-        ))
+        Ok((session, events))
     }
 }
 
@@ -666,8 +659,7 @@ async fn extend(shared: std::sync::Weak<Shared>, initial: Vec<String>, cached: V
 struct Router {
     shared: Arc<Shared>,
     guard: ReplayGuard,
-    inbox: mpsc::Sender<SignalEvent>,
-    lagged: Arc<AtomicU64>,
+    inbox: Inbox,
     me_tag: String,
 }
 
@@ -686,13 +678,10 @@ impl Router {
                 break;
             }
             if let Some(signal) = self.check(&event) {
-                match self.inbox.try_send(signal) {
-                    Ok(()) => bump(&self.shared.counters.delivered),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        self.lagged.fetch_add(1, Ordering::Relaxed);
-                        bump(&self.shared.counters.dropped_overflow);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                match self.inbox.push(signal) {
+                    Pushed::Queued => bump(&self.shared.counters.delivered),
+                    Pushed::Dropped => bump(&self.shared.counters.dropped_overflow),
+                    Pushed::Closed => break,
                 }
             }
         }
@@ -921,23 +910,7 @@ impl SignalSession for NostrSession {
 
 /// The event stream of a [`NostrSession`]: reports inbox overflow as [`SignalEvent::Lagged`]
 /// and ends after the session leaves.
-#[derive(Debug)]
-pub struct NostrEvents {
-    receiver: mpsc::Receiver<SignalEvent>,
-    lagged: Arc<AtomicU64>,
-}
-
-impl Stream for NostrEvents {
-    type Item = SignalEvent;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SignalEvent>> {
-        let dropped = self.lagged.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            return Poll::Ready(Some(SignalEvent::Lagged { dropped }));
-        }
-        self.receiver.poll_recv(cx)
-    }
-}
+pub type NostrEvents = EventStream;
 
 #[cfg(test)]
 mod tests;

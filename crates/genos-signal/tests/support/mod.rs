@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures::StreamExt;
 use genos_crypto::Identity;
 use genos_signal::PeerId;
-use genos_signal::nostr::{NostrConfig, NostrSignaling};
+use genos_signal::nostr::{NostrConfig, NostrEvents, NostrSession, NostrSignaling};
+use genos_signal::{SignalEvent, SignalSession};
 
 /// A test client of the given relays: fresh identity, small inbox, quick reconnects.
 pub fn client_of(relays: &[&str]) -> (NostrSignaling, PeerId) {
@@ -150,4 +153,32 @@ impl Drop for NostrRsRelay {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `payload` to `to` every 250 ms until the receiver's stream yields it (a relay may
+/// be reconnecting); fails after `Duration::from_secs(30)`.
+pub async fn deliver(
+    from: &NostrSession,
+    to: PeerId,
+    events: &mut NostrEvents,
+    payload: &'static [u8],
+) {
+    let delivered = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => from.send_to(to, Bytes::from_static(payload)).await.unwrap(),
+                event = events.next() => match event {
+                    Some(SignalEvent::Message { from: sender, payload: got }) if got == payload => {
+                        assert_eq!(sender, from.local_peer());
+                        return;
+                    }
+                    Some(_) => {}
+                    None => panic!("event stream ended"),
+                },
+            }
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "message never arrived");
 }
