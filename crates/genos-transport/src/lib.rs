@@ -56,6 +56,8 @@ mod error;
 mod traits;
 
 pub mod memory;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
