@@ -66,9 +66,15 @@ fn bench(rest: &[String]) -> Result<(), String> {
             &["bench", "-p", "genos-signal", "--bench", "relay"],
         )?;
     }
-    if !matches!(which, "crypto" | "signal" | "all") {
+    if matches!(which, "transport" | "all") {
+        run(
+            "cargo",
+            &["bench", "-p", "genos-transport", "--bench", "webrtc"],
+        )?;
+    }
+    if !matches!(which, "crypto" | "signal" | "transport" | "all") {
         return Err(format!(
-            "unknown benchmark set {which}: try crypto or signal"
+            "unknown benchmark set {which}: try crypto, signal or transport"
         ));
     }
     Ok(())

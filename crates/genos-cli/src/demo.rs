@@ -1,6 +1,7 @@
 //! `genos demo`: peers meet, connect, chat and leave, written against the seams only.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -134,12 +135,16 @@ where
     let (events, mut event_rx) = mpsc::channel::<DemoEvent>(256);
     let (connected_tx, mut connected_rx) = mpsc::channel::<()>(count.max(1));
     let mut tasks = Vec::new();
+    // Everyone leaves together once everyone has heard everyone: a peer that closed its
+    // connections early could cut off a line still on its way to a slower peer.
+    let all_heard = Arc::new(tokio::sync::Barrier::new(count));
     for (signaling, id) in peers {
         let peer = Peer {
             id,
             expected: count.saturating_sub(1),
             events: events.clone(),
             connected: connected_tx.clone(),
+            all_heard: all_heard.clone(),
         };
         let transport = transport.clone();
         tasks.push(tokio::spawn(peer.run(
@@ -193,6 +198,7 @@ struct Peer {
     expected: usize,
     events: mpsc::Sender<DemoEvent>,
     connected: mpsc::Sender<()>,
+    all_heard: Arc<tokio::sync::Barrier>,
 }
 
 /// What a peer's helper tasks tell it.
@@ -277,6 +283,7 @@ impl Peer {
                 },
             }
         }
+        self.all_heard.wait().await;
         session.leave().await?;
         for conn in connections.values() {
             conn.close().await;

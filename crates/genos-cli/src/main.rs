@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrSignaling};
-use genos::transport::memory::{MemoryTransport, MemoryTransportConfig};
+use genos::transport::webrtc::{WebRtcConfig, WebRtcTransport};
 use genos_cli::demo::{self, DemoEvent, Meeting};
 
 #[derive(Parser)]
@@ -115,9 +115,7 @@ async fn run_demo(peers: usize, relay: Option<String>) -> ExitCode {
         (None, None) => return ExitCode::FAILURE,
     };
     println!("genos demo: {peers} peers meet over the Nostr relay at {relay_url}");
-    println!(
-        "(signaling is sealed with the room key; the connections are in-memory pairs until the WebRTC transport lands)"
-    );
+    println!("(signaling is sealed with the room key; peers connect over WebRTC on 127.0.0.1)");
     let room = "demo-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
     let key = match genos::crypto::RoomKey::derive_async(
         "genos-demo",
@@ -145,7 +143,13 @@ async fn run_demo(peers: usize, relay: Option<String>) -> ExitCode {
             }
         }
     }
-    let transport = MemoryTransport::new(MemoryTransportConfig::default());
+    let transport = match WebRtcTransport::new(WebRtcConfig::loopback()) {
+        Ok(transport) => transport,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = demo::run(
         backends,
         transport,

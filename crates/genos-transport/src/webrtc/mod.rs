@@ -101,15 +101,16 @@ pub struct WebRtcConfig {
     pub max_channels: usize,
     /// Capacity of each connection's event queue. Default 256.
     pub events_capacity: usize,
-    /// ICE connectivity-check interval. Default 20 ms (webrtc's own default, 200 ms, stalls
-    /// each handshake step until the next check; see docs/benchmarks.md for the idle cost).
-    pub ice_check_interval: Duration,
-    /// ICE keepalive interval. Default 2 s.
-    pub ice_keepalive: Duration,
+    /// ICE connectivity-check interval. Default `None`: the crate's (200 ms). With the setup
+    /// fixes in `patches/` a shorter interval no longer speeds up connecting.
+    pub ice_check_interval: Option<Duration>,
+    /// ICE keepalive interval. Default 2 s. `None`: the crate's default.
+    pub ice_keepalive: Option<Duration>,
     /// Silence after which the link reports `Disconnected`. Default 5 s.
-    pub ice_disconnected_timeout: Duration,
-    /// Silence after which the link reports `Failed`. Default 15 s.
-    pub ice_failed_timeout: Duration,
+    pub ice_disconnected_timeout: Option<Duration>,
+    /// Silence after which the link reports `Failed`: the bound on noticing a peer that
+    /// vanished without closing. Default 15 s.
+    pub ice_failed_timeout: Option<Duration>,
 }
 
 impl Default for WebRtcConfig {
@@ -122,10 +123,10 @@ impl Default for WebRtcConfig {
             receive_queue: 256,
             max_channels: 64,
             events_capacity: 256,
-            ice_check_interval: Duration::from_millis(20),
-            ice_keepalive: Duration::from_secs(2),
-            ice_disconnected_timeout: Duration::from_secs(5),
-            ice_failed_timeout: Duration::from_secs(15),
+            ice_check_interval: None,
+            ice_keepalive: Some(Duration::from_secs(2)),
+            ice_disconnected_timeout: Some(Duration::from_secs(5)),
+            ice_failed_timeout: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -138,6 +139,22 @@ impl WebRtcConfig {
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
             ..Self::default()
         }
+    }
+
+    /// The webrtc crate's own ICE timing (for comparison in benchmarks).
+    pub fn with_crate_ice_timing(mut self) -> Self {
+        self.ice_check_interval = None;
+        self.ice_keepalive = None;
+        self.ice_disconnected_timeout = None;
+        self.ice_failed_timeout = None;
+        self
+    }
+
+    /// Sets how long silence lasts before the link reports disconnected, then failed.
+    pub fn with_ice_timeouts(mut self, disconnected: Duration, failed: Duration) -> Self {
+        self.ice_disconnected_timeout = Some(disconnected);
+        self.ice_failed_timeout = Some(failed);
+        self
     }
 
     /// Sets the send buffer.
@@ -411,11 +428,11 @@ impl Transport for WebRtcTransport {
             .collect();
         let settings = SettingEngineBuilder::new()
             .with_include_loopback_candidate(true)
-            .with_ice_connection_attempts(Some(config.ice_check_interval), None)
+            .with_ice_connection_attempts(config.ice_check_interval, None)
             .with_ice_timeouts(
-                Some(config.ice_disconnected_timeout),
-                Some(config.ice_failed_timeout),
-                Some(config.ice_keepalive),
+                config.ice_disconnected_timeout,
+                config.ice_failed_timeout,
+                config.ice_keepalive,
             )
             .build();
         // The peer connection must exist before `Shared`, which owns it: its handler reaches
