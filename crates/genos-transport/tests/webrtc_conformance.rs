@@ -33,9 +33,10 @@ impl Harness for LoopbackHarness {
     }
 
     fn max_in_flight(&self) -> usize {
-        // Send buffer, plus the remote SCTP receive window (1 MiB by default) and the
-        // receive queue (256 messages of up to 16 KiB in the check).
-        256 * 1024 + 1024 * 1024 + 256 * 16 * 1024
+        // Our send buffer, the remote SCTP receive window (1 MiB by default), webrtc's
+        // driver-to-channel queue (256 messages) and our receive queue (256 messages), the
+        // messages being up to 16 KiB in the check.
+        256 * 1024 + 1024 * 1024 + 2 * 256 * 16 * 1024
     }
 }
 
