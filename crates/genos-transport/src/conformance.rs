@@ -272,7 +272,9 @@ pub async fn reliable_send_applies_backpressure<H: Harness>(harness: &H) {
     );
     assert!(
         blocked_at * size <= harness.max_in_flight() + size,
-        "more in flight than promised"
+        "{} bytes in flight, more than the promised {}",
+        blocked_at * size,
+        harness.max_in_flight()
     );
     for i in 0..total {
         let message = within("a message after backpressure", right.recv())
