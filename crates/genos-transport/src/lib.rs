@@ -53,6 +53,7 @@
 //! ```
 
 mod error;
+mod shared;
 mod traits;
 
 pub mod memory;
@@ -63,6 +64,7 @@ pub mod webrtc;
 pub mod conformance;
 
 pub use error::TransportError;
+pub use shared::EventStream;
 pub use traits::{
     Connection, ConnectionEvent, ConnectionState, ConnectionStats, DataChannel, Reliability, Role,
     Transport, TransportLimits,

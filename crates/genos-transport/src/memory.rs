@@ -20,17 +20,15 @@
 //! state changes are dropped when it is full ([`Connection::state`] always tells the truth).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::Stream;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::shared::{self, Counters};
 use crate::{
     Connection, ConnectionEvent, ConnectionState, ConnectionStats, DataChannel, Reliability, Role,
     Transport, TransportError, TransportLimits,
@@ -206,15 +204,6 @@ impl MemoryTransport {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    bytes_sent: AtomicU64,
-    bytes_received: AtomicU64,
-    messages_sent: AtomicU64,
-    messages_received: AtomicU64,
-    messages_dropped: AtomicU64,
-}
-
 struct ConnShared {
     net: Arc<Network>,
     role: Role,
@@ -316,18 +305,7 @@ impl std::fmt::Debug for MemoryConnection {
 }
 
 /// The event stream of a [`MemoryConnection`].
-#[derive(Debug)]
-pub struct MemoryEvents {
-    receiver: mpsc::Receiver<ConnectionEvent<MemoryChannel>>,
-}
-
-impl Stream for MemoryEvents {
-    type Item = ConnectionEvent<MemoryChannel>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
-    }
-}
+pub type MemoryEvents = crate::EventStream<MemoryChannel>;
 
 fn encode_signal(kind: u8, network_id: u64, token: u64) -> Bytes {
     let mut out = BytesMut::with_capacity(SIGNAL_LEN);
@@ -358,7 +336,7 @@ impl Transport for MemoryTransport {
         role: Role,
     ) -> Result<(MemoryConnection, MemoryEvents), TransportError> {
         let net = &self.net;
-        let (events, receiver) = mpsc::channel(net.config.events_capacity);
+        let (events, stream) = crate::EventStream::new(net.config.events_capacity);
         let token = net.next_token.fetch_add(1, Ordering::Relaxed);
         let initial = match role {
             Role::Offerer => ConnectionState::Connecting,
@@ -392,7 +370,7 @@ impl Transport for MemoryTransport {
             // The queue is fresh, so there is room for the offer.
             let _ = shared.events.try_send(ConnectionEvent::Signal(offer));
         }
-        Ok((MemoryConnection { shared }, MemoryEvents { receiver }))
+        Ok((MemoryConnection { shared }, stream))
     }
 }
 
@@ -466,21 +444,6 @@ impl MemoryConnection {
             )),
         }
     }
-
-    async fn wait_connected(&self) -> Result<(), TransportError> {
-        let mut state = self.shared.state.subscribe();
-        loop {
-            let current = *state.borrow_and_update();
-            match current {
-                ConnectionState::Connected => return Ok(()),
-                s if s.is_terminal() => return Err(TransportError::NotConnected(s)),
-                _ => {}
-            }
-            if state.changed().await.is_err() {
-                return Err(TransportError::NotConnected(ConnectionState::Closed));
-            }
-        }
-    }
 }
 
 impl Connection for MemoryConnection {
@@ -525,7 +488,7 @@ impl Connection for MemoryConnection {
                 label.len()
             )));
         }
-        self.wait_connected().await?;
+        shared::wait_connected(&self.shared.state).await?;
         let me = &self.shared;
         let limit = me.net.config.max_channels;
         if me.channels_opened.fetch_add(1, Ordering::AcqRel) >= limit {
@@ -589,7 +552,6 @@ impl Connection for MemoryConnection {
     }
 
     async fn stats(&self) -> ConnectionStats {
-        let counters = &self.shared.counters;
         let buffered_bytes = self.shared.link().map_or(0, |(link, side)| {
             lock(&link.directions)
                 .iter()
@@ -597,15 +559,7 @@ impl Connection for MemoryConnection {
                 .map(|direction| direction.buffered() as u64)
                 .sum()
         });
-        ConnectionStats {
-            rtt: None,
-            bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
-            bytes_received: counters.bytes_received.load(Ordering::Relaxed),
-            messages_sent: counters.messages_sent.load(Ordering::Relaxed),
-            messages_received: counters.messages_received.load(Ordering::Relaxed),
-            messages_dropped: counters.messages_dropped.load(Ordering::Relaxed),
-            buffered_bytes,
-        }
+        self.shared.counters.snapshot(buffered_bytes)
     }
 
     async fn close(&self) {
@@ -645,11 +599,7 @@ impl std::fmt::Debug for MemoryChannel {
 
 impl MemoryChannel {
     fn count_drop(&self) {
-        self.inner
-            .outbound
-            .sender_counters
-            .messages_dropped
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.outbound.sender_counters.count_dropped();
     }
 
     fn enqueue(&self, message: Bytes) -> Result<(), TransportError> {
@@ -658,9 +608,7 @@ impl MemoryChannel {
         let len = message.len() as u64;
         match sender.map(|sender| sender.send(message)) {
             Some(Ok(())) => {
-                let counters = &direction.sender_counters;
-                counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-                counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                direction.sender_counters.count_sent(len);
                 Ok(())
             }
             _ => Err(TransportError::ChannelClosed),
@@ -750,9 +698,7 @@ impl DataChannel for MemoryChannel {
                     let message = message?;
                     let inbound = &self.inner.inbound;
                     inbound.budget.add_permits(cost(&message));
-                    let counters = &inbound.receiver_counters;
-                    counters.messages_received.fetch_add(1, Ordering::Relaxed);
-                    counters.bytes_received.fetch_add(message.len() as u64, Ordering::Relaxed);
+                    inbound.receiver_counters.count_received(message.len() as u64);
                     return Some(message);
                 }
             }

@@ -1,24 +1,15 @@
 //! A WebRTC data channel behind the `DataChannel` trait.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel as RtcDataChannel, DataChannelEvent};
 
 use super::Shared;
+use crate::shared::Counters;
 use crate::{DataChannel, Reliability, TransportError};
-
-/// Traffic counters of one connection, shared by its channels.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) messages_sent: AtomicU64,
-    pub(crate) messages_received: AtomicU64,
-    pub(crate) messages_dropped: AtomicU64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -163,10 +154,7 @@ async fn read_events(
             }
             Some(DataChannelEvent::OnMessage(message)) => {
                 let data = message.data.freeze();
-                counters.messages_received.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .bytes_received
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                counters.count_received(data.len() as u64);
                 if sender.send(data).await.is_err() {
                     break;
                 }
@@ -221,13 +209,12 @@ impl DataChannel for WebRtcChannel {
                     if *self.inner.shared.phase.borrow() == Phase::Closed {
                         return Err(TransportError::ChannelClosed);
                     }
-                    counters.messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    counters.count_dropped();
                     return Ok(());
                 }
             }
         }
-        counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-        counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        counters.count_sent(len);
         self.refresh_buffered().await;
         Ok(())
     }

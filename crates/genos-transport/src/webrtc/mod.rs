@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel as RtcDataChannel, RTCDataChannelInit};
 use webrtc::peer_connection::{
@@ -28,9 +27,10 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
+use self::channel::ChannelShared;
 pub use self::channel::WebRtcChannel;
-use self::channel::{ChannelShared, Counters};
 use self::signal::Signal;
+use crate::shared::Counters;
 use crate::{
     Connection, ConnectionEvent, ConnectionState, ConnectionStats, Reliability, Role, Transport,
     TransportError, TransportLimits,
@@ -102,7 +102,7 @@ pub struct WebRtcConfig {
     /// Capacity of each connection's event queue. Default 256.
     pub events_capacity: usize,
     /// ICE connectivity-check interval. Default `None`: the crate's (200 ms). With the setup
-    /// fixes in `patches/` a shorter interval no longer speeds up connecting.
+    /// fixes in `vendor/` a shorter interval no longer speeds up connecting.
     pub ice_check_interval: Option<Duration>,
     /// ICE keepalive interval. Default 2 s. `None`: the crate's default.
     pub ice_keepalive: Option<Duration>,
@@ -387,21 +387,7 @@ impl std::fmt::Debug for WebRtcConnection {
 }
 
 /// The event stream of a [`WebRtcConnection`].
-#[derive(Debug)]
-pub struct WebRtcEvents {
-    receiver: mpsc::Receiver<ConnectionEvent<WebRtcChannel>>,
-}
-
-impl Stream for WebRtcEvents {
-    type Item = ConnectionEvent<WebRtcChannel>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
-    }
-}
+pub type WebRtcEvents = crate::EventStream<WebRtcChannel>;
 
 fn setup_error(what: &str, error: impl std::fmt::Display) -> TransportError {
     TransportError::ResourceLimit(format!("{what}: {error}"))
@@ -416,7 +402,7 @@ impl Transport for WebRtcTransport {
         role: Role,
     ) -> Result<(WebRtcConnection, WebRtcEvents), TransportError> {
         let config = self.config.clone();
-        let (events, receiver) = mpsc::channel(config.events_capacity);
+        let (events, stream) = crate::EventStream::new(config.events_capacity);
         let ice_servers = config
             .ice_servers
             .iter()
@@ -492,7 +478,7 @@ impl Transport for WebRtcTransport {
                 .map_err(|e| setup_error("cannot apply the offer", e))?;
             shared.emit_signal(&Signal::Offer { sdp: offer.sdp });
         }
-        Ok((WebRtcConnection { shared }, WebRtcEvents { receiver }))
+        Ok((WebRtcConnection { shared }, stream))
     }
 }
 
@@ -547,21 +533,6 @@ impl WebRtcConnection {
             }
         }
         Ok(())
-    }
-
-    async fn wait_connected(&self) -> Result<(), TransportError> {
-        let mut state = self.shared.state.subscribe();
-        loop {
-            let current = *state.borrow_and_update();
-            match current {
-                ConnectionState::Connected => return Ok(()),
-                s if s.is_terminal() => return Err(TransportError::NotConnected(s)),
-                _ => {}
-            }
-            if state.changed().await.is_err() {
-                return Err(TransportError::NotConnected(ConnectionState::Closed));
-            }
-        }
     }
 }
 
@@ -660,7 +631,7 @@ impl Connection for WebRtcConnection {
                 label.len()
             )));
         }
-        self.wait_connected().await?;
+        crate::shared::wait_connected(&self.shared.state).await?;
         let shared = &self.shared;
         let limit = shared.config.max_channels;
         if shared.opened.fetch_add(1, Ordering::AcqRel) >= limit {
@@ -694,7 +665,6 @@ impl Connection for WebRtcConnection {
     }
 
     async fn stats(&self) -> ConnectionStats {
-        let counters = &self.shared.counters;
         let buffered_bytes = self
             .shared
             .channels
@@ -703,15 +673,7 @@ impl Connection for WebRtcConnection {
             .iter()
             .map(|channel| channel.buffered() as u64)
             .sum();
-        ConnectionStats {
-            rtt: None,
-            bytes_sent: counters.bytes_sent.load(Ordering::Relaxed),
-            bytes_received: counters.bytes_received.load(Ordering::Relaxed),
-            messages_sent: counters.messages_sent.load(Ordering::Relaxed),
-            messages_received: counters.messages_received.load(Ordering::Relaxed),
-            messages_dropped: counters.messages_dropped.load(Ordering::Relaxed),
-            buffered_bytes,
-        }
+        self.shared.counters.snapshot(buffered_bytes)
     }
 
     async fn close(&self) {

@@ -1,0 +1,91 @@
+//! Pieces every backend needs alike: waiting for a connection, counting traffic.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+
+use crate::{ConnectionEvent, ConnectionState, ConnectionStats, TransportError};
+
+/// The event stream of a built-in backend's connection, fed by a bounded queue; it ends when
+/// the connection is gone.
+#[derive(Debug)]
+pub struct EventStream<C> {
+    receiver: mpsc::Receiver<ConnectionEvent<C>>,
+}
+
+impl<C> EventStream<C> {
+    /// A bounded event queue of `capacity` and the stream that drains it.
+    pub(crate) fn new(capacity: usize) -> (mpsc::Sender<ConnectionEvent<C>>, Self) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        (sender, Self { receiver })
+    }
+}
+
+impl<C> Stream for EventStream<C> {
+    type Item = ConnectionEvent<C>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+/// Waits until `state` says connected; fails once it is failed or closed.
+pub(crate) async fn wait_connected(
+    state: &watch::Sender<ConnectionState>,
+) -> Result<(), TransportError> {
+    let mut state = state.subscribe();
+    loop {
+        let current = *state.borrow_and_update();
+        match current {
+            ConnectionState::Connected => return Ok(()),
+            s if s.is_terminal() => return Err(TransportError::NotConnected(s)),
+            _ => {}
+        }
+        if state.changed().await.is_err() {
+            return Err(TransportError::NotConnected(ConnectionState::Closed));
+        }
+    }
+}
+
+/// Traffic counters of one connection, shared by its channels.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) messages_dropped: AtomicU64,
+}
+
+impl Counters {
+    /// The counters as stats, with the backend's own buffer level and RTT.
+    pub(crate) fn snapshot(&self, buffered_bytes: u64) -> ConnectionStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ConnectionStats {
+            rtt: None,
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            messages_sent: get(&self.messages_sent),
+            messages_received: get(&self.messages_received),
+            messages_dropped: get(&self.messages_dropped),
+            buffered_bytes,
+        }
+    }
+
+    pub(crate) fn count_sent(&self, bytes: u64) {
+        self.messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_received(&self, bytes: u64) {
+        self.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_dropped(&self) {
+        self.messages_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
