@@ -42,3 +42,22 @@ impl Harness for LoopbackHarness {
 }
 
 genos_transport::transport_conformance!(LoopbackHarness::new());
+
+/// Beyond the suite: WebRTC measures the round trip of the selected ICE pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_report_a_round_trip_time() {
+    use genos_transport::Connection;
+    let harness = LoopbackHarness::new();
+    let (a, _b) = genos_transport::conformance::connect_pair(&harness).await;
+    let rtt = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Some(rtt) = a.conn.stats().await.rtt {
+                return rtt;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("no round-trip time was ever reported");
+    assert!(rtt < std::time::Duration::from_secs(5), "{rtt:?}");
+}

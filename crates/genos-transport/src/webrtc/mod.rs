@@ -673,7 +673,22 @@ impl Connection for WebRtcConnection {
             .iter()
             .map(|channel| channel.buffered() as u64)
             .sum();
-        self.shared.counters.snapshot(buffered_bytes)
+        let mut stats = self.shared.counters.snapshot(buffered_bytes);
+        // The nominated ICE candidate pair's latest round trip (from STUN checks and
+        // keepalives), if it has measured one.
+        let report = self
+            .shared
+            .pc
+            .get_stats(
+                std::time::Instant::now(),
+                webrtc::peer_connection::StatsSelector::None,
+            )
+            .await;
+        stats.rtt = report
+            .candidate_pairs()
+            .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)
+            .find_map(|pair| Duration::try_from_secs_f64(pair.current_round_trip_time).ok());
+        stats
     }
 
     async fn close(&self) {
