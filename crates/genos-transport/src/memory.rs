@@ -37,8 +37,7 @@ use crate::{
 /// Bytes of send buffer each queued message costs on top of its length.
 pub const MESSAGE_OVERHEAD: usize = 64;
 
-/// Longest channel label accepted, in bytes.
-pub const MAX_LABEL_LEN: usize = 1024;
+pub use crate::shared::MAX_LABEL_LEN;
 
 const SIGNAL_MAGIC: &[u8; 5] = b"MEMv1";
 const SIGNAL_LEN: usize = SIGNAL_MAGIC.len() + 1 + 8 + 8;
@@ -482,12 +481,7 @@ impl Connection for MemoryConnection {
         label: &str,
         reliability: Reliability,
     ) -> Result<MemoryChannel, TransportError> {
-        if label.is_empty() || label.len() > MAX_LABEL_LEN {
-            return Err(TransportError::InvalidLabel(format!(
-                "labels are 1 to {MAX_LABEL_LEN} bytes, got {}",
-                label.len()
-            )));
-        }
+        shared::check_label(label)?;
         shared::wait_connected(&self.shared.state).await?;
         let me = &self.shared;
         let limit = me.net.config.max_channels;
@@ -635,12 +629,7 @@ impl DataChannel for MemoryChannel {
 
     async fn send(&self, message: Bytes) -> Result<(), TransportError> {
         let limit = self.inner.max_message_size;
-        if message.len() > limit {
-            return Err(TransportError::MessageTooLarge {
-                size: message.len(),
-                limit,
-            });
-        }
+        shared::check_message_size(message.len(), limit)?;
         let direction = &self.inner.outbound;
         // Fits: `normalized` keeps the budget above max_message_size + overhead, below u32.
         let permits =

@@ -32,6 +32,28 @@ impl<C> Stream for EventStream<C> {
     }
 }
 
+/// Longest channel label accepted, in bytes, by every built-in backend.
+pub const MAX_LABEL_LEN: usize = 1024;
+
+/// Refuses an empty label or one longer than [`MAX_LABEL_LEN`].
+pub(crate) fn check_label(label: &str) -> Result<(), TransportError> {
+    if label.is_empty() || label.len() > MAX_LABEL_LEN {
+        return Err(TransportError::InvalidLabel(format!(
+            "labels are 1 to {MAX_LABEL_LEN} bytes, got {}",
+            label.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a message larger than the channel's `limit`, before anything is sent.
+pub(crate) fn check_message_size(len: usize, limit: usize) -> Result<(), TransportError> {
+    if len > limit {
+        return Err(TransportError::MessageTooLarge { size: len, limit });
+    }
+    Ok(())
+}
+
 /// Waits until `state` says connected; fails once it is failed or closed.
 pub(crate) async fn wait_connected(
     state: &watch::Sender<ConnectionState>,

@@ -184,13 +184,7 @@ impl DataChannel for WebRtcChannel {
     }
 
     async fn send(&self, message: Bytes) -> Result<(), TransportError> {
-        let limit = self.inner.max_message_size;
-        if message.len() > limit {
-            return Err(TransportError::MessageTooLarge {
-                size: message.len(),
-                limit,
-            });
-        }
+        crate::shared::check_message_size(message.len(), self.inner.max_message_size)?;
         self.wait_open().await?;
         let len = message.len() as u64;
         let data = BytesMut::from(message.as_ref());

@@ -217,13 +217,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Moves to `state` and reports it, unless it is no change or the connection already
+    /// ended (terminal states are final).
     fn set_state(&self, state: ConnectionState) {
-        let previous = self.state.send_replace(state);
-        if previous != state && !previous.is_terminal() {
+        let changed = self.state.send_if_modified(|current| {
+            let move_on = *current != state && !current.is_terminal();
+            if move_on {
+                *current = state;
+            }
+            move_on
+        });
+        if changed {
             let _ = self.events.try_send(ConnectionEvent::StateChanged(state));
-        } else if previous.is_terminal() {
-            // Terminal states are final.
-            self.state.send_replace(previous);
         }
     }
 
@@ -623,12 +628,10 @@ impl Connection for WebRtcConnection {
         label: &str,
         reliability: Reliability,
     ) -> Result<WebRtcChannel, TransportError> {
-        if label.is_empty() || label.len() > crate::memory::MAX_LABEL_LEN || label == CONTROL_LABEL
-        {
+        crate::shared::check_label(label)?;
+        if label == CONTROL_LABEL {
             return Err(TransportError::InvalidLabel(format!(
-                "labels are 1 to {} bytes and not {CONTROL_LABEL:?}, got {} bytes",
-                crate::memory::MAX_LABEL_LEN,
-                label.len()
+                "{CONTROL_LABEL:?} is reserved for the control channel"
             )));
         }
         crate::shared::wait_connected(&self.shared.state).await?;
