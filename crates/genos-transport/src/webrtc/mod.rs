@@ -260,15 +260,26 @@ impl Shared {
     }
 }
 
-/// Turns webrtc callbacks into connection events. Never blocks the driver.
+/// Turns webrtc callbacks into connection events. Never blocks the driver. The peer
+/// connection must exist before `Shared`, which owns it, so the handler reaches the
+/// connection through a `Weak` filled in right after it is built.
 struct Handler {
-    shared: std::sync::Weak<Shared>,
+    slot: Arc<Mutex<std::sync::Weak<Shared>>>,
+}
+
+impl Handler {
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+    }
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(shared) = self.shared() else {
             return;
         };
         match event.candidate.to_json() {
@@ -280,7 +291,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(shared) = self.shared() else {
             return;
         };
         let mapped = match state {
@@ -303,7 +314,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_data_channel(&self, data_channel: Arc<dyn RtcDataChannel>) {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(shared) = self.shared() else {
             return;
         };
         let label = data_channel.label().await.unwrap_or_default();
@@ -426,11 +437,9 @@ impl Transport for WebRtcTransport {
                 config.ice_keepalive,
             )
             .build();
-        // The peer connection must exist before `Shared`, which owns it: its handler reaches
-        // the connection through a Weak filled in right after.
         let slot: Arc<Mutex<std::sync::Weak<Shared>>> =
             Arc::new(Mutex::new(std::sync::Weak::new()));
-        let late = LateHandler { slot: slot.clone() };
+        let handler = Handler { slot: slot.clone() };
         let pc = PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
@@ -438,7 +447,7 @@ impl Transport for WebRtcTransport {
                     .build(),
             )
             .with_setting_engine(settings)
-            .with_handler(Arc::new(late))
+            .with_handler(Arc::new(handler))
             .with_udp_addrs(config.udp_addrs.clone())
             .with_data_channel_send_buffer_limit(config.send_buffer)
             .build()
@@ -484,34 +493,6 @@ impl Transport for WebRtcTransport {
             shared.emit_signal(&Signal::Offer { sdp: offer.sdp });
         }
         Ok((WebRtcConnection { shared }, stream))
-    }
-}
-
-/// The handler given to webrtc, pointing at the connection once it exists.
-struct LateHandler {
-    slot: Arc<Mutex<std::sync::Weak<Shared>>>,
-}
-
-impl LateHandler {
-    fn handler(&self) -> Handler {
-        Handler {
-            shared: self.slot.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for LateHandler {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        self.handler().on_ice_candidate(event).await;
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        self.handler().on_connection_state_change(state).await;
-    }
-
-    async fn on_data_channel(&self, data_channel: Arc<dyn RtcDataChannel>) {
-        self.handler().on_data_channel(data_channel).await;
     }
 }
 
