@@ -1,4 +1,8 @@
-//! Who dials whom.
+//! Who dials whom, and when: the dial rule and a sans-IO planner for half-open dials and
+//! cooldowns.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use genos_crypto::PeerId;
 use genos_transport::Role;
@@ -14,9 +18,261 @@ pub fn dial_role(local: &PeerId, remote: &PeerId) -> Option<Role> {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Seen; to be dialled when a slot frees (offerer side only).
+    Wanted,
+    /// A dial attempt is under way (either direction).
+    Dialing { dial: u64, since: Instant },
+    /// The link of attempt `dial` is up.
+    Linked { dial: u64 },
+    /// The last attempt failed; dialled again when seen after `until`.
+    Cooling { until: Instant },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    plan: Plan,
+    failures: u32,
+}
+
+/// What the planner decided about an incoming dial attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// Accept it as a new attempt (replacing `replaced`, if any).
+    Accept { replaced: Option<u64> },
+    /// It belongs to the attempt already under way.
+    Current,
+    /// Refuse: no slot, cooling down, or the peer should not be dialling us.
+    Refuse,
+}
+
+/// Tracks every peer the room knows, sans IO: the caller passes `now` and acts on answers.
+///
+/// Bounds: at most `max_peers` peers wanted, dialling or linked; at most `max_half_open`
+/// attempts under way; cooling entries are capped at `max_peers` too (the oldest are
+/// forgotten first).
+#[derive(Debug)]
+pub(crate) struct DialPlanner {
+    local: PeerId,
+    entries: HashMap<PeerId, Entry>,
+    max_peers: usize,
+    max_half_open: usize,
+    cooldown: Duration,
+    dial_timeout: Duration,
+}
+
+impl DialPlanner {
+    pub(crate) fn new(
+        local: PeerId,
+        max_peers: usize,
+        max_half_open: usize,
+        cooldown: Duration,
+        dial_timeout: Duration,
+    ) -> Self {
+        Self {
+            local,
+            entries: HashMap::new(),
+            max_peers: max_peers.max(1),
+            max_half_open: max_half_open.max(1),
+            cooldown,
+            dial_timeout,
+        }
+    }
+
+    fn active(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| !matches!(e.plan, Plan::Cooling { .. }))
+            .count()
+    }
+
+    fn half_open(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.plan, Plan::Dialing { .. }))
+            .count()
+    }
+
+    /// A peer announced itself (or said hello). Returns false when it is refused because the
+    /// room is full.
+    pub(crate) fn seen(&mut self, peer: PeerId, now: Instant) -> bool {
+        if dial_role(&self.local, &peer) != Some(Role::Offerer) {
+            return true;
+        }
+        let active = self.active();
+        match self.entries.get_mut(&peer) {
+            Some(entry) => {
+                if let Plan::Cooling { until } = entry.plan {
+                    if now >= until {
+                        entry.plan = Plan::Wanted;
+                    }
+                }
+                true
+            }
+            None if active >= self.max_peers => false,
+            None => {
+                self.prune_cooling();
+                self.entries.insert(
+                    peer,
+                    Entry {
+                        plan: Plan::Wanted,
+                        failures: 0,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// The next peer to dial now, if a slot is free; it is marked as dialling `dial`.
+    pub(crate) fn next_dial(&mut self, now: Instant, dial: u64) -> Option<PeerId> {
+        if self.half_open() >= self.max_half_open {
+            return None;
+        }
+        let peer = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.plan == Plan::Wanted)
+            .map(|(peer, _)| *peer)
+            .min()?;
+        if let Some(entry) = self.entries.get_mut(&peer) {
+            entry.plan = Plan::Dialing { dial, since: now };
+        }
+        Some(peer)
+    }
+
+    /// A remote peer started (or continued) dial attempt `dial` towards us.
+    pub(crate) fn incoming(&mut self, peer: PeerId, dial: u64, now: Instant) -> Incoming {
+        if dial_role(&self.local, &peer) != Some(Role::Answerer) {
+            return Incoming::Refuse;
+        }
+        let existing = self.entries.get(&peer).copied();
+        let replaced = match existing.map(|e| e.plan) {
+            Some(Plan::Dialing { dial: current, .. } | Plan::Linked { dial: current })
+                if current == dial =>
+            {
+                return Incoming::Current;
+            }
+            Some(Plan::Dialing { dial: current, .. } | Plan::Linked { dial: current }) => {
+                Some(current)
+            }
+            Some(Plan::Wanted | Plan::Cooling { .. }) => None,
+            None => {
+                if self.active() >= self.max_peers {
+                    return Incoming::Refuse;
+                }
+                None
+            }
+        };
+        let replacing_half_open = matches!(existing.map(|e| e.plan), Some(Plan::Dialing { .. }));
+        if !replacing_half_open && self.half_open() >= self.max_half_open {
+            return Incoming::Refuse;
+        }
+        self.prune_cooling();
+        let failures = existing.map_or(0, |e| e.failures);
+        self.entries.insert(
+            peer,
+            Entry {
+                plan: Plan::Dialing { dial, since: now },
+                failures,
+            },
+        );
+        Incoming::Accept { replaced }
+    }
+
+    /// The link of attempt `dial` is up. Returns false if the attempt is no longer current.
+    pub(crate) fn linked(&mut self, peer: PeerId, dial: u64) -> bool {
+        match self.entries.get_mut(&peer) {
+            Some(entry) if entry.plan_dial() == Some(dial) => {
+                entry.plan = Plan::Linked { dial };
+                entry.failures = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Attempt or link `dial` failed: cool down before the next attempt. Returns false if it
+    /// was not current.
+    pub(crate) fn failed(&mut self, peer: PeerId, dial: u64, now: Instant) -> bool {
+        let cooldown = self.cooldown;
+        match self.entries.get_mut(&peer) {
+            Some(entry) if entry.plan_dial() == Some(dial) => {
+                entry.failures = entry.failures.saturating_add(1);
+                let factor = 1u32 << entry.failures.saturating_sub(1).min(3);
+                entry.plan = Plan::Cooling {
+                    until: now + cooldown * factor,
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The peer left for good (goodbye or signaling departure): forget it.
+    pub(crate) fn gone(&mut self, peer: &PeerId) -> Option<u64> {
+        self.entries.remove(peer).and_then(|e| e.plan_dial())
+    }
+
+    /// Attempts older than the dial timeout; the caller abandons them and calls `failed`.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<(PeerId, u64)> {
+        self.entries
+            .iter()
+            .filter_map(|(peer, e)| match e.plan {
+                Plan::Dialing { dial, since } if now.duration_since(since) >= self.dial_timeout => {
+                    Some((*peer, dial))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn prune_cooling(&mut self) {
+        let cooling = self.entries.len() - self.active();
+        if cooling < self.max_peers {
+            return;
+        }
+        if let Some(oldest) = self
+            .entries
+            .iter()
+            .filter_map(|(peer, e)| match e.plan {
+                Plan::Cooling { until } => Some((until, *peer)),
+                _ => None,
+            })
+            .min()
+        {
+            self.entries.remove(&oldest.1);
+        }
+    }
+}
+
+impl Entry {
+    fn plan_dial(&self) -> Option<u64> {
+        match self.plan {
+            Plan::Dialing { dial, .. } | Plan::Linked { dial } => Some(dial),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(byte: u8) -> PeerId {
+        PeerId::from_bytes([byte; 32])
+    }
+
+    fn planner(max_peers: usize, half_open: usize) -> DialPlanner {
+        DialPlanner::new(
+            id(10),
+            max_peers,
+            half_open,
+            Duration::from_secs(2),
+            Duration::from_secs(20),
+        )
+    }
 
     #[test]
     fn exactly_one_side_offers() {
@@ -33,5 +289,83 @@ mod tests {
                 "{roles:?}"
             );
         }
+    }
+
+    #[test]
+    fn half_open_dials_are_limited() {
+        let now = Instant::now();
+        let mut p = planner(10, 2);
+        for byte in 20..25 {
+            assert!(p.seen(id(byte), now));
+        }
+        assert_eq!(p.next_dial(now, 1), Some(id(20)));
+        assert_eq!(p.next_dial(now, 2), Some(id(21)));
+        assert_eq!(p.next_dial(now, 3), None);
+        assert!(p.linked(id(20), 1));
+        assert_eq!(p.next_dial(now, 4), Some(id(22)));
+        // Incoming attempts share the half-open budget.
+        assert_eq!(p.incoming(id(5), 9, now), Incoming::Refuse);
+    }
+
+    #[test]
+    fn failed_dials_cool_down_with_backoff() {
+        let start = Instant::now();
+        let mut p = planner(10, 4);
+        p.seen(id(20), start);
+        assert_eq!(p.next_dial(start, 1), Some(id(20)));
+        assert!(p.failed(id(20), 1, start));
+        assert!(
+            !p.failed(id(20), 1, start),
+            "a stale attempt is not failed twice"
+        );
+        p.seen(id(20), start + Duration::from_secs(1));
+        assert_eq!(p.next_dial(start + Duration::from_secs(1), 2), None);
+        // Not redialled after the cooldown until it is seen again.
+        assert_eq!(p.next_dial(start + Duration::from_secs(3), 2), None);
+        p.seen(id(20), start + Duration::from_secs(3));
+        assert_eq!(p.next_dial(start + Duration::from_secs(3), 2), Some(id(20)));
+        assert!(p.failed(id(20), 2, start + Duration::from_secs(3)));
+        // Second failure: twice the cooldown.
+        p.seen(id(20), start + Duration::from_secs(6));
+        assert_eq!(p.next_dial(start + Duration::from_secs(6), 3), None);
+        p.seen(id(20), start + Duration::from_secs(7));
+        assert_eq!(p.next_dial(start + Duration::from_secs(7), 3), Some(id(20)));
+    }
+
+    #[test]
+    fn only_the_lower_id_dials_and_new_attempts_replace_old_ones() {
+        let now = Instant::now();
+        let mut p = planner(10, 4);
+        // A higher id is ours to dial; a lower id dials us.
+        assert_eq!(p.incoming(id(20), 1, now), Incoming::Refuse);
+        p.seen(id(5), now);
+        assert_eq!(p.next_dial(now, 7), None, "a lower id is never dialled");
+        assert_eq!(
+            p.incoming(id(5), 1, now),
+            Incoming::Accept { replaced: None }
+        );
+        assert_eq!(p.incoming(id(5), 1, now), Incoming::Current);
+        assert!(p.linked(id(5), 1));
+        assert_eq!(
+            p.incoming(id(5), 2, now),
+            Incoming::Accept { replaced: Some(1) }
+        );
+        assert!(!p.linked(id(5), 1));
+        assert!(p.linked(id(5), 2));
+    }
+
+    #[test]
+    fn the_room_is_bounded_and_timeouts_expire() {
+        let now = Instant::now();
+        let mut p = planner(2, 4);
+        assert!(p.seen(id(20), now));
+        assert!(p.seen(id(21), now));
+        assert!(!p.seen(id(22), now));
+        assert_eq!(p.incoming(id(1), 1, now), Incoming::Refuse);
+        p.next_dial(now, 1);
+        assert!(p.expired(now + Duration::from_secs(19)).is_empty());
+        assert_eq!(p.expired(now + Duration::from_secs(20)).len(), 1);
+        assert_eq!(p.gone(&id(20)), Some(1));
+        assert!(p.seen(id(22), now));
     }
 }

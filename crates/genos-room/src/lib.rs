@@ -3,17 +3,30 @@
 //! A room is what an application joins: peers that share an app id and a room id (and a
 //! password, for an end-to-end encrypted room). This layer turns the two lower seams into that
 //! experience. It is generic over [`genos_signal::Signaling`] (how peers find each other) and
-//! [`genos_transport::Transport`] (how they connect) and never names a concrete backend:
+//! [`genos_transport::Transport`] (how they connect) and never names a concrete backend.
 //!
-//! - presence: announce on the room's topic, notice peers, decide who dials whom
-//!   ([`dial_role`]), relay each connection's signaling messages over the signaling session;
-//! - peer lifecycle: joined, left (with a reason), a heartbeat watchdog;
-//! - channels: named, framed, chunked to the transport's message size, sealed per frame with
-//!   the room's data key, with progress, metadata and targets;
-//! - optionally the cellular mesh of `genos-cellmesh` for very large rooms.
+//! **Presence and dialling.** [`Room::join`] derives the room key once (Argon2id for a
+//! password room), joins the key's topic and announces. Of two peers, the lower id dials
+//! ([`dial_role`]): no glare. The answering side greets a newcomer with a direct hello so
+//! it is dialled at once, not at the next announcement. Dials in progress are capped, a
+//! failed dial cools down (with backoff) before that peer is dialled again, and every dial
+//! attempt carries an id so a new attempt cleanly replaces a stale one.
 //!
-//! Status: only [`dial_role`] is built so far; the room itself is the rooms issue. Until then
-//! `genos demo` wires the seams by hand on the in-memory backends.
+//! **Links.** Each connected peer has one reliable, ordered transport channel. Every frame
+//! on it is sealed with the room's data subkey (XChaCha20-Poly1305, on top of DTLS), bound to
+//! sender, recipient and sequence number. Heartbeats keep it alive; a watchdog reports a
+//! silent peer ([`LeaveReason::TimedOut`]) within [`RoomLimits::peer_timeout`]. Leaving
+//! says goodbye and waits for each peer to confirm it read everything first.
+//!
+//! **Channels.** [`Room::channel`] gives a named byte channel ([`Room::typed_channel`] one
+//! for serde values): send to all, one or several peers, with metadata and progress.
+//! Messages of any size up to [`RoomLimits::max_message_size`] are chunked to the
+//! transport's message size and reassembled within per-peer bounds. Receiving applies
+//! backpressure all the way to the sender. Messages for a channel not opened yet are kept
+//! within a bound, then dropped and counted. Malformed frames are rejected, counted and
+//! reported ([`RoomEvent::FrameRejected`]) while the link goes on.
+//!
+//! The wire format is in `docs/protocol.md` §3.
 //!
 //! ```
 //! use genos_crypto::PeerId;
@@ -27,6 +40,29 @@
 //! assert_eq!(dial_role(&low, &low), None);
 //! ```
 
+mod channel;
+mod config;
 mod dial;
+mod error;
+mod events;
+mod link;
+mod reassembly;
+mod room;
+mod stats;
+mod wire;
 
+pub use channel::{
+    Channel, Message, Progress, ProgressFn, SendOptions, SendReport, Target, Typed, TypedChannel,
+};
+pub use config::{
+    DEFAULT_MAX_MESSAGE_SIZE, MAX_CHANNEL_NAME_LEN, MAX_METADATA_LEN, RoomConfig, RoomLimits,
+};
 pub use dial::dial_role;
+pub use error::{FrameError, RoomError};
+pub use events::{LeaveReason, RoomEvent, RoomEvents};
+pub use room::Room;
+pub use stats::{PeerInfo, RoomStats};
+pub use wire::PROTOCOL_VERSION;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! What a room is and the limits it keeps.
+
+use std::time::Duration;
+
+use genos_crypto::KeyParams;
+use zeroize::Zeroizing;
+
+/// Largest application message by default (256 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 256 << 20;
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL_NAME_LEN: usize = 64;
+/// Largest metadata attached to one message, in bytes.
+pub const MAX_METADATA_LEN: usize = 4096;
+
+/// The room to join: app id, room id, optional password, and the limits to keep.
+///
+/// ```
+/// use std::time::Duration;
+/// use genos_room::RoomConfig;
+///
+/// let config = RoomConfig::new("my-app", "lobby")
+///     .with_password("correct horse")
+///     .with_peer_timeout(Duration::from_secs(5));
+/// assert_eq!(config.app_id(), "my-app");
+/// assert!(config.is_encrypted());
+/// ```
+#[derive(Clone)]
+pub struct RoomConfig {
+    pub(crate) app_id: String,
+    pub(crate) room_id: String,
+    pub(crate) password: Option<Zeroizing<Vec<u8>>>,
+    pub(crate) key_params: KeyParams,
+    /// Limits and timings; public so callers can tune any of them.
+    pub limits: RoomLimits,
+}
+
+impl std::fmt::Debug for RoomConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomConfig")
+            .field("app_id", &self.app_id)
+            .field("room_id", &self.room_id)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl RoomConfig {
+    /// An open room (no password): its traffic is sealed with a key anyone who knows the app
+    /// and room ids can derive, so it is obfuscated, not secret.
+    pub fn new(app_id: impl Into<String>, room_id: impl Into<String>) -> Self {
+        Self {
+            app_id: app_id.into(),
+            room_id: room_id.into(),
+            password: None,
+            key_params: KeyParams::default(),
+            limits: RoomLimits::default(),
+        }
+    }
+
+    /// Makes the room end-to-end encrypted with a key derived from `password` (Argon2id).
+    pub fn with_password(mut self, password: impl AsRef<[u8]>) -> Self {
+        self.password = Some(Zeroizing::new(password.as_ref().to_vec()));
+        self
+    }
+
+    /// Argon2id cost parameters (every peer of a room must use the same).
+    pub fn with_key_params(mut self, params: KeyParams) -> Self {
+        self.key_params = params;
+        self
+    }
+
+    /// How long a connected peer may stay silent before it is reported as timed out.
+    pub fn with_peer_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.peer_timeout = timeout;
+        self.limits.heartbeat_interval = self.limits.heartbeat_interval.min(timeout / 4);
+        self
+    }
+
+    /// Replaces all limits.
+    pub fn with_limits(mut self, limits: RoomLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The application id.
+    pub fn app_id(&self) -> &str {
+        &self.app_id
+    }
+
+    /// The room id.
+    pub fn room_id(&self) -> &str {
+        &self.room_id
+    }
+
+    /// Whether the room has a password (is end-to-end encrypted).
+    pub fn is_encrypted(&self) -> bool {
+        self.password.is_some()
+    }
+}
+
+/// Every bound a room keeps, and its timings. Each field documents what happens at the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomLimits {
+    /// Peers connected or being dialled at once. Further peers are ignored (and counted in
+    /// [`crate::RoomStats::peers_refused`]) until a slot frees.
+    pub max_peers: usize,
+    /// Dials in progress at once ("half-open"). Further dials wait for a slot.
+    pub max_half_open_dials: usize,
+    /// A dial that has not produced a usable link after this long is abandoned.
+    pub dial_timeout: Duration,
+    /// Wait after a failed dial before dialling that peer again (doubles per failure, up to
+    /// eight times this).
+    pub dial_cooldown: Duration,
+    /// How often a link sends a heartbeat when it has sent nothing else.
+    pub heartbeat_interval: Duration,
+    /// A connected peer silent for this long is reported as timed out and disconnected
+    /// (unless this side is the one not reading).
+    pub peer_timeout: Duration,
+    /// How long `leave()` waits for each peer to acknowledge the goodbye, so data already
+    /// sent reaches it.
+    pub leave_timeout: Duration,
+    /// Largest application message. Larger sends are refused with
+    /// [`crate::RoomError::MessageTooLarge`]; larger incoming messages are rejected.
+    pub max_message_size: usize,
+    /// Partially received messages kept per peer; a chunk that would start another is
+    /// rejected (counted).
+    pub max_partial_messages: usize,
+    /// Bytes of partially received messages kept per peer (counted at their announced size);
+    /// a message that would exceed it is rejected (counted).
+    pub max_partial_bytes: usize,
+    /// Messages queued on one channel for the application; when full, the link stops reading
+    /// and the sender waits (backpressure).
+    pub channel_queue_messages: usize,
+    /// Bytes queued on one channel for the application (at least one message always fits).
+    pub channel_queue_bytes: usize,
+    /// Messages kept for channels the application has not opened yet; beyond it (or beyond
+    /// [`RoomLimits::unopened_bytes`]) they are dropped and counted.
+    pub unopened_messages: usize,
+    /// Bytes kept for channels the application has not opened yet.
+    pub unopened_bytes: usize,
+    /// Room events kept for a slow event reader; it then gets [`crate::RoomEvent::Lagged`].
+    pub event_capacity: usize,
+    /// Pings awaiting their answer per peer; more give [`crate::RoomError::TooManyPings`].
+    pub max_pending_pings: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self {
+            max_peers: 128,
+            max_half_open_dials: 16,
+            dial_timeout: Duration::from_secs(20),
+            dial_cooldown: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(2),
+            peer_timeout: Duration::from_secs(8),
+            leave_timeout: Duration::from_secs(2),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_partial_messages: 32,
+            max_partial_bytes: DEFAULT_MAX_MESSAGE_SIZE,
+            channel_queue_messages: 256,
+            channel_queue_bytes: 64 << 20,
+            unopened_messages: 256,
+            unopened_bytes: 16 << 20,
+            event_capacity: 1024,
+            max_pending_pings: 16,
+        }
+    }
+}

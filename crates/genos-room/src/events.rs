@@ -1,0 +1,86 @@
+//! What a room reports: peers joining and leaving, rejected frames.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use genos_crypto::PeerId;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+
+use crate::FrameError;
+
+/// Why a peer is no longer in the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// It said goodbye (or closed its connection).
+    Left,
+    /// It stayed silent longer than [`crate::RoomLimits::peer_timeout`].
+    TimedOut,
+    /// The connection failed (or was replaced by a new one from the same peer).
+    Failed,
+}
+
+/// Something that happened in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoomEvent {
+    /// A peer is connected and can be sent to.
+    PeerJoined {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer is gone.
+    PeerLeft {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A frame from a peer was rejected; the link goes on.
+    FrameRejected {
+        /// The sending peer.
+        peer: PeerId,
+        /// What was wrong.
+        error: FrameError,
+    },
+    /// This reader fell behind and missed this many events.
+    Lagged {
+        /// Number of events missed.
+        missed: u64,
+    },
+}
+
+/// The stream of a room's events; it ends when the room has left.
+pub struct RoomEvents {
+    inner: BroadcastStream<RoomEvent>,
+}
+
+impl RoomEvents {
+    pub(crate) fn new(receiver: broadcast::Receiver<RoomEvent>) -> Self {
+        Self {
+            inner: BroadcastStream::new(receiver),
+        }
+    }
+}
+
+impl std::fmt::Debug for RoomEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomEvents")
+    }
+}
+
+impl Stream for RoomEvents {
+    type Item = RoomEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RoomEvent>> {
+        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
+            item.map(|result| match result {
+                Ok(event) => event,
+                Err(BroadcastStreamRecvError::Lagged(missed)) => RoomEvent::Lagged { missed },
+            })
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Counters of a room and of each peer.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use genos_crypto::PeerId;
+use genos_transport::ConnectionStats;
+
+/// What a room has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomStats {
+    /// Application messages sent (one per recipient).
+    pub messages_sent: u64,
+    /// Application messages received whole.
+    pub messages_received: u64,
+    /// Payload bytes sent (per recipient).
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Frames from peers rejected (unauthentic, malformed, too large, out of order, ...).
+    pub frames_rejected: u64,
+    /// Messages for channels nobody opened, dropped at the bound.
+    pub unopened_dropped: u64,
+    /// Control answers (pong, goodbye ack) dropped because the link's control queue was full.
+    pub control_dropped: u64,
+    /// Dial attempts started (as offerer or answerer).
+    pub dials_started: u64,
+    /// Dial attempts that failed or timed out.
+    pub dials_failed: u64,
+    /// Peers ignored because the room was full or dialling was saturated.
+    pub peers_refused: u64,
+    /// Signaling messages ignored (undecodable, wrong protocol, not ours to answer).
+    pub signals_ignored: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) frames_rejected: AtomicU64,
+    pub(crate) unopened_dropped: AtomicU64,
+    pub(crate) control_dropped: AtomicU64,
+    pub(crate) dials_started: AtomicU64,
+    pub(crate) dials_failed: AtomicU64,
+    pub(crate) peers_refused: AtomicU64,
+    pub(crate) signals_ignored: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> RoomStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RoomStats {
+            messages_sent: get(&self.messages_sent),
+            messages_received: get(&self.messages_received),
+            bytes_sent: get(&self.bytes_sent),
+            bytes_received: get(&self.bytes_received),
+            frames_rejected: get(&self.frames_rejected),
+            unopened_dropped: get(&self.unopened_dropped),
+            control_dropped: get(&self.control_dropped),
+            dials_started: get(&self.dials_started),
+            dials_failed: get(&self.dials_failed),
+            peers_refused: get(&self.peers_refused),
+            signals_ignored: get(&self.signals_ignored),
+        }
+    }
+}
+
+/// One connected peer, as seen from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerInfo {
+    /// The peer.
+    pub peer: PeerId,
+    /// How long the link has been up.
+    pub connected_for: Duration,
+    /// The last round-trip time measured by [`crate::Room::ping`], else the transport's.
+    pub rtt: Option<Duration>,
+    /// Application messages sent to it.
+    pub messages_sent: u64,
+    /// Application messages received from it.
+    pub messages_received: u64,
+    /// The transport's counters for the connection.
+    pub transport: ConnectionStats,
+}
+
+/// Per-link counters.
+#[derive(Debug, Default)]
+pub(crate) struct LinkCounters {
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    /// Last ping RTT in microseconds (0 = none yet).
+    pub(crate) rtt_micros: AtomicU64,
+}
+
+impl LinkCounters {
+    pub(crate) fn info(
+        &self,
+        peer: PeerId,
+        connected_for: Duration,
+        transport: ConnectionStats,
+    ) -> PeerInfo {
+        let rtt = match self.rtt_micros.load(Ordering::Relaxed) {
+            0 => transport.rtt,
+            micros => Some(Duration::from_micros(micros)),
+        };
+        PeerInfo {
+            peer,
+            connected_for,
+            rtt,
+            messages_sent: self.messages_sent.load(Ordering::Relaxed),
+            messages_received: self.messages_received.load(Ordering::Relaxed),
+            transport,
+        }
+    }
+}

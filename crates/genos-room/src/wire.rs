@@ -1,0 +1,322 @@
+//! The room's wire formats: what goes over signaling, and the sealed frames on a link.
+//!
+//! Signaling payloads and frame headers are postcard-encoded serde enums (docs/protocol.md
+//! §3). Every frame is sealed with the room's data key ([`Purpose::Data`]); the associated
+//! data binds the sender, the recipient and the frame's position on the link, so a frame
+//! opens only on the link, at the place, it was sealed for: tampering, replay, reordering
+//! and reflection all fail to open.
+
+use bytes::{Bytes, BytesMut};
+use genos_crypto::{Context, PeerId, Purpose, SealKey};
+use serde::{Deserialize, Serialize};
+
+use crate::FrameError;
+
+/// Version of the room protocol; peers announcing another version are not dialled.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Label of the one reliable, ordered transport channel a link carries.
+pub(crate) const LINK_LABEL: &str = "genos-room/1";
+
+/// What a peer announces on the room's topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Presence {
+    pub(crate) protocol: u16,
+}
+
+impl Presence {
+    pub(crate) fn current() -> Self {
+        Self {
+            protocol: PROTOCOL_VERSION,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_stdvec(self).unwrap_or_default())
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// A message addressed to one peer over signaling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SignalMessage {
+    /// "I am here and you are the one to dial": sent by the answering side when it notices a
+    /// peer, so a newcomer is dialled at once rather than at the next announcement.
+    Hello,
+    /// A transport signal of dial attempt `dial` (chosen by the offerer).
+    Transport { dial: u64, payload: Vec<u8> },
+}
+
+impl SignalMessage {
+    pub(crate) fn encode(&self) -> Bytes {
+        Bytes::from(postcard::to_stdvec(self).unwrap_or_default())
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// A frame header as it is encoded; a chunk's data follows it.
+#[derive(Debug, Serialize, Deserialize)]
+enum Header<'a> {
+    Heartbeat,
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Bye,
+    ByeAck,
+    Chunk {
+        #[serde(borrow)]
+        channel: &'a str,
+        message: u64,
+        offset: u64,
+        total: u64,
+        #[serde(borrow)]
+        meta: Option<&'a [u8]>,
+    },
+}
+
+/// A frame as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Frame {
+    Heartbeat,
+    Ping(u64),
+    Pong(u64),
+    Bye,
+    ByeAck,
+    Chunk(Chunk),
+}
+
+/// A piece of an application message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    pub(crate) channel: String,
+    pub(crate) message: u64,
+    pub(crate) offset: u64,
+    pub(crate) total: u64,
+    pub(crate) meta: Option<Bytes>,
+    pub(crate) data: Bytes,
+}
+
+/// A control frame to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    Heartbeat,
+    Ping(u64),
+    Pong(u64),
+    Bye,
+    ByeAck,
+}
+
+/// The chunk header to send; the data is passed beside it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkHeader<'a> {
+    pub(crate) channel: &'a str,
+    pub(crate) message: u64,
+    pub(crate) offset: u64,
+    pub(crate) total: u64,
+    pub(crate) meta: Option<&'a [u8]>,
+}
+
+/// Seals frames for one direction of one link.
+#[derive(Clone)]
+pub(crate) struct FrameCodec {
+    key: SealKey,
+    local: PeerId,
+    remote: PeerId,
+}
+
+impl FrameCodec {
+    pub(crate) fn new(key: SealKey, local: PeerId, remote: PeerId) -> Self {
+        Self { key, local, remote }
+    }
+
+    /// Bytes of a chunk header (upper bound used to size chunks).
+    pub(crate) fn chunk_header_len(header: &ChunkHeader<'_>) -> usize {
+        postcard::to_stdvec(&Header::from(*header)).map_or(usize::MAX, |v| v.len())
+    }
+
+    pub(crate) fn seal_control(&self, seq: u64, control: Control) -> Result<Bytes, FrameError> {
+        let header = match control {
+            Control::Heartbeat => Header::Heartbeat,
+            Control::Ping(nonce) => Header::Ping { nonce },
+            Control::Pong(nonce) => Header::Pong { nonce },
+            Control::Bye => Header::Bye,
+            Control::ByeAck => Header::ByeAck,
+        };
+        self.seal(seq, &header, &[])
+    }
+
+    pub(crate) fn seal_chunk(
+        &self,
+        seq: u64,
+        header: ChunkHeader<'_>,
+        data: &[u8],
+    ) -> Result<Bytes, FrameError> {
+        self.seal(seq, &Header::from(header), data)
+    }
+
+    fn seal(&self, seq: u64, header: &Header<'_>, data: &[u8]) -> Result<Bytes, FrameError> {
+        let buffer = SealKey::buffer(64 + data.len());
+        let mut buffer = postcard::to_extend(header, buffer)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        buffer.extend_from_slice(data);
+        let extra = position(&self.remote, seq);
+        let context = Context::new(Purpose::Data, self.local).with_extra(&extra);
+        self.key
+            .seal_in_place(&context, &mut buffer)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        Ok(Bytes::from(buffer))
+    }
+
+    /// Opens frame number `seq` that the remote peer sent to us.
+    pub(crate) fn open(&self, seq: u64, sealed: Bytes) -> Result<Frame, FrameError> {
+        let mut buffer = match sealed.try_into_mut() {
+            Ok(unique) => unique,
+            Err(shared) => BytesMut::from(&shared[..]),
+        };
+        let extra = position(&self.local, seq);
+        let context = Context::new(Purpose::Data, self.remote).with_extra(&extra);
+        let range = self
+            .key
+            .open_in_place(&context, &mut buffer)
+            .map_err(|_| FrameError::Unauthentic)?;
+        let plain = buffer.freeze().slice(range);
+        let (header, rest) = postcard::take_from_bytes::<Header<'_>>(&plain)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        Ok(match header {
+            Header::Heartbeat => Frame::Heartbeat,
+            Header::Ping { nonce } => Frame::Ping(nonce),
+            Header::Pong { nonce } => Frame::Pong(nonce),
+            Header::Bye => Frame::Bye,
+            Header::ByeAck => Frame::ByeAck,
+            Header::Chunk {
+                channel,
+                message,
+                offset,
+                total,
+                meta,
+            } => Frame::Chunk(Chunk {
+                channel: channel.to_owned(),
+                message,
+                offset,
+                total,
+                meta: meta.map(|m| plain.slice_ref(m)),
+                data: plain.slice_ref(rest),
+            }),
+        })
+    }
+}
+
+impl<'a> From<ChunkHeader<'a>> for Header<'a> {
+    fn from(h: ChunkHeader<'a>) -> Self {
+        Header::Chunk {
+            channel: h.channel,
+            message: h.message,
+            offset: h.offset,
+            total: h.total,
+            meta: h.meta,
+        }
+    }
+}
+
+/// The extra context of a frame: recipient id and sequence number.
+fn position(recipient: &PeerId, seq: u64) -> [u8; 40] {
+    let mut extra = [0u8; 40];
+    let (id, number) = extra.split_at_mut(32);
+    id.copy_from_slice(recipient.as_bytes());
+    number.copy_from_slice(&seq.to_be_bytes());
+    extra
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (FrameCodec, FrameCodec) {
+        let key = SealKey::generate();
+        let a = PeerId::from_bytes([1; 32]);
+        let b = PeerId::from_bytes([2; 32]);
+        (
+            FrameCodec::new(key.clone(), a, b),
+            FrameCodec::new(key, b, a),
+        )
+    }
+
+    #[test]
+    fn chunks_and_controls_round_trip() {
+        let (a, b) = pair();
+        let header = ChunkHeader {
+            channel: "files",
+            message: 7,
+            offset: 0,
+            total: 5,
+            meta: Some(b"name=x"),
+        };
+        let sealed = a.seal_chunk(0, header, b"hello").unwrap();
+        let Frame::Chunk(chunk) = b.open(0, sealed).unwrap() else {
+            panic!("not a chunk")
+        };
+        assert_eq!(chunk.channel, "files");
+        assert_eq!(chunk.message, 7);
+        assert_eq!(chunk.meta.as_deref(), Some(&b"name=x"[..]));
+        assert_eq!(&chunk.data[..], b"hello");
+        let sealed = a.seal_control(1, Control::Ping(99)).unwrap();
+        assert_eq!(b.open(1, sealed).unwrap(), Frame::Ping(99));
+    }
+
+    #[test]
+    fn a_frame_opens_only_at_its_place_for_its_recipient() {
+        let (a, b) = pair();
+        let sealed = a.seal_control(3, Control::Heartbeat).unwrap();
+        // Replayed or reordered: another position.
+        assert_eq!(b.open(4, sealed.clone()), Err(FrameError::Unauthentic));
+        // Reflected back to its sender.
+        assert_eq!(a.open(3, sealed.clone()), Err(FrameError::Unauthentic));
+        // Another room's key.
+        let other = FrameCodec::new(
+            SealKey::generate(),
+            PeerId::from_bytes([2; 32]),
+            PeerId::from_bytes([1; 32]),
+        );
+        assert_eq!(other.open(3, sealed.clone()), Err(FrameError::Unauthentic));
+        assert_eq!(b.open(3, sealed).unwrap(), Frame::Heartbeat);
+    }
+
+    #[test]
+    fn garbage_gives_typed_errors() {
+        let (_, b) = pair();
+        assert_eq!(
+            b.open(0, Bytes::from_static(b"junk")),
+            Err(FrameError::Unauthentic)
+        );
+        assert_eq!(b.open(0, Bytes::new()), Err(FrameError::Unauthentic));
+        assert!(SignalMessage::decode(&[0xff, 0xff, 0xff]).is_none());
+        assert!(Presence::decode(&[]).is_none());
+    }
+
+    #[test]
+    fn header_size_bound_is_exact() {
+        let header = ChunkHeader {
+            channel: "c",
+            message: u64::MAX,
+            offset: u64::MAX,
+            total: u64::MAX,
+            meta: None,
+        };
+        let (a, b) = pair();
+        let sealed = a.seal_chunk(0, header, &[]).unwrap();
+        assert_eq!(
+            sealed.len(),
+            FrameCodec::chunk_header_len(&header) + genos_crypto::OVERHEAD
+        );
+        assert!(matches!(b.open(0, sealed), Ok(Frame::Chunk(_))));
+    }
+}
