@@ -479,10 +479,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
         loop {
             tokio::select! {
                 command = commands.recv() => {
-                    let done = match command {
-                        Some(Command::Leave(done)) => Some(done),
-                        None => None,
-                    };
+                    let done = command.map(|Command::Leave(done)| done);
                     self.leave().await;
                     if let Some(done) = done {
                         let _ = done.send(());

@@ -1,28 +1,54 @@
 //! # genos: peer-to-peer rooms, natively in Rust
 //!
-//! Peers join a room (app id + room id, optional password), find each other over a
-//! signaling medium (the Nostr relay network by default) and connect directly (WebRTC by
-//! default) to exchange data and media. No server of yours is involved.
+//! Peers join a room (app id + room id, optional password), find each other over the Nostr
+//! relay network and connect directly over WebRTC to exchange data. No server of yours is
+//! involved; a password room is end-to-end encrypted (Argon2id-derived keys,
+//! XChaCha20-Poly1305 on every signaling message and every data frame).
 //!
-//! This facade re-exports the layers, each usable on its own:
+//! [`Genos::builder()`] wires the default backends ([`signal::nostr::NostrSignaling`] and
+//! [`transport::webrtc::WebRtcTransport`], each behind a default feature) into a
+//! [`Room`]. The layers are re-exported, each usable on its own:
 //!
 //! - [`crypto`]: peer identities, room keys and sealed envelopes;
-//! - [`signal`]: the `Signaling` seam and its backends;
-//! - [`transport`]: the `Transport` seam and its backends;
-//! - [`cellmesh`]: the overlay for very large rooms;
-//! - [`room`]: the session layer on top of them all.
+//! - [`signal`]: the `Signaling` seam and its backends (Nostr, in-memory);
+//! - [`transport`]: the `Transport` seam and its backends (WebRTC, in-memory);
+//! - [`room`]: the session layer: presence, links, channels (generic over both seams);
+//! - [`cellmesh`]: the overlay for very large rooms.
 //!
-//! Status: the seams and their in-memory backends are built; `Genos::builder()` and the
-//! default Nostr and WebRTC backends come with the issues that build them.
+//! A complete example: two peers meet over an embedded relay on this machine, say hello and
+//! leave.
 //!
 //! ```
-//! use genos::crypto::PeerId;
-//! use genos::room::dial_role;
-//! use genos::transport::Role;
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use futures::StreamExt;
+//! use genos::{Genos, RoomEvent};
+//! use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 //!
-//! let me = PeerId::from_bytes([1; 32]);
-//! let you = PeerId::from_bytes([2; 32]);
-//! assert_eq!(dial_role(&me, &you), Some(Role::Offerer));
+//! let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default()).await?;
+//! let join = || {
+//!     Genos::builder("example-app", "lobby")
+//!         .password("correct horse battery staple")
+//!         .relay(relay.url())
+//!         .local_network_only() // no public STUN: this example stays on 127.0.0.1
+//!         .join()
+//! };
+//! let (alice, bob) = (join().await?, join().await?);
+//!
+//! let mut events = bob.events();
+//! while let Some(event) = events.next().await {
+//!     if let RoomEvent::PeerJoined { peer } = event {
+//!         assert_eq!(peer, alice.local_peer());
+//!         break;
+//!     }
+//! }
+//! bob.channel("chat")?.send("hello, alice").await?;
+//! let message = alice.channel("chat")?.recv().await.expect("a message");
+//! assert_eq!(&message.payload[..], b"hello, alice");
+//!
+//! alice.leave().await?;
+//! bob.leave().await?;
+//! # Ok(()) }
 //! ```
 
 pub use genos_cellmesh as cellmesh;
@@ -30,3 +56,14 @@ pub use genos_crypto as crypto;
 pub use genos_room as room;
 pub use genos_signal as signal;
 pub use genos_transport as transport;
+
+pub use genos_crypto::{Identity, PeerId};
+pub use genos_room::{
+    Channel, LeaveReason, Message, PeerInfo, Progress, Room, RoomConfig, RoomError, RoomEvent,
+    RoomEvents, RoomLimits, RoomStats, SendOptions, SendReport, Target, Typed, TypedChannel,
+};
+
+#[cfg(all(feature = "nostr", feature = "webrtc"))]
+mod builder;
+#[cfg(all(feature = "nostr", feature = "webrtc"))]
+pub use builder::{Genos, GenosBuilder, GenosError};

@@ -1,0 +1,155 @@
+//! `Genos::builder()`: a room on the default backends.
+
+use std::path::PathBuf;
+
+use genos_crypto::{Identity, KeyParams};
+use genos_room::{Room, RoomConfig, RoomLimits};
+use genos_signal::nostr::{NostrConfig, NostrSignaling};
+use genos_transport::webrtc::{IceServer, WebRtcConfig, WebRtcTransport};
+
+/// Entry point of the default stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Genos;
+
+impl Genos {
+    /// Starts describing the room `room_id` of application `app_id`.
+    pub fn builder(app_id: impl Into<String>, room_id: impl Into<String>) -> GenosBuilder {
+        GenosBuilder {
+            room: RoomConfig::new(app_id, room_id),
+            relays: Vec::new(),
+            nostr: NostrConfig::default(),
+            webrtc: WebRtcConfig::default(),
+            identity: None,
+        }
+    }
+}
+
+/// What went wrong building or joining a room.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenosError {
+    /// The identity file could not be read or written.
+    #[error("identity: {0}")]
+    Identity(#[from] genos_crypto::IdentityError),
+    /// A backend's configuration is unusable.
+    #[error("signaling: {0}")]
+    Signal(#[from] genos_signal::SignalError),
+    /// The transport's configuration is unusable.
+    #[error("transport: {0}")]
+    Transport(#[from] genos_transport::TransportError),
+    /// Joining failed.
+    #[error(transparent)]
+    Room(#[from] genos_room::RoomError),
+}
+
+enum IdentitySource {
+    Given(Identity),
+    File(PathBuf),
+}
+
+/// Describes a room on Nostr signaling and the WebRTC transport; [`GenosBuilder::join`]
+/// joins it. Every setting has a default fit for public use: the built-in public relays,
+/// a public STUN server, a fresh identity, [`RoomLimits::default`].
+#[must_use]
+pub struct GenosBuilder {
+    room: RoomConfig,
+    relays: Vec<String>,
+    nostr: NostrConfig,
+    webrtc: WebRtcConfig,
+    identity: Option<IdentitySource>,
+}
+
+impl std::fmt::Debug for GenosBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenosBuilder")
+            .field("room", &self.room)
+            .field("relays", &self.relays)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GenosBuilder {
+    /// Makes the room end-to-end encrypted with this password.
+    pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
+        self.room = self.room.with_password(password);
+        self
+    }
+
+    /// Adds a relay (ws:// or wss://). Without any, the built-in public relays are used.
+    pub fn relay(mut self, url: impl Into<String>) -> Self {
+        self.relays.push(url.into());
+        self
+    }
+
+    /// Adds relays.
+    pub fn relays<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
+        self.relays.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Replaces the STUN/TURN servers.
+    pub fn ice_servers(mut self, servers: Vec<IceServer>) -> Self {
+        self.webrtc.ice_servers = servers;
+        self
+    }
+
+    /// Connects on this machine only: binds 127.0.0.1 and uses no STUN/TURN server. For
+    /// tests, demos and same-host peers.
+    pub fn local_network_only(mut self) -> Self {
+        self.webrtc.ice_servers.clear();
+        self.webrtc.udp_addrs = WebRtcConfig::loopback().udp_addrs;
+        self
+    }
+
+    /// Replaces the room limits.
+    pub fn limits(mut self, limits: RoomLimits) -> Self {
+        self.room = self.room.with_limits(limits);
+        self
+    }
+
+    /// Argon2id cost (every peer of a room must use the same).
+    pub fn key_params(mut self, params: KeyParams) -> Self {
+        self.room = self.room.with_key_params(params);
+        self
+    }
+
+    /// Joins as this identity (its public key is the peer id).
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(IdentitySource::Given(identity));
+        self
+    }
+
+    /// Joins as the identity stored in `path`, created (mode 0600) on first use.
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity = Some(IdentitySource::File(path.into()));
+        self
+    }
+
+    /// Replaces the Nostr settings (relays given with [`GenosBuilder::relay`] are added).
+    pub fn nostr_config(mut self, config: NostrConfig) -> Self {
+        self.nostr = config;
+        self
+    }
+
+    /// Replaces the WebRTC settings.
+    pub fn webrtc_config(mut self, config: WebRtcConfig) -> Self {
+        self.webrtc = config;
+        self
+    }
+
+    /// Derives the room key, joins the relays' topic and returns the room; peers arrive as
+    /// [`genos_room::RoomEvent::PeerJoined`].
+    pub async fn join(self) -> Result<Room, GenosError> {
+        let identity = match self.identity {
+            Some(IdentitySource::Given(identity)) => identity,
+            Some(IdentitySource::File(path)) => Identity::load_or_generate(&path)?,
+            None => Identity::generate(),
+        };
+        let peer = identity.peer_id();
+        let mut nostr = self.nostr;
+        nostr.relays.extend(self.relays);
+        let signaling = NostrSignaling::new(identity, nostr)?;
+        let transport = WebRtcTransport::new(self.webrtc)?;
+        Ok(Room::join(signaling, transport, peer, self.room).await?)
+    }
+}
