@@ -1,59 +1,54 @@
-//! `genos demo`: peers meet, connect, chat and leave, written against the seams only.
+//! `genos demo`: peers join a room, meet, chat, move a file with progress and leave, written
+//! against the room layer only (any signaling and transport backends).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use genos::crypto::PeerId;
-use genos::room::dial_role;
-use genos::signal::{JoinRequest, SignalEvent, SignalSession, Signaling, Topic};
-use genos::transport::{Connection, ConnectionEvent, DataChannel, Reliability, Role, Transport};
-use tokio::sync::mpsc;
-
-/// The label of the demo's chat channel.
-const CHAT: &str = "chat";
+use genos::room::{Room, RoomConfig, RoomError, RoomEvent, SendOptions};
+use genos::signal::Signaling;
+use genos::transport::Transport;
+use sha2::{Digest, Sha256};
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DemoError {
-    /// The signaling backend refused something.
-    #[error("signaling: {0}")]
-    Signal(#[from] genos::signal::SignalError),
-    /// The transport backend refused something.
-    #[error("transport: {0}")]
-    Transport(#[from] genos::transport::TransportError),
-    /// The peers did not finish within the demo's time limit.
-    #[error("the peers did not finish within {0:?}")]
-    Timeout(Duration),
-    /// A peer task failed unexpectedly.
-    #[error("peer task failed: {0}")]
-    Task(String),
+    /// The room layer refused something.
+    #[error("room: {0}")]
+    Room(#[from] RoomError),
+    /// The peers did not finish a step within the demo's time limit.
+    #[error("the peers did not finish {step} within {limit:?}")]
+    Timeout {
+        /// The step that did not finish.
+        step: &'static str,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A received file did not match what was sent.
+    #[error("the file received by {0} does not match the one sent")]
+    Corrupt(String),
+    /// Fewer than two peers.
+    #[error("the demo needs at least two peers")]
+    TooFewPeers,
 }
 
 /// What the demo reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DemoEvent {
-    /// A peer joined the topic.
+    /// A peer joined the room.
     Joined {
         /// The peer.
         peer: PeerId,
     },
-    /// A peer saw another peer's presence.
-    Saw {
-        /// Who saw.
+    /// A peer is connected to another one.
+    Met {
+        /// Who.
         peer: PeerId,
-        /// Whom it saw.
-        other: PeerId,
-    },
-    /// A direct connection came up (reported by the offering side).
-    Connected {
-        /// The offering peer.
-        peer: PeerId,
-        /// The answering peer.
+        /// Whom.
         other: PeerId,
     },
     /// A chat line arrived.
@@ -64,6 +59,20 @@ pub enum DemoEvent {
         from: PeerId,
         /// The text.
         text: String,
+    },
+    /// The file's progress at a receiver, in whole percent (reported every 25%).
+    FileProgress {
+        /// The receiver.
+        peer: PeerId,
+        /// Percent done.
+        percent: u64,
+    },
+    /// A receiver has the whole file and its SHA-256 matches.
+    FileReceived {
+        /// The receiver.
+        peer: PeerId,
+        /// Size in bytes.
+        bytes: usize,
     },
     /// A peer left.
     Left {
@@ -78,52 +87,47 @@ pub enum DemoEvent {
 pub struct DemoReport {
     /// Peers that took part.
     pub peers: usize,
-    /// Connections established (one per pair).
+    /// Links established (one per pair).
     pub connections: usize,
     /// Chat lines delivered.
     pub chat_lines: usize,
-    /// Time from start until every peer had every connection.
+    /// Copies of the file received intact.
+    pub files_received: usize,
+    /// The file's size.
+    pub file_bytes: usize,
+    /// From start until every peer had joined (key derived, relay subscribed).
+    pub joined: Duration,
+    /// From start until every peer was connected to every other.
     pub all_connected: Duration,
-    /// Time from start until every peer had left.
+    /// Time to move the file to every other peer.
+    pub file_transfer: Duration,
+    /// From start until every peer had left.
     pub total: Duration,
 }
 
-/// Limit on the whole run, so a broken backend fails instead of hanging.
-pub const DEMO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Limit on each step, so a broken backend fails instead of hanging.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Where the demo's peers meet: the topic, and the signaling key when the room has one.
-#[derive(Debug, Clone)]
-pub struct Meeting {
-    /// The rendezvous topic.
-    pub topic: Topic,
-    /// The room's signaling subkey, handed to backends that seal (Nostr).
-    pub seal_key: Option<genos::crypto::SealKey>,
+async fn step<T>(
+    step: &'static str,
+    future: impl Future<Output = Result<T, DemoError>>,
+) -> Result<T, DemoError> {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .map_err(|_| DemoError::Timeout {
+            step,
+            limit: STEP_TIMEOUT,
+        })?
 }
 
-impl Meeting {
-    /// The meeting of a room: topic and signaling key derived from app, room and password.
-    pub fn of_room(key: &genos::crypto::RoomKey) -> Self {
-        Self {
-            topic: Topic::from_bytes(key.topic()),
-            seal_key: Some(key.signal_key().clone()),
-        }
-    }
-
-    /// A random topic and no key, for backends that do not seal.
-    pub fn random() -> Self {
-        Self {
-            topic: Topic::from_bytes(rand::random()),
-            seal_key: None,
-        }
-    }
-}
-
-/// Runs one peer per signaling backend (each with the peer id it joins as) on the given
-/// transport; `on_event` sees what happens as it happens.
+/// Runs the demo: one room per `(signaling, peer id)`, all on `transport`, in the room
+/// `config`; the first peer sends a file of `file_bytes` bytes to the others. `on_event`
+/// sees what happens as it happens.
 pub async fn run<S, T>(
     peers: Vec<(S, PeerId)>,
     transport: T,
-    meeting: Meeting,
+    config: RoomConfig,
+    file_bytes: usize,
     mut on_event: impl FnMut(&DemoEvent),
 ) -> Result<DemoReport, DemoError>
 where
@@ -132,223 +136,185 @@ where
 {
     let start = Instant::now();
     let count = peers.len();
-    let (events, mut event_rx) = mpsc::channel::<DemoEvent>(256);
-    let (connected_tx, mut connected_rx) = mpsc::channel::<()>(count.max(1));
-    let mut tasks = Vec::new();
-    // Everyone leaves together once everyone has heard everyone: a peer that closed its
-    // connections early could cut off a line still on its way to a slower peer.
-    let all_heard = Arc::new(tokio::sync::Barrier::new(count));
-    for (signaling, id) in peers {
-        let peer = Peer {
-            id,
-            expected: count.saturating_sub(1),
-            events: events.clone(),
-            connected: connected_tx.clone(),
-            all_heard: all_heard.clone(),
-        };
-        let transport = transport.clone();
-        tasks.push(tokio::spawn(peer.run(
-            signaling,
-            transport,
-            meeting.clone(),
-        )));
+    if count < 2 {
+        return Err(DemoError::TooFewPeers);
     }
-    let peers = count;
-    drop((events, connected_tx));
-
     let mut report = DemoReport {
-        peers,
+        peers: count,
+        file_bytes,
         ..DemoReport::default()
     };
-    let mut ready = 0;
-    let deadline = tokio::time::Instant::now() + DEMO_TIMEOUT;
-    loop {
-        tokio::select! {
-            event = event_rx.recv() => match event {
-                Some(event) => {
-                    match &event {
-                        DemoEvent::Connected { .. } => report.connections += 1,
-                        DemoEvent::Chat { .. } => report.chat_lines += 1,
-                        _ => {}
+
+    let mut rooms = Vec::with_capacity(count);
+    for (signaling, id) in peers {
+        rooms.push(Room::join(signaling, transport.clone(), id, config.clone()).await?);
+        on_event(&DemoEvent::Joined { peer: id });
+    }
+    report.joined = start.elapsed();
+
+    // Meet: every room sees every other peer join.
+    let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
+    let mut streams: Vec<_> = rooms.iter().map(Room::events).collect();
+    let (met_tx, mut met_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut meeting = Vec::new();
+    for (room, mut events) in rooms.iter().zip(streams.drain(..)) {
+        let me = room.local_peer();
+        let mut missing: HashSet<PeerId> = ids.iter().copied().filter(|p| *p != me).collect();
+        let met = met_tx.clone();
+        meeting.push(async move {
+            while !missing.is_empty() {
+                match events.next().await {
+                    Some(RoomEvent::PeerJoined { peer }) => {
+                        if missing.remove(&peer) {
+                            let _ = met.send(DemoEvent::Met {
+                                peer: me,
+                                other: peer,
+                            });
+                        }
                     }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            events
+        });
+    }
+    drop(met_tx);
+    let meet = futures::future::join_all(meeting);
+    let _streams = step("meeting", async {
+        let mut meet = std::pin::pin!(meet);
+        loop {
+            tokio::select! {
+                streams = &mut meet => return Ok(streams),
+                Some(event) = met_rx.recv() => {
+                    report.connections += 1;
                     on_event(&event);
                 }
-                None => break,
-            },
-            Some(()) = connected_rx.recv() => {
-                ready += 1;
-                if ready == peers {
-                    report.all_connected = start.elapsed();
-                }
-            }
-            () = tokio::time::sleep_until(deadline) => {
-                return Err(DemoError::Timeout(DEMO_TIMEOUT));
             }
         }
+    })
+    .await?;
+    while let Ok(event) = met_rx.try_recv() {
+        report.connections += 1;
+        on_event(&event);
     }
-    for task in tasks {
-        task.await.map_err(|e| DemoError::Task(e.to_string()))??;
+    report.connections /= 2;
+    report.all_connected = start.elapsed();
+
+    // Chat: everyone greets everyone.
+    let chats: Vec<_> = rooms
+        .iter()
+        .map(|r| r.channel("chat"))
+        .collect::<Result<_, _>>()?;
+    for (room, chat) in rooms.iter().zip(&chats) {
+        let text = format!("hello from {}", room.local_peer().short());
+        chat.send(Bytes::from(text)).await?;
     }
-    report.total = start.elapsed();
-    Ok(report)
-}
-
-struct Peer {
-    id: PeerId,
-    expected: usize,
-    events: mpsc::Sender<DemoEvent>,
-    connected: mpsc::Sender<()>,
-    all_heard: Arc<tokio::sync::Barrier>,
-}
-
-/// What a peer's helper tasks tell it.
-enum Note<C> {
-    /// A chat channel is open with `other`.
-    Channel(PeerId, C),
-    /// A chat line arrived from `other`.
-    Line(PeerId, String),
-}
-
-impl Peer {
-    async fn emit(&self, event: DemoEvent) {
-        let _ = self.events.send(event).await;
-    }
-
-    async fn run<S: Signaling, T: Transport>(
-        self,
-        signaling: S,
-        transport: T,
-        meeting: Meeting,
-    ) -> Result<(), DemoError> {
-        let mut request = JoinRequest::new(meeting.topic, self.id);
-        if let Some(key) = meeting.seal_key {
-            request = request.with_seal_key(key);
-        }
-        let (session, mut signals) = signaling.join(request).await?;
-        self.emit(DemoEvent::Joined { peer: self.id }).await;
-        session.announce(Bytes::from_static(b"genos-demo")).await?;
-
-        let (notes, mut note_rx) =
-            mpsc::channel::<Note<<T::Connection as Connection>::Channel>>(64);
-        let mut connections: HashMap<PeerId, T::Connection> = HashMap::new();
-        let mut channels = BTreeMap::new();
-        let mut lines = 0;
-        while lines < self.expected {
-            tokio::select! {
-                signal = signals.next() => {
-                    let Some(signal) = signal else { break };
-                    match signal {
-                        SignalEvent::PeerSeen { peer, .. } => {
-                            self.emit(DemoEvent::Saw { peer: self.id, other: peer }).await;
-                            if dial_role(&self.id, &peer) == Some(Role::Offerer)
-                                && !connections.contains_key(&peer)
-                            {
-                                let conn = self.dial(&transport, &session, peer, Role::Offerer, &notes).await?;
-                                connections.insert(peer, conn);
-                            }
-                        }
-                        SignalEvent::Message { from, payload } => {
-                            let conn = match connections.get(&from) {
-                                Some(conn) => conn.clone(),
-                                None => {
-                                    let conn = self
-                                        .dial(&transport, &session, from, Role::Answerer, &notes)
-                                        .await?;
-                                    connections.insert(from, conn.clone());
-                                    conn
-                                }
-                            };
-                            if let Err(error) = conn.handle_signal(payload).await {
-                                tracing::warn!(%error, "dropping a bad transport signal");
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Some(note) = note_rx.recv() => match note {
-                    Note::Channel(other, channel) => {
-                        channels.insert(other, channel.clone());
-                        if channels.len() == self.expected {
-                            let _ = self.connected.send(()).await;
-                            for channel in channels.values() {
-                                let text = format!("hello from {}", self.id.short());
-                                channel.send(Bytes::from(text)).await?;
-                            }
-                        }
-                    }
-                    Note::Line(from, text) => {
-                        lines += 1;
-                        self.emit(DemoEvent::Chat { peer: self.id, from, text }).await;
-                    }
-                },
-            }
-        }
-        self.all_heard.wait().await;
-        session.leave().await?;
-        for conn in connections.values() {
-            conn.close().await;
-        }
-        self.emit(DemoEvent::Left { peer: self.id }).await;
-        Ok(())
-    }
-
-    /// Starts a connection to `other` and the tasks that relay its signals and read its chat.
-    async fn dial<T: Transport, S: SignalSession>(
-        &self,
-        transport: &T,
-        session: &S,
-        other: PeerId,
-        role: Role,
-        notes: &mpsc::Sender<Note<<T::Connection as Connection>::Channel>>,
-    ) -> Result<T::Connection, DemoError> {
-        let (conn, mut conn_events) = transport.connect(role).await?;
-        let session = session.clone();
-        let notes = notes.clone();
-        let reported = self.events.clone();
-        let me = self.id;
-        if role == Role::Offerer {
-            let (conn, notes) = (conn.clone(), notes.clone());
-            tokio::spawn(async move {
-                if let Ok(channel) = conn.open_channel(CHAT, Reliability::ReliableOrdered).await {
-                    let _ = reported
-                        .send(DemoEvent::Connected { peer: me, other })
-                        .await;
-                    read_chat(other, channel, notes).await;
-                }
+    for (room, chat) in rooms.iter().zip(&chats) {
+        for _ in 1..count {
+            let message = step("chat", async {
+                chat.recv().await.ok_or(DemoError::Room(RoomError::Left))
+            })
+            .await?;
+            report.chat_lines += 1;
+            on_event(&DemoEvent::Chat {
+                peer: room.local_peer(),
+                from: message.from,
+                text: String::from_utf8_lossy(&message.payload).into_owned(),
             });
         }
-        tokio::spawn(async move {
-            while let Some(event) = conn_events.next().await {
-                match event {
-                    ConnectionEvent::Signal(message) => {
-                        let relayed = session.send_to(other, message).await;
-                        if relayed.is_err() {
-                            break;
-                        }
+    }
+
+    // A file from the first peer to all others, with progress on the receiving side.
+    let file: Vec<u8> = (0..file_bytes).map(|i| (i % 251) as u8).collect();
+    let digest = Sha256::digest(&file);
+    let transfer_start = Instant::now();
+    let receivers: Vec<_> = rooms
+        .iter()
+        .skip(1)
+        .map(|room| {
+            let channel = room.channel("files")?;
+            let progress = channel.progress(4096);
+            Ok::<_, RoomError>((room.local_peer(), channel, progress))
+        })
+        .collect::<Result<_, _>>()?;
+    let sender = rooms.first().map(|r| r.channel("files")).transpose()?;
+    let send = async {
+        if let Some(sender) = sender {
+            sender
+                .send_with(file, SendOptions::default().with_meta("demo.bin"))
+                .await?;
+        }
+        Ok::<_, DemoError>(())
+    };
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    let receive =
+        futures::future::join_all(receivers.into_iter().map(|(peer, channel, mut progress)| {
+            let progress_tx = progress_tx.clone();
+            async move {
+                let mut next = 25;
+                let mut report = |done: u64, total: u64| {
+                    let percent = done * 100 / total.max(1);
+                    while percent >= next && next <= 100 {
+                        let _ = progress_tx.send(DemoEvent::FileProgress {
+                            peer,
+                            percent: next,
+                        });
+                        next += 25;
                     }
-                    ConnectionEvent::ChannelOpened(channel) => {
-                        tokio::spawn(read_chat(other, channel, notes.clone()));
+                };
+                let got = async {
+                    let message = channel.recv().await.ok_or(RoomError::Left)?;
+                    if Sha256::digest(&message.payload) != digest {
+                        return Err(DemoError::Corrupt(peer.short()));
                     }
-                    _ => {}
+                    Ok(DemoEvent::FileReceived {
+                        peer,
+                        bytes: message.payload.len(),
+                    })
+                };
+                let mut got = std::pin::pin!(got);
+                let result = loop {
+                    tokio::select! {
+                        result = &mut got => break result,
+                        Some(p) = progress.recv() => report(p.done, p.total),
+                    }
+                };
+                while let Ok(p) = progress.try_recv() {
+                    report(p.done, p.total);
+                }
+                result
+            }
+        }));
+    drop(progress_tx);
+    let received = step("file transfer", async {
+        let (sent, received) = futures::join!(send, async {
+            let mut receive = std::pin::pin!(receive);
+            loop {
+                tokio::select! {
+                    results = &mut receive => return results,
+                    Some(event) = progress_rx.recv() => on_event(&event),
                 }
             }
         });
-        Ok(conn)
+        sent?;
+        Ok(received)
+    })
+    .await?;
+    while let Ok(event) = progress_rx.try_recv() {
+        on_event(&event);
     }
-}
+    for result in received {
+        let event = result?;
+        report.files_received += 1;
+        on_event(&event);
+    }
+    report.file_transfer = transfer_start.elapsed();
 
-async fn read_chat<C: DataChannel>(other: PeerId, channel: C, notes: mpsc::Sender<Note<C>>) {
-    if notes
-        .send(Note::Channel(other, channel.clone()))
-        .await
-        .is_err()
-    {
-        return;
+    futures::future::join_all(rooms.iter().map(Room::leave)).await;
+    for id in ids {
+        on_event(&DemoEvent::Left { peer: id });
     }
-    while let Some(message) = channel.recv().await {
-        let text = String::from_utf8_lossy(&message).into_owned();
-        if notes.send(Note::Line(other, text)).await.is_err() {
-            return;
-        }
-    }
+    report.total = start.elapsed();
+    Ok(report)
 }

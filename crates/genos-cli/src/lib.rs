@@ -1,13 +1,15 @@
 //! # genos-cli: the `genos` command's building blocks
 //!
 //! The binary `genos` is a thin shell over this library so that its commands can be tested
-//! in-process as well as run as real processes. Commands today:
+//! in-process as well as run as real processes:
 //!
-//! - `genos demo`: three peers in one process meet over a Nostr relay (an embedded one unless
-//!   `--relay` names another) with signaling sealed by a password room's key, connect over a
-//!   transport backend, chat, and leave, with a summary of what happened and how long it took.
-//!   It is written against the `Signaling` and `Transport` traits only; the demo command runs
-//!   it on the Nostr and WebRTC backends (WebRTC bound to 127.0.0.1).
-//! - `genos relay [--addr HOST:PORT]`: run your own relay (the embedded one) until Ctrl-C.
+//! - `genos demo`: three peers in one process join a password room over a Nostr relay (an
+//!   embedded one unless `--relay` names another), connect over WebRTC on 127.0.0.1, meet,
+//!   chat, move a file with progress, leave, and print a summary with timings ([`demo`],
+//!   written against the room layer, so it runs on any backends).
+//! - `genos chat`, `genos send FILE`, `genos recv`: a terminal chat and a file transfer
+//!   ([`transfer`]: parts, temporary file, SHA-256 check, rename) over a room.
+//! - `genos relay`: run your own relay (the embedded one) until Ctrl-C.
 
 pub mod demo;
+pub mod transfer;

@@ -1,18 +1,26 @@
 //! The `genos` command.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use futures::StreamExt;
+use genos::room::{Room, RoomConfig, RoomEvent};
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrSignaling};
 use genos::transport::webrtc::{WebRtcConfig, WebRtcTransport};
-use genos_cli::demo::{self, DemoEvent, Meeting};
+use genos::{Genos, GenosBuilder};
+use genos_cli::demo::{self, DemoEvent};
+use genos_cli::transfer;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Parser)]
 #[command(
     name = "genos",
     version,
-    about = "Peer-to-peer rooms: find peers, connect directly"
+    about = "Peer-to-peer rooms: find peers over Nostr, connect directly over WebRTC"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -21,15 +29,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Peers meet over a Nostr relay (an embedded one unless --relay is given), connect,
-    /// chat and leave, all in this process, with no setup.
+    /// Three peers (by default) in this process join a password room over a Nostr relay (an
+    /// embedded one unless --relay is given), meet, chat, send a file and leave. No setup.
     Demo {
         /// How many peers take part.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=64))]
         peers: u16,
+        /// Size of the file the first peer sends to the others, in MiB.
+        #[arg(long, default_value_t = 8)]
+        file_mib: u16,
         /// Meet over this relay instead of an embedded one (ws:// or wss://).
         #[arg(long)]
         relay: Option<String>,
+    },
+    /// Chat in a room: lines typed go to everyone, theirs are printed. Ctrl-D leaves.
+    Chat {
+        #[command(flatten)]
+        room: RoomArgs,
+    },
+    /// Send a file to the peers of a room (waits for --peers of them) and wait for their
+    /// SHA-256 verdict.
+    Send {
+        /// The file to send.
+        file: PathBuf,
+        #[command(flatten)]
+        room: RoomArgs,
+        /// How many peers to wait for before sending.
+        #[arg(long, default_value_t = 1)]
+        peers: usize,
+    },
+    /// Receive one file from a room into a directory (written to a temporary file, checked
+    /// with SHA-256, then renamed into place).
+    Recv {
+        #[command(flatten)]
+        room: RoomArgs,
+        /// Directory to store the file in.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
     /// Runs a Nostr relay for signaling ("run your own relay") until interrupted.
     Relay {
@@ -43,6 +79,43 @@ enum Command {
         #[arg(long)]
         auth: bool,
     },
+}
+
+/// Which room to join, and how.
+#[derive(Args)]
+struct RoomArgs {
+    /// Room id.
+    #[arg(long)]
+    room: String,
+    /// Password: makes the room end-to-end encrypted.
+    #[arg(long)]
+    password: Option<String>,
+    /// Relay to use (repeatable); the built-in public relays when none is given.
+    #[arg(long = "relay")]
+    relays: Vec<String>,
+    /// Application id (peers must agree on it).
+    #[arg(long, default_value = "genos-cli")]
+    app: String,
+    /// Connect on this machine only (127.0.0.1, no STUN server).
+    #[arg(long)]
+    local: bool,
+}
+
+impl RoomArgs {
+    fn builder(&self) -> GenosBuilder {
+        let mut builder = Genos::builder(&self.app, &self.room).relays(self.relays.clone());
+        if let Some(password) = &self.password {
+            builder = builder.password(password);
+        }
+        if self.local {
+            builder = builder.local_network_only();
+        }
+        builder
+    }
+
+    async fn join(&self) -> Result<Room, String> {
+        self.builder().join().await.map_err(|e| e.to_string())
+    }
 }
 
 fn main() -> ExitCode {
@@ -61,128 +134,241 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Demo { peers, relay } => runtime.block_on(run_demo(usize::from(peers), relay)),
-        Command::Relay {
-            addr,
-            min_pow,
-            auth,
-        } => {
-            let mut config = EmbeddedRelayConfig::default().with_addr(addr);
-            if let Some(difficulty) = min_pow {
-                config = config.with_min_pow(difficulty);
-            }
-            if auth {
-                config = config.with_auth();
-            }
-            runtime.block_on(run_relay(config))
-        }
-    }
-}
-
-async fn run_relay(config: EmbeddedRelayConfig) -> ExitCode {
-    let relay = match EmbeddedRelay::start(config).await {
-        Ok(relay) => relay,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    println!("genos relay listening on {}", relay.url());
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        eprintln!("error: cannot wait for Ctrl-C: {error}");
-        return ExitCode::FAILURE;
-    }
-    println!("stopping");
-    relay.shutdown();
-    ExitCode::SUCCESS
-}
-
-async fn run_demo(peers: usize, relay: Option<String>) -> ExitCode {
-    let embedded = match relay {
-        Some(_) => None,
-        None => match EmbeddedRelay::start(EmbeddedRelayConfig::default()).await {
-            Ok(relay) => Some(relay),
-            Err(error) => {
-                eprintln!("error: cannot start the embedded relay: {error}");
-                return ExitCode::FAILURE;
-            }
-        },
-    };
-    let relay_url = match (&embedded, relay) {
-        (Some(embedded), _) => embedded.url().to_owned(),
-        (None, Some(url)) => url,
-        (None, None) => return ExitCode::FAILURE,
-    };
-    println!("genos demo: {peers} peers meet over the Nostr relay at {relay_url}");
-    println!("(signaling is sealed with the room key; peers connect over WebRTC on 127.0.0.1)");
-    let room = "demo-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
-    let key = match genos::crypto::RoomKey::derive_async(
-        "genos-demo",
-        &room,
-        Some(b"demo password"),
-        &Default::default(),
-    )
-    .await
-    {
-        Ok(key) => key,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut backends = Vec::new();
-    for _ in 0..peers {
-        let identity = genos::crypto::Identity::generate();
-        let id = identity.peer_id();
-        match NostrSignaling::new(identity, NostrConfig::with_relays([relay_url.clone()])) {
-            Ok(backend) => backends.push((backend, id)),
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::FAILURE;
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo {
+                peers,
+                file_mib,
+                relay,
+            } => run_demo(usize::from(peers), usize::from(file_mib) << 20, relay).await,
+            Command::Chat { room } => run_chat(room).await,
+            Command::Send { file, room, peers } => run_send(file, room, peers).await,
+            Command::Recv { room, out } => run_recv(room, out).await,
+            Command::Relay {
+                addr,
+                min_pow,
+                auth,
+            } => {
+                let mut config = EmbeddedRelayConfig::default().with_addr(addr);
+                if let Some(difficulty) = min_pow {
+                    config = config.with_min_pow(difficulty);
+                }
+                if auth {
+                    config = config.with_auth();
+                }
+                run_relay(config).await
             }
         }
-    }
-    let transport = match WebRtcTransport::new(WebRtcConfig::loopback()) {
-        Ok(transport) => transport,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = demo::run(
-        backends,
-        transport,
-        Meeting::of_room(&key),
-        |event| match event {
-            DemoEvent::Joined { peer } => println!("  {} joined", peer.short()),
-            DemoEvent::Saw { peer, other } => println!("  {} saw {}", peer.short(), other.short()),
-            DemoEvent::Connected { peer, other } => {
-                println!("  {} connected to {}", peer.short(), other.short());
-            }
-            DemoEvent::Chat { peer, from, text } => {
-                println!("  {} <- {}: {text}", peer.short(), from.short());
-            }
-            DemoEvent::Left { peer } => println!("  {} left", peer.short()),
-            _ => {}
-        },
-    )
-    .await;
+    });
     match result {
-        Ok(report) => {
-            println!(
-                "summary: {} peers, {} connections, {} chat lines; all connected after {:?}, done after {:?}",
-                report.peers,
-                report.connections,
-                report.chat_lines,
-                report.all_connected,
-                report.total
-            );
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_relay(config: EmbeddedRelayConfig) -> Result<(), String> {
+    let relay = EmbeddedRelay::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("genos relay listening on {}", relay.url());
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    println!("stopping");
+    relay.shutdown();
+    Ok(())
+}
+
+fn byte_bar(total: u64, prefix: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix.to_owned());
+    bar
+}
+
+async fn run_chat(args: RoomArgs) -> Result<(), String> {
+    let room = args.join().await?;
+    println!(
+        "joined {} as {}; type lines, Ctrl-D to leave",
+        args.room,
+        room.local_peer().short()
+    );
+    let chat = room.channel("chat").map_err(|e| e.to_string())?;
+    let mut events = room.events();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line.map_err(|e| e.to_string())? {
+                Some(line) => {
+                    chat.send(line).await.map_err(|e| e.to_string())?;
+                }
+                None => break,
+            },
+            Some(message) = chat.recv() => {
+                println!("{}: {}", message.from.short(), String::from_utf8_lossy(&message.payload));
+            }
+            Some(event) = events.next() => match event {
+                RoomEvent::PeerJoined { peer } => println!("* {} joined", peer.short()),
+                RoomEvent::PeerLeft { peer, reason } => println!("* {} left ({reason:?})", peer.short()),
+                _ => {}
+            },
+        }
+    }
+    room.leave().await.map_err(|e| e.to_string())
+}
+
+async fn run_send(file: PathBuf, args: RoomArgs, wanted: usize) -> Result<(), String> {
+    let size = tokio::fs::metadata(&file)
+        .await
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .len();
+    let room = args.join().await?;
+    println!(
+        "joined {} as {}; waiting for {wanted} peer(s)",
+        args.room,
+        room.local_peer().short()
+    );
+    let mut events = room.events();
+    let mut peers = room.peers();
+    while peers.len() < wanted.max(1) {
+        match events.next().await {
+            Some(RoomEvent::PeerJoined { peer }) => {
+                if !peers.contains(&peer) {
+                    peers.push(peer);
+                }
+            }
+            Some(_) => {}
+            None => return Err("the room ended".into()),
+        }
+    }
+    let bar = byte_bar(size, "send");
+    let sent =
+        transfer::send_file(&room, &file, peers.clone(), |done| bar.set_position(done)).await;
+    bar.finish_and_clear();
+    sent.map_err(|e| e.to_string())?;
+    println!(
+        "sent {} ({size} bytes) to {} peer(s); SHA-256 verified by each",
+        file.display(),
+        peers.len()
+    );
+    room.leave().await.map_err(|e| e.to_string())
+}
+
+async fn run_recv(args: RoomArgs, out: PathBuf) -> Result<(), String> {
+    if !out.is_dir() {
+        return Err(format!("{} is not a directory", out.display()));
+    }
+    let room = args.join().await?;
+    println!(
+        "joined {} as {}; waiting for a file",
+        args.room,
+        room.local_peer().short()
+    );
+    let bar = std::sync::OnceLock::new();
+    let received = transfer::receive_file(
+        &room,
+        &out,
+        |header| {
+            let _ = bar.set(byte_bar(header.size, "recv"));
+        },
+        |done| {
+            if let Some(bar) = bar.get() {
+                bar.set_position(done);
+            }
+        },
+    )
+    .await;
+    if let Some(bar) = bar.get() {
+        bar.finish_and_clear();
+    }
+    let received = received.map_err(|e| e.to_string())?;
+    println!(
+        "received {} ({} bytes) from {}; SHA-256 ok",
+        received.path.display(),
+        received.size,
+        received.from.short()
+    );
+    // Let the verdict reach the sender before the goodbye.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    room.leave().await.map_err(|e| e.to_string())
+}
+
+async fn run_demo(peers: usize, file_bytes: usize, relay: Option<String>) -> Result<(), String> {
+    let embedded = match relay {
+        Some(_) => None,
+        None => Some(
+            EmbeddedRelay::start(EmbeddedRelayConfig::default())
+                .await
+                .map_err(|e| format!("cannot start the embedded relay: {e}"))?,
+        ),
+    };
+    let relay_url = match (&embedded, relay) {
+        (Some(embedded), _) => embedded.url().to_owned(),
+        (None, Some(url)) => url,
+        (None, None) => return Err("no relay".into()),
+    };
+    println!("genos demo: {peers} peers meet over the Nostr relay at {relay_url}");
+    println!("(password room: signaling and data sealed end to end; WebRTC on 127.0.0.1)");
+    let room = "demo-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
+    let config = RoomConfig::new("genos-demo", room).with_password("demo password");
+    let mut backends = Vec::new();
+    for _ in 0..peers {
+        let identity = genos::crypto::Identity::generate();
+        let id = identity.peer_id();
+        let signaling =
+            NostrSignaling::new(identity, NostrConfig::with_relays([relay_url.clone()]))
+                .map_err(|e| e.to_string())?;
+        backends.push((signaling, id));
+    }
+    let transport = WebRtcTransport::new(WebRtcConfig::loopback()).map_err(|e| e.to_string())?;
+    let report = demo::run(
+        backends,
+        transport,
+        config,
+        file_bytes,
+        |event| match event {
+            DemoEvent::Joined { peer } => println!("  {} joined the room", peer.short()),
+            DemoEvent::Met { peer, other } => {
+                println!("  {} connected to {}", peer.short(), other.short())
+            }
+            DemoEvent::Chat { peer, from, text } => {
+                println!("  {} <- {}: {text}", peer.short(), from.short());
+            }
+            DemoEvent::FileProgress { peer, percent } => {
+                println!("  {} receiving demo.bin: {percent}%", peer.short());
+            }
+            DemoEvent::FileReceived { peer, bytes } => {
+                println!(
+                    "  {} received demo.bin ({bytes} bytes), SHA-256 ok",
+                    peer.short()
+                );
+            }
+            DemoEvent::Left { peer } => println!("  {} left", peer.short()),
+            _ => {}
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mib = report.file_bytes as f64 / f64::from(1 << 20);
+    let rate = mib / report.file_transfer.as_secs_f64().max(1e-9);
+    println!(
+        "summary: {} peers, {} connections, {} chat lines, {} files of {mib:.1} MiB; joined after {:.0?}, all connected after {:.0?}, file to {} peers in {:.0?} ({rate:.0} MiB/s each), done after {:.0?}",
+        report.peers,
+        report.connections,
+        report.chat_lines,
+        report.files_received,
+        report.joined,
+        report.all_connected,
+        report.files_received,
+        report.file_transfer,
+        report.total
+    );
+    Ok(())
 }

@@ -25,11 +25,13 @@ fn demo_runs_and_reports_every_connection_and_line() {
         stdout.contains("Nostr relay at ws://127.0.0.1:"),
         "{stdout}"
     );
-    // 4 peers: 6 pairs, and each peer hears a line from each of the 3 others.
+    // 4 peers: 6 pairs, each peer hears a line from each of the 3 others, and the 3
+    // receivers each get the file intact.
     assert!(
-        stdout.contains("summary: 4 peers, 6 connections, 12 chat lines"),
+        stdout.contains("summary: 4 peers, 6 connections, 12 chat lines, 3 files"),
         "{stdout}"
     );
+    assert_eq!(stdout.matches("SHA-256 ok").count(), 3, "{stdout}");
     assert_eq!(stdout.matches(" left").count(), 4, "{stdout}");
 }
 
@@ -84,7 +86,7 @@ fn demo_meets_over_a_relay_run_by_genos_relay() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("summary: 3 peers, 3 connections, 6 chat lines"),
+        stdout.contains("summary: 3 peers, 3 connections, 6 chat lines, 2 files"),
         "{stdout}"
     );
 }

@@ -1,0 +1,136 @@
+//! `genos send` and `genos recv` as real processes meeting over a `genos relay` process, the
+//! way two users would run them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn relay() -> (Killed, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genos"))
+        .args(["relay", "--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run genos relay");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Killed(child), format!("ws://127.0.0.1:{port}"))
+}
+
+/// Waits for a child with a generous bound so a broken build fails instead of hanging.
+fn finish(mut child: Child, what: &str) -> (bool, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), out, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_file_sent_by_one_process_arrives_intact_in_another() {
+    let (_relay, url) = relay();
+    let dir = std::env::temp_dir().join(format!("genos-send-recv-{}", rand::random::<u64>()));
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let source = dir.join("payload.bin");
+    let data: Vec<u8> = (0..9_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&source, &data).unwrap();
+    let room = format!("send-recv-{}", rand::random::<u32>());
+    let common = |cmd: &mut Command| {
+        cmd.args([
+            "--room",
+            &room,
+            "--password",
+            "pw",
+            "--relay",
+            &url,
+            "--local",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    };
+    let mut recv = Command::new(env!("CARGO_BIN_EXE_genos"));
+    recv.arg("recv").args(["--out", out.to_str().unwrap()]);
+    common(&mut recv);
+    let recv = recv.spawn().expect("run genos recv");
+    let mut send = Command::new(env!("CARGO_BIN_EXE_genos"));
+    send.arg("send").arg(&source);
+    common(&mut send);
+    let send = send.spawn().expect("run genos send");
+
+    let (sent, send_out, send_err) = finish(send, "genos send");
+    let (received, recv_out, recv_err) = finish(recv, "genos recv");
+    assert!(sent, "send failed:\n{send_out}\n{send_err}");
+    assert!(received, "recv failed:\n{recv_out}\n{recv_err}");
+    assert!(send_out.contains("SHA-256 verified by each"), "{send_out}");
+    assert!(recv_out.contains("SHA-256 ok"), "{recv_out}");
+    let stored = std::fs::read(out.join("payload.bin")).unwrap();
+    assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
+    // Nothing but the file: the temporary part file was renamed, not left behind.
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recv_refuses_an_output_path_that_is_not_a_directory() {
+    let output = Command::new(env!("CARGO_BIN_EXE_genos"))
+        .args([
+            "recv",
+            "--room",
+            "r",
+            "--local",
+            "--relay",
+            "ws://127.0.0.1:9",
+            "--out",
+            "/nonexistent/dir",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a directory"));
+}
