@@ -72,9 +72,12 @@ fn bench(rest: &[String]) -> Result<(), String> {
             &["bench", "-p", "genos-transport", "--bench", "webrtc"],
         )?;
     }
-    if !matches!(which, "crypto" | "signal" | "transport" | "all") {
+    if matches!(which, "room" | "all") {
+        run("cargo", &["bench", "-p", "genos", "--bench", "room"])?;
+    }
+    if !matches!(which, "crypto" | "signal" | "transport" | "room" | "all") {
         return Err(format!(
-            "unknown benchmark set {which}: try crypto, signal or transport"
+            "unknown benchmark set {which}: try crypto, signal, transport or room"
         ));
     }
     Ok(())

@@ -180,8 +180,9 @@ impl Worker {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(self.config.max_relay_message);
         ws_config.max_frame_size = Some(self.config.max_relay_message);
+        // Nagle off: signaling is many small latency-bound messages.
         let connect =
-            tokio_tungstenite::connect_async_with_config(self.url.as_str(), Some(ws_config), false);
+            tokio_tungstenite::connect_async_with_config(self.url.as_str(), Some(ws_config), true);
         let ws = match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(Ok((ws, _response))) => ws,
             Ok(Err(error)) => return Ended::Lost(format!("connect: {error}")),

@@ -1,0 +1,227 @@
+//! Room benchmarks on 127.0.0.1 (embedded Nostr relay + WebRTC), each beside the bare
+//! transport measured in the same run.
+//!
+//! Run: `cargo xtask bench room` (or `cargo bench -p genos --bench room`).
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
+use genos::transport::webrtc::{WebRtcChannel, WebRtcConfig, WebRtcTransport};
+use genos::transport::{Connection, ConnectionEvent, DataChannel, Reliability, Role, Transport};
+use genos::{Genos, Room, RoomEvent};
+
+async fn bare_pair(transport: &WebRtcTransport) -> (WebRtcChannel, WebRtcChannel) {
+    let (a, mut a_events) = transport.connect(Role::Offerer).await.unwrap();
+    let (b, mut b_events) = transport.connect(Role::Answerer).await.unwrap();
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(1);
+    let b2 = b.clone();
+    tokio::spawn(async move {
+        while let Some(event) = a_events.next().await {
+            if let ConnectionEvent::Signal(message) = event {
+                let _ = b2.handle_signal(message).await;
+            }
+        }
+    });
+    let a2 = a.clone();
+    tokio::spawn(async move {
+        while let Some(event) = b_events.next().await {
+            match event {
+                ConnectionEvent::Signal(message) => {
+                    let _ = a2.handle_signal(message).await;
+                }
+                ConnectionEvent::ChannelOpened(channel) => {
+                    let _ = opened_tx.send(channel).await;
+                }
+                _ => {}
+            }
+        }
+    });
+    let left = a
+        .open_channel("bench", Reliability::ReliableOrdered)
+        .await
+        .unwrap();
+    let right = opened_rx.recv().await.unwrap();
+    // Keep the connections alive for the process's life.
+    std::mem::forget((a, b));
+    (left, right)
+}
+
+async fn room_pair(relay: &str, room: &str) -> (Room, Room, Duration, Duration) {
+    let start = Instant::now();
+    let join = || {
+        Genos::builder("genos-bench", room)
+            .password("bench")
+            .relay(relay)
+            .local_network_only()
+            .join()
+    };
+    let (a, b) = tokio::join!(join(), join());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let joined_at = start.elapsed();
+    let (mut ea, mut eb) = (a.events(), b.events());
+    tokio::join!(joined(&mut ea), joined(&mut eb));
+    (a, b, joined_at, start.elapsed())
+}
+
+async fn joined(events: &mut genos::RoomEvents) {
+    while let Some(event) = events.next().await {
+        if matches!(event, RoomEvent::PeerJoined { .. }) {
+            return;
+        }
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+const BULK: usize = 256 << 20;
+
+async fn bare_throughput(left: &WebRtcChannel, right: &WebRtcChannel, message: usize) -> f64 {
+    let chunk = left.max_message_size();
+    let payload = Bytes::from(vec![7u8; message.min(chunk)]);
+    let start = Instant::now();
+    let right = right.clone();
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < BULK {
+            got += right.recv().await.unwrap().len();
+        }
+    });
+    let mut sent = 0;
+    while sent < BULK {
+        // A "message" above the transport's size is what an application would have to chunk.
+        for _ in 0..message.div_ceil(chunk) {
+            left.send(payload.clone()).await.unwrap();
+            sent += payload.len();
+        }
+    }
+    reader.await.unwrap();
+    BULK as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn room_throughput(a: &Room, b: &Room, message: usize) -> f64 {
+    let tx = a.channel(&format!("bulk-{message}")).unwrap();
+    let rx = b.channel(&format!("bulk-{message}")).unwrap();
+    let payload = Bytes::from(vec![7u8; message]);
+    let count = BULK / message;
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        for _ in 0..count {
+            rx.recv().await.unwrap();
+        }
+    });
+    let to = b.local_peer();
+    for _ in 0..count {
+        tx.send_to(to, payload.clone()).await.unwrap();
+    }
+    reader.await.unwrap();
+    BULK as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn bare_rtt(left: &WebRtcChannel, right: &WebRtcChannel) -> Vec<Duration> {
+    let echo = right.clone();
+    tokio::spawn(async move {
+        while let Some(message) = echo.recv().await {
+            if echo.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut samples = Vec::new();
+    for i in 0..2000u32 {
+        let start = Instant::now();
+        left.send(Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+        left.recv().await.unwrap();
+        samples.push(start.elapsed());
+    }
+    samples
+}
+
+async fn room_rtt(a: &Room, b: &Room) -> Vec<Duration> {
+    let (ping, pong) = (a.channel("rtt").unwrap(), b.channel("rtt").unwrap());
+    tokio::spawn(async move {
+        while let Some(message) = pong.recv().await {
+            if pong.send_to(message.from, message.payload).await.is_err() {
+                break;
+            }
+        }
+    });
+    let to = b.local_peer();
+    let mut samples = Vec::new();
+    for i in 0..2000u32 {
+        let start = Instant::now();
+        ping.send_to(to, Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+        ping.recv().await.unwrap();
+        samples.push(start.elapsed());
+    }
+    samples
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let transport = WebRtcTransport::new(WebRtcConfig::loopback()).unwrap();
+
+    let mut joins = Vec::new();
+    let mut returns = Vec::new();
+    for i in 0..20 {
+        let (a, b, returned, elapsed) = room_pair(relay.url(), &format!("join-{i}")).await;
+        joins.push(elapsed);
+        returns.push(returned);
+        a.leave().await.unwrap();
+        b.leave().await.unwrap();
+    }
+    let median = percentile(&mut joins, 0.5);
+    let p90 = percentile(&mut joins, 0.9);
+    println!(
+        "| join -> peer joined at both sides (20 pairs) | median {median:.1?} | p90 {p90:.1?} |"
+    );
+    let (median, p90) = (percentile(&mut returns, 0.5), percentile(&mut returns, 0.9));
+    println!(
+        "| of which join() returned (key, relay subscription, announce) | median {median:.1?} | p90 {p90:.1?} |"
+    );
+
+    let (left, right) = bare_pair(&transport).await;
+    let (a, b, _, _) = room_pair(relay.url(), "bulk").await;
+    for message in [64 << 10, 1 << 20] {
+        // Alternate to share any drift between the two.
+        let bare1 = bare_throughput(&left, &right, message).await;
+        let room1 = room_throughput(&a, &b, message).await;
+        let bare2 = bare_throughput(&left, &right, message).await;
+        let room2 = room_throughput(&a, &b, message).await;
+        let (bare, room) = ((bare1 + bare2) / 2.0, (room1 + room2) / 2.0);
+        println!(
+            "| throughput, {} KiB messages | room {room:.0} MiB/s | bare transport {bare:.0} MiB/s | {:.2}x |",
+            message >> 10,
+            room / bare
+        );
+    }
+    let (left2, right2) = bare_pair(&transport).await;
+    let mut bare = bare_rtt(&left2, &right2).await;
+    let mut room = room_rtt(&a, &b).await;
+    let (bm, bp) = (percentile(&mut bare, 0.5), percentile(&mut bare, 0.99));
+    let (rm, rp) = (percentile(&mut room, 0.5), percentile(&mut room, 0.99));
+    println!(
+        "| small-message RTT (2000) | room median {rm:.0?} p99 {rp:.0?} | bare median {bm:.0?} p99 {bp:.0?} | {:.2}x median |",
+        rm.as_secs_f64() / bm.as_secs_f64()
+    );
+    let _ = (left, right);
+}
