@@ -182,6 +182,7 @@ async fn a_50_mib_transfer_arrives_intact_with_monotonic_progress() {
     let a = join(relay.url(), "bulk").await;
     let b = join(relay.url(), "bulk").await;
     wait_joined(&mut a.events(), &[b.local_peer()]).await;
+    wait_joined(&mut b.events(), &[a.local_peer()]).await;
     let cb = b.channel("files").unwrap();
     let mut incoming = cb.progress(100_000);
     let data: Vec<u8> = (0..50u32 << 20)
@@ -226,6 +227,8 @@ async fn a_peer_with_the_wrong_password_never_joins_and_is_never_heard() {
     let intruder = join_with(relay.url(), "secret-room", "wrong", RoomLimits::default()).await;
     let mut ea = a.events();
     wait_joined(&mut ea, &[b.local_peer()]).await;
+    // A broadcast goes to the peers the sender has joined; wait for b's side too.
+    wait_joined(&mut b.events(), &[a.local_peer()]).await;
     intruder
         .channel("c")
         .unwrap()
@@ -271,6 +274,7 @@ async fn leave_is_seen_promptly_as_left() {
     let b = join(relay.url(), "leave").await;
     let mut ea = a.events();
     wait_joined(&mut ea, &[b.local_peer()]).await;
+    wait_joined(&mut b.events(), &[a.local_peer()]).await;
     let ca = a.channel("c").unwrap();
     b.channel("c")
         .unwrap()

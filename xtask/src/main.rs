@@ -71,6 +71,18 @@ fn bench(rest: &[String]) -> Result<(), String> {
             "cargo",
             &["bench", "-p", "genos-transport", "--bench", "webrtc"],
         )?;
+        // The same benchmark against the webrtc crate as published (no vendor/ fixes), in
+        // its own workspace so the [patch] does not apply: the same-run baseline.
+        println!("\nbaseline: the same benchmark on crates.io webrtc 0.21.1 (unpatched)");
+        run(
+            "cargo",
+            &[
+                "run",
+                "--release",
+                "--manifest-path",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/baseline-webrtc/Cargo.toml"),
+            ],
+        )?;
     }
     if matches!(which, "room" | "all") {
         run("cargo", &["bench", "-p", "genos", "--bench", "room"])?;

@@ -138,12 +138,22 @@ fn a_greedy_relay_process_is_muted_and_peers_meet_over_the_other() {
         };
         let (a, _a_events) = join(Identity::generate()).await;
         let (b, mut b_events) = join(Identity::generate()).await;
-        a.send_to(b.local_peer(), Bytes::from_static(b"hi"))
-            .await
-            .unwrap();
+        // b's join may have been confirmed by the greedy relay before its subscription on
+        // the good one was live; ephemeral events are not stored, so say it until heard.
         let got = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             loop {
-                if let Some(SignalEvent::Message { payload, .. }) = b_events.next().await {
+                a.send_to(b.local_peer(), Bytes::from_static(b"hi"))
+                    .await
+                    .unwrap();
+                let heard = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                    loop {
+                        if let Some(SignalEvent::Message { payload, .. }) = b_events.next().await {
+                            return payload;
+                        }
+                    }
+                })
+                .await;
+                if let Ok(payload) = heard {
                     return payload;
                 }
             }

@@ -583,7 +583,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
         let (connection, mut events) = match self.transport.connect(role).await {
             Ok(pair) => pair,
             Err(error) => {
-                tracing::debug!(%error, "cannot start a connection");
+                tracing::warn!(%error, "cannot start a connection");
                 bump(&self.shared.counters.dials_failed, 1);
                 self.planner.failed(peer, dial, Instant::now());
                 return false;

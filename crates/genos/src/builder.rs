@@ -98,6 +98,7 @@ impl GenosBuilder {
     pub fn local_network_only(mut self) -> Self {
         self.webrtc.ice_servers.clear();
         self.webrtc.udp_addrs = WebRtcConfig::loopback().udp_addrs;
+        self.webrtc.include_loopback = true;
         self
     }
 

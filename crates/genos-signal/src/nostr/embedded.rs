@@ -1,11 +1,14 @@
 //! The embedded relay: "run your own relay", in-process or as `genos relay`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use nostr_relay_builder::LocalRelay;
 use nostr_relay_builder::builder::{
     RateLimit, RelayBuilder, RelayBuilderNip42, RelayBuilderNip42Mode,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::SignalError;
 
@@ -67,7 +70,13 @@ impl EmbeddedRelayConfig {
 pub struct EmbeddedRelay {
     relay: LocalRelay,
     url: String,
+    accept: tokio::task::AbortHandle,
 }
+
+/// Largest HTTP upgrade request read before the WebSocket starts.
+const MAX_UPGRADE_REQUEST: usize = 8 * 1024;
+/// Time a client has to complete the HTTP upgrade.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EmbeddedRelay {
     /// Starts a relay and waits until it listens.
@@ -91,13 +100,21 @@ impl EmbeddedRelay {
             });
         }
         let relay = LocalRelay::new(builder);
-        relay
-            .run()
+        // Our own accept loop rather than `LocalRelay::run`: it turns Nagle off on every
+        // connection. Signaling is many small messages in a row; with Nagle and the peer's
+        // delayed ACKs each hop through the relay waited tens of milliseconds.
+        let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|e| SignalError::Unavailable(format!("embedded relay: {e}")))?;
-        let url = relay.url().await.to_string();
-        let url = url.trim_end_matches('/').to_owned();
-        Ok(Self { relay, url })
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SignalError::Unavailable(format!("embedded relay: {e}")))?;
+        let accept = tokio::spawn(accept_loop(listener, relay.clone())).abort_handle();
+        Ok(Self {
+            relay,
+            url: format!("ws://{addr}"),
+            accept,
+        })
     }
 
     /// The relay's `ws://` URL.
@@ -107,12 +124,92 @@ impl EmbeddedRelay {
 
     /// Stops accepting connections.
     pub fn shutdown(&self) {
+        self.accept.abort();
         self.relay.shutdown();
     }
 }
 
 impl Drop for EmbeddedRelay {
     fn drop(&mut self) {
-        self.relay.shutdown();
+        self.shutdown();
     }
+}
+
+async fn accept_loop(listener: TcpListener, relay: LocalRelay) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "embedded relay cannot accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let relay = relay.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade(stream)).await {
+                Ok(Ok(stream)) => {
+                    if let Err(error) = relay.take_connection(stream, peer).await {
+                        tracing::debug!(%error, "embedded relay connection ended");
+                    }
+                }
+                Ok(Err(error)) => tracing::debug!(%error, "refused a WebSocket upgrade"),
+                Err(_) => tracing::debug!("a WebSocket upgrade timed out"),
+            }
+        });
+    }
+}
+
+/// Answers the HTTP upgrade of a WebSocket client (RFC 6455 §4.2) and returns the stream
+/// ready for WebSocket frames.
+async fn upgrade(mut stream: TcpStream) -> std::io::Result<TcpStream> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut request = Vec::with_capacity(1024);
+    let mut buffer = [0u8; 1024];
+    while !request.ends_with(b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            return Err(invalid("closed during the upgrade"));
+        }
+        request.extend_from_slice(buffer.get(..read).unwrap_or_default());
+        if request.len() > MAX_UPGRADE_REQUEST {
+            return Err(invalid("upgrade request too large"));
+        }
+    }
+    let text =
+        std::str::from_utf8(&request).map_err(|_| invalid("upgrade request is not UTF-8"))?;
+    let mut key = None;
+    let mut websocket = false;
+    for line in text.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("sec-websocket-key") {
+            key = Some(value);
+        } else if name.eq_ignore_ascii_case("upgrade") && value.eq_ignore_ascii_case("websocket") {
+            websocket = true;
+        }
+    }
+    let key = key
+        .filter(|_| websocket)
+        .ok_or_else(|| invalid("not a WebSocket upgrade"));
+    let key = match key {
+        Ok(key) => key,
+        Err(error) => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+            return Err(error);
+        }
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await?;
+    Ok(stream)
 }

@@ -12,7 +12,10 @@
 //! on signaling input.
 
 mod channel;
+mod interfaces;
 mod signal;
+
+use std::net::IpAddr;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ use webrtc::peer_connection::{
 
 use self::channel::ChannelShared;
 pub use self::channel::WebRtcChannel;
+pub use self::interfaces::IpFilter;
 use self::signal::Signal;
 use crate::shared::Counters;
 use crate::{
@@ -87,9 +91,17 @@ impl IceServer {
 pub struct WebRtcConfig {
     /// STUN/TURN servers. Default: one public STUN server. Tests use none.
     pub ice_servers: Vec<IceServer>,
-    /// Local UDP addresses to bind. Default `0.0.0.0:0`. A wildcard bind does not offer
-    /// loopback candidates: bind `127.0.0.1:0` for same-machine peers (as the tests do).
+    /// Local UDP addresses to bind. Default `0.0.0.0:0`: every interface except loopback
+    /// and link-local ones. Narrow it with [`WebRtcConfig::interfaces`] and
+    /// [`WebRtcConfig::ip_filter`].
     pub udp_addrs: Vec<String>,
+    /// Offer loopback addresses as candidates (same-machine peers). Default off; on in
+    /// [`WebRtcConfig::loopback`]. An explicit loopback bind address needs it too.
+    pub include_loopback: bool,
+    /// Only these interfaces (by OS name, e.g. `eth0`) for ICE. Default empty: any.
+    pub interfaces: Vec<String>,
+    /// Only local IPs this predicate accepts for ICE. Default none: any.
+    pub ip_filter: Option<IpFilter>,
     /// Largest message per send. Default 64 KiB (the common browser limit).
     pub max_message_size: usize,
     /// Bytes a channel buffers before a reliable send waits. Default 1 MiB.
@@ -118,6 +130,9 @@ impl Default for WebRtcConfig {
         Self {
             ice_servers: vec![IceServer::stun("stun:stun.l.google.com:19302")],
             udp_addrs: vec!["0.0.0.0:0".to_owned()],
+            include_loopback: false,
+            interfaces: Vec::new(),
+            ip_filter: None,
             max_message_size: 64 * 1024,
             send_buffer: 1024 * 1024,
             receive_queue: 256,
@@ -137,6 +152,7 @@ impl WebRtcConfig {
         Self {
             ice_servers: Vec::new(),
             udp_addrs: vec!["127.0.0.1:0".to_owned()],
+            include_loopback: true,
             ..Self::default()
         }
     }
@@ -155,6 +171,43 @@ impl WebRtcConfig {
         self.ice_disconnected_timeout = Some(disconnected);
         self.ice_failed_timeout = Some(failed);
         self
+    }
+
+    /// Offers only addresses of these interfaces (by OS name) as candidates.
+    pub fn with_interfaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.interfaces = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Offers only local IPs `filter` accepts as candidates.
+    pub fn with_ip_filter(
+        mut self,
+        filter: impl Fn(IpAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.ip_filter = Some(IpFilter::new(filter));
+        self
+    }
+
+    /// Sets the UDP addresses to bind.
+    pub fn with_udp_addrs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, addrs: I) -> Self {
+        self.udp_addrs = addrs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Allows (or not) loopback candidates.
+    pub fn with_loopback(mut self, include: bool) -> Self {
+        self.include_loopback = include;
+        self
+    }
+
+    /// The addresses this configuration binds on this host now.
+    pub fn bind_addrs(&self) -> Result<Vec<String>, TransportError> {
+        let policy = interfaces::Policy {
+            include_loopback: self.include_loopback,
+            interfaces: &self.interfaces,
+            ip_filter: self.ip_filter.as_ref(),
+        };
+        interfaces::resolve(&self.udp_addrs, &policy, &interfaces::local_addrs())
     }
 
     /// Sets the send buffer.
@@ -180,6 +233,9 @@ impl WebRtcConfig {
         if self.receive_queue == 0 || self.events_capacity == 0 || self.max_channels == 0 {
             return invalid("queues and max_channels must be at least 1");
         }
+        // Re-resolved at every connect (interfaces come and go); checked here so a
+        // configuration that can never bind fails at once.
+        self.bind_addrs()?;
         Ok(())
     }
 }
@@ -428,8 +484,9 @@ impl Transport for WebRtcTransport {
                 credential: server.credential.clone(),
             })
             .collect();
+        let bind = config.bind_addrs()?;
         let settings = SettingEngineBuilder::new()
-            .with_include_loopback_candidate(true)
+            .with_include_loopback_candidate(config.include_loopback)
             .with_ice_connection_attempts(config.ice_check_interval, None)
             .with_ice_timeouts(
                 config.ice_disconnected_timeout,
@@ -448,7 +505,7 @@ impl Transport for WebRtcTransport {
             )
             .with_setting_engine(settings)
             .with_handler(Arc::new(handler))
-            .with_udp_addrs(config.udp_addrs.clone())
+            .with_udp_addrs(bind)
             .with_data_channel_send_buffer_limit(config.send_buffer)
             .build()
             .await
