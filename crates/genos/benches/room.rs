@@ -186,6 +186,9 @@ async fn main() {
         let (a, b, returned, elapsed) = room_pair(relay.url(), &format!("join-{i}")).await;
         joins.push(elapsed);
         returns.push(returned);
+        if std::env::var_os("GENOS_BENCH_VERBOSE").is_some() {
+            println!("join {i}: returned {returned:.1?}, joined {elapsed:.1?}");
+        }
         a.leave().await.unwrap();
         b.leave().await.unwrap();
     }

@@ -214,3 +214,29 @@ fn seal_with_fixed_nonce_is_deterministic() {
         .unwrap();
     assert_eq!(one, two);
 }
+
+#[test]
+fn matches_the_reference_xchacha20poly1305() {
+    use chacha20poly1305::XChaCha20Poly1305;
+    use chacha20poly1305::aead::{AeadInOut, KeyInit};
+
+    let key_bytes = [9u8; 32];
+    let key = SealKey::from_bytes(key_bytes);
+    let context = Context::new(Purpose::Data, PeerId::from_bytes([3; 32])).with_extra(b"x");
+    for len in [0usize, 1, 63, 64, 1000, 65_536] {
+        let plain = vec![5u8; len];
+        let nonce = [7u8; 24];
+        let mut sealed = SealKey::buffer(len);
+        sealed.extend_from_slice(&plain);
+        key.seal_in_place_with_nonce(&context, &mut sealed, nonce)
+            .unwrap();
+        let mut aad = [0u8; AAD_MAX];
+        let aad = context.aad(&mut aad).unwrap();
+        let mut reference = plain.clone();
+        let tag = XChaCha20Poly1305::new(&key_bytes.into())
+            .encrypt_inout_detached(&nonce.into(), aad, (&mut reference[..]).into())
+            .unwrap();
+        assert_eq!(&sealed[HEADER_LEN..HEADER_LEN + len], &reference[..], "len {len}");
+        assert_eq!(&sealed[HEADER_LEN + len..], tag.as_slice(), "len {len}");
+    }
+}
