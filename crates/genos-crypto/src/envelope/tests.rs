@@ -236,7 +236,11 @@ fn matches_the_reference_xchacha20poly1305() {
         let tag = XChaCha20Poly1305::new(&key_bytes.into())
             .encrypt_inout_detached(&nonce.into(), aad, (&mut reference[..]).into())
             .unwrap();
-        assert_eq!(&sealed[HEADER_LEN..HEADER_LEN + len], &reference[..], "len {len}");
+        assert_eq!(
+            &sealed[HEADER_LEN..HEADER_LEN + len],
+            &reference[..],
+            "len {len}"
+        );
         assert_eq!(&sealed[HEADER_LEN + len..], tag.as_slice(), "len {len}");
     }
 }

@@ -187,7 +187,10 @@ impl DataChannel for WebRtcChannel {
         crate::shared::check_message_size(message.len(), self.inner.max_message_size)?;
         self.wait_open().await?;
         let len = message.len() as u64;
-        let data = BytesMut::from(message.as_ref());
+        // Zero-copy when the caller hands over its only reference (a freshly built frame).
+        let data = message
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(shared.as_ref()));
         let counters = &self.inner.counters;
         match self.inner.reliability {
             Reliability::ReliableOrdered => {
