@@ -72,6 +72,11 @@ async fn connect_and_record(config: WebRtcConfig) -> (Vec<IpAddr>, bool) {
             .await
             .unwrap();
         let right = opened_rx.recv().await.unwrap();
+        // Both sides are genos: the 256 KiB each advertises is the limit.
+        assert_eq!(left.max_message_size(), 256 * 1024);
+        assert_eq!(right.max_message_size(), 256 * 1024);
+        left.send(Bytes::from(vec![1u8; 256 * 1024])).await.unwrap();
+        assert_eq!(right.recv().await.map(|m| m.len()), Some(256 * 1024));
         left.send(Bytes::from_static(b"over loopback"))
             .await
             .unwrap();

@@ -96,7 +96,11 @@ impl WebRtcChannel {
                 shared,
                 label,
                 reliability,
-                max_message_size: connection.config.max_message_size,
+                max_message_size: connection.config.max_message_size.min(
+                    connection
+                        .remote_max_message
+                        .load(std::sync::atomic::Ordering::Acquire),
+                ),
                 receiver: tokio::sync::Mutex::new(receiver),
                 counters,
             }),

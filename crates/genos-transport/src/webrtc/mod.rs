@@ -30,6 +30,8 @@ use webrtc::peer_connection::{
     SettingEngineBuilder,
 };
 
+use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+
 use self::channel::ChannelShared;
 pub use self::channel::WebRtcChannel;
 pub use self::interfaces::IpFilter;
@@ -46,6 +48,19 @@ const CONTROL_LABEL: &str = "_genos";
 const BYE: &[u8] = b"bye";
 /// Longest signaling message accepted (an SDP with many candidates stays far below).
 pub const MAX_SIGNAL_LEN: usize = 64 * 1024;
+/// A remote that advertises no `a=max-message-size` accepts 64 KiB (RFC 8841 §6.1).
+const RFC8841_DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+
+/// The remote's `a=max-message-size` (0 means "no limit": capped at ours by the caller).
+fn advertised_max_message(sdp: &str) -> usize {
+    sdp.lines()
+        .find_map(|line| line.trim().strip_prefix("a=max-message-size:"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .map_or(RFC8841_DEFAULT_MAX_MESSAGE, |size| {
+            if size == 0 { usize::MAX } else { size }
+        })
+}
+
 /// Candidates held while waiting for the remote description.
 const MAX_EARLY_CANDIDATES: usize = 64;
 
@@ -102,7 +117,10 @@ pub struct WebRtcConfig {
     pub interfaces: Vec<String>,
     /// Only local IPs this predicate accepts for ICE. Default none: any.
     pub ip_filter: Option<IpFilter>,
-    /// Largest message per send. Default 64 KiB (the common browser limit).
+    /// Largest message per send this side accepts, advertised in the SDP
+    /// (`a=max-message-size`). Default 256 KiB. A channel's limit is the smaller of this and
+    /// the remote's advertised size (64 KiB when it advertises none, RFC 8841): 256 KiB
+    /// between genos peers, 64 KiB with most other stacks.
     pub max_message_size: usize,
     /// Bytes a channel buffers before a reliable send waits. Default 1 MiB.
     pub send_buffer: usize,
@@ -133,7 +151,7 @@ impl Default for WebRtcConfig {
             include_loopback: false,
             interfaces: Vec::new(),
             ip_filter: None,
-            max_message_size: 64 * 1024,
+            max_message_size: 256 * 1024,
             send_buffer: 1024 * 1024,
             receive_queue: 256,
             max_channels: 64,
@@ -267,6 +285,8 @@ pub(crate) struct Shared {
     pub(crate) channels: Mutex<Vec<Arc<ChannelShared>>>,
     opened: AtomicUsize,
     remote_set: AtomicBool,
+    /// The remote's advertised largest message (SDP `a=max-message-size`).
+    pub(crate) remote_max_message: AtomicUsize,
     early_candidates: Mutex<Vec<webrtc::peer_connection::RTCIceCandidateInit>>,
     control: Mutex<Option<Arc<dyn RtcDataChannel>>>,
     closing: AtomicBool,
@@ -485,7 +505,9 @@ impl Transport for WebRtcTransport {
             })
             .collect();
         let bind = config.bind_addrs()?;
+        let advertised = u32::try_from(config.max_message_size).unwrap_or(u32::MAX);
         let settings = SettingEngineBuilder::new()
+            .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(advertised))
             .with_include_loopback_candidate(config.include_loopback)
             .with_ice_connection_attempts(config.ice_check_interval, None)
             .with_ice_timeouts(
@@ -524,6 +546,7 @@ impl Transport for WebRtcTransport {
             channels: Mutex::new(Vec::new()),
             opened: AtomicUsize::new(0),
             remote_set: AtomicBool::new(false),
+            remote_max_message: AtomicUsize::new(RFC8841_DEFAULT_MAX_MESSAGE),
             early_candidates: Mutex::new(Vec::new()),
             control: Mutex::new(None),
             closing: AtomicBool::new(false),
@@ -556,6 +579,9 @@ impl Transport for WebRtcTransport {
 impl WebRtcConnection {
     async fn apply_remote(&self, description: RTCSessionDescription) -> Result<(), TransportError> {
         let shared = &self.shared;
+        shared
+            .remote_max_message
+            .store(advertised_max_message(&description.sdp), Ordering::Release);
         shared
             .pc
             .set_remote_description(description)
@@ -750,5 +776,21 @@ impl Connection for WebRtcConnection {
         shared.set_state(ConnectionState::Closed);
         shared.end_channels();
         let _ = shared.pc.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remote_max_message_size_follows_rfc_8841() {
+        assert_eq!(advertised_max_message("v=0\r\nm=application 9\r\n"), 64 * 1024);
+        assert_eq!(
+            advertised_max_message("m=application 9\r\na=max-message-size:262144\r\n"),
+            262_144
+        );
+        assert_eq!(advertised_max_message("a=max-message-size:0\r\n"), usize::MAX);
+        assert_eq!(advertised_max_message("a=max-message-size:junk\r\n"), 64 * 1024);
     }
 }
