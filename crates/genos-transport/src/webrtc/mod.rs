@@ -785,12 +785,21 @@ mod tests {
 
     #[test]
     fn the_remote_max_message_size_follows_rfc_8841() {
-        assert_eq!(advertised_max_message("v=0\r\nm=application 9\r\n"), 64 * 1024);
+        assert_eq!(
+            advertised_max_message("v=0\r\nm=application 9\r\n"),
+            64 * 1024
+        );
         assert_eq!(
             advertised_max_message("m=application 9\r\na=max-message-size:262144\r\n"),
             262_144
         );
-        assert_eq!(advertised_max_message("a=max-message-size:0\r\n"), usize::MAX);
-        assert_eq!(advertised_max_message("a=max-message-size:junk\r\n"), 64 * 1024);
+        assert_eq!(
+            advertised_max_message("a=max-message-size:0\r\n"),
+            usize::MAX
+        );
+        assert_eq!(
+            advertised_max_message("a=max-message-size:junk\r\n"),
+            64 * 1024
+        );
     }
 }
