@@ -12,4 +12,11 @@
 //! forwarders can neither read nor forge them, through a small signing trait that the room
 //! layer implements with `genos-crypto`.
 //!
-//! Status: not built yet; it is the cellular-mesh issue. Nothing here is usable today.
+//! Status: the cell assignment is built ([`cell_count`], [`assign_cell`]: rendezvous hashing
+//! bound to room and peer key, sqrt(N) sizing with a cap or a fixed size). The overlay state
+//! machine, the bridges, routing and the simulator are the rest of the cellular-mesh issue
+//! and are not built yet.
+
+mod assign;
+
+pub use assign::{Sizing, assign_cell, cell_count};
