@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::{MAX_CHANNEL_NAME_LEN, RoomError, RoomLimits};
+use crate::{MAX_CHANNEL_NAME_LEN, RoomError, RoomLimits, lock};
 
 /// Whether `name` is a valid channel name.
 pub(crate) fn valid_name(name: &str) -> bool {
@@ -333,10 +333,7 @@ impl Channel {
                 name.chars().take(80).collect(),
             ));
         }
-        let receiver = match registry.lock() {
-            Ok(mut registry) => registry.open(name),
-            Err(poisoned) => poisoned.into_inner().open(name),
-        };
+        let receiver = lock(&registry).open(name);
         Ok(Self {
             name: name.into(),
             receiver,
@@ -385,12 +382,7 @@ impl Channel {
     /// earlier subscriber). Snapshots are dropped rather than delay delivery when the
     /// subscriber lags `capacity` behind.
     pub fn progress(&self, capacity: usize) -> mpsc::Receiver<Progress> {
-        match self.registry.lock() {
-            Ok(mut registry) => registry.subscribe_progress(&self.name, capacity),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .subscribe_progress(&self.name, capacity),
-        }
+        lock(&self.registry).subscribe_progress(&self.name, capacity)
     }
 }
 

@@ -64,5 +64,13 @@ pub use room::Room;
 pub use stats::{PeerInfo, RoomStats};
 pub use wire::PROTOCOL_VERSION;
 
+/// Locks a mutex, taking the data even if a panicking thread poisoned it: every structure
+/// behind these locks stays consistent between statements, so poisoning carries no meaning.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests;

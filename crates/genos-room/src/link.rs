@@ -17,7 +17,7 @@ use crate::reassembly::{Pushed, Reassembler};
 use crate::room::Shared;
 use crate::stats::{LinkCounters, bump};
 use crate::wire::{ChunkHeader, Control, Frame, FrameCodec};
-use crate::{FrameError, Progress, RoomError, RoomEvent};
+use crate::{FrameError, Progress, RoomError, RoomEvent, lock};
 
 /// Control answers queued per link (pongs, goodbye acks); more are dropped and counted.
 const CONTROL_QUEUE: usize = 32;
@@ -257,12 +257,6 @@ impl Link {
 
 fn millis(epoch: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Sends queued control answers and a heartbeat whenever the link has been quiet.

@@ -26,7 +26,7 @@ use crate::stats::{Counters, bump};
 use crate::wire::{FrameCodec, LINK_LABEL, PROTOCOL_VERSION, Presence, SignalMessage};
 use crate::{
     Channel, LeaveReason, MAX_METADATA_LEN, PeerInfo, RoomConfig, RoomError, RoomEvent, RoomEvents,
-    RoomLimits, RoomStats, TypedChannel,
+    RoomLimits, RoomStats, TypedChannel, lock,
 };
 
 /// How often the driver checks dials, the watchdog and the dial queue.
@@ -50,12 +50,6 @@ pub(crate) struct Shared {
     left: AtomicBool,
 }
 
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Shared {
     pub(crate) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         lock(&self.registry)
@@ -67,21 +61,18 @@ impl Shared {
         }
     }
 
-    fn link(&self, peer: &PeerId) -> Option<Arc<Link>> {
+    fn links(&self) -> std::sync::RwLockReadGuard<'_, HashMap<PeerId, Arc<Link>>> {
         self.links
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(peer)
-            .cloned()
+    }
+
+    fn link(&self, peer: &PeerId) -> Option<Arc<Link>> {
+        self.links().get(peer).cloned()
     }
 
     fn all_links(&self) -> Vec<Arc<Link>> {
-        self.links
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.links().values().cloned().collect()
     }
 
     fn links_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PeerId, Arc<Link>>> {
@@ -639,28 +630,26 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
     }
 
     async fn on_transport_signal(&mut self, peer: PeerId, dial: u64, payload: Bytes) {
-        if let Some(attempt) = self.attempts.get(&peer).filter(|a| a.dial == dial) {
-            if let Err(error) = attempt.connection.handle_signal(payload).await {
-                tracing::debug!(%error, "bad transport signal");
-                bump(&self.shared.counters.signals_ignored, 1);
-            }
-            return;
-        }
-        match self.planner.incoming(peer, dial, Instant::now()) {
-            Incoming::Accept { .. } => {
-                if let Some(old) = self.attempts.remove(&peer) {
-                    self.retire(peer, old, LeaveReason::Failed, Duration::ZERO);
-                }
-                if self.dial(peer, Role::Answerer, dial).await {
-                    if let Some(attempt) = self.attempts.get(&peer) {
-                        if let Err(error) = attempt.connection.handle_signal(payload).await {
-                            tracing::debug!(%error, "bad transport signal");
-                            bump(&self.shared.counters.signals_ignored, 1);
-                        }
+        if !self.current(&peer, dial) {
+            // A new attempt from the peer that dials us (or one we must refuse).
+            match self.planner.incoming(peer, dial, Instant::now()) {
+                Incoming::Accept { .. } => {
+                    if let Some(old) = self.attempts.remove(&peer) {
+                        self.retire(peer, old, LeaveReason::Failed, Duration::ZERO);
+                    }
+                    if !self.dial(peer, Role::Answerer, dial).await {
+                        return;
                     }
                 }
+                Incoming::Current | Incoming::Refuse => {
+                    bump(&self.shared.counters.signals_ignored, 1);
+                    return;
+                }
             }
-            Incoming::Current | Incoming::Refuse => {
+        }
+        if let Some(attempt) = self.attempts.get(&peer) {
+            if let Err(error) = attempt.connection.handle_signal(payload).await {
+                tracing::debug!(%error, "bad transport signal");
                 bump(&self.shared.counters.signals_ignored, 1);
             }
         }

@@ -89,8 +89,13 @@ async fn recv(channel: &Channel) -> Message {
 }
 
 async fn pair(net: &Net) -> (Room, Room) {
+    pair_with(net, RoomLimits::default()).await
+}
+
+/// Two rooms that have seen each other join; the second keeps `limits`.
+async fn pair_with(net: &Net, limits: RoomLimits) -> (Room, Room) {
     let a = net.join(id(1), config()).await;
-    let b = net.join(id(2), config()).await;
+    let b = net.join(id(2), config().with_limits(limits)).await;
     let (mut ea, mut eb) = (a.events(), b.events());
     joined(&a, &mut ea, &[id(2)]).await;
     joined(&b, &mut eb, &[id(1)]).await;
@@ -279,11 +284,7 @@ async fn messages_for_unopened_channels_wait_within_a_bound() {
         unopened_messages: 3,
         ..RoomLimits::default()
     };
-    let a = net.join(id(1), config()).await;
-    let b = net.join(id(2), config().with_limits(limits)).await;
-    let (mut ea, mut eb) = (a.events(), b.events());
-    joined(&a, &mut ea, &[id(2)]).await;
-    joined(&b, &mut eb, &[id(1)]).await;
+    let (a, b) = pair_with(&net, limits).await;
     let ca = a.channel("later").unwrap();
     for i in 0..5u8 {
         ca.send(vec![i]).await.unwrap();
@@ -307,11 +308,7 @@ async fn a_reader_that_does_not_read_holds_the_sender_back() {
         channel_queue_bytes: 64 * 1024,
         ..RoomLimits::default()
     };
-    let a = net.join(id(1), config()).await;
-    let b = net.join(id(2), config().with_limits(limits)).await;
-    let (mut ea, mut eb) = (a.events(), b.events());
-    joined(&a, &mut ea, &[id(2)]).await;
-    joined(&b, &mut eb, &[id(1)]).await;
+    let (a, b) = pair_with(&net, limits).await;
     let cb = b.channel("bulk").unwrap();
     let ca = a.channel("bulk").unwrap();
     let sender = tokio::spawn(async move {
@@ -340,11 +337,8 @@ async fn oversized_messages_are_refused_locally_and_rejected_remotely() {
         max_message_size: 100_000,
         ..RoomLimits::default()
     };
-    let a = net.join(id(1), config()).await;
-    let b = net.join(id(2), config().with_limits(small)).await;
-    let (mut ea, mut eb) = (a.events(), b.events());
-    joined(&a, &mut ea, &[id(2)]).await;
-    joined(&b, &mut eb, &[id(1)]).await;
+    let (a, b) = pair_with(&net, small).await;
+    let mut eb = b.events();
     let cb = b.channel("c").unwrap();
     assert_eq!(
         cb.send(vec![0u8; 100_001]).await,
