@@ -159,9 +159,9 @@ impl Link {
                 total: total as u64,
                 meta: if offset == 0 { meta } else { None },
             };
-            let room = self
-                .max_plain
-                .saturating_sub(FrameCodec::chunk_header_len(&header));
+            let encoded = FrameCodec::encode_chunk_header(header)
+                .map_err(|e| RoomError::Encode(e.to_string()))?;
+            let room = self.max_plain.saturating_sub(encoded.len());
             if room == 0 {
                 return Err(RoomError::MetadataTooLarge {
                     size: meta.map_or(0, <[u8]>::len),
@@ -170,7 +170,7 @@ impl Link {
             }
             let end = offset + room.min(total - offset);
             let data = payload.get(offset..end).unwrap_or_default();
-            self.send_sealed(|seq| self.codec.seal_chunk(seq, header, data))
+            self.send_sealed(|seq| self.codec.seal_chunk(seq, &encoded, data))
                 .await?;
             offset = end;
             if let Some(progress) = progress {

@@ -138,9 +138,9 @@ impl FrameCodec {
         Self { key, local, remote }
     }
 
-    /// Bytes of a chunk header (upper bound used to size chunks).
-    pub(crate) fn chunk_header_len(header: &ChunkHeader<'_>) -> usize {
-        postcard::to_stdvec(&Header::from(*header)).map_or(usize::MAX, |v| v.len())
+    /// Encodes a chunk header once: its length sizes the chunk, its bytes go into the frame.
+    pub(crate) fn encode_chunk_header(header: ChunkHeader<'_>) -> Result<Vec<u8>, FrameError> {
+        postcard::to_stdvec(&Header::from(header)).map_err(|e| FrameError::Malformed(e.to_string()))
     }
 
     pub(crate) fn seal_control(&self, seq: u64, control: Control) -> Result<Bytes, FrameError> {
@@ -151,23 +151,27 @@ impl FrameCodec {
             Control::Bye => Header::Bye,
             Control::ByeAck => Header::ByeAck,
         };
-        self.seal(seq, &header, &[])
+        let buffer = SealKey::buffer(16);
+        let buffer = postcard::to_extend(&header, buffer)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        self.seal_buffer(seq, buffer)
     }
 
+    /// Seals a chunk: a header from [`FrameCodec::encode_chunk_header`], then its data.
     pub(crate) fn seal_chunk(
         &self,
         seq: u64,
-        header: ChunkHeader<'_>,
+        encoded_header: &[u8],
         data: &[u8],
     ) -> Result<Bytes, FrameError> {
-        self.seal(seq, &Header::from(header), data)
+        let mut buffer = SealKey::buffer(encoded_header.len() + data.len());
+        buffer.extend_from_slice(encoded_header);
+        buffer.extend_from_slice(data);
+        self.seal_buffer(seq, buffer)
     }
 
-    fn seal(&self, seq: u64, header: &Header<'_>, data: &[u8]) -> Result<Bytes, FrameError> {
-        let buffer = SealKey::buffer(64 + data.len());
-        let mut buffer = postcard::to_extend(header, buffer)
-            .map_err(|e| FrameError::Malformed(e.to_string()))?;
-        buffer.extend_from_slice(data);
+    /// Seals `buffer` (reserved envelope header, then the plaintext) as frame `seq`.
+    fn seal_buffer(&self, seq: u64, mut buffer: Vec<u8>) -> Result<Bytes, FrameError> {
         let extra = position(&self.remote, seq);
         let context = Context::new(Purpose::Data, self.local).with_extra(&extra);
         self.key
@@ -260,7 +264,8 @@ mod tests {
             total: 5,
             meta: Some(b"name=x"),
         };
-        let sealed = a.seal_chunk(0, header, b"hello").unwrap();
+        let encoded = FrameCodec::encode_chunk_header(header).unwrap();
+        let sealed = a.seal_chunk(0, &encoded, b"hello").unwrap();
         let Frame::Chunk(chunk) = b.open(0, sealed).unwrap() else {
             panic!("not a chunk")
         };
@@ -312,11 +317,9 @@ mod tests {
             meta: None,
         };
         let (a, b) = pair();
-        let sealed = a.seal_chunk(0, header, &[]).unwrap();
-        assert_eq!(
-            sealed.len(),
-            FrameCodec::chunk_header_len(&header) + genos_crypto::OVERHEAD
-        );
+        let encoded = FrameCodec::encode_chunk_header(header).unwrap();
+        let sealed = a.seal_chunk(0, &encoded, &[]).unwrap();
+        assert_eq!(sealed.len(), encoded.len() + genos_crypto::OVERHEAD);
         assert!(matches!(b.open(0, sealed), Ok(Frame::Chunk(_))));
     }
 }
