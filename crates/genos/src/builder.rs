@@ -96,9 +96,7 @@ impl GenosBuilder {
     /// Connects on this machine only: binds 127.0.0.1 and uses no STUN/TURN server. For
     /// tests, demos and same-host peers.
     pub fn local_network_only(mut self) -> Self {
-        self.webrtc.ice_servers.clear();
-        self.webrtc.udp_addrs = WebRtcConfig::loopback().udp_addrs;
-        self.webrtc.include_loopback = true;
+        self.webrtc = self.webrtc.same_host_only();
         self
     }
 

@@ -167,12 +167,16 @@ impl Default for WebRtcConfig {
 impl WebRtcConfig {
     /// Same-machine settings: bind 127.0.0.1, no STUN/TURN (nothing leaves the host).
     pub fn loopback() -> Self {
-        Self {
-            ice_servers: Vec::new(),
-            udp_addrs: vec!["127.0.0.1:0".to_owned()],
-            include_loopback: true,
-            ..Self::default()
-        }
+        Self::default().same_host_only()
+    }
+
+    /// Keeps every other setting but binds 127.0.0.1 only, allows loopback candidates and
+    /// drops the STUN/TURN servers.
+    pub fn same_host_only(mut self) -> Self {
+        self.ice_servers.clear();
+        self.udp_addrs = vec!["127.0.0.1:0".to_owned()];
+        self.include_loopback = true;
+        self
     }
 
     /// The webrtc crate's own ICE timing (for comparison in benchmarks).
