@@ -81,16 +81,13 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 impl EmbeddedRelay {
     /// Starts a relay and waits until it listens.
     pub async fn start(config: EmbeddedRelayConfig) -> Result<Self, SignalError> {
+        // No address for the builder: we bind and accept ourselves (below).
         let mut builder = RelayBuilder::default()
-            .addr(config.addr.ip())
             .max_connections(config.max_connections)
             .rate_limit(RateLimit {
                 max_reqs: config.max_subscriptions,
                 notes_per_minute: config.events_per_minute,
             });
-        if config.addr.port() != 0 {
-            builder = builder.port(config.addr.port());
-        }
         if let Some(difficulty) = config.min_pow {
             builder = builder.min_pow(difficulty);
         }
