@@ -154,10 +154,11 @@ where
 
     // Meet: every room sees every other peer join.
     let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
-    let mut streams: Vec<_> = rooms.iter().map(Room::events).collect();
-    let (met_tx, mut met_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Room for every meeting there can be, so a report is never dropped.
+    let (met_tx, mut met_rx) = tokio::sync::mpsc::channel(count * count);
     let mut meeting = Vec::new();
-    for (room, mut events) in rooms.iter().zip(streams.drain(..)) {
+    for room in &rooms {
+        let mut events = room.events();
         let me = room.local_peer();
         let mut missing: HashSet<PeerId> = ids.iter().copied().filter(|p| *p != me).collect();
         let met = met_tx.clone();
@@ -166,7 +167,7 @@ where
                 match events.next().await {
                     Some(RoomEvent::PeerJoined { peer }) => {
                         if missing.remove(&peer) {
-                            let _ = met.send(DemoEvent::Met {
+                            let _ = met.try_send(DemoEvent::Met {
                                 peer: me,
                                 other: peer,
                             });
@@ -176,16 +177,15 @@ where
                     None => break,
                 }
             }
-            events
         });
     }
     drop(met_tx);
     let meet = futures::future::join_all(meeting);
-    let _streams = step("meeting", async {
+    step("meeting", async {
         let mut meet = std::pin::pin!(meet);
         loop {
             tokio::select! {
-                streams = &mut meet => return Ok(streams),
+                _ = &mut meet => return Ok(()),
                 Some(event) = met_rx.recv() => {
                     report.connections += 1;
                     on_event(&event);
@@ -247,7 +247,8 @@ where
         }
         Ok::<_, DemoError>(())
     };
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Four steps (25, 50, 75, 100 %) per receiver at most.
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::channel(4 * count);
     let receive =
         futures::future::join_all(receivers.into_iter().map(|(peer, channel, mut progress)| {
             let progress_tx = progress_tx.clone();
@@ -256,7 +257,7 @@ where
                 let mut report = |done: u64, total: u64| {
                     let percent = done * 100 / total.max(1);
                     while percent >= next && next <= 100 {
-                        let _ = progress_tx.send(DemoEvent::FileProgress {
+                        let _ = progress_tx.try_send(DemoEvent::FileProgress {
                             peer,
                             percent: next,
                         });
