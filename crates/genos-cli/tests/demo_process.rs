@@ -6,8 +6,11 @@
     clippy::panic
 )]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Command;
+
+use support::RelayProcess;
 
 #[test]
 fn demo_runs_and_reports_every_connection_and_line() {
@@ -48,37 +51,13 @@ fn demo_refuses_a_bad_peer_count() {
 /// `genos relay` in one process, `genos demo --relay` in another, meeting over it.
 #[test]
 fn demo_meets_over_a_relay_run_by_genos_relay() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_genos"))
-        .args(["relay", "--addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run genos relay");
-    let mut first_line = String::new();
-    BufReader::new(relay.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .unwrap();
-    assert!(
-        first_line.contains(&format!("ws://127.0.0.1:{port}")),
-        "{first_line}"
-    );
+    let relay = RelayProcess::start(&[]);
 
     let output = Command::new(env!("CARGO_BIN_EXE_genos"))
-        .args([
-            "demo",
-            "--peers",
-            "3",
-            "--relay",
-            &format!("ws://127.0.0.1:{port}"),
-        ])
+        .args(["demo", "--peers", "3", "--relay", &relay.url])
         .output()
         .expect("run genos demo");
-    relay.kill().unwrap();
-    relay.wait().unwrap();
+    drop(relay);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -95,31 +74,9 @@ fn demo_meets_over_a_relay_run_by_genos_relay() {
 /// over the other relay (a `genos relay` process too).
 #[test]
 fn a_greedy_relay_process_is_muted_and_peers_meet_over_the_other() {
-    let start = |extra: &[&str]| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut args = vec![
-            "relay".to_owned(),
-            "--addr".to_owned(),
-            format!("127.0.0.1:{port}"),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_genos"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run genos relay");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        (child, format!("ws://127.0.0.1:{port}"))
-    };
-    let (mut good, good_url) = start(&[]);
-    let (mut greedy, greedy_url) = start(&["--min-pow", "40"]);
+    let good = RelayProcess::start(&[]);
+    let greedy = RelayProcess::start(&["--min-pow", "40"]);
+    let (good_url, greedy_url) = (good.url.clone(), greedy.url.clone());
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let outcome = runtime.block_on(async {
@@ -177,8 +134,6 @@ fn a_greedy_relay_process_is_muted_and_peers_meet_over_the_other() {
         })
         .await
     });
-    good.kill().unwrap();
-    greedy.kill().unwrap();
-    let _ = (good.wait(), greedy.wait());
+    drop((good, greedy));
     assert_eq!(outcome.expect("the greedy relay was never muted"), Some(40));
 }

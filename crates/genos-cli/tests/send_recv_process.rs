@@ -7,38 +7,14 @@
     clippy::panic
 )]
 
-use std::io::{BufRead, BufReader, Read};
+mod support;
+
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn relay() -> (Killed, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genos"))
-        .args(["relay", "--addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run genos relay");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Killed(child), format!("ws://127.0.0.1:{port}"))
-}
+use support::RelayProcess;
 
 /// Waits for a child with a generous bound so a broken build fails instead of hanging.
 fn finish(mut child: Child, what: &str) -> (bool, String, String) {
@@ -71,7 +47,8 @@ fn finish(mut child: Child, what: &str) -> (bool, String, String) {
 
 #[test]
 fn a_file_sent_by_one_process_arrives_intact_in_another() {
-    let (_relay, url) = relay();
+    let relay = RelayProcess::start(&[]);
+    let url = relay.url.clone();
     let dir = std::env::temp_dir().join(format!("genos-send-recv-{}", rand::random::<u64>()));
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
