@@ -290,9 +290,10 @@ async fn messages_for_unopened_channels_wait_within_a_bound() {
         ca.send(vec![i]).await.unwrap();
     }
     // A marker on an open channel: once it arrives, everything before it was handled.
-    b.channel("marker").unwrap();
+    // Held open: a dropped handle would send the marker to the (full) unopened buffer.
+    let marker = b.channel("marker").unwrap();
     a.channel("marker").unwrap().send("m").await.unwrap();
-    recv(&b.channel("marker").unwrap()).await;
+    recv(&marker).await;
     assert_eq!(b.stats().unopened_dropped, 2);
     let cb = b.channel("later").unwrap();
     for i in 0..3u8 {
