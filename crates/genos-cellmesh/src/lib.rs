@@ -1,22 +1,60 @@
 //! # genos-cellmesh: an overlay for very large rooms
 //!
 //! A full mesh costs every peer one connection per other peer; past about a hundred peers
-//! that stops being practical. The cellular mesh groups peers into cells (a full mesh inside
-//! each cell) joined by bridge links between cells, so connections per peer grow like
-//! sqrt(N), and forwards frames between cells with a TTL and deduplication.
+//! that stops being practical. The cellular mesh groups peers into cells, a full mesh inside
+//! each, and joins **every pair of cells directly** by a few bridge links, each between a
+//! different pair of members. A peer holds about `S - 1 + k(C - 1)/S` links for cells of
+//! `S` peers, `C` cells and `k` bridges per cell pair: about 102 at 10,000 peers, where a
+//! full mesh needs 9,999.
 //!
-//! This crate will be pure logic, in the style of quinn-proto and iroh-gossip: a state
-//! machine `handle(input, now) -> outputs` that takes time and randomness as inputs and does
-//! no I/O, driven by the room layer over real connections or by a discrete-event simulator.
-//! It depends on no other genos crate: frames are sealed and signed by their origin so
-//! forwarders can neither read nor forge them, through a small signing trait that the room
-//! layer implements with `genos-crypto`.
+//! **Routing.** A broadcast goes from its origin to its cell, out over that cell's bridges,
+//! and into every other cell: at most three hops (origin, cell mate holding the bridge,
+//! bridge end, its cell mates), whatever the room's size. Of the `k` bridge ends that
+//! receive it in a cell, slot 0 forwards at once and slot `j` only after `j` backup delays
+//! and only if no cell mate forwarded first, so redundancy costs few duplicates. Directed
+//! frames go towards the target's cell over one bridge, never flooded. Frames carry a TTL
+//! and are deduplicated by (origin, sequence number).
 //!
-//! Status: the cell assignment is built ([`cell_count`], [`assign_cell`]: rendezvous hashing
-//! bound to room and peer key, sqrt(N) sizing with a cap or a fixed size). The overlay state
-//! machine, the bridges, routing and the simulator are the rest of the cellular-mesh issue
-//! and are not built yet.
+//! **Trust.** Each frame is signed by its origin and its body sealed before it leaves (the
+//! room's key for broadcasts, a key only origin and target share for directed frames), so
+//! forwarders can neither forge nor read what is not theirs; payload and metadata arrive
+//! byte for byte. Cells and bridge slots are rendezvous hashes bound to the room and the
+//! peer's key, so a peer cannot pick its place without grinding keys.
+//!
+//! **Membership.** Peers announce themselves on their cell's topic only and listen to their
+//! own cell and the cells they open bridges to; each cell's leader broadcasts its size (the
+//! census) from which every peer sizes cells alike, with hysteresis. A peer hears about
+//! `S + k·S` announces per period, not `N`.
+//!
+//! The overlay is a sans-IO state machine ([`Overlay::handle`]`(input, now) -> outputs`, in
+//! the style of quinn-proto and iroh-gossip): time and randomness are inputs, nothing
+//! blocks, and the same code runs under the room layer or the discrete-event simulator
+//! (feature `sim`, module `sim`).
 
 mod assign;
+mod auth;
+mod config;
+mod error;
+mod io;
+mod overlay;
+mod plan;
+mod seen;
+mod wire;
+
+#[cfg(feature = "sim")]
+pub mod sim;
+
+#[cfg(test)]
+mod tests;
+
+/// A peer's 32-byte public key (its `genos_crypto::PeerId`).
+pub type PeerKey = [u8; 32];
 
 pub use assign::{Sizing, assign_cell, cell_count};
+#[cfg(any(test, feature = "sim"))]
+pub use auth::SimAuth;
+pub use auth::{AuthError, CryptoAuth, FrameAuth};
+pub use config::OverlayConfig;
+pub use error::MeshError;
+pub use io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
+pub use overlay::{LinkRole, Overlay, OverlayMetrics};

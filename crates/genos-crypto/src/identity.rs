@@ -9,7 +9,7 @@ use secp256k1::{Keypair, Secp256k1, SecretKey, XOnlyPublicKey, schnorr};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::PeerId;
+use crate::{PeerId, SealKey};
 
 /// Domain separation for what genos signs, so a genos signature is never a valid signature
 /// over a Nostr event id or anything else.
@@ -228,6 +228,45 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// A symmetric key only this identity and `peer` can compute (ECDH on secp256k1, the
+    /// shared point's x coordinate through HKDF-SHA256 with `context`), for payloads that must
+    /// pass through other peers unread, such as directed frames forwarded by a mesh.
+    ///
+    /// ```
+    /// use genos_crypto::Identity;
+    ///
+    /// let alice = Identity::generate();
+    /// let bob = Identity::generate();
+    /// let a = alice.pair_key(&bob.peer_id(), b"example").unwrap();
+    /// let b = bob.pair_key(&alice.peer_id(), b"example").unwrap();
+    /// let sealed = a.seal(&genos_crypto::Context::new(genos_crypto::Purpose::Data, alice.peer_id()), b"hi").unwrap();
+    /// assert!(b.open(&genos_crypto::Context::new(genos_crypto::Purpose::Data, alice.peer_id()), &sealed).is_ok());
+    /// ```
+    pub fn pair_key(&self, peer: &PeerId, context: &[u8]) -> Result<SealKey, SignatureError> {
+        let x_only = XOnlyPublicKey::from_byte_array(peer.as_bytes())
+            .map_err(|_| SignatureError::InvalidPeerId)?;
+        // Peer ids are x-only keys: the sign of either point is unknown, so only the shared
+        // point's x coordinate is the same on both sides.
+        let point = secp256k1::PublicKey::from_x_only_public_key(x_only, secp256k1::Parity::Even);
+        let shared = Zeroizing::new(secp256k1::ecdh::shared_secret_point(
+            &point,
+            &self.keypair.secret_key(),
+        ));
+        let x = shared.get(..32).ok_or(SignatureError::InvalidPeerId)?;
+        let (low, high) = if self.peer_id.as_bytes() <= peer.as_bytes() {
+            (self.peer_id.as_bytes(), peer.as_bytes())
+        } else {
+            (peer.as_bytes(), self.peer_id.as_bytes())
+        };
+        let hkdf = hkdf::Hkdf::<Sha256>::new(Some(b"genos/v1/pair"), x);
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf.expand_multi_info(&[low.as_slice(), high.as_slice(), context], key.as_mut())
+            .map_err(|_| SignatureError::InvalidPeerId)?;
+        Ok(SealKey::from_bytes(*key))
+    }
+}
+
 impl PeerId {
     /// Checks that `signature` was made by this peer over `message`.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
@@ -243,6 +282,31 @@ impl PeerId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pair_keys_agree_only_between_the_pair() {
+        for _ in 0..8 {
+            let alice = Identity::generate();
+            let bob = Identity::generate();
+            let eve = Identity::generate();
+            let context = crate::Context::new(crate::Purpose::Data, alice.peer_id());
+            let sealed = alice
+                .pair_key(&bob.peer_id(), b"t")
+                .unwrap()
+                .seal(&context, b"secret")
+                .unwrap();
+            let opened = bob
+                .pair_key(&alice.peer_id(), b"t")
+                .unwrap()
+                .open(&context, &sealed)
+                .unwrap();
+            assert_eq!(opened, b"secret");
+            let eve_key = eve.pair_key(&alice.peer_id(), b"t").unwrap();
+            assert!(eve_key.open(&context, &sealed).is_err());
+            let other_context = bob.pair_key(&alice.peer_id(), b"u").unwrap();
+            assert!(other_context.open(&context, &sealed).is_err());
+        }
+    }
 
     #[test]
     fn peer_id_is_the_bip340_public_key() {

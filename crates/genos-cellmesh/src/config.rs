@@ -1,0 +1,90 @@
+//! Every knob and bound of the overlay, with its behaviour at the bound.
+
+use std::time::Duration;
+
+use crate::Sizing;
+
+/// Settings of an [`Overlay`](crate::Overlay). `Default` suits rooms of 100 to 10,000+ peers.
+///
+/// Every collection the overlay keeps is bounded by a field here; the field's doc says what
+/// happens at the bound.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OverlayConfig {
+    /// How cells are sized. Default: about sqrt(N) peers per cell, at most 100.
+    pub sizing: Sizing,
+    /// Bridge links per pair of cells, each between a different pair of members. Default 3:
+    /// a broadcast still crosses between two cells unless all three links are down.
+    pub bridges_per_pair: u8,
+    /// Hop budget of a frame. Default 4 (origin -> cell mate -> bridge -> remote cell needs 3);
+    /// frames arriving with a larger TTL are dropped as forged.
+    pub ttl: u8,
+    /// How often a peer announces itself on its cell's signaling topic. Default 10 s.
+    pub announce_interval: Duration,
+    /// How long a peer stays in the roster without a fresh announce or a live link.
+    /// Default 35 s (three missed announces and a bit).
+    pub peer_timeout: Duration,
+    /// How often each cell's leader broadcasts its cell's size (the census every peer sizes
+    /// cells from). Default 30 s.
+    pub census_interval: Duration,
+    /// How long a newcomer waits for a beacon (the cell count) before it assumes it is alone
+    /// and starts a one-cell room. Default 12 s.
+    pub bootstrap_wait: Duration,
+    /// How long a link the plan no longer wants is kept before it is closed (hysteresis: a
+    /// link that becomes wanted again in that time is never closed). Default 10 s.
+    pub linger: Duration,
+    /// How long a connect may take before the peer is given up until it announces again.
+    /// Default 15 s.
+    pub connect_timeout: Duration,
+    /// Period of the housekeeping tick (re-planning, expiry, census). Default 500 ms.
+    pub tick_interval: Duration,
+    /// How long the bridge endpoint of slot `j > 0` waits, times `j`, before forwarding a
+    /// frame into its cell; it forwards only if no cell mate did first. Default 150 ms.
+    pub backup_delay: Duration,
+    /// Peers remembered at most (own cell and the cells this peer bridges to). At the bound,
+    /// announces of unknown peers are ignored (and counted) until entries expire. Default 4,096.
+    pub max_roster: usize,
+    /// Links at most. At the bound, inbound links beyond the plan are closed and connects
+    /// are not started. Default 400.
+    pub max_links: usize,
+    /// Origins whose sequence windows are remembered for deduplication. At the bound, the
+    /// origin heard from least recently is forgotten; its next frame opens a new window and
+    /// anything older than that frame is refused. Default 16,384.
+    pub max_origins: usize,
+    /// Delayed forwards (backup bridge endpoints) held at most. At the bound, a frame is
+    /// forwarded at once instead: a duplicate rather than a loss. Default 4,096.
+    pub max_pending_forwards: usize,
+    /// Largest link message accepted, in bytes; larger ones are dropped. Default 1 MiB + 4 KiB.
+    pub max_message_len: usize,
+    /// Peers listed in one roster message at most. Default 512.
+    pub max_roster_message: usize,
+    /// First sequence number of this peer's frames. Drivers pass something that grows across
+    /// restarts (milliseconds since the epoch, shifted) so a restarted peer is not taken for a
+    /// replay. Default 0.
+    pub first_seq: u64,
+}
+
+impl Default for OverlayConfig {
+    fn default() -> Self {
+        Self {
+            sizing: Sizing::default(),
+            bridges_per_pair: 3,
+            ttl: 4,
+            announce_interval: Duration::from_secs(10),
+            peer_timeout: Duration::from_secs(35),
+            census_interval: Duration::from_secs(30),
+            bootstrap_wait: Duration::from_secs(12),
+            linger: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(15),
+            tick_interval: Duration::from_millis(500),
+            backup_delay: Duration::from_millis(150),
+            max_roster: 4_096,
+            max_links: 400,
+            max_origins: 16_384,
+            max_pending_forwards: 4_096,
+            max_message_len: (1 << 20) + 4096,
+            max_roster_message: 512,
+            first_seq: 0,
+        }
+    }
+}

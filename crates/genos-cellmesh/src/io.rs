@@ -1,0 +1,175 @@
+//! What goes into the overlay and what comes out of it.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::{MeshError, PeerKey};
+
+/// A signaling topic peers announce on (a Nostr topic in real rooms). Peers listen to their
+/// own cell's topic and the topics of the cells they open bridges to, never to every peer:
+/// discovery load grows like the cell size, not the room size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Topic {
+    /// Where newcomers learn the cell count from the beacon of cell 0's leader.
+    Lobby,
+    /// Where the members of `cell` (out of `cells`) announce themselves.
+    Cell {
+        /// The cell count this topic belongs to.
+        cells: u32,
+        /// The cell.
+        cell: u32,
+    },
+}
+
+/// Something that happened to the overlay: fed to [`Overlay::handle`](crate::Overlay::handle).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Input {
+    /// Start (once). `cells_hint` is the room's cell count when the driver knows it (a
+    /// beacon it already holds); otherwise the overlay listens on the lobby first.
+    Start {
+        /// The cell count, if known.
+        cells_hint: Option<u32>,
+    },
+    /// `peer` announced itself on `topic` with its cell count `cells`.
+    Announced {
+        /// Who announced.
+        peer: PeerKey,
+        /// Where.
+        topic: Topic,
+        /// The cell count the announcer uses.
+        cells: u32,
+    },
+    /// A link to `peer` is open (after our [`Output::Connect`] or the peer's).
+    LinkUp {
+        /// The other end.
+        peer: PeerKey,
+    },
+    /// The link to `peer` closed, failed, timed out, or could not be opened.
+    LinkDown {
+        /// The other end.
+        peer: PeerKey,
+    },
+    /// A message arrived on the link from `from`.
+    Received {
+        /// The link's other end.
+        from: PeerKey,
+        /// The bytes.
+        message: Bytes,
+    },
+    /// A timer asked for with [`Output::WakeAt`] fired. Extra ticks are harmless.
+    Tick,
+    /// Send a payload (with metadata) to every peer in the room.
+    Broadcast {
+        /// Application metadata, delivered with the payload.
+        meta: Bytes,
+        /// The payload (any bytes).
+        payload: Bytes,
+    },
+    /// Send a payload to one peer, routed towards its cell; only that peer can open it.
+    SendTo {
+        /// The recipient.
+        target: PeerKey,
+        /// Application metadata.
+        meta: Bytes,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Leave: close every link and topic.
+    Leave,
+}
+
+/// What the driver must do, returned by [`Overlay::handle`](crate::Overlay::handle).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Output {
+    /// Listen to announces on `topic`.
+    Subscribe(Topic),
+    /// Stop listening on `topic`.
+    Unsubscribe(Topic),
+    /// Announce this peer on `topic`, with its cell count.
+    Announce {
+        /// Where.
+        topic: Topic,
+        /// The announcer's cell count.
+        cells: u32,
+    },
+    /// Open a link to a peer (a no-op if one is open or opening).
+    Connect(PeerKey),
+    /// Close the link to a peer.
+    Disconnect(PeerKey),
+    /// Send bytes on the link to `to`.
+    Send {
+        /// The link's other end.
+        to: PeerKey,
+        /// The bytes.
+        message: Bytes,
+    },
+    /// Feed [`Input::Tick`] at (or after) this instant.
+    WakeAt(Instant),
+    /// A payload for the application.
+    Deliver(Delivery),
+    /// Something worth knowing.
+    Event(OverlayEvent),
+}
+
+/// A payload that reached this peer, checked and opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Who sent it (signature checked).
+    pub origin: PeerKey,
+    /// The origin's sequence number (unique per origin).
+    pub seq: u64,
+    /// Links it crossed.
+    pub hops: u8,
+    /// Sent to this peer only.
+    pub directed: bool,
+    /// The metadata, as sent.
+    pub meta: Bytes,
+    /// The payload, as sent.
+    pub payload: Bytes,
+}
+
+/// Why a frame was not delivered or forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The bytes are not a valid message.
+    Malformed,
+    /// Larger than the configured maximum.
+    TooLarge,
+    /// The signature is not the origin's.
+    BadSignature,
+    /// The body does not open.
+    Unopenable,
+    /// An id older than this peer can check: refused as a possible replay.
+    TooOld,
+    /// The TTL is exhausted or larger than any honest origin sets.
+    BadTtl,
+    /// A directed frame with no way towards its target.
+    Unroutable,
+}
+
+/// Events about the overlay's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverlayEvent {
+    /// The room now has `cells` cells and this peer is in `cell`.
+    CellsChanged {
+        /// Cell count.
+        cells: u32,
+        /// This peer's cell.
+        cell: u32,
+    },
+    /// A frame from `from` was dropped.
+    Dropped {
+        /// The link it came on (this peer itself for its own commands).
+        from: PeerKey,
+        /// Why.
+        reason: DropReason,
+    },
+    /// A command could not be carried out.
+    CommandFailed(MeshError),
+}

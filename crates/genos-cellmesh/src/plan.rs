@@ -1,0 +1,129 @@
+//! Who links to whom: bridge slots between cells.
+//!
+//! Every pair of cells (A, B) is joined by `k` bridge links, slot 0 to k-1. The member of A
+//! holding slot j towards B is the one with the highest score for (A, B, j), not counting
+//! the holders of lower slots; B's holder of slot j towards A is found alike, and the two
+//! holders of slot j are linked. Scores are rendezvous hashes of a per-peer seed (bound to
+//! room and key), so every peer with the same view of a cell picks the same holders, a
+//! member leaving moves only its own slots, and slots spread evenly over members (about
+//! k(C-1)/S per peer).
+
+use sha2::{Digest, Sha256};
+
+use crate::PeerKey;
+
+/// A 64-bit finaliser (splitmix64): cheap, well-mixed scores.
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The seed a peer's bridge scores derive from: bound to the room and the peer's key.
+pub(crate) fn bridge_seed(room: &[u8; 32], peer: &PeerKey) -> u64 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"genos/cellmesh/v1/bridge");
+    hasher.update(room);
+    hasher.update(peer);
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    for (slot, byte) in first.iter_mut().zip(digest.iter()) {
+        *slot = *byte;
+    }
+    u64::from_be_bytes(first)
+}
+
+fn slot_score(seed: u64, from: u32, to: u32, slot: u8) -> u64 {
+    mix64(seed ^ mix64((u64::from(from) << 32) | u64::from(to)) ^ (u64::from(slot) << 56))
+}
+
+/// A cell member as the planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub(crate) key: PeerKey,
+    pub(crate) seed: u64,
+}
+
+/// The holders of slots 0..k of cell `from` towards cell `to`, in slot order; fewer than
+/// `k` when the cell has fewer members.
+pub(crate) fn slot_holders(members: &[Member], from: u32, to: u32, k: u8) -> Vec<PeerKey> {
+    let mut holders: Vec<PeerKey> = Vec::with_capacity(usize::from(k));
+    for slot in 0..k {
+        let best = members
+            .iter()
+            .filter(|member| !holders.contains(&member.key))
+            .max_by_key(|member| (slot_score(member.seed, from, to, slot), member.key));
+        match best {
+            Some(member) => holders.push(member.key),
+            None => break,
+        }
+    }
+    holders
+}
+
+/// The slots `me` holds in cell `my_cell` towards every other cell: (other cell, slot).
+pub(crate) fn my_slots(
+    members: &[Member],
+    me: &PeerKey,
+    my_cell: u32,
+    cells: u32,
+    k: u8,
+) -> Vec<(u32, u8)> {
+    let mut slots = Vec::new();
+    for other in (0..cells).filter(|other| *other != my_cell) {
+        let holders = slot_holders(members, my_cell, other, k);
+        if let Some(slot) = holders.iter().position(|holder| holder == me) {
+            slots.push((other, u8::try_from(slot).unwrap_or(u8::MAX)));
+        }
+    }
+    slots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(count: u8) -> Vec<Member> {
+        (0..count)
+            .map(|i| {
+                let key = [i; 32];
+                Member {
+                    key,
+                    seed: bridge_seed(&[0; 32], &key),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn holders_are_distinct_and_stable_when_another_member_leaves() {
+        let all = members(20);
+        let holders = slot_holders(&all, 1, 2, 3);
+        assert_eq!(holders.len(), 3);
+        assert!(holders[0] != holders[1] && holders[1] != holders[2] && holders[0] != holders[2]);
+        // A member holding no slot leaves: nothing moves.
+        let bystander = all.iter().find(|m| !holders.contains(&m.key)).unwrap().key;
+        let fewer: Vec<Member> = all.iter().copied().filter(|m| m.key != bystander).collect();
+        assert_eq!(slot_holders(&fewer, 1, 2, 3), holders);
+    }
+
+    #[test]
+    fn small_cells_give_fewer_holders() {
+        assert_eq!(slot_holders(&members(2), 0, 1, 3).len(), 2);
+        assert!(slot_holders(&[], 0, 1, 3).is_empty());
+    }
+
+    #[test]
+    fn slots_spread_over_the_members() {
+        let all = members(50);
+        let mut load = vec![0usize; 50];
+        for other in 1..200 {
+            for holder in slot_holders(&all, 0, other, 3) {
+                load[usize::from(holder[0])] += 1;
+            }
+        }
+        // 597 slots over 50 members: about 12 each; none should carry several times that.
+        assert!(load.iter().all(|l| *l <= 30), "{load:?}");
+    }
+}

@@ -1,0 +1,429 @@
+//! Figures of a run, as text and as SVG.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::baseline::BaselineFigures;
+use super::net::Net;
+use super::scenario::Scenario;
+
+/// Summary of a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Number of values.
+    pub count: usize,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Stats {
+    /// Summarises `values`.
+    pub fn of(values: impl Iterator<Item = f64>) -> Self {
+        let mut sorted: Vec<f64> = values.collect();
+        if sorted.is_empty() {
+            return Self::default();
+        }
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+            sorted.get(index).copied().unwrap_or(0.0)
+        };
+        Self {
+            count: sorted.len(),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
+            p50: at(0.5),
+            p99: at(0.99),
+            max: sorted.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Counts per integer value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    counts: BTreeMap<u64, u64>,
+}
+
+impl Histogram {
+    /// Counts `values`.
+    pub fn from_values(values: impl Iterator<Item = u64>) -> Self {
+        let mut histogram = Self::default();
+        for value in values {
+            histogram.add(value);
+        }
+        histogram
+    }
+
+    /// Counts one `value`.
+    pub fn add(&mut self, value: u64) {
+        self.add_many(value, 1);
+    }
+
+    /// Counts `value` `times` times.
+    pub fn add_many(&mut self, value: u64, times: u64) {
+        *self.counts.entry(value).or_default() += times;
+    }
+
+    /// (value, count) in increasing value.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counts.iter().map(|(v, c)| (*v, *c))
+    }
+
+    /// Largest value counted.
+    pub fn max(&self) -> Option<u64> {
+        self.counts.keys().next_back().copied()
+    }
+
+    /// Summary statistics.
+    pub fn stats(&self) -> Stats {
+        let total: u64 = self.counts.values().sum();
+        if total == 0 {
+            return Stats::default();
+        }
+        let quantile = |q: f64| {
+            let rank = ((total - 1) as f64 * q).round() as u64;
+            let mut seen = 0;
+            for (value, count) in &self.counts {
+                seen += count;
+                if seen > rank {
+                    return *value as f64;
+                }
+            }
+            0.0
+        };
+        let sum: f64 = self.counts.iter().map(|(v, c)| *v as f64 * *c as f64).sum();
+        Stats {
+            count: usize::try_from(total).unwrap_or(usize::MAX),
+            mean: sum / total as f64,
+            p50: quantile(0.5),
+            p99: quantile(0.99),
+            max: self.max().unwrap_or(0) as f64,
+        }
+    }
+
+    /// Counts grouped into `buckets` equal ranges: (low, high, count).
+    fn bucketed(&self, buckets: u64) -> Vec<(u64, u64, u64)> {
+        let (Some(low), Some(high)) = (self.counts.keys().next().copied(), self.max()) else {
+            return Vec::new();
+        };
+        let width = ((high - low) / buckets.max(1)).max(1);
+        let mut out: Vec<(u64, u64, u64)> = Vec::new();
+        for (value, count) in &self.counts {
+            let bucket = (value - low) / width;
+            let start = low + bucket * width;
+            match out.last_mut() {
+                Some(last) if last.0 == start => last.2 += count,
+                _ => out.push((start, start + width - 1, *count)),
+            }
+        }
+        out
+    }
+}
+
+/// The overlay's figures in one run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunFigures {
+    /// Links per live peer after warm-up.
+    pub connections: Stats,
+    /// Their histogram.
+    pub connections_histogram: Histogram,
+    /// Hops to delivery of the fault-free broadcasts.
+    pub hops: Stats,
+    /// Their histogram.
+    pub hops_histogram: Histogram,
+    /// Most hops any delivery took.
+    pub max_hops: u8,
+    /// Mean fraction of live peers each fault-free broadcast reached.
+    pub delivery_ratio: f64,
+    /// Broadcasts that reached every live peer.
+    pub fully_delivered: usize,
+    /// Fault-free broadcasts sent.
+    pub broadcasts: usize,
+    /// Whether any peer's application got a broadcast twice (must be false).
+    pub delivered_twice: bool,
+    /// Extra copies received per delivery.
+    pub duplicates_per_delivery: f64,
+    /// Time from sending to the last peer's delivery, milliseconds.
+    pub time_to_full_ms: Stats,
+    /// Bytes each peer sent per second during the broadcasts.
+    pub bytes_sent_per_peer_per_s: f64,
+    /// Discovery messages (announces, rosters, census) each peer heard per minute.
+    pub discovery_per_peer_per_min: f64,
+    /// Directed sends the overlay accepted.
+    pub directed_sent: usize,
+    /// Directed sends delivered.
+    pub directed_delivered: u64,
+    /// Peers crashed.
+    pub crashed: usize,
+    /// Mean delivery ratio of the broadcasts sent within a second of the crash.
+    pub after_crash_ratio: Option<f64>,
+    /// Seconds from the crash to the first probe after which every probe reached everyone.
+    pub time_to_repair_s: Option<f64>,
+    /// Mean delivery ratio of the last ten probes.
+    pub after_repair_ratio: Option<f64>,
+    /// Cell count.
+    pub cells: u32,
+    /// Simulator events processed.
+    pub events: u64,
+    /// Wall-clock seconds of the run.
+    pub wall_seconds: f64,
+}
+
+/// A run's report: the overlay beside its baselines.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Report {
+    /// The scenario played.
+    pub scenario: Scenario,
+    /// The overlay's figures.
+    pub overlay: RunFigures,
+    /// A full mesh on the same peers.
+    pub full_mesh: BaselineFigures,
+    /// The GenosRTC layout on the same peers.
+    pub genosrtc: BaselineFigures,
+    /// SVG of cells and bridges (small rooms only).
+    pub picture: Option<String>,
+}
+
+fn ratio(ours: f64, theirs: f64) -> String {
+    if theirs == 0.0 {
+        "-".into()
+    } else {
+        format!("{:.2}x", ours / theirs)
+    }
+}
+
+impl Report {
+    /// The report as a text table (overlay, baselines, ratios) and the goals checked.
+    pub fn to_text(&self) -> String {
+        let o = &self.overlay;
+        let f = &self.full_mesh;
+        let g = &self.genosrtc;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "scenario {:?}: {} peers, {} cells, seed {}, {} events in {:.1} s",
+            self.scenario.name, self.scenario.peers, o.cells, self.scenario.seed, o.events, o.wall_seconds
+        );
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12} {:>12} {:>12} {:>10} {:>10}",
+            "", "cellmesh", "full mesh", "GenosRTC", "vs full", "vs GenosRTC"
+        );
+        let mut row = |name: &str, ours: f64, full: f64, genos: f64| {
+            let _ = writeln!(
+                s,
+                "{:<34} {:>12.2} {:>12.2} {:>12.2} {:>10} {:>10}",
+                name,
+                ours,
+                full,
+                genos,
+                ratio(ours, full),
+                ratio(ours, genos)
+            );
+        };
+        row("connections per peer, mean", o.connections.mean, f.connections.mean, g.connections.mean);
+        row("connections per peer, p99", o.connections.p99, f.connections.p99, g.connections.p99);
+        row("connections per peer, max", o.connections.max, f.connections.max, g.connections.max);
+        row("hops to delivery, mean", o.hops.mean, f.hops.mean, g.hops.mean);
+        row("hops to delivery, p99", o.hops.p99, f.hops.p99, g.hops.p99);
+        row("hops to delivery, max", o.hops.max, f.hops.max, g.hops.max);
+        row("duplicates per delivery", o.duplicates_per_delivery, f.duplicates_per_delivery, g.duplicates_per_delivery);
+        row("delivered after crash (ratio)", o.after_crash_ratio.unwrap_or(1.0), f.after_crash_ratio, g.after_crash_ratio);
+        let _ = writeln!(
+            s,
+            "delivery ratio {:.4} ({} of {} broadcasts reached every live peer; delivered twice: {})",
+            o.delivery_ratio, o.fully_delivered, o.broadcasts, o.delivered_twice
+        );
+        let _ = writeln!(
+            s,
+            "time to full delivery ms: mean {:.0}, p99 {:.0}, max {:.0}",
+            o.time_to_full_ms.mean, o.time_to_full_ms.p99, o.time_to_full_ms.max
+        );
+        let _ = writeln!(
+            s,
+            "bytes sent per peer per second {:.0}; discovery messages per peer per minute {:.1}",
+            o.bytes_sent_per_peer_per_s, o.discovery_per_peer_per_min
+        );
+        let _ = writeln!(s, "directed: {} sent, {} delivered", o.directed_sent, o.directed_delivered);
+        if o.crashed > 0 {
+            let _ = writeln!(
+                s,
+                "crash of {} peers: {:.4} delivered in the first second; repaired (every probe to every live peer) after {}; last probes {:.4}",
+                o.crashed,
+                o.after_crash_ratio.unwrap_or(0.0),
+                o.time_to_repair_s.map_or("never".into(), |t| format!("{t:.0} s")),
+                o.after_repair_ratio.unwrap_or(0.0)
+            );
+        }
+        for (name, ok) in self.goals() {
+            let _ = writeln!(s, "goal {:<58} {}", name, if ok { "met" } else { "NOT MET" });
+        }
+        s
+    }
+
+    /// The issue's goals and whether this run meets them.
+    pub fn goals(&self) -> Vec<(&'static str, bool)> {
+        let o = &self.overlay;
+        let mut goals = vec![
+            ("max connections per peer <= 150", o.connections.max <= 150.0),
+            ("mean connections per peer <= 120", o.connections.mean <= 120.0),
+            (
+                "every broadcast to every live peer, no faults",
+                o.fully_delivered == o.broadcasts && !o.delivered_twice,
+            ),
+            ("at most 4 hops", o.max_hops <= 4),
+            ("duplicates per delivery <= 2", o.duplicates_per_delivery <= 2.0),
+        ];
+        if o.crashed > 0 {
+            goals.push((
+                ">= 99% delivered right after the crash",
+                o.after_crash_ratio.unwrap_or(0.0) >= 0.99,
+            ));
+            goals.push((
+                "100% after repair",
+                o.after_repair_ratio.unwrap_or(0.0) >= 1.0,
+            ));
+        }
+        goals
+    }
+
+    /// SVG histograms of connections and hops, overlay beside the baselines.
+    pub fn histograms_svg(&self) -> String {
+        let panels = [
+            ("connections per peer: cellmesh", &self.overlay.connections_histogram),
+            ("connections per peer: GenosRTC", &self.genosrtc.connections_histogram),
+            ("hops to delivery: cellmesh", &self.overlay.hops_histogram),
+            ("hops to delivery: GenosRTC", &self.genosrtc.hops_histogram),
+        ];
+        let (w, h) = (420.0, 200.0);
+        let mut s = format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#,
+            w * 2.0 + 30.0,
+            h * 2.0 + 30.0
+        );
+        s.push_str(r##"<rect width="100%" height="100%" fill="#fff"/>"##);
+        for (n, (title, histogram)) in panels.iter().enumerate() {
+            let x0 = 10.0 + (n % 2) as f64 * (w + 10.0);
+            let y0 = 10.0 + (n / 2) as f64 * (h + 10.0);
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{}" font-weight="bold">{}</text>"##,
+                x0,
+                y0 + 12.0,
+                title
+            );
+            let buckets = histogram.bucketed(40);
+            let top = buckets.iter().map(|b| b.2).max().unwrap_or(1).max(1) as f64;
+            let bar = (w - 20.0) / buckets.len().max(1) as f64;
+            for (i, (low, high, count)) in buckets.iter().enumerate() {
+                let bh = (h - 50.0) * (*count as f64 / top);
+                let x = x0 + 10.0 + i as f64 * bar;
+                let y = y0 + h - 25.0 - bh;
+                let _ = write!(
+                    s,
+                    r##"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{low}-{high}: {count}</title></rect>"##,
+                    (bar - 1.0).max(1.0),
+                    if title.contains("cellmesh") { "#2a7ab9" } else { "#c05a2a" }
+                );
+            }
+            if let (Some(first), Some(last)) = (buckets.first(), buckets.last()) {
+                let _ = write!(
+                    s,
+                    r##"<text x="{}" y="{}">{}</text><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                    x0 + 10.0,
+                    y0 + h - 10.0,
+                    first.0,
+                    x0 + w - 10.0,
+                    y0 + h - 10.0,
+                    last.1
+                );
+            }
+        }
+        s.push_str("</svg>");
+        s
+    }
+}
+
+/// An SVG of the overlay: cells on a circle, members around each cell's centre, intra-cell
+/// links faint, bridge links coloured.
+pub(crate) fn picture(net: &Net) -> String {
+    let size = 900.0;
+    let centre = size / 2.0;
+    let mut by_cell: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for i in 0..net.len() {
+        if let Some(overlay) = net.overlay(i) {
+            if net.is_alive(i) {
+                by_cell.entry(overlay.cell()).or_default().push(i);
+            }
+        }
+    }
+    let cells = by_cell.len().max(1) as f64;
+    let ring = if cells > 1.0 { size * 0.36 } else { 0.0 };
+    let cluster = (size * 0.8 / cells).clamp(30.0, size * 0.3);
+    let mut position = vec![(centre, centre); net.len()];
+    for (n, (_, members)) in by_cell.iter().enumerate() {
+        let angle = n as f64 / cells * std::f64::consts::TAU;
+        let (cx, cy) = (centre + ring * angle.cos(), centre + ring * angle.sin());
+        let count = members.len().max(1) as f64;
+        for (m, peer) in members.iter().enumerate() {
+            let a = m as f64 / count * std::f64::consts::TAU;
+            if let Some(slot) = position.get_mut(*peer) {
+                *slot = (cx + cluster * 0.5 * a.cos(), cy + cluster * 0.5 * a.sin());
+            }
+        }
+    }
+    let mut s = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="#fff"/>"##
+    );
+    let bridges = net.bridge_links();
+    for members in by_cell.values() {
+        for (n, a) in members.iter().enumerate() {
+            for b in members.iter().skip(n + 1) {
+                let (pa, pb) = (position[*a], position[*b]);
+                let _ = write!(
+                    s,
+                    r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#bbb" stroke-width="0.3"/>"##,
+                    pa.0, pa.1, pb.0, pb.1
+                );
+            }
+        }
+    }
+    for (a, b) in &bridges {
+        let (pa, pb) = (position[*a], position[*b]);
+        let _ = write!(
+            s,
+            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#d0422a" stroke-width="0.8" stroke-opacity="0.7"/>"##,
+            pa.0, pa.1, pb.0, pb.1
+        );
+    }
+    for i in 0..net.len() {
+        if !net.is_alive(i) {
+            continue;
+        }
+        let (x, y) = position[i];
+        let leader = net.overlay(i).is_some_and(|o| o.is_leader());
+        let _ = write!(
+            s,
+            r##"<circle cx="{x:.1}" cy="{y:.1}" r="{}" fill="{}"/>"##,
+            if leader { 4 } else { 2.5 as i32 },
+            if leader { "#1b4f8a" } else { "#2a7ab9" }
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="10" y="20">{} peers, {} cells, {} bridge links (red), intra-cell links grey, leaders dark</text></svg>"##,
+        net.alive_count(),
+        by_cell.len(),
+        bridges.len()
+    );
+    s
+}
