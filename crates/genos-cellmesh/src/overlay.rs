@@ -333,6 +333,23 @@ impl<A: FrameAuth> Overlay<A> {
             known.cell = assign_cell(&room, key, cells);
         }
         self.census.clear();
+        let roles: Vec<(PeerKey, LinkRole)> = self
+            .links
+            .keys()
+            .map(|peer| {
+                let role = if self.cell_of(peer) == self.my_cell {
+                    LinkRole::Intra
+                } else {
+                    LinkRole::Unknown
+                };
+                (*peer, role)
+            })
+            .collect();
+        for (peer, role) in roles {
+            if let Some(link) = self.links.get_mut(&peer) {
+                link.role = role;
+            }
+        }
         if self.topics.remove(&Topic::Lobby) {
             out.push(Output::Unsubscribe(Topic::Lobby));
         }
@@ -1002,10 +1019,11 @@ impl<A: FrameAuth> Overlay<A> {
         let estimate = usize::try_from(total * cells / heard).unwrap_or(usize::MAX);
         let sizing = self.config.sizing;
         let target = cell_count(estimate, sizing);
-        // Hysteresis: move only when the estimate is clearly in another cell count's range.
-        let low = cell_count(estimate.saturating_mul(9) / 10, sizing);
-        let high = cell_count(estimate.saturating_mul(11) / 10, sizing);
-        if target != self.cells && low != self.cells && high != self.cells {
+        // Hysteresis: move only when the current count is wrong for every room size within
+        // a third of the estimate (a 10% crash must not reshuffle every cell).
+        let low = cell_count(estimate.saturating_mul(3) / 4, sizing);
+        let high = cell_count(estimate.saturating_mul(4) / 3, sizing);
+        if self.cells < low.min(high) || self.cells > low.max(high) {
             self.set_cells(target, now, out);
         }
     }
@@ -1090,6 +1108,7 @@ impl<A: FrameAuth> Overlay<A> {
                 }
             }
         }
+        let mut hellos = Vec::new();
         for (peer, link) in &mut self.links {
             let keep_inbound = matches!(link.role, LinkRole::Bridge { cell, .. } if accepted_from.contains(&cell));
             match wanted.get(peer) {
@@ -1098,6 +1117,9 @@ impl<A: FrameAuth> Overlay<A> {
                     if let LinkRole::Bridge { .. } = role {
                         if link.role != *role {
                             link.role = *role;
+                            if link.up {
+                                hellos.push(*peer);
+                            }
                         }
                     } else if link.role == LinkRole::Unknown {
                         link.role = *role;
@@ -1108,6 +1130,10 @@ impl<A: FrameAuth> Overlay<A> {
                     link.unwanted_since.get_or_insert(now);
                 }
             }
+        }
+        for peer in hellos {
+            let hello = wire::encode_hello(&self.hello_for(&peer));
+            self.send(peer, hello, out);
         }
         let mut to_connect: Vec<(PeerKey, LinkRole)> = wanted
             .into_iter()

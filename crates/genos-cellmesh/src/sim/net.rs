@@ -108,6 +108,20 @@ struct SimPeer {
     adjacent: HashSet<usize>,
 }
 
+/// How complete the overlay is, from the simulator's view of links.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Distinct cell counts among live peers (1 when they agree).
+    pub cell_counts: usize,
+    /// Pairs of live cell mates without a link.
+    pub missing_intra: usize,
+    /// Pairs of cells with no link between them.
+    pub unbridged_pairs: usize,
+    /// Fewest links between any pair of cells.
+    pub min_bridges: Option<usize>,
+}
+
 /// Per-broadcast bookkeeping.
 struct Tracked {
     sent_at: u64,
@@ -476,6 +490,14 @@ impl Net {
                 self.input_at(at.max(self.now), i, Input::Tick);
             }
             Output::Deliver(delivery) => self.record(i, &delivery),
+            Output::Event(crate::OverlayEvent::CellsChanged { cells, .. }) => {
+                if std::env::var_os("GENOS_SIM_DEBUG").is_some() && self.now > 5_000_000 {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("t={} peer {i} cells -> {cells}", self.now / 1000);
+                    }
+                }
+            }
             Output::Event(_) => {}
         }
     }
@@ -625,6 +647,79 @@ impl Net {
             .sum()
     }
 
+    /// How complete the overlay is among live peers, from the simulator's view of links.
+    pub fn health(&self) -> Health {
+        let mut by_cell: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut cells_seen = HashSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            if peer.alive && peer.started {
+                by_cell.entry(peer.overlay.cell()).or_default().push(i);
+                cells_seen.insert(peer.overlay.cells());
+            }
+        }
+        let mut health = Health {
+            cell_counts: cells_seen.len(),
+            ..Health::default()
+        };
+        for members in by_cell.values() {
+            for (n, a) in members.iter().enumerate() {
+                for b in members.iter().skip(n + 1) {
+                    if self.links.get(&pair(*a, *b)) != Some(&LinkState::Up) {
+                        health.missing_intra += 1;
+                    }
+                }
+            }
+        }
+        let mut bridges: HashMap<(u32, u32), usize> = HashMap::new();
+        for ((a, b), state) in &self.links {
+            if *state != LinkState::Up || !self.is_alive(*a) || !self.is_alive(*b) {
+                continue;
+            }
+            let (ca, cb) = (self.peers[*a].overlay.cell(), self.peers[*b].overlay.cell());
+            if ca != cb {
+                *bridges.entry((ca.min(cb), ca.max(cb))).or_default() += 1;
+            }
+        }
+        let cells: Vec<u32> = by_cell.keys().copied().collect();
+        for (n, a) in cells.iter().enumerate() {
+            for b in cells.iter().skip(n + 1) {
+                let count = bridges.get(&((*a).min(*b), (*a).max(*b))).copied().unwrap_or(0);
+                if count == 0 {
+                    health.unbridged_pairs += 1;
+                }
+                health.min_bridges = Some(health.min_bridges.map_or(count, |m: usize| m.min(count)));
+            }
+        }
+        health
+    }
+
+    #[allow(clippy::print_stderr)]
+    fn explain_missing(&self, id: &(PeerKey, u64)) {
+        let Some(tracked) = self.tracked.get(id) else {
+            return;
+        };
+        let origin = self.index.get(&id.0).copied().unwrap_or(0);
+        for (i, got) in tracked.delivered.iter().enumerate() {
+            if !*got && self.is_alive(i) {
+                let o = &self.peers[i].overlay;
+                let oo = &self.peers[origin].overlay;
+                let roles: Vec<String> = o
+                    .links()
+                    .map(|(k, r)| format!("{}:{:?}", self.index.get(&k).copied().unwrap_or(0), r))
+                    .collect();
+                eprintln!(
+                    "missing: peer {i} cell {} (origin {origin} cell {}), roster {}, leader {}, links {}: {}",
+                    o.cell(),
+                    oo.cell(),
+                    o.roster_len(),
+                    o.is_leader(),
+                    roles.len(),
+                    roles.join(" ")
+                );
+            }
+        }
+    }
+
     /// Bridge links (either end) as (a, b) index pairs, for pictures.
     pub fn bridge_links(&self) -> Vec<(usize, usize)> {
         let mut out = Vec::new();
@@ -677,6 +772,9 @@ pub fn run(scenario: &Scenario) -> Report {
     net.run_until(warm_end);
 
     // Fault-free broadcasts.
+    if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
+        tracing_health("after warm-up", &net);
+    }
     let before_dup = net.sum_metric(|m| m.duplicates);
     let before_delivered = net.sum_metric(|m| m.delivered);
     let before_bytes = net.sum_metric(|m| m.bytes_sent);
@@ -711,6 +809,11 @@ pub fn run(scenario: &Scenario) -> Report {
             }
             twice |= again;
             max_hops = max_hops.max(hops);
+        }
+    }
+    if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
+        for id in ids.iter().take(100) {
+            net.explain_missing(id);
         }
     }
     let hops = net.reset_tracking();
@@ -831,6 +934,17 @@ pub fn run(scenario: &Scenario) -> Report {
             }
         }
         figures.time_to_repair_s = repaired_at.map(|s| s as f64);
+        if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
+            tracing_health("after repair", &net);
+            for (s, all, r) in &outcomes {
+                if !*all {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("probe {s}: {r:.4}");
+                    }
+                }
+            }
+        }
         let tail: Vec<f64> = outcomes.iter().rev().take(10).map(|(_, _, r)| *r).collect();
         figures.after_repair_ratio = Some(tail.iter().sum::<f64>() / tail.len().max(1) as f64);
         figures.crashed = crashed.len();
@@ -847,4 +961,9 @@ pub fn run(scenario: &Scenario) -> Report {
         genosrtc,
         picture,
     }
+}
+
+#[allow(clippy::print_stderr)]
+fn tracing_health(when: &str, net: &Net) {
+    eprintln!("{when}: {:?}", net.health());
 }
