@@ -10,6 +10,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::plan::mix64;
+
 /// How many peers a cell should hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,18 +75,43 @@ fn integer_sqrt_ceil(n: u64) -> u32 {
 /// assert_eq!(cell, assign_cell(&room, &peer, 10)); // every peer computes the same
 /// ```
 pub fn assign_cell(room: &[u8; 32], peer: &[u8; 32], cells: u32) -> u32 {
-    let mut prefix = Sha256::new();
-    prefix.update(b"genos/cellmesh/v1/cell");
-    prefix.update(room);
-    prefix.update(peer);
+    cell_from_seed(peer_seeds(room, peer).cell, cells)
+}
+
+/// The two per-peer seeds everything about a peer's place derives from, from one SHA-256
+/// of (label, room, key): grinding a key for a place costs a hash per try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerSeeds {
+    /// Seeds the cell weights.
+    pub(crate) cell: u64,
+    /// Seeds the bridge slot scores.
+    pub(crate) bridge: u64,
+}
+
+pub(crate) fn peer_seeds(room: &[u8; 32], peer: &[u8; 32]) -> PeerSeeds {
+    let mut hasher = Sha256::new();
+    hasher.update(b"genos/cellmesh/v1/place");
+    hasher.update(room);
+    hasher.update(peer);
+    let digest = hasher.finalize();
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        for (slot, byte) in bytes.iter_mut().zip(digest.iter().skip(at)) {
+            *slot = *byte;
+        }
+        u64::from_be_bytes(bytes)
+    };
+    PeerSeeds {
+        cell: word(0),
+        bridge: word(8),
+    }
+}
+
+/// Rendezvous choice among `cells` cells: the cell with the highest weight for this seed.
+pub(crate) fn cell_from_seed(seed: u64, cells: u32) -> u32 {
     let mut best = (0u64, 0u32);
     for cell in 0..cells.max(1) {
-        let mut hasher = prefix.clone();
-        hasher.update(cell.to_be_bytes());
-        let digest = hasher.finalize();
-        let mut head = [0u8; 8];
-        head.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
-        let weight = u64::from_be_bytes(head);
+        let weight = mix64(seed ^ mix64(u64::from(cell)));
         if cell == 0 || weight > best.0 {
             best = (weight, cell);
         }

@@ -19,10 +19,13 @@ pub struct OverlayConfig {
     /// Hop budget of a frame. Default 4 (origin -> cell mate -> bridge -> remote cell needs 3);
     /// frames arriving with a larger TTL are dropped as forged.
     pub ttl: u8,
-    /// How often a peer announces itself on its cell's signaling topic. Default 10 s.
+    /// How often a peer announces itself on its cell's signaling topic. Default 30 s. The
+    /// signaling layer is expected to hand a new subscriber the topic's recent announces
+    /// (Nostr: replaceable events with an expiry), so this is a liveness refresh, not the
+    /// speed at which newcomers are found.
     pub announce_interval: Duration,
     /// How long a peer stays in the roster without a fresh announce or a live link.
-    /// Default 35 s (three missed announces and a bit).
+    /// Default 95 s (three missed announces and a bit).
     pub peer_timeout: Duration,
     /// How often each cell's leader broadcasts its cell's size (the census every peer sizes
     /// cells from). Default 30 s.
@@ -33,6 +36,10 @@ pub struct OverlayConfig {
     /// How long a link the plan no longer wants is kept before it is closed (hysteresis: a
     /// link that becomes wanted again in that time is never closed). Default 10 s.
     pub linger: Duration,
+    /// How long a peer waits in a new cell before it plans bridges: while it still learns
+    /// its cell mates it would otherwise believe it holds every bridge slot of the cell and
+    /// subscribe to every other cell's topic. Default 3 s.
+    pub bridge_settle: Duration,
     /// How long a connect may take before the peer is given up until it announces again.
     /// Default 15 s.
     pub connect_timeout: Duration,
@@ -70,11 +77,12 @@ impl Default for OverlayConfig {
             sizing: Sizing::default(),
             bridges_per_pair: 3,
             ttl: 4,
-            announce_interval: Duration::from_secs(10),
-            peer_timeout: Duration::from_secs(35),
-            census_interval: Duration::from_secs(30),
+            announce_interval: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(95),
+            census_interval: Duration::from_secs(60),
             bootstrap_wait: Duration::from_secs(12),
             linger: Duration::from_secs(10),
+            bridge_settle: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(15),
             tick_interval: Duration::from_millis(500),
             backup_delay: Duration::from_millis(150),

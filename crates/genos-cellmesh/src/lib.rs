@@ -58,3 +58,4 @@ pub use config::OverlayConfig;
 pub use error::MeshError;
 pub use io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
 pub use overlay::{LinkRole, Overlay, OverlayMetrics};
+pub use plan::planned_links;

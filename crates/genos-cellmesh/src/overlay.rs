@@ -8,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::auth::FrameAuth;
 use crate::io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
-use crate::plan::{Member, bridge_seed, mix64, my_slots, slot_holders};
+use crate::assign::{cell_from_seed, peer_seeds};
+use crate::plan::{Member, mix64, my_slots, slot_holders};
 use crate::seen::{Seen, SeenFrames};
 use crate::wire::{self, Frame, FrameId, FrameKind, Hello, HelloRole, LinkMessage};
 use crate::{MeshError, OverlayConfig, PeerKey, assign_cell, cell_count};
@@ -67,6 +68,7 @@ struct Link {
 #[derive(Debug, Clone, Copy)]
 struct Known {
     seed: u64,
+    cell_seed: u64,
     cell: u32,
     last_seen: Instant,
 }
@@ -122,6 +124,7 @@ pub struct Overlay<A> {
     roster: HashMap<PeerKey, Known>,
     links: HashMap<PeerKey, Link>,
     topics: HashSet<Topic>,
+    unwanted_topics: HashMap<Topic, Instant>,
     census: HashMap<u32, (u32, Instant)>,
     seen: SeenFrames,
     next_seq: u64,
@@ -138,6 +141,8 @@ pub struct Overlay<A> {
     members: Vec<Member>,
     is_leader: bool,
     slots: Vec<(u32, u8)>,
+    /// (cells, cell) the slots were computed for.
+    slots_for: (u32, u32),
     metrics: OverlayMetrics,
 }
 
@@ -152,7 +157,7 @@ impl<A: FrameAuth> Overlay<A> {
             config,
             room,
             me,
-            my_seed: bridge_seed(&room, &me),
+            my_seed: peer_seeds(&room, &me).bridge,
             auth,
             rng: mix64(rng_seed ^ 0x5eed),
             phase: Phase::Idle,
@@ -162,6 +167,7 @@ impl<A: FrameAuth> Overlay<A> {
             roster: HashMap::new(),
             links: HashMap::new(),
             topics: HashSet::new(),
+            unwanted_topics: HashMap::new(),
             census: HashMap::new(),
             pending_order: BinaryHeap::new(),
             pending: HashMap::new(),
@@ -176,6 +182,7 @@ impl<A: FrameAuth> Overlay<A> {
             members: Vec::new(),
             is_leader: false,
             slots: Vec::new(),
+            slots_for: (0, 0),
             metrics: OverlayMetrics::default(),
         }
     }
@@ -211,6 +218,11 @@ impl<A: FrameAuth> Overlay<A> {
             .iter()
             .filter(|(_, link)| link.up)
             .map(|(peer, link)| (*peer, link.role))
+    }
+
+    /// The members of this peer's cell as of its last plan (itself included), in key order.
+    pub fn cell_members(&self) -> impl Iterator<Item = PeerKey> + '_ {
+        self.members.iter().map(|member| member.key)
     }
 
     /// The bridge slots this peer holds: (other cell, slot).
@@ -328,9 +340,8 @@ impl<A: FrameAuth> Overlay<A> {
         self.cells = cells;
         self.cells_since = Some(now);
         self.my_cell = assign_cell(&self.room, &self.me, cells);
-        let room = self.room;
-        for (key, known) in &mut self.roster {
-            known.cell = assign_cell(&room, key, cells);
+        for known in self.roster.values_mut() {
+            known.cell = cell_from_seed(known.cell_seed, cells);
         }
         self.census.clear();
         let roles: Vec<(PeerKey, LinkRole)> = self
@@ -377,7 +388,7 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    fn learn(&mut self, peer: PeerKey, cell: Option<u32>, now: Instant) {
+    fn learn(&mut self, peer: PeerKey, now: Instant) {
         if peer == self.me {
             return;
         }
@@ -389,12 +400,13 @@ impl<A: FrameAuth> Overlay<A> {
             self.metrics.roster_full += 1;
             return;
         }
-        let cell = cell.unwrap_or_else(|| assign_cell(&self.room, &peer, self.cells.max(1)));
+        let seeds = peer_seeds(&self.room, &peer);
         self.roster.insert(
             peer,
             Known {
-                seed: bridge_seed(&self.room, &peer),
-                cell,
+                seed: seeds.bridge,
+                cell_seed: seeds.cell,
+                cell: cell_from_seed(seeds.cell, self.cells.max(1)),
                 last_seen: now,
             },
         );
@@ -421,10 +433,8 @@ impl<A: FrameAuth> Overlay<A> {
                 if c != self.cells || !self.topics.contains(&topic) {
                     return;
                 }
-                if self.roster.contains_key(&peer) {
-                    self.learn(peer, None, now);
-                } else if assign_cell(&self.room, &peer, c) == cell {
-                    self.learn(peer, Some(cell), now);
+                if self.roster.contains_key(&peer) || assign_cell(&self.room, &peer, c) == cell {
+                    self.learn(peer, now);
                 }
             }
         }
@@ -477,7 +487,7 @@ impl<A: FrameAuth> Overlay<A> {
             link.since = now;
         }
         if self.cells > 0 && self.cell_of(&peer) == self.my_cell {
-            self.learn(peer, Some(self.my_cell), now);
+            self.learn(peer, now);
         }
         let hello = wire::encode_hello(&self.hello_for(&peer));
         self.send(peer, hello, out);
@@ -519,7 +529,7 @@ impl<A: FrameAuth> Overlay<A> {
                         if self.roster.contains_key(&member)
                             || assign_cell(&self.room, &member, cells) == cell
                         {
-                            self.learn(member, Some(cell), now);
+                            self.learn(member, now);
                         }
                     }
                 }
@@ -548,8 +558,9 @@ impl<A: FrameAuth> Overlay<A> {
         };
         if let Some(link) = self.links.get_mut(&from) {
             // Our own plan's role wins over the peer's claim for links we opened.
-            if matches!(link.role, LinkRole::Unknown | LinkRole::Intra) {
+            if matches!(link.role, LinkRole::Unknown | LinkRole::Intra) && link.role != role {
                 link.role = role;
+                self.dirty = true;
             }
         }
         if role == LinkRole::Intra
@@ -565,7 +576,6 @@ impl<A: FrameAuth> Overlay<A> {
             let roster = wire::encode_roster(self.cells, self.my_cell, &members);
             self.send(from, roster, out);
         }
-        self.dirty = true;
     }
 
     fn signing_parts<'a>(
@@ -1051,8 +1061,19 @@ impl<A: FrameAuth> Overlay<A> {
             .iter()
             .min_by_key(|member| (member.seed, member.key))
             .is_some_and(|leader| leader.key == self.me);
-        self.slots = my_slots(&members, &self.me, my_cell, cells, k);
-        self.members = members;
+        // Slots depend only on this cell's members and the cell count: most re-plans (a
+        // remote roster changed, a link came up) leave them as they are.
+        let settled = self
+            .cells_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.config.bridge_settle);
+        if members != self.members || self.slots_for != (cells, my_cell) {
+            self.members = members;
+            self.slots_for = (0, 0);
+        }
+        if settled && self.slots_for != (cells, my_cell) {
+            self.slots = my_slots(&self.members, &self.me, my_cell, cells, k);
+            self.slots_for = (cells, my_cell);
+        }
 
         let mut wanted: HashMap<PeerKey, LinkRole> = HashMap::new();
         for member in &self.members {
@@ -1066,7 +1087,12 @@ impl<A: FrameAuth> Overlay<A> {
             cell: my_cell,
         });
         let mut accepted_from: HashSet<u32> = HashSet::new();
-        for (other, slot) in self.slots.clone() {
+        if !settled {
+            // Come back when settled.
+            self.dirty = true;
+        }
+        let slots = if settled { self.slots.clone() } else { Vec::new() };
+        for (other, slot) in slots {
             if other < my_cell {
                 accepted_from.insert(other);
                 continue;
@@ -1090,10 +1116,22 @@ impl<A: FrameAuth> Overlay<A> {
                 wanted.entry(peer).or_insert(LinkRole::Bridge { cell: other, slot });
             }
         }
+        // Topics linger like links: slots settle while a cell fills up, and every new
+        // subscription costs a replay of the topic's recent announces.
         for topic in self.topics.clone() {
-            if !topics.contains(&topic) {
+            if topics.contains(&topic) {
+                self.unwanted_topics.remove(&topic);
+                continue;
+            }
+            let stale_view = matches!(topic, Topic::Cell { cells: c, .. } if c != cells);
+            let since = *self.unwanted_topics.entry(topic).or_insert(now);
+            if stale_view || now.saturating_duration_since(since) >= self.config.linger {
+                self.unwanted_topics.remove(&topic);
                 self.topics.remove(&topic);
                 out.push(Output::Unsubscribe(topic));
+            } else {
+                // Keep re-planning until it is dropped.
+                self.dirty = true;
             }
         }
         let mut newly: Vec<Topic> = topics.into_iter().collect();

@@ -8,8 +8,6 @@
 //! member leaving moves only its own slots, and slots spread evenly over members (about
 //! k(C-1)/S per peer).
 
-use sha2::{Digest, Sha256};
-
 use crate::PeerKey;
 
 /// A 64-bit finaliser (splitmix64): cheap, well-mixed scores.
@@ -21,17 +19,9 @@ pub(crate) fn mix64(mut x: u64) -> u64 {
 }
 
 /// The seed a peer's bridge scores derive from: bound to the room and the peer's key.
+#[cfg(test)]
 pub(crate) fn bridge_seed(room: &[u8; 32], peer: &PeerKey) -> u64 {
-    let mut hasher = Sha256::new();
-    hasher.update(b"genos/cellmesh/v1/bridge");
-    hasher.update(room);
-    hasher.update(peer);
-    let digest = hasher.finalize();
-    let mut first = [0u8; 8];
-    for (slot, byte) in first.iter_mut().zip(digest.iter()) {
-        *slot = *byte;
-    }
-    u64::from_be_bytes(first)
+    crate::assign::peer_seeds(room, peer).bridge
 }
 
 fn slot_score(seed: u64, from: u32, to: u32, slot: u8) -> u64 {
@@ -126,4 +116,66 @@ mod tests {
         // 597 slots over 50 members: about 12 each; none should carry several times that.
         assert!(load.iter().all(|l| *l <= 30), "{load:?}");
     }
+}
+
+/// The links every peer would hold in a settled room where everyone knows everyone:
+/// adjacency lists over `peers` (indices), for degree bounds and analysis.
+pub fn planned_links(
+    room: &[u8; 32],
+    peers: &[PeerKey],
+    config: &crate::OverlayConfig,
+) -> Vec<Vec<usize>> {
+    let cells = crate::cell_count(peers.len(), config.sizing);
+    let k = config.bridges_per_pair;
+    let mut by_cell: Vec<Vec<(usize, Member)>> = vec![Vec::new(); cells as usize];
+    for (i, key) in peers.iter().enumerate() {
+        let seeds = crate::assign::peer_seeds(room, key);
+        let cell = crate::assign::cell_from_seed(seeds.cell, cells);
+        if let Some(list) = by_cell.get_mut(cell as usize) {
+            list.push((i, Member { key: *key, seed: seeds.bridge }));
+        }
+    }
+    let index: std::collections::HashMap<PeerKey, usize> =
+        peers.iter().enumerate().map(|(i, key)| (*key, i)).collect();
+    let mut links: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); peers.len()];
+    let add = |a: usize, b: usize, links: &mut Vec<std::collections::BTreeSet<usize>>| {
+        if a != b {
+            if let Some(set) = links.get_mut(a) {
+                set.insert(b);
+            }
+            if let Some(set) = links.get_mut(b) {
+                set.insert(a);
+            }
+        }
+    };
+    for list in &by_cell {
+        for (n, (a, _)) in list.iter().enumerate() {
+            for (b, _) in list.iter().skip(n + 1) {
+                add(*a, *b, &mut links);
+            }
+        }
+    }
+    let members: Vec<Vec<Member>> = by_cell
+        .iter()
+        .map(|list| list.iter().map(|(_, member)| *member).collect())
+        .collect();
+    for a in 0..cells {
+        for b in (a + 1)..cells {
+            let (Some(ma), Some(mb)) = (members.get(a as usize), members.get(b as usize)) else {
+                continue;
+            };
+            let ha = slot_holders(ma, a, b, k);
+            let hb = slot_holders(mb, b, a, k);
+            for (slot, holder) in ha.iter().enumerate() {
+                // As the overlay does: slot j's holders are linked; a smaller far cell
+                // gives its last holder the extra slots.
+                if let Some(other) = hb.get(slot).or_else(|| hb.last()) {
+                    if let (Some(x), Some(y)) = (index.get(holder), index.get(other)) {
+                        add(*x, *y, &mut links);
+                    }
+                }
+            }
+        }
+    }
+    links.into_iter().map(|set| set.into_iter().collect()).collect()
 }

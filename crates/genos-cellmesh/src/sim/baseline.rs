@@ -39,6 +39,8 @@ pub struct BaselineFigures {
     pub duplicates_per_delivery: f64,
     /// Delivery ratio right after the crash.
     pub after_crash_ratio: f64,
+    /// Announces each peer hears per minute (every peer hears every announce).
+    pub discovery_per_peer_per_min: f64,
 }
 
 const SAMPLED_ORIGINS: usize = 20;
@@ -67,6 +69,7 @@ fn full_mesh(peers: usize, crashed: &[usize]) -> BaselineFigures {
         hops_histogram,
         duplicates_per_delivery: 0.0,
         after_crash_ratio: 1.0,
+        discovery_per_peer_per_min: 0.0,
     }
 }
 
@@ -209,6 +212,7 @@ fn flood_figures(adjacency: &[Vec<u32>], crashed: &[usize], seed: u64) -> Baseli
         hops_histogram,
         duplicates_per_delivery: duplicates / SAMPLED_ORIGINS as f64,
         after_crash_ratio: ratio / SAMPLED_ORIGINS as f64,
+        discovery_per_peer_per_min: 0.0,
     }
 }
 

@@ -25,4 +25,4 @@ pub use baseline::{Baseline, BaselineFigures};
 pub use report::{Histogram, Report, RunFigures, Stats};
 pub use scenario::{Scenario, ScenarioError};
 
-pub use net::{Health, Net, NetConfig, run};
+pub use net::{Health, Net, NetConfig, Rng, run};

@@ -11,25 +11,27 @@ use super::report::{Histogram, Report, RunFigures, Stats};
 use super::scenario::Scenario;
 use crate::plan::mix64;
 use crate::{
-    Delivery, Input, LinkRole, Output, Overlay, OverlayConfig, PeerKey, SimAuth, Topic,
+    Delivery, FrameAuth, Input, LinkRole, Output, Overlay, OverlayConfig, PeerKey, SimAuth, Topic,
 };
 
-/// A deterministic random source (splitmix64).
+/// The simulator's deterministic random source (splitmix64).
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A source seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
         Self(mix64(seed))
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         mix64(self.0)
     }
 
     /// Uniform in `0..bound` (0 when `bound` is 0).
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         if bound == 0 {
             0
         } else {
@@ -52,6 +54,15 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// Latency, jitter and crash detection delay in milliseconds.
+    pub fn new(latency_ms: u64, jitter_ms: u64, detect_ms: u64) -> Self {
+        Self {
+            latency_us: latency_ms * 1_000,
+            jitter_us: jitter_ms * 1_000,
+            detect_us: detect_ms * 1_000,
+        }
+    }
+
     /// From a scenario's milliseconds.
     pub fn from_scenario(scenario: &Scenario) -> Self {
         Self {
@@ -69,39 +80,15 @@ enum Event {
     Establish { a: usize, b: usize },
 }
 
-#[derive(Debug)]
-struct Scheduled {
-    at: u64,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkState {
     Opening,
     Up,
 }
 
-struct SimPeer {
+struct SimPeer<A> {
     key: PeerKey,
-    overlay: Overlay<SimAuth>,
+    overlay: Overlay<A>,
     alive: bool,
     started: bool,
     topics: HashSet<Topic>,
@@ -124,6 +111,8 @@ pub struct Health {
 
 /// Per-broadcast bookkeeping.
 struct Tracked {
+    payload: Bytes,
+    corrupted: bool,
     sent_at: u64,
     delivered: Vec<bool>,
     count: usize,
@@ -131,15 +120,24 @@ struct Tracked {
     max_hops: u8,
 }
 
-/// Many overlays on a simulated network.
-pub struct Net {
+/// Many overlays on a simulated network. `A` is how they sign and seal: [`SimAuth`] for
+/// large runs, [`CryptoAuth`](crate::CryptoAuth) to run the real thing on a few dozen peers.
+pub struct Net<A = SimAuth> {
     config: NetConfig,
     base: Instant,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    /// (time, order, slot in `events`): small entries keep the heap fast.
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    events: Vec<Option<Event>>,
+    free: Vec<u32>,
+    /// What a relay remembers of each topic: announcer -> (time, cell count), so a new
+    /// subscriber hears the recent announces at once (replaceable events with an expiry, in
+    /// Nostr terms).
+    announced: HashMap<Topic, HashMap<usize, (u64, u32)>>,
+    announce_memory_us: u64,
     rng: Rng,
-    peers: Vec<SimPeer>,
+    peers: Vec<SimPeer<A>>,
     index: HashMap<PeerKey, usize>,
     topics: HashMap<Topic, Vec<usize>>,
     links: HashMap<(usize, usize), LinkState>,
@@ -147,9 +145,11 @@ pub struct Net {
     hops: Histogram,
     directed_delivered: u64,
     events_processed: u64,
+    debug: bool,
+    event_kinds: std::collections::BTreeMap<&'static str, u64>,
 }
 
-impl std::fmt::Debug for Net {
+impl<A> std::fmt::Debug for Net<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Net")
             .field("peers", &self.peers.len())
@@ -162,21 +162,40 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
     if a < b { (a, b) } else { (b, a) }
 }
 
-impl Net {
-    /// `peers` overlays with keys drawn from `seed`, none started yet.
+impl Net<SimAuth> {
+    /// `peers` overlays with [`SimAuth`] keys drawn from `seed`, none started yet.
     pub fn new(peers: usize, overlay: &OverlayConfig, room: [u8; 32], config: NetConfig, seed: u64) -> Self {
-        let mut rng = Rng::new(seed);
-        let mut list = Vec::with_capacity(peers);
-        let mut index = HashMap::with_capacity(peers);
-        for i in 0..peers {
+        Self::with_auth(peers, overlay, room, config, seed, |rng| {
             let mut key = [0u8; 32];
             for chunk in key.chunks_mut(8) {
                 chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
             }
+            SimAuth::new(key)
+        })
+    }
+}
+
+impl<A: FrameAuth> Net<A> {
+    /// `peers` overlays signing and sealing with what `make_auth` returns (it may draw from
+    /// the simulator's random source), none started yet.
+    pub fn with_auth(
+        peers: usize,
+        overlay: &OverlayConfig,
+        room: [u8; 32],
+        config: NetConfig,
+        seed: u64,
+        mut make_auth: impl FnMut(&mut Rng) -> A,
+    ) -> Self {
+        let mut rng = Rng::new(seed);
+        let mut list = Vec::with_capacity(peers);
+        let mut index = HashMap::with_capacity(peers);
+        for i in 0..peers {
+            let auth = make_auth(&mut rng);
+            let key = auth.me();
             index.insert(key, i);
             list.push(SimPeer {
                 key,
-                overlay: Overlay::new(overlay.clone(), room, SimAuth::new(key), rng.next_u64()),
+                overlay: Overlay::new(overlay.clone(), room, auth, rng.next_u64()),
                 alive: true,
                 started: false,
                 topics: HashSet::new(),
@@ -189,6 +208,10 @@ impl Net {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free: Vec::new(),
+            announced: HashMap::new(),
+            announce_memory_us: u64::try_from(overlay.peer_timeout.as_micros()).unwrap_or(u64::MAX),
             rng,
             peers: list,
             index,
@@ -198,6 +221,8 @@ impl Net {
             hops: Histogram::default(),
             directed_delivered: 0,
             events_processed: 0,
+            debug: std::env::var_os("GENOS_SIM_DEBUG").is_some(),
+            event_kinds: std::collections::BTreeMap::new(),
         }
     }
 
@@ -217,7 +242,7 @@ impl Net {
     }
 
     /// Peer `i`'s overlay.
-    pub fn overlay(&self, i: usize) -> Option<&Overlay<SimAuth>> {
+    pub fn overlay(&self, i: usize) -> Option<&Overlay<A>> {
         self.peers.get(i).map(|peer| &peer.overlay)
     }
 
@@ -265,11 +290,19 @@ impl Net {
 
     fn schedule(&mut self, at: u64, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            event,
-        }));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                if let Some(entry) = self.events.get_mut(slot as usize) {
+                    *entry = Some(event);
+                }
+                slot
+            }
+            None => {
+                self.events.push(Some(event));
+                u32::try_from(self.events.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, slot)));
     }
 
     /// Queues `input` for peer `i` at simulated time `at_us`.
@@ -325,16 +358,18 @@ impl Net {
 
     /// Runs events until simulated time `until_us`.
     pub fn run_until(&mut self, until_us: u64) {
-        while let Some(Reverse(next)) = self.queue.peek() {
-            if next.at > until_us {
+        while let Some(Reverse((at, _, slot))) = self.queue.peek().copied() {
+            if at > until_us {
                 break;
             }
-            let Some(Reverse(next)) = self.queue.pop() else {
-                break;
+            self.queue.pop();
+            let Some(event) = self.events.get_mut(slot as usize).and_then(Option::take) else {
+                continue;
             };
-            self.now = next.at;
+            self.free.push(slot);
+            self.now = at;
             self.events_processed += 1;
-            self.dispatch(next.event);
+            self.dispatch(event);
         }
         self.now = self.now.max(until_us);
     }
@@ -344,6 +379,25 @@ impl Net {
     }
 
     fn dispatch(&mut self, event: Event) {
+        if self.debug {
+            let kind = match &event {
+                Event::Input { input, .. } => match input {
+                    Input::Tick => "tick",
+                    Input::Announced { .. } => "announced",
+                    Input::LinkUp { .. } => "link up",
+                    Input::LinkDown { .. } => "link down",
+                    _ => "other input",
+                },
+                Event::Message { message, .. } => match message.first() {
+                    Some(1) => "frame",
+                    Some(2) => "hello",
+                    Some(3) => "roster",
+                    _ => "message",
+                },
+                Event::Establish { .. } => "establish",
+            };
+            *self.event_kinds.entry(kind).or_default() += 1;
+        }
         match event {
             Event::Input { peer, input } => {
                 if let Some(p) = self.peers.get_mut(peer) {
@@ -417,6 +471,21 @@ impl Net {
             Output::Subscribe(topic) => {
                 if self.peers[i].topics.insert(topic) {
                     self.topics.entry(topic).or_default().push(i);
+                    let now = self.now;
+                    let memory = self.announce_memory_us;
+                    let recent: Vec<(usize, u32)> = self
+                        .announced
+                        .get(&topic)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(peer, (at, _))| **peer != i && now.saturating_sub(*at) < memory)
+                        .map(|(peer, (_, cells))| (*peer, *cells))
+                        .collect();
+                    for (peer, cells) in recent {
+                        let key = self.peers[peer].key;
+                        let at = self.now + self.latency() + self.latency();
+                        self.input_at(at, i, Input::Announced { peer: key, topic, cells });
+                    }
                 }
             }
             Output::Unsubscribe(topic) => {
@@ -428,6 +497,10 @@ impl Net {
             }
             Output::Announce { topic, cells } => {
                 let key = self.peers[i].key;
+                self.announced
+                    .entry(topic)
+                    .or_default()
+                    .insert(i, (self.now, cells));
                 let subscribers = self.topics.get(&topic).cloned().unwrap_or_default();
                 for subscriber in subscribers {
                     if subscriber != i {
@@ -509,6 +582,9 @@ impl Net {
         }
         let now = self.now;
         if let Some(tracked) = self.tracked.get_mut(&(delivery.origin, delivery.seq)) {
+            if delivery.payload != tracked.payload || delivery.meta.as_ref() != b"sim" {
+                tracked.corrupted = true;
+            }
             if let Some(seen) = tracked.delivered.get_mut(i) {
                 if !*seen {
                     *seen = true;
@@ -535,7 +611,7 @@ impl Net {
         let outputs = peer.overlay.handle(
             Input::Broadcast {
                 meta: Bytes::from_static(b"sim"),
-                payload,
+                payload: payload.clone(),
             },
             now,
         );
@@ -548,6 +624,8 @@ impl Net {
         self.tracked.insert(
             (key, seq),
             Tracked {
+                payload,
+                corrupted: false,
                 sent_at: self.now,
                 delivered,
                 count: 1,
@@ -594,10 +672,10 @@ impl Net {
     }
 
     /// For a tracked broadcast: (live peers that got it, live peers, max hops, time to the
-    /// last delivery in microseconds, delivered twice anywhere).
+    /// last delivery in microseconds, delivered twice anywhere or altered).
     pub fn broadcast_outcome(&self, id: &(PeerKey, u64)) -> Option<(usize, usize, u8, u64, bool)> {
         let tracked = self.tracked.get(id)?;
-        let twice = tracked.count >= usize::MAX / 4;
+        let twice = tracked.count >= usize::MAX / 4 || tracked.corrupted;
         let mut got = 0;
         let mut live = 0;
         for (i, peer) in self.peers.iter().enumerate() {
@@ -770,15 +848,27 @@ pub fn run(scenario: &Scenario) -> Report {
     let second = 1_000_000u64;
     let warm_end = scenario.warmup_s * second;
     net.run_until(warm_end);
+    let mut phases = vec![("join and warm-up", started.elapsed().as_secs_f64())];
+    let steady_start = Instant::now();
+    let mut phase_start = Instant::now();
+    let _ = steady_start;
 
     // Fault-free broadcasts.
     if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
         tracing_health("after warm-up", &net);
     }
+    // A quiet stretch to measure the discovery load of a formed overlay.
+    let before_discovery = net.sum_metric(|m| m.discovery_received);
+    let steady_end = warm_end + scenario.steady_s * second;
+    net.run_until(steady_end);
+    let discovery_per_peer_per_min = (net.sum_metric(|m| m.discovery_received) - before_discovery)
+        as f64
+        / net.alive_count().max(1) as f64
+        / (scenario.steady_s.max(1) as f64 / 60.0);
+    let warm_end = steady_end;
     let before_dup = net.sum_metric(|m| m.duplicates);
     let before_delivered = net.sum_metric(|m| m.delivered);
     let before_bytes = net.sum_metric(|m| m.bytes_sent);
-    let before_discovery = net.sum_metric(|m| m.discovery_received);
     net.reset_tracking();
     let spread = (scenario.broadcast_window_s * second) / scenario.broadcasts.max(1) as u64;
     let mut ids = Vec::new();
@@ -816,6 +906,8 @@ pub fn run(scenario: &Scenario) -> Report {
             net.explain_missing(id);
         }
     }
+    phases.push(("fault-free broadcasts", phase_start.elapsed().as_secs_f64()));
+    phase_start = Instant::now();
     let hops = net.reset_tracking();
     let delivered = net.sum_metric(|m| m.delivered) - before_delivered;
     let duplicates = net.sum_metric(|m| m.duplicates) - before_dup;
@@ -836,11 +928,7 @@ pub fn run(scenario: &Scenario) -> Report {
         bytes_sent_per_peer_per_s: (net.sum_metric(|m| m.bytes_sent) - before_bytes) as f64
             / live
             / phase_seconds,
-        discovery_per_peer_per_min: (net.sum_metric(|m| m.discovery_received) - before_discovery)
-            as f64
-            / live
-            / phase_seconds
-            * 60.0,
+        discovery_per_peer_per_min,
         directed_sent: 0,
         directed_delivered: 0,
         crashed: 0,
@@ -850,6 +938,7 @@ pub fn run(scenario: &Scenario) -> Report {
         cells,
         events: 0,
         wall_seconds: 0.0,
+        phase_seconds: Vec::new(),
     };
 
     // Directed sends between random pairs.
@@ -869,6 +958,8 @@ pub fn run(scenario: &Scenario) -> Report {
     t += 5 * second;
     net.run_until(t);
     figures.directed_sent = sent;
+    phases.push(("directed sends", phase_start.elapsed().as_secs_f64()));
+    phase_start = Instant::now();
     figures.directed_delivered = net.directed_delivered() - before_directed;
 
     let picture = (scenario.picture && scenario.peers <= 400).then(|| super::report::picture(&net));
@@ -949,11 +1040,23 @@ pub fn run(scenario: &Scenario) -> Report {
         figures.after_repair_ratio = Some(tail.iter().sum::<f64>() / tail.len().max(1) as f64);
         figures.crashed = crashed.len();
     }
+    if crash_count > 0 {
+        phases.push(("crash and repair", phase_start.elapsed().as_secs_f64()));
+    }
+    phase_start = Instant::now();
     figures.events = net.events_processed();
     figures.wall_seconds = started.elapsed().as_secs_f64();
 
-    let full_mesh = Baseline::FullMesh.figures(scenario.peers, &crashed, scenario.seed);
-    let genosrtc = Baseline::GenosRtc.figures(scenario.peers, &crashed, scenario.seed);
+    let announces_per_min = 60.0 / overlay_config.announce_interval.as_secs_f64().max(1.0);
+    let mut full_mesh = Baseline::FullMesh.figures(scenario.peers, &crashed, scenario.seed);
+    let mut genosrtc = Baseline::GenosRtc.figures(scenario.peers, &crashed, scenario.seed);
+    // Both hear every peer's announce.
+    for baseline in [&mut full_mesh, &mut genosrtc] {
+        baseline.discovery_per_peer_per_min = scenario.peers.saturating_sub(1) as f64 * announces_per_min;
+    }
+    phases.push(("baselines", phase_start.elapsed().as_secs_f64()));
+    figures.phase_seconds = phases;
+    figures.wall_seconds = started.elapsed().as_secs_f64();
     Report {
         scenario: scenario.clone(),
         overlay: figures,
@@ -964,6 +1067,6 @@ pub fn run(scenario: &Scenario) -> Report {
 }
 
 #[allow(clippy::print_stderr)]
-fn tracing_health(when: &str, net: &Net) {
-    eprintln!("{when}: {:?}", net.health());
+fn tracing_health<A: FrameAuth>(when: &str, net: &Net<A>) {
+    eprintln!("{when}: {:?}; events {:?}", net.health(), net.event_kinds);
 }

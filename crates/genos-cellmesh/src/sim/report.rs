@@ -175,6 +175,8 @@ pub struct RunFigures {
     pub events: u64,
     /// Wall-clock seconds of the run.
     pub wall_seconds: f64,
+    /// Wall-clock seconds of each phase of the run.
+    pub phase_seconds: Vec<(&'static str, f64)>,
 }
 
 /// A run's report: the overlay beside its baselines.
@@ -237,7 +239,8 @@ impl Report {
         row("hops to delivery, p99", o.hops.p99, f.hops.p99, g.hops.p99);
         row("hops to delivery, max", o.hops.max, f.hops.max, g.hops.max);
         row("duplicates per delivery", o.duplicates_per_delivery, f.duplicates_per_delivery, g.duplicates_per_delivery);
-        row("delivered after crash (ratio)", o.after_crash_ratio.unwrap_or(1.0), f.after_crash_ratio, g.after_crash_ratio);
+        row("discovery messages per peer per min", o.discovery_per_peer_per_min, f.discovery_per_peer_per_min, g.discovery_per_peer_per_min);
+        row("delivered right after crash (ratio)", o.after_crash_ratio.unwrap_or(1.0), f.after_crash_ratio, g.after_crash_ratio);
         let _ = writeln!(
             s,
             "delivery ratio {:.4} ({} of {} broadcasts reached every live peer; delivered twice: {})",
@@ -250,8 +253,8 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "bytes sent per peer per second {:.0}; discovery messages per peer per minute {:.1}",
-            o.bytes_sent_per_peer_per_s, o.discovery_per_peer_per_min
+            "bytes sent per peer per second during the broadcasts {:.0}",
+            o.bytes_sent_per_peer_per_s
         );
         let _ = writeln!(s, "directed: {} sent, {} delivered", o.directed_sent, o.directed_delivered);
         if o.crashed > 0 {
@@ -264,6 +267,12 @@ impl Report {
                 o.after_repair_ratio.unwrap_or(0.0)
             );
         }
+        let phases: Vec<String> = o
+            .phase_seconds
+            .iter()
+            .map(|(name, seconds)| format!("{name} {seconds:.1} s"))
+            .collect();
+        let _ = writeln!(s, "wall clock: {}", phases.join(", "));
         for (name, ok) in self.goals() {
             let _ = writeln!(s, "goal {:<58} {}", name, if ok { "met" } else { "NOT MET" });
         }
@@ -355,7 +364,7 @@ impl Report {
 
 /// An SVG of the overlay: cells on a circle, members around each cell's centre, intra-cell
 /// links faint, bridge links coloured.
-pub(crate) fn picture(net: &Net) -> String {
+pub(crate) fn picture<A: crate::FrameAuth>(net: &Net<A>) -> String {
     let size = 900.0;
     let centre = size / 2.0;
     let mut by_cell: BTreeMap<u32, Vec<usize>> = BTreeMap::new();

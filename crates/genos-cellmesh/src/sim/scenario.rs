@@ -40,6 +40,8 @@ pub struct Scenario {
     pub join_window_ms: u64,
     /// Simulated seconds before measuring.
     pub warmup_s: u64,
+    /// Simulated seconds after warm-up, with no traffic, over which discovery load is measured.
+    pub steady_s: u64,
     /// Broadcasts sent with no faults, from random peers.
     pub broadcasts: usize,
     /// Over how many simulated seconds those broadcasts are spread.
@@ -76,6 +78,7 @@ impl Default for Scenario {
             warm: true,
             join_window_ms: 2_000,
             warmup_s: 40,
+            steady_s: 60,
             broadcasts: 100,
             broadcast_window_s: 10,
             payload_bytes: 200,
@@ -126,7 +129,7 @@ impl Scenario {
         if self.broadcasts > 1_000_000 || self.directed > 1_000_000 {
             return invalid("at most a million broadcasts or directed sends");
         }
-        if self.warmup_s > 3_600 || self.repair_s > 3_600 || self.broadcast_window_s > 3_600 {
+        if self.warmup_s > 3_600 || self.steady_s > 3_600 || self.repair_s > 3_600 || self.broadcast_window_s > 3_600 {
             return invalid("phases must be at most an hour");
         }
         Ok(())

@@ -1,0 +1,244 @@
+//! The overlay's properties, checked on the simulator (and with real signatures and sealing
+//! on a few dozen peers).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use genos_cellmesh::sim::{Net, NetConfig};
+use genos_cellmesh::{
+    CryptoAuth, FrameAuth, OverlayConfig, Sizing, cell_count, planned_links,
+};
+use genos_crypto::{Identity, SealKey};
+use proptest::prelude::*;
+
+const SECOND: u64 = 1_000_000;
+
+fn config(max_cell: u32) -> OverlayConfig {
+    let mut config = OverlayConfig::default();
+    config.sizing = Sizing::Auto { max_cell };
+    config
+}
+
+/// Starts every peer within the first second, knowing the cell count, and runs `seconds`.
+fn warm<A: FrameAuth>(net: &mut Net<A>, config: &OverlayConfig, seconds: u64) {
+    let cells = cell_count(net.len(), config.sizing);
+    for i in 0..net.len() {
+        let at = (i as u64 * 7_919) % SECOND;
+        net.start_at(at, i, Some(cells));
+    }
+    net.run_until(seconds * SECOND);
+}
+
+fn payload(n: u64) -> Bytes {
+    let mut bytes = vec![0u8, 255, 1, 254];
+    bytes.extend_from_slice(&n.to_be_bytes());
+    Bytes::from(bytes)
+}
+
+/// Sends `count` broadcasts from random live peers and asserts each reached every live
+/// peer exactly once, unaltered.
+fn assert_broadcasts_reach_everyone<A: FrameAuth>(net: &mut Net<A>, count: u64) {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let origin = net.random_live().unwrap();
+        ids.push(net.broadcast_now(origin, payload(n)).expect("broadcast accepted"));
+        let at = net.now_us() + 50_000;
+        net.run_until(at);
+    }
+    let at = net.now_us() + 3 * SECOND;
+    net.run_until(at);
+    for id in &ids {
+        let (got, live, hops, _, twice_or_altered) = net.broadcast_outcome(id).unwrap();
+        assert_eq!(got, live, "a broadcast missed {} live peers", live - got);
+        assert!(!twice_or_altered, "delivered twice or altered");
+        assert!(hops <= 3, "{hops} hops");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn every_broadcast_reaches_every_live_peer_exactly_once(peers in 2usize..140, seed in any::<u64>()) {
+        let config = config(100);
+        let mut net = Net::new(peers, &config, [3; 32], NetConfig::new(20, 20, 3_000), seed);
+        warm(&mut net, &config, 12);
+        let health = net.health();
+        prop_assert_eq!(health.missing_intra, 0);
+        prop_assert_eq!(health.unbridged_pairs, 0);
+        assert_broadcasts_reach_everyone(&mut net, 5);
+        // Directed sends arrive, routed (never flooded).
+        let before = net.directed_delivered();
+        let mut sent = 0;
+        for n in 0..5 {
+            let (a, b) = (n % peers, (n * 7 + 1) % peers);
+            if a != b {
+                prop_assert!(net.send_now(a, b));
+                sent += 1;
+            }
+        }
+        let at = net.now_us() + 3 * SECOND;
+        net.run_until(at);
+        prop_assert_eq!(net.directed_delivered() - before, sent);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn connections_per_peer_stay_near_the_square_root(peers in 1usize..=2_000, seed in any::<u64>()) {
+        let config = OverlayConfig::default();
+        let mut keys = Vec::with_capacity(peers);
+        let mut rng = genos_cellmesh::sim::Rng::new(seed);
+        for _ in 0..peers {
+            let mut key = [0u8; 32];
+            for chunk in key.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            keys.push(key);
+        }
+        let links = planned_links(&[9; 32], &keys, &config);
+        let k = f64::from(config.bridges_per_pair);
+        let root = (peers as f64).sqrt();
+        let max = links.iter().map(Vec::len).max().unwrap_or(0) as f64;
+        let mean = links.iter().map(Vec::len).sum::<usize>() as f64 / peers as f64;
+        // Cell of ~sqrt(N) (binomial spread) plus ~k bridge slots each.
+        prop_assert!(max <= 2.0 * root + 4.0 * k + 8.0, "max {} for {} peers", max, peers);
+        prop_assert!(mean <= root + k + 4.0, "mean {} for {} peers", mean, peers);
+        // And the planned overlay is connected.
+        let mut seen = vec![false; peers];
+        let mut stack = vec![0usize];
+        seen[0] = true;
+        while let Some(node) = stack.pop() {
+            for next in &links[node] {
+                if !seen[*next] {
+                    seen[*next] = true;
+                    stack.push(*next);
+                }
+            }
+        }
+        prop_assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn the_plan_does_not_depend_on_the_order_peers_are_known_in(peers in 2usize..300, seed in any::<u64>()) {
+        let config = OverlayConfig::default();
+        let mut rng = genos_cellmesh::sim::Rng::new(seed);
+        let keys: Vec<[u8; 32]> = (0..peers)
+            .map(|_| {
+                let mut key = [0u8; 32];
+                for chunk in key.chunks_mut(8) {
+                    chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+                }
+                key
+            })
+            .collect();
+        let mut shuffled = keys.clone();
+        for i in (1..shuffled.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            shuffled.swap(i, j);
+        }
+        let as_pairs = |keys: &[[u8; 32]]| -> HashSet<([u8; 32], [u8; 32])> {
+            planned_links(&[1; 32], keys, &config)
+                .iter()
+                .enumerate()
+                .flat_map(|(a, list)| list.iter().map(move |b| (a, *b)))
+                .map(|(a, b)| (keys[a].min(keys[b]), keys[a].max(keys[b])))
+                .collect()
+        };
+        prop_assert_eq!(as_pairs(&keys), as_pairs(&shuffled));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+
+    #[test]
+    fn losing_any_bridge_is_repaired(peers in 30usize..120, seed in any::<u64>(), pick in any::<u64>()) {
+        let config = config(100);
+        let mut net = Net::new(peers, &config, [5; 32], NetConfig::new(20, 20, 3_000), seed);
+        warm(&mut net, &config, 12);
+        let bridges: Vec<usize> = (0..peers)
+            .filter(|i| !net.overlay(*i).unwrap().bridge_slots().is_empty())
+            .collect();
+        prop_assume!(!bridges.is_empty());
+        let victim = bridges[(pick % bridges.len() as u64) as usize];
+        net.crash(victim);
+        let at = net.now_us() + 20 * SECOND;
+        net.run_until(at);
+        let health = net.health();
+        prop_assert_eq!(health.missing_intra, 0);
+        prop_assert_eq!(health.unbridged_pairs, 0, "{:?}", health);
+        assert_broadcasts_reach_everyone(&mut net, 3);
+    }
+}
+
+#[test]
+fn cell_mates_agree_on_their_cell_and_on_who_holds_each_bridge_slot() {
+    let config = config(100);
+    let mut net = Net::new(300, &config, [8; 32], NetConfig::new(20, 20, 3_000), 42);
+    warm(&mut net, &config, 12);
+    let mut cells: HashMap<u32, Vec<usize>> = HashMap::new();
+    for i in 0..net.len() {
+        cells.entry(net.overlay(i).unwrap().cell()).or_default().push(i);
+    }
+    let k = config.bridges_per_pair;
+    let count = cell_count(300, config.sizing);
+    assert_eq!(cells.len() as u32, count);
+    for members in cells.values() {
+        let view: Vec<_> = net.overlay(members[0]).unwrap().cell_members().collect();
+        assert_eq!(view.len(), members.len(), "a peer's view of its cell is complete");
+        let mut holders: HashMap<(u32, u8), usize> = HashMap::new();
+        for i in members {
+            let overlay = net.overlay(*i).unwrap();
+            assert_eq!(overlay.cell_members().collect::<Vec<_>>(), view, "same view");
+            for slot in overlay.bridge_slots() {
+                assert!(holders.insert(*slot, *i).is_none(), "slot {slot:?} held twice");
+            }
+        }
+        // Every slot towards every other cell is held by exactly one member.
+        assert_eq!(holders.len(), (count as usize - 1) * usize::from(k));
+    }
+}
+
+#[test]
+fn real_signatures_and_sealing_carry_payloads_across_cells() {
+    let room_key = SealKey::generate();
+    let config = config(8);
+    let mut net = Net::with_auth(40, &config, [2; 32], NetConfig::new(20, 20, 3_000), 7, |_| {
+        CryptoAuth::new(Identity::generate(), room_key.clone())
+    });
+    warm(&mut net, &config, 12);
+    assert!(cell_count(40, config.sizing) >= 5);
+    assert_broadcasts_reach_everyone(&mut net, 4);
+    let before = net.directed_delivered();
+    for n in 0..8 {
+        assert!(net.send_now(n, 39 - n));
+    }
+    let at = net.now_us() + 3 * SECOND;
+    net.run_until(at);
+    assert_eq!(net.directed_delivered() - before, 8);
+}
+
+#[test]
+fn backup_bridge_ends_stay_quiet_when_the_first_one_forwards() {
+    let config = config(100);
+    let mut net = Net::new(400, &config, [4; 32], NetConfig::new(20, 20, 3_000), 9);
+    warm(&mut net, &config, 12);
+    let duplicates = net.sum_metric(|m| m.duplicates);
+    let delivered = net.sum_metric(|m| m.delivered);
+    assert_broadcasts_reach_everyone(&mut net, 10);
+    let duplicates = net.sum_metric(|m| m.duplicates) - duplicates;
+    let delivered = net.sum_metric(|m| m.delivered) - delivered;
+    // Three bridge ends per cell pair: without the backup delay every peer outside the
+    // origin's cell would get about three copies (two duplicates per delivery).
+    let per_delivery = duplicates as f64 / delivered as f64;
+    assert!(per_delivery < 0.5, "{per_delivery} duplicates per delivery");
+}
