@@ -36,6 +36,7 @@ mod auth;
 mod config;
 mod error;
 mod io;
+mod keyhash;
 mod overlay;
 mod plan;
 mod seen;

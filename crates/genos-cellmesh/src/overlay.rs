@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::auth::FrameAuth;
+use crate::keyhash::{KeyMap, key_map};
 use crate::io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
 use crate::assign::{cell_from_seed, peer_seeds};
 use crate::plan::{Member, mix64, my_slots, slot_holders};
@@ -65,6 +66,25 @@ struct Link {
     unwanted_since: Option<Instant>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkKind {
+    /// Cell mates.
+    Intra,
+    /// Bridges to other cells.
+    Bridges,
+    /// Cell mates and bridges (what an origin sends to).
+    Members,
+    /// Every up link.
+    All,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LinkCache {
+    intra: Vec<PeerKey>,
+    bridges: Vec<PeerKey>,
+    all: Vec<PeerKey>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Known {
     seed: u64,
@@ -121,8 +141,10 @@ pub struct Overlay<A> {
     cells: u32,
     my_cell: u32,
     cells_since: Option<Instant>,
-    roster: HashMap<PeerKey, Known>,
-    links: HashMap<PeerKey, Link>,
+    roster: KeyMap<PeerKey, Known>,
+    links: KeyMap<PeerKey, Link>,
+    /// Up links by role, rebuilt after any link change (the frame path reads them).
+    link_cache: Option<LinkCache>,
     topics: HashSet<Topic>,
     unwanted_topics: HashMap<Topic, Instant>,
     census: HashMap<u32, (u32, Instant)>,
@@ -130,7 +152,7 @@ pub struct Overlay<A> {
     next_seq: u64,
     pending_order: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: HashMap<u64, PendingForward>,
-    pending_by_frame: HashMap<(PeerKey, u64), u64>,
+    pending_by_frame: KeyMap<(PeerKey, u64), u64>,
     next_pending_id: u64,
     next_tick: Option<Instant>,
     next_announce: Option<Instant>,
@@ -151,8 +173,9 @@ impl<A: FrameAuth> Overlay<A> {
     /// signs and seals with `auth`. `rng_seed` seeds the jitter of its timers.
     pub fn new(config: OverlayConfig, room: [u8; 32], auth: A, rng_seed: u64) -> Self {
         let me = auth.me();
+        let hash_seed = mix64(rng_seed ^ 0x6a09_e667_f3bc_c908);
         Self {
-            seen: SeenFrames::new(config.max_origins),
+            seen: SeenFrames::new(config.max_origins, hash_seed),
             next_seq: config.first_seq,
             config,
             room,
@@ -164,14 +187,15 @@ impl<A: FrameAuth> Overlay<A> {
             cells: 0,
             my_cell: 0,
             cells_since: None,
-            roster: HashMap::new(),
-            links: HashMap::new(),
+            roster: key_map(hash_seed),
+            links: key_map(hash_seed),
+            link_cache: None,
             topics: HashSet::new(),
             unwanted_topics: HashMap::new(),
             census: HashMap::new(),
             pending_order: BinaryHeap::new(),
             pending: HashMap::new(),
-            pending_by_frame: HashMap::new(),
+            pending_by_frame: key_map(hash_seed),
             next_pending_id: 0,
             next_tick: None,
             next_announce: None,
@@ -245,6 +269,9 @@ impl<A: FrameAuth> Overlay<A> {
         let mut out = Vec::new();
         if self.phase == Phase::Left {
             return out;
+        }
+        if !matches!(input, Input::Received { .. } | Input::Tick) {
+            self.link_cache = None;
         }
         match input {
             Input::Start { cells_hint } => self.start(cells_hint, now, &mut out),
@@ -561,6 +588,7 @@ impl<A: FrameAuth> Overlay<A> {
             if matches!(link.role, LinkRole::Unknown | LinkRole::Intra) && link.role != role {
                 link.role = role;
                 self.dirty = true;
+                self.link_cache = None;
             }
         }
         if role == LinkRole::Intra
@@ -649,18 +677,7 @@ impl<A: FrameAuth> Overlay<A> {
             }
             FrameKind::Broadcast | FrameKind::Census => {
                 let message = frame.encode();
-                let targets: Vec<PeerKey> = self
-                    .links
-                    .iter()
-                    .filter(|(_, link)| {
-                        link.up && matches!(link.role, LinkRole::Intra | LinkRole::Bridge { .. })
-                    })
-                    .map(|(peer, _)| *peer)
-                    .collect();
-                for peer in targets {
-                    self.metrics.forwarded += 1;
-                    self.send(peer, message.clone(), out);
-                }
+                self.send_to_links(LinkKind::Members, self.me, &message, out);
             }
         }
         Ok(())
@@ -790,50 +807,101 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    fn up_links_where(&self, keep: impl Fn(&LinkRole) -> bool, exclude: PeerKey) -> Vec<PeerKey> {
-        self.links
-            .iter()
-            .filter(|(peer, link)| link.up && **peer != exclude && keep(&link.role))
-            .map(|(peer, _)| *peer)
-            .collect()
+    fn link_cache(&mut self) -> LinkCache {
+        if let Some(cache) = self.link_cache.take() {
+            return cache;
+        }
+        let mut cache = LinkCache::default();
+        for (peer, link) in &self.links {
+            if !link.up {
+                continue;
+            }
+            cache.all.push(*peer);
+            match link.role {
+                LinkRole::Intra => cache.intra.push(*peer),
+                LinkRole::Bridge { .. } => cache.bridges.push(*peer),
+                LinkRole::Unknown => {}
+            }
+        }
+        cache
+    }
+
+    /// Sends `message` on every up link of `kind` but `exclude`; returns how many.
+    fn send_to_links(
+        &mut self,
+        kind: LinkKind,
+        exclude: PeerKey,
+        message: &Bytes,
+        out: &mut Vec<Output>,
+    ) -> usize {
+        let cache = self.link_cache();
+        let list = match kind {
+            LinkKind::Intra => &cache.intra,
+            LinkKind::Bridges => &cache.bridges,
+            LinkKind::Members => &cache.intra,
+            LinkKind::All => &cache.all,
+        };
+        let mut sent = 0;
+        let extra = if kind == LinkKind::Members {
+            cache.bridges.as_slice()
+        } else {
+            &[]
+        };
+        for peer in list.iter().chain(extra).filter(|peer| **peer != exclude) {
+            sent += 1;
+            self.metrics.forwarded += 1;
+            self.metrics.bytes_sent += message.len() as u64;
+            out.push(Output::Send {
+                to: *peer,
+                message: message.clone(),
+            });
+        }
+        self.link_cache = Some(cache);
+        sent
     }
 
     fn forward_broadcast(&mut self, from: PeerKey, frame: &Frame, now: Instant, out: &mut Vec<Output>) {
         if frame.ttl <= 1 {
             return;
         }
-        let next = Frame {
-            ttl: frame.ttl - 1,
-            hops: frame.hops.saturating_add(1),
-            ..frame.clone()
-        };
         let from_role = self.links.get(&from).map_or(LinkRole::Unknown, |link| link.role);
-        let targets = if frame.id.cells != self.cells {
+        let mut delay_slot = None;
+        let kind = if frame.id.cells != self.cells {
             // Views differ (the cell count is changing): flood once; dedup and TTL bound it.
-            self.up_links_where(|_| true, from)
+            LinkKind::All
         } else if frame.id.origin_cell == self.my_cell {
             // From our own cell: carry it out over our bridges.
-            self.up_links_where(|role| matches!(role, LinkRole::Bridge { .. }), from)
+            let cache = self.link_cache();
+            let none = cache.bridges.is_empty();
+            self.link_cache = Some(cache);
+            if none {
+                return;
+            }
+            LinkKind::Bridges
         } else {
             match from_role {
                 LinkRole::Bridge { slot, .. } if slot > 0 => {
-                    let message = next.encode();
-                    self.schedule_forward(frame, message, from, slot, now, out);
-                    return;
+                    delay_slot = Some(slot);
+                    LinkKind::Intra
                 }
-                LinkRole::Bridge { .. } | LinkRole::Unknown => {
-                    self.up_links_where(|role| *role == LinkRole::Intra, from)
-                }
+                LinkRole::Bridge { .. } | LinkRole::Unknown => LinkKind::Intra,
+                // Inside our cell already: whoever sent it covers the cell.
                 LinkRole::Intra => return,
             }
         };
-        if targets.is_empty() {
-            return;
+        let message = Frame {
+            ttl: frame.ttl - 1,
+            hops: frame.hops.saturating_add(1),
+            id: frame.id,
+            signature: frame.signature,
+            body: frame.body.clone(),
         }
-        let message = next.encode();
-        for peer in targets {
-            self.metrics.forwarded += 1;
-            self.send(peer, message.clone(), out);
+        .encode();
+        match delay_slot {
+            Some(slot) => self.schedule_forward(frame, message, from, slot, now, out),
+            None => {
+                self.send_to_links(kind, from, &message, out);
+            }
         }
     }
 
@@ -848,10 +916,7 @@ impl<A: FrameAuth> Overlay<A> {
     ) {
         if self.pending.len() >= self.config.max_pending_forwards {
             // At the bound: forward now (a duplicate rather than a loss).
-            for peer in self.up_links_where(|role| *role == LinkRole::Intra, exclude) {
-                self.metrics.forwarded += 1;
-                self.send(peer, message.clone(), out);
-            }
+            self.send_to_links(LinkKind::Intra, exclude, &message, out);
             return;
         }
         let id = self.next_pending_id;
@@ -887,16 +952,13 @@ impl<A: FrameAuth> Overlay<A> {
                 continue;
             };
             self.pending_by_frame.remove(&(pending.origin, pending.seq));
-            for peer in self.up_links_where(|role| *role == LinkRole::Intra, pending.exclude) {
-                self.metrics.forwarded += 1;
-                self.send(peer, pending.message.clone(), out);
-            }
+            self.send_to_links(LinkKind::Intra, pending.exclude, &pending.message, out);
         }
     }
 
     /// Sends a directed frame one step closer to `target`; false if there is no way.
     fn route_direct(&mut self, frame: &Frame, target: PeerKey, from: PeerKey, out: &mut Vec<Output>) -> bool {
-        let up = |links: &HashMap<PeerKey, Link>, peer: &PeerKey| {
+        let up = |links: &KeyMap<PeerKey, Link>, peer: &PeerKey| {
             *peer != from && links.get(peer).is_some_and(|link| link.up)
         };
         let next_hop = if up(&self.links, &target) {
@@ -945,6 +1007,8 @@ impl<A: FrameAuth> Overlay<A> {
             return;
         }
         self.next_tick = Some(now + self.config.tick_interval);
+        // Re-planning and expiry below may change links.
+        self.link_cache = None;
         match self.phase {
             Phase::Bootstrapping { until } if now >= until => {
                 self.phase = Phase::Running;

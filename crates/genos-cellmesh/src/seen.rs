@@ -1,9 +1,9 @@
 //! Which frames were already accepted: a sliding window of sequence numbers per origin.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::PeerKey;
+use crate::keyhash::{KeyMap, key_map};
 
 /// Sequence numbers remembered below an origin's highest one.
 const WINDOW: u64 = 64;
@@ -28,14 +28,14 @@ struct Window {
 /// Bounded set of accepted (origin, seq) pairs.
 #[derive(Debug)]
 pub(crate) struct SeenFrames {
-    windows: HashMap<PeerKey, Window>,
+    windows: KeyMap<PeerKey, Window>,
     capacity: usize,
 }
 
 impl SeenFrames {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, hash_seed: u64) -> Self {
         Self {
-            windows: HashMap::new(),
+            windows: key_map(hash_seed),
             capacity: capacity.max(1),
         }
     }
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn duplicates_and_old_ids_are_refused() {
         let now = Instant::now();
-        let mut seen = SeenFrames::new(2);
+        let mut seen = SeenFrames::new(2, 0);
         let a = [1; 32];
         assert_eq!(seen.check(&a, 10), Ok(()));
         seen.insert(&a, 10, now);
@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn the_least_recent_origin_is_forgotten_at_the_bound() {
         let start = Instant::now();
-        let mut seen = SeenFrames::new(2);
+        let mut seen = SeenFrames::new(2, 0);
         seen.insert(&[1; 32], 1, start);
         seen.insert(&[2; 32], 1, start + std::time::Duration::from_secs(1));
         seen.insert(&[3; 32], 1, start + std::time::Duration::from_secs(2));

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::baseline::Baseline;
 use super::report::{Histogram, Report, RunFigures, Stats};
 use super::scenario::Scenario;
+use crate::keyhash::{KeyMap, key_map};
 use crate::plan::mix64;
 use crate::{
     Delivery, FrameAuth, Input, LinkRole, Output, Overlay, OverlayConfig, PeerKey, SimAuth, Topic,
@@ -73,9 +74,13 @@ impl NetConfig {
     }
 }
 
+/// Kept small (the queue holds millions): frequent inputs get their own compact variants,
+/// the rest are boxed.
 #[derive(Debug)]
 enum Event {
-    Input { peer: usize, input: Input },
+    Input { peer: usize, input: Box<Input> },
+    Tick { peer: usize },
+    Announced { to: usize, from: usize, topic: Topic, cells: u32 },
     Message { from: usize, to: usize, message: Bytes },
     Establish { a: usize, b: usize },
 }
@@ -138,10 +143,10 @@ pub struct Net<A = SimAuth> {
     announce_memory_us: u64,
     rng: Rng,
     peers: Vec<SimPeer<A>>,
-    index: HashMap<PeerKey, usize>,
+    index: KeyMap<PeerKey, usize>,
     topics: HashMap<Topic, Vec<usize>>,
-    links: HashMap<(usize, usize), LinkState>,
-    tracked: HashMap<(PeerKey, u64), Tracked>,
+    links: KeyMap<(usize, usize), LinkState>,
+    tracked: KeyMap<(PeerKey, u64), Tracked>,
     hops: Histogram,
     directed_delivered: u64,
     events_processed: u64,
@@ -188,7 +193,7 @@ impl<A: FrameAuth> Net<A> {
     ) -> Self {
         let mut rng = Rng::new(seed);
         let mut list = Vec::with_capacity(peers);
-        let mut index = HashMap::with_capacity(peers);
+        let mut index = key_map(seed);
         for i in 0..peers {
             let auth = make_auth(&mut rng);
             let key = auth.me();
@@ -216,8 +221,8 @@ impl<A: FrameAuth> Net<A> {
             peers: list,
             index,
             topics: HashMap::new(),
-            links: HashMap::new(),
-            tracked: HashMap::new(),
+            links: key_map(seed),
+            tracked: key_map(seed),
             hops: Histogram::default(),
             directed_delivered: 0,
             events_processed: 0,
@@ -307,7 +312,14 @@ impl<A: FrameAuth> Net<A> {
 
     /// Queues `input` for peer `i` at simulated time `at_us`.
     pub fn input_at(&mut self, at_us: u64, i: usize, input: Input) {
-        self.schedule(at_us, Event::Input { peer: i, input });
+        let event = match input {
+            Input::Tick => Event::Tick { peer: i },
+            input => Event::Input {
+                peer: i,
+                input: Box::new(input),
+            },
+        };
+        self.schedule(at_us, event);
     }
 
     /// Starts peer `i` at `at_us`.
@@ -381,9 +393,9 @@ impl<A: FrameAuth> Net<A> {
     fn dispatch(&mut self, event: Event) {
         if self.debug {
             let kind = match &event {
-                Event::Input { input, .. } => match input {
-                    Input::Tick => "tick",
-                    Input::Announced { .. } => "announced",
+                Event::Tick { .. } => "tick",
+                Event::Announced { .. } => "announced",
+                Event::Input { input, .. } => match **input {
                     Input::LinkUp { .. } => "link up",
                     Input::LinkDown { .. } => "link down",
                     _ => "other input",
@@ -404,10 +416,26 @@ impl<A: FrameAuth> Net<A> {
                     if !p.alive {
                         return;
                     }
-                    if let Input::Start { .. } = input {
+                    if let Input::Start { .. } = *input {
                         p.started = true;
                     }
-                    self.feed(peer, input);
+                    self.feed(peer, *input);
+                }
+            }
+            Event::Tick { peer } => {
+                if self.is_alive(peer) {
+                    self.feed(peer, Input::Tick);
+                }
+            }
+            Event::Announced {
+                to,
+                from,
+                topic,
+                cells,
+            } => {
+                if self.is_alive(to) {
+                    let peer = self.peers[from].key;
+                    self.feed(to, Input::Announced { peer, topic, cells });
                 }
             }
             Event::Message { from, to, message } => {
@@ -482,9 +510,16 @@ impl<A: FrameAuth> Net<A> {
                         .map(|(peer, (_, cells))| (*peer, *cells))
                         .collect();
                     for (peer, cells) in recent {
-                        let key = self.peers[peer].key;
                         let at = self.now + self.latency() + self.latency();
-                        self.input_at(at, i, Input::Announced { peer: key, topic, cells });
+                        self.schedule(
+                            at,
+                            Event::Announced {
+                                to: i,
+                                from: peer,
+                                topic,
+                                cells,
+                            },
+                        );
                     }
                 }
             }
@@ -496,7 +531,6 @@ impl<A: FrameAuth> Net<A> {
                 }
             }
             Output::Announce { topic, cells } => {
-                let key = self.peers[i].key;
                 self.announced
                     .entry(topic)
                     .or_default()
@@ -506,11 +540,11 @@ impl<A: FrameAuth> Net<A> {
                     if subscriber != i {
                         // Publisher -> relay -> subscriber.
                         let at = self.now + self.latency() + self.latency();
-                        self.input_at(
+                        self.schedule(
                             at,
-                            subscriber,
-                            Input::Announced {
-                                peer: key,
+                            Event::Announced {
+                                to: subscriber,
+                                from: i,
                                 topic,
                                 cells,
                             },
