@@ -3,7 +3,9 @@
 //! - `cargo xtask ci`: the checks CI runs (fmt, clippy, cargo-deny, doc tests, the test suite);
 //! - `cargo xtask deny`: `cargo deny check bans licenses sources` (advisories need a network);
 //! - `cargo xtask bench`: the benchmarks (criterion, in `benches/` of each crate);
-//! - `cargo xtask sim`: the cellular-mesh simulator (not built yet).
+//! - `cargo xtask sim [SCENARIO.toml...]`: the cellular-mesh simulator on the given
+//!   scenarios (default: every file in crates/genos-cellmesh/scenarios), release build,
+//!   SVGs into target/sim, failing when a goal is not met.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::{Command, ExitCode};
@@ -16,9 +18,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "deny" => deny(),
         "bench" => bench(rest),
-        "sim" => {
-            Err("the simulator is not built yet: it comes with the cellular-mesh issue".into())
-        }
+        "sim" => sim(rest),
         _ => {
             println!("usage: cargo xtask <ci|deny|bench|sim>");
             return if task == "help" {
@@ -35,6 +35,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Plays simulation scenarios with the release build of `genos sim`.
+fn sim(rest: &[String]) -> Result<(), String> {
+    let mut scenarios: Vec<String> = rest.to_vec();
+    if scenarios.is_empty() {
+        let dir = "crates/genos-cellmesh/scenarios";
+        let mut found: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot list {dir}: {e}"))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .map(|path| path.display().to_string())
+            .collect();
+        // Smallest rooms first: their numbers come back in seconds.
+        found.sort_by_key(|path| (path.len(), path.clone()));
+        scenarios = found;
+    }
+    for scenario in &scenarios {
+        run(
+            "cargo",
+            &[
+                "run",
+                "--release",
+                "-q",
+                "-p",
+                "genos-cli",
+                "--",
+                "sim",
+                scenario,
+                "--out",
+                "target/sim",
+                "--check",
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {

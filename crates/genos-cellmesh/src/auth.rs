@@ -152,7 +152,8 @@ impl FrameAuth for CryptoAuth {
         } else {
             &self.room_key
         };
-        key.open(&context, sealed).map_err(|_| AuthError::Unopenable)
+        key.open(&context, sealed)
+            .map_err(|_| AuthError::Unopenable)
     }
 }
 

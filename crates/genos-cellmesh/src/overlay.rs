@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::auth::FrameAuth;
-use crate::keyhash::{KeyMap, key_map};
-use crate::io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
 use crate::assign::{cell_from_seed, peer_seeds};
+use crate::auth::FrameAuth;
+use crate::io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
+use crate::keyhash::{KeyMap, key_map};
 use crate::plan::{Member, mix64, my_slots, slot_holders};
 use crate::seen::{Seen, SeenFrames};
 use crate::wire::{self, Frame, FrameId, FrameKind, Hello, HelloRole, LinkMessage};
@@ -292,7 +292,8 @@ impl<A: FrameAuth> Overlay<A> {
                 self.on_tick(now, &mut out);
             }
             Input::Broadcast { meta, payload } => {
-                if let Err(error) = self.originate(FrameKind::Broadcast, &meta, &payload, now, &mut out)
+                if let Err(error) =
+                    self.originate(FrameKind::Broadcast, &meta, &payload, now, &mut out)
                 {
                     out.push(Output::Event(OverlayEvent::CommandFailed(error)));
                 }
@@ -568,9 +569,7 @@ impl<A: FrameAuth> Overlay<A> {
     fn on_hello(&mut self, from: PeerKey, hello: Hello, out: &mut Vec<Output>) {
         let same_view = hello.cells == self.cells;
         let role = match hello.role {
-            HelloRole::Intra if same_view && self.cell_of(&from) == self.my_cell => {
-                LinkRole::Intra
-            }
+            HelloRole::Intra if same_view && self.cell_of(&from) == self.my_cell => LinkRole::Intra,
             HelloRole::Bridge {
                 from_cell,
                 to_cell,
@@ -756,13 +755,16 @@ impl<A: FrameAuth> Overlay<A> {
     fn open_body(&mut self, frame: &Frame, direct: bool) -> Option<(Bytes, Bytes)> {
         let plaintext = self
             .auth
-            .open(&frame.id.origin, direct, &frame.id.body_context(), &frame.body)
+            .open(
+                &frame.id.origin,
+                direct,
+                &frame.id.body_context(),
+                &frame.body,
+            )
             .ok()?;
         let plaintext = Bytes::from(plaintext);
-        let meta_len = usize::try_from(u32::from_be_bytes(
-            plaintext.get(..4)?.try_into().ok()?,
-        ))
-        .ok()?;
+        let meta_len =
+            usize::try_from(u32::from_be_bytes(plaintext.get(..4)?.try_into().ok()?)).ok()?;
         let meta_end = 4usize.checked_add(meta_len)?;
         if meta_end > plaintext.len() {
             return None;
@@ -801,7 +803,9 @@ impl<A: FrameAuth> Overlay<A> {
             return;
         };
         if frame.id.cells == self.cells && frame.id.origin_cell < self.cells {
-            if self.census.len() < self.cells as usize || self.census.contains_key(&frame.id.origin_cell) {
+            if self.census.len() < self.cells as usize
+                || self.census.contains_key(&frame.id.origin_cell)
+            {
                 self.census.insert(frame.id.origin_cell, (count, now));
             }
         }
@@ -860,11 +864,20 @@ impl<A: FrameAuth> Overlay<A> {
         sent
     }
 
-    fn forward_broadcast(&mut self, from: PeerKey, frame: &Frame, now: Instant, out: &mut Vec<Output>) {
+    fn forward_broadcast(
+        &mut self,
+        from: PeerKey,
+        frame: &Frame,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         if frame.ttl <= 1 {
             return;
         }
-        let from_role = self.links.get(&from).map_or(LinkRole::Unknown, |link| link.role);
+        let from_role = self
+            .links
+            .get(&from)
+            .map_or(LinkRole::Unknown, |link| link.role);
         let mut delay_slot = None;
         let kind = if frame.id.cells != self.cells {
             // Views differ (the cell count is changing): flood once; dedup and TTL bound it.
@@ -957,7 +970,13 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     /// Sends a directed frame one step closer to `target`; false if there is no way.
-    fn route_direct(&mut self, frame: &Frame, target: PeerKey, from: PeerKey, out: &mut Vec<Output>) -> bool {
+    fn route_direct(
+        &mut self,
+        frame: &Frame,
+        target: PeerKey,
+        from: PeerKey,
+        out: &mut Vec<Output>,
+    ) -> bool {
         let up = |links: &KeyMap<PeerKey, Link>, peer: &PeerKey| {
             *peer != from && links.get(peer).is_some_and(|link| link.up)
         };
@@ -1089,7 +1108,11 @@ impl<A: FrameAuth> Overlay<A> {
         if heard == 0 || heard * 4 < cells * 3 {
             return;
         }
-        let total: u64 = self.census.values().map(|(count, _)| u64::from(*count)).sum();
+        let total: u64 = self
+            .census
+            .values()
+            .map(|(count, _)| u64::from(*count))
+            .sum();
         let estimate = usize::try_from(total * cells / heard).unwrap_or(usize::MAX);
         let sizing = self.config.sizing;
         let target = cell_count(estimate, sizing);
@@ -1155,7 +1178,11 @@ impl<A: FrameAuth> Overlay<A> {
             // Come back when settled.
             self.dirty = true;
         }
-        let slots = if settled { self.slots.clone() } else { Vec::new() };
+        let slots = if settled {
+            self.slots.clone()
+        } else {
+            Vec::new()
+        };
         for (other, slot) in slots {
             if other < my_cell {
                 accepted_from.insert(other);
@@ -1177,7 +1204,9 @@ impl<A: FrameAuth> Overlay<A> {
                 .or_else(|| holders.last())
                 .copied();
             if let Some(peer) = counterpart {
-                wanted.entry(peer).or_insert(LinkRole::Bridge { cell: other, slot });
+                wanted
+                    .entry(peer)
+                    .or_insert(LinkRole::Bridge { cell: other, slot });
             }
         }
         // Topics linger like links: slots settle while a cell fills up, and every new
@@ -1212,7 +1241,8 @@ impl<A: FrameAuth> Overlay<A> {
         }
         let mut hellos = Vec::new();
         for (peer, link) in &mut self.links {
-            let keep_inbound = matches!(link.role, LinkRole::Bridge { cell, .. } if accepted_from.contains(&cell));
+            let keep_inbound =
+                matches!(link.role, LinkRole::Bridge { cell, .. } if accepted_from.contains(&cell));
             match wanted.get(peer) {
                 Some(role) => {
                     link.unwanted_since = None;

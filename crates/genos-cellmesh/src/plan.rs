@@ -132,7 +132,13 @@ pub fn planned_links(
         let seeds = crate::assign::peer_seeds(room, key);
         let cell = crate::assign::cell_from_seed(seeds.cell, cells);
         if let Some(list) = by_cell.get_mut(cell as usize) {
-            list.push((i, Member { key: *key, seed: seeds.bridge }));
+            list.push((
+                i,
+                Member {
+                    key: *key,
+                    seed: seeds.bridge,
+                },
+            ));
         }
     }
     let index: std::collections::HashMap<PeerKey, usize> =
@@ -177,5 +183,8 @@ pub fn planned_links(
             }
         }
     }
-    links.into_iter().map(|set| set.into_iter().collect()).collect()
+    links
+        .into_iter()
+        .map(|set| set.into_iter().collect())
+        .collect()
 }

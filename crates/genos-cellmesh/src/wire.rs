@@ -108,7 +108,8 @@ impl Frame {
         } else {
             0
         };
-        let mut buf = BytesMut::with_capacity(4 + 48 + target_len + SIGNATURE_LEN + self.body.len());
+        let mut buf =
+            BytesMut::with_capacity(4 + 48 + target_len + SIGNATURE_LEN + self.body.len());
         buf.put_u8(TAG_FRAME);
         buf.put_u8(self.ttl);
         buf.put_u8(self.hops);
@@ -132,7 +133,11 @@ pub(crate) enum HelloRole {
     /// Both ends are in the same cell.
     Intra,
     /// The sender bridges its cell `from_cell` to the receiver's cell `to_cell`, in `slot`.
-    Bridge { from_cell: u32, to_cell: u32, slot: u8 },
+    Bridge {
+        from_cell: u32,
+        to_cell: u32,
+        slot: u8,
+    },
 }
 
 /// The first message on a link, from each end.
@@ -197,7 +202,10 @@ struct Reader {
 
 impl Reader {
     fn take(&mut self, len: usize) -> Result<&[u8], MeshError> {
-        let end = self.at.checked_add(len).ok_or(MeshError::Malformed("length"))?;
+        let end = self
+            .at
+            .checked_add(len)
+            .ok_or(MeshError::Malformed("length"))?;
         let slice = self
             .bytes
             .get(self.at..end)

@@ -11,9 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use genos_cellmesh::sim::{Net, NetConfig};
-use genos_cellmesh::{
-    CryptoAuth, FrameAuth, OverlayConfig, Sizing, cell_count, planned_links,
-};
+use genos_cellmesh::{CryptoAuth, FrameAuth, OverlayConfig, Sizing, cell_count, planned_links};
 use genos_crypto::{Identity, SealKey};
 use proptest::prelude::*;
 
@@ -47,7 +45,10 @@ fn assert_broadcasts_reach_everyone<A: FrameAuth>(net: &mut Net<A>, count: u64) 
     let mut ids = Vec::new();
     for n in 0..count {
         let origin = net.random_live().unwrap();
-        ids.push(net.broadcast_now(origin, payload(n)).expect("broadcast accepted"));
+        ids.push(
+            net.broadcast_now(origin, payload(n))
+                .expect("broadcast accepted"),
+        );
         let at = net.now_us() + 50_000;
         net.run_until(at);
     }
@@ -187,20 +188,34 @@ fn cell_mates_agree_on_their_cell_and_on_who_holds_each_bridge_slot() {
     warm(&mut net, &config, 12);
     let mut cells: HashMap<u32, Vec<usize>> = HashMap::new();
     for i in 0..net.len() {
-        cells.entry(net.overlay(i).unwrap().cell()).or_default().push(i);
+        cells
+            .entry(net.overlay(i).unwrap().cell())
+            .or_default()
+            .push(i);
     }
     let k = config.bridges_per_pair;
     let count = cell_count(300, config.sizing);
     assert_eq!(cells.len() as u32, count);
     for members in cells.values() {
         let view: Vec<_> = net.overlay(members[0]).unwrap().cell_members().collect();
-        assert_eq!(view.len(), members.len(), "a peer's view of its cell is complete");
+        assert_eq!(
+            view.len(),
+            members.len(),
+            "a peer's view of its cell is complete"
+        );
         let mut holders: HashMap<(u32, u8), usize> = HashMap::new();
         for i in members {
             let overlay = net.overlay(*i).unwrap();
-            assert_eq!(overlay.cell_members().collect::<Vec<_>>(), view, "same view");
+            assert_eq!(
+                overlay.cell_members().collect::<Vec<_>>(),
+                view,
+                "same view"
+            );
             for slot in overlay.bridge_slots() {
-                assert!(holders.insert(*slot, *i).is_none(), "slot {slot:?} held twice");
+                assert!(
+                    holders.insert(*slot, *i).is_none(),
+                    "slot {slot:?} held twice"
+                );
             }
         }
         // Every slot towards every other cell is held by exactly one member.
@@ -212,9 +227,14 @@ fn cell_mates_agree_on_their_cell_and_on_who_holds_each_bridge_slot() {
 fn real_signatures_and_sealing_carry_payloads_across_cells() {
     let room_key = SealKey::generate();
     let config = config(8);
-    let mut net = Net::with_auth(40, &config, [2; 32], NetConfig::new(20, 20, 3_000), 7, |_| {
-        CryptoAuth::new(Identity::generate(), room_key.clone())
-    });
+    let mut net = Net::with_auth(
+        40,
+        &config,
+        [2; 32],
+        NetConfig::new(20, 20, 3_000),
+        7,
+        |_| CryptoAuth::new(Identity::generate(), room_key.clone()),
+    );
     warm(&mut net, &config, 12);
     assert!(cell_count(40, config.sizing) >= 5);
     assert_broadcasts_reach_everyone(&mut net, 4);

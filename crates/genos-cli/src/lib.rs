@@ -10,6 +10,10 @@
 //! - `genos chat`, `genos send FILE`, `genos recv`: a terminal chat and a file transfer
 //!   ([`transfer`]: parts, temporary file, SHA-256 check, rename) over a room.
 //! - `genos relay`: run your own relay (the embedded one) until Ctrl-C.
+//! - `genos sim [SCENARIO.toml]`: the cellular-mesh simulator ([`sim`]): thousands of
+//!   simulated peers, the overlay's figures beside a full mesh and the GenosRTC layout, SVG
+//!   pictures with `--out`.
 
 pub mod demo;
+pub mod sim;
 pub mod transfer;

@@ -67,6 +67,26 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Plays a cellular-mesh simulation (thousands of simulated peers on one core) and prints
+    /// the overlay's figures beside a full mesh and the GenosRTC layout.
+    Sim {
+        /// A scenario file (TOML; see crates/genos-cellmesh/scenarios). Without one, a quick
+        /// scenario of --peers peers.
+        scenario: Option<PathBuf>,
+        /// Peers of the quick scenario (or overriding the file's).
+        #[arg(long)]
+        peers: Option<usize>,
+        /// Seed (overriding the file's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write SVG pictures (histograms; cells and bridges for small rooms) into this
+        /// directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Exit with failure when a goal of the cellular-mesh issue is not met.
+        #[arg(long)]
+        check: bool,
+    },
     /// Runs a Nostr relay for signaling ("run your own relay") until interrupted.
     Relay {
         /// Address to listen on.
@@ -119,11 +139,29 @@ impl RoomArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Sim {
+        scenario,
+        peers,
+        seed,
+        out,
+        check,
+    } = &cli.command
+    {
+        // Pure computation on one thread: no runtime, no logging set-up needed.
+        return match genos_cli::sim::run(scenario.as_deref(), *peers, *seed, out.as_deref(), *check)
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,6 +182,7 @@ fn main() -> ExitCode {
             Command::Chat { room } => run_chat(room).await,
             Command::Send { file, room, peers } => run_send(file, room, peers).await,
             Command::Recv { room, out } => run_recv(room, out).await,
+            Command::Sim { .. } => Ok(()),
             Command::Relay {
                 addr,
                 min_pow,

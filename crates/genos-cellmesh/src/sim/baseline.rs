@@ -193,7 +193,9 @@ fn flood_figures(adjacency: &[Vec<u32>], crashed: &[usize], seed: u64) -> Baseli
             *slot = true;
         }
     }
-    let live: Vec<usize> = (0..peers).filter(|i| !dead.get(*i).copied().unwrap_or(true)).collect();
+    let live: Vec<usize> = (0..peers)
+        .filter(|i| !dead.get(*i).copied().unwrap_or(true))
+        .collect();
     let mut ratio = 0.0;
     for _ in 0..SAMPLED_ORIGINS {
         let Some(origin) = live.get(rng.below(live.len() as u64) as usize).copied() else {

@@ -39,7 +39,6 @@ impl Rng {
             self.next_u64() % bound
         }
     }
-
 }
 
 /// Timing of the simulated network.
@@ -78,11 +77,28 @@ impl NetConfig {
 /// the rest are boxed.
 #[derive(Debug)]
 enum Event {
-    Input { peer: usize, input: Box<Input> },
-    Tick { peer: usize },
-    Announced { to: usize, from: usize, topic: Topic, cells: u32 },
-    Message { from: usize, to: usize, message: Bytes },
-    Establish { a: usize, b: usize },
+    Input {
+        peer: usize,
+        input: Box<Input>,
+    },
+    Tick {
+        peer: usize,
+    },
+    Announced {
+        to: usize,
+        from: usize,
+        topic: Topic,
+        cells: u32,
+    },
+    Message {
+        from: usize,
+        to: usize,
+        message: Bytes,
+    },
+    Establish {
+        a: usize,
+        b: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +185,13 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
 
 impl Net<SimAuth> {
     /// `peers` overlays with [`SimAuth`] keys drawn from `seed`, none started yet.
-    pub fn new(peers: usize, overlay: &OverlayConfig, room: [u8; 32], config: NetConfig, seed: u64) -> Self {
+    pub fn new(
+        peers: usize,
+        overlay: &OverlayConfig,
+        room: [u8; 32],
+        config: NetConfig,
+        seed: u64,
+    ) -> Self {
         Self::with_auth(peers, overlay, room, config, seed, |rng| {
             let mut key = [0u8; 32];
             for chunk in key.chunks_mut(8) {
@@ -737,7 +759,9 @@ impl<A: FrameAuth> Net<A> {
 
     /// Random live peer.
     pub fn random_live(&mut self) -> Option<usize> {
-        let live: Vec<usize> = (0..self.peers.len()).filter(|i| self.is_alive(*i)).collect();
+        let live: Vec<usize> = (0..self.peers.len())
+            .filter(|i| self.is_alive(*i))
+            .collect();
         if live.is_empty() {
             return None;
         }
@@ -795,11 +819,15 @@ impl<A: FrameAuth> Net<A> {
         let cells: Vec<u32> = by_cell.keys().copied().collect();
         for (n, a) in cells.iter().enumerate() {
             for b in cells.iter().skip(n + 1) {
-                let count = bridges.get(&((*a).min(*b), (*a).max(*b))).copied().unwrap_or(0);
+                let count = bridges
+                    .get(&((*a).min(*b), (*a).max(*b)))
+                    .copied()
+                    .unwrap_or(0);
                 if count == 0 {
                     health.unbridged_pairs += 1;
                 }
-                health.min_bridges = Some(health.min_bridges.map_or(count, |m: usize| m.min(count)));
+                health.min_bridges =
+                    Some(health.min_bridges.map_or(count, |m: usize| m.min(count)));
             }
         }
         health
@@ -1044,9 +1072,8 @@ pub fn run(scenario: &Scenario) -> Report {
         let outcomes: Vec<(u64, bool, f64)> = probes
             .iter()
             .filter_map(|(s, id)| {
-                net.broadcast_outcome(id).map(|(got, alive, ..)| {
-                    (*s, got == alive, got as f64 / alive.max(1) as f64)
-                })
+                net.broadcast_outcome(id)
+                    .map(|(got, alive, ..)| (*s, got == alive, got as f64 / alive.max(1) as f64))
             })
             .collect();
         // Repaired: from this probe on, every probe reached every live peer.
@@ -1086,7 +1113,8 @@ pub fn run(scenario: &Scenario) -> Report {
     let mut genosrtc = Baseline::GenosRtc.figures(scenario.peers, &crashed, scenario.seed);
     // Both hear every peer's announce.
     for baseline in [&mut full_mesh, &mut genosrtc] {
-        baseline.discovery_per_peer_per_min = scenario.peers.saturating_sub(1) as f64 * announces_per_min;
+        baseline.discovery_per_peer_per_min =
+            scenario.peers.saturating_sub(1) as f64 * announces_per_min;
     }
     phases.push(("baselines", phase_start.elapsed().as_secs_f64()));
     figures.phase_seconds = phases;

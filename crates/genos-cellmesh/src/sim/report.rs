@@ -108,22 +108,24 @@ impl Histogram {
         }
     }
 
-    /// Counts grouped into `buckets` equal ranges: (low, high, count).
-    fn bucketed(&self, buckets: u64) -> Vec<(u64, u64, u64)> {
-        let (Some(low), Some(high)) = (self.counts.keys().next().copied(), self.max()) else {
-            return Vec::new();
-        };
-        let width = ((high - low) / buckets.max(1)).max(1);
-        let mut out: Vec<(u64, u64, u64)> = Vec::new();
+    /// Counts grouped into `buckets` equal ranges over `low..=high`: (low, high, count).
+    fn bucketed(&self, low: u64, high: u64, buckets: u64) -> Vec<(u64, u64, u64)> {
+        let width = ((high.saturating_sub(low) + 1).div_ceil(buckets.max(1))).max(1);
+        let mut out: Vec<(u64, u64, u64)> = (0..)
+            .map(|n| (low + n * width, low + (n + 1) * width - 1, 0))
+            .take_while(|(start, _, _)| *start <= high)
+            .collect();
         for (value, count) in &self.counts {
-            let bucket = (value - low) / width;
-            let start = low + bucket * width;
-            match out.last_mut() {
-                Some(last) if last.0 == start => last.2 += count,
-                _ => out.push((start, start + width - 1, *count)),
+            let bucket = usize::try_from(value.saturating_sub(low) / width).unwrap_or(usize::MAX);
+            if let Some(slot) = out.get_mut(bucket) {
+                slot.2 += count;
             }
         }
         out
+    }
+
+    fn min(&self) -> Option<u64> {
+        self.counts.keys().next().copied()
     }
 }
 
@@ -213,7 +215,12 @@ impl Report {
         let _ = writeln!(
             s,
             "scenario {:?}: {} peers, {} cells, seed {}, {} events in {:.1} s",
-            self.scenario.name, self.scenario.peers, o.cells, self.scenario.seed, o.events, o.wall_seconds
+            self.scenario.name,
+            self.scenario.peers,
+            o.cells,
+            self.scenario.seed,
+            o.events,
+            o.wall_seconds
         );
         let _ = writeln!(
             s,
@@ -232,15 +239,50 @@ impl Report {
                 ratio(ours, genos)
             );
         };
-        row("connections per peer, mean", o.connections.mean, f.connections.mean, g.connections.mean);
-        row("connections per peer, p99", o.connections.p99, f.connections.p99, g.connections.p99);
-        row("connections per peer, max", o.connections.max, f.connections.max, g.connections.max);
-        row("hops to delivery, mean", o.hops.mean, f.hops.mean, g.hops.mean);
+        row(
+            "connections per peer, mean",
+            o.connections.mean,
+            f.connections.mean,
+            g.connections.mean,
+        );
+        row(
+            "connections per peer, p99",
+            o.connections.p99,
+            f.connections.p99,
+            g.connections.p99,
+        );
+        row(
+            "connections per peer, max",
+            o.connections.max,
+            f.connections.max,
+            g.connections.max,
+        );
+        row(
+            "hops to delivery, mean",
+            o.hops.mean,
+            f.hops.mean,
+            g.hops.mean,
+        );
         row("hops to delivery, p99", o.hops.p99, f.hops.p99, g.hops.p99);
         row("hops to delivery, max", o.hops.max, f.hops.max, g.hops.max);
-        row("duplicates per delivery", o.duplicates_per_delivery, f.duplicates_per_delivery, g.duplicates_per_delivery);
-        row("discovery messages per peer per min", o.discovery_per_peer_per_min, f.discovery_per_peer_per_min, g.discovery_per_peer_per_min);
-        row("delivered right after crash (ratio)", o.after_crash_ratio.unwrap_or(1.0), f.after_crash_ratio, g.after_crash_ratio);
+        row(
+            "duplicates per delivery",
+            o.duplicates_per_delivery,
+            f.duplicates_per_delivery,
+            g.duplicates_per_delivery,
+        );
+        row(
+            "discovery messages per peer per min",
+            o.discovery_per_peer_per_min,
+            f.discovery_per_peer_per_min,
+            g.discovery_per_peer_per_min,
+        );
+        row(
+            "delivered right after crash (ratio)",
+            o.after_crash_ratio.unwrap_or(1.0),
+            f.after_crash_ratio,
+            g.after_crash_ratio,
+        );
         let _ = writeln!(
             s,
             "delivery ratio {:.4} ({} of {} broadcasts reached every live peer; delivered twice: {})",
@@ -256,14 +298,19 @@ impl Report {
             "bytes sent per peer per second during the broadcasts {:.0}",
             o.bytes_sent_per_peer_per_s
         );
-        let _ = writeln!(s, "directed: {} sent, {} delivered", o.directed_sent, o.directed_delivered);
+        let _ = writeln!(
+            s,
+            "directed: {} sent, {} delivered",
+            o.directed_sent, o.directed_delivered
+        );
         if o.crashed > 0 {
             let _ = writeln!(
                 s,
                 "crash of {} peers: {:.4} delivered in the first second; repaired (every probe to every live peer) after {}; last probes {:.4}",
                 o.crashed,
                 o.after_crash_ratio.unwrap_or(0.0),
-                o.time_to_repair_s.map_or("never".into(), |t| format!("{t:.0} s")),
+                o.time_to_repair_s
+                    .map_or("never".into(), |t| format!("{t:.0} s")),
                 o.after_repair_ratio.unwrap_or(0.0)
             );
         }
@@ -274,7 +321,12 @@ impl Report {
             .collect();
         let _ = writeln!(s, "wall clock: {}", phases.join(", "));
         for (name, ok) in self.goals() {
-            let _ = writeln!(s, "goal {:<58} {}", name, if ok { "met" } else { "NOT MET" });
+            let _ = writeln!(
+                s,
+                "goal {:<58} {}",
+                name,
+                if ok { "met" } else { "NOT MET" }
+            );
         }
         s
     }
@@ -283,14 +335,23 @@ impl Report {
     pub fn goals(&self) -> Vec<(&'static str, bool)> {
         let o = &self.overlay;
         let mut goals = vec![
-            ("max connections per peer <= 150", o.connections.max <= 150.0),
-            ("mean connections per peer <= 120", o.connections.mean <= 120.0),
+            (
+                "max connections per peer <= 150",
+                o.connections.max <= 150.0,
+            ),
+            (
+                "mean connections per peer <= 120",
+                o.connections.mean <= 120.0,
+            ),
             (
                 "every broadcast to every live peer, no faults",
                 o.fully_delivered == o.broadcasts && !o.delivered_twice,
             ),
             ("at most 4 hops", o.max_hops <= 4),
-            ("duplicates per delivery <= 2", o.duplicates_per_delivery <= 2.0),
+            (
+                "duplicates per delivery <= 2",
+                o.duplicates_per_delivery <= 2.0,
+            ),
         ];
         if o.crashed > 0 {
             goals.push((
@@ -305,55 +366,78 @@ impl Report {
         goals
     }
 
-    /// SVG histograms of connections and hops, overlay beside the baselines.
+    /// SVG histograms of connections and hops: the overlay beside the GenosRTC layout on a
+    /// shared axis per row (a full mesh would be a single bar at N-1 connections, 1 hop).
     pub fn histograms_svg(&self) -> String {
-        let panels = [
-            ("connections per peer: cellmesh", &self.overlay.connections_histogram),
-            ("connections per peer: GenosRTC", &self.genosrtc.connections_histogram),
-            ("hops to delivery: cellmesh", &self.overlay.hops_histogram),
-            ("hops to delivery: GenosRTC", &self.genosrtc.hops_histogram),
+        let rows = [
+            (
+                "connections per peer",
+                &self.overlay.connections_histogram,
+                &self.genosrtc.connections_histogram,
+            ),
+            (
+                "hops to delivery",
+                &self.overlay.hops_histogram,
+                &self.genosrtc.hops_histogram,
+            ),
         ];
-        let (w, h) = (420.0, 200.0);
+        let (w, h) = (420.0, 210.0);
         let mut s = format!(
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#,
             w * 2.0 + 30.0,
-            h * 2.0 + 30.0
+            h * 2.0 + 50.0
         );
         s.push_str(r##"<rect width="100%" height="100%" fill="#fff"/>"##);
-        for (n, (title, histogram)) in panels.iter().enumerate() {
-            let x0 = 10.0 + (n % 2) as f64 * (w + 10.0);
-            let y0 = 10.0 + (n / 2) as f64 * (h + 10.0);
-            let _ = write!(
-                s,
-                r##"<text x="{}" y="{}" font-weight="bold">{}</text>"##,
-                x0,
-                y0 + 12.0,
-                title
-            );
-            let buckets = histogram.bucketed(40);
-            let top = buckets.iter().map(|b| b.2).max().unwrap_or(1).max(1) as f64;
-            let bar = (w - 20.0) / buckets.len().max(1) as f64;
-            for (i, (low, high, count)) in buckets.iter().enumerate() {
-                let bh = (h - 50.0) * (*count as f64 / top);
-                let x = x0 + 10.0 + i as f64 * bar;
-                let y = y0 + h - 25.0 - bh;
+        let _ = write!(
+            s,
+            r##"<text x="10" y="16" font-size="13">{}: cellmesh (blue) and the GenosRTC layout (orange) on the same peers</text>"##,
+            self.scenario.name
+        );
+        for (row, (what, ours, theirs)) in rows.iter().enumerate() {
+            let low = ours.min().unwrap_or(0).min(theirs.min().unwrap_or(0));
+            let high = ours.max().unwrap_or(0).max(theirs.max().unwrap_or(0));
+            for (column, (name, histogram, colour)) in [
+                ("cellmesh", *ours, "#2a7ab9"),
+                ("GenosRTC", *theirs, "#c05a2a"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let x0 = 10.0 + column as f64 * (w + 10.0);
+                let y0 = 30.0 + row as f64 * (h + 10.0);
+                let stats = histogram.stats();
                 let _ = write!(
                     s,
-                    r##"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{low}-{high}: {count}</title></rect>"##,
-                    (bar - 1.0).max(1.0),
-                    if title.contains("cellmesh") { "#2a7ab9" } else { "#c05a2a" }
+                    r##"<text x="{}" y="{}" font-weight="bold">{what}: {name} (mean {:.1}, max {:.0})</text>"##,
+                    x0,
+                    y0 + 12.0,
+                    stats.mean,
+                    stats.max
                 );
-            }
-            if let (Some(first), Some(last)) = (buckets.first(), buckets.last()) {
+                let buckets = histogram.bucketed(low, high, 40);
+                let top = buckets.iter().map(|b| b.2).max().unwrap_or(1).max(1) as f64;
+                let bar = (w - 20.0) / buckets.len().max(1) as f64;
+                for (i, (from, to, count)) in buckets.iter().enumerate() {
+                    let bh = (h - 55.0) * (*count as f64 / top);
+                    let x = x0 + 10.0 + i as f64 * bar;
+                    let y = y0 + h - 25.0 - bh;
+                    let _ = write!(
+                        s,
+                        r##"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{bh:.1}" fill="{colour}"><title>{from}-{to}: {count}</title></rect>"##,
+                        (bar - 1.0).max(1.0)
+                    );
+                }
                 let _ = write!(
                     s,
-                    r##"<text x="{}" y="{}">{}</text><text x="{}" y="{}" text-anchor="end">{}</text>"##,
+                    r##"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#333"/><text x="{}" y="{}">{low}</text><text x="{}" y="{}" text-anchor="end">{high}</text>"##,
+                    x0 + 10.0,
+                    y0 + h - 25.0,
+                    x0 + w - 10.0,
+                    y0 + h - 25.0,
                     x0 + 10.0,
                     y0 + h - 10.0,
-                    first.0,
                     x0 + w - 10.0,
-                    y0 + h - 10.0,
-                    last.1
+                    y0 + h - 10.0
                 );
             }
         }

@@ -129,7 +129,11 @@ impl Scenario {
         if self.broadcasts > 1_000_000 || self.directed > 1_000_000 {
             return invalid("at most a million broadcasts or directed sends");
         }
-        if self.warmup_s > 3_600 || self.steady_s > 3_600 || self.repair_s > 3_600 || self.broadcast_window_s > 3_600 {
+        if self.warmup_s > 3_600
+            || self.steady_s > 3_600
+            || self.repair_s > 3_600
+            || self.broadcast_window_s > 3_600
+        {
             return invalid("phases must be at most an hour");
         }
         Ok(())

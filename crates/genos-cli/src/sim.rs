@@ -1,0 +1,72 @@
+//! `genos sim`: plays a cellular-mesh scenario and reports.
+
+use std::path::Path;
+
+use genos::cellmesh::sim::{Scenario, run as run_scenario};
+
+/// Reads (or makes) a scenario, plays it, prints the report, writes SVGs into `out`.
+/// With `check`, a goal not met is an error.
+pub fn run(
+    scenario: Option<&Path>,
+    peers: Option<usize>,
+    seed: Option<u64>,
+    out: Option<&Path>,
+    check: bool,
+) -> Result<(), String> {
+    let mut scenario = match scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Scenario::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => {
+            let mut quick = Scenario::default();
+            quick.name = "quick".into();
+            quick
+        }
+    };
+    if let Some(peers) = peers {
+        scenario.peers = peers;
+    }
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    scenario.validate().map_err(|e| e.to_string())?;
+    let report = run_scenario(&scenario);
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", report.to_text());
+    }
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let stem: String = scenario
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let mut written = vec![dir.join(format!("{stem}-histograms.svg"))];
+        std::fs::write(&written[0], report.histograms_svg())
+            .map_err(|e| format!("cannot write {}: {e}", written[0].display()))?;
+        if let Some(picture) = &report.picture {
+            let path = dir.join(format!("{stem}-cells.svg"));
+            std::fs::write(&path, picture)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            written.push(path);
+        }
+        #[allow(clippy::print_stdout)]
+        for path in written {
+            println!("wrote {}", path.display());
+        }
+    }
+    let missed: Vec<&str> = report
+        .goals()
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name)
+        .collect();
+    if check && !missed.is_empty() {
+        return Err(format!("goals not met: {}", missed.join("; ")));
+    }
+    Ok(())
+}
