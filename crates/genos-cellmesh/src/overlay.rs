@@ -802,12 +802,13 @@ impl<A: FrameAuth> Overlay<A> {
             self.drop_frame(from, DropReason::Malformed, out);
             return;
         };
-        if frame.id.cells == self.cells && frame.id.origin_cell < self.cells {
-            if self.census.len() < self.cells as usize
-                || self.census.contains_key(&frame.id.origin_cell)
-            {
-                self.census.insert(frame.id.origin_cell, (count, now));
-            }
+        // One entry per cell of the current count: bounded by the cell count.
+        if frame.id.cells == self.cells
+            && frame.id.origin_cell < self.cells
+            && (self.census.len() < self.cells as usize
+                || self.census.contains_key(&frame.id.origin_cell))
+        {
+            self.census.insert(frame.id.origin_cell, (count, now));
         }
     }
 

@@ -70,54 +70,6 @@ pub(crate) fn my_slots(
     slots
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn members(count: u8) -> Vec<Member> {
-        (0..count)
-            .map(|i| {
-                let key = [i; 32];
-                Member {
-                    key,
-                    seed: bridge_seed(&[0; 32], &key),
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn holders_are_distinct_and_stable_when_another_member_leaves() {
-        let all = members(20);
-        let holders = slot_holders(&all, 1, 2, 3);
-        assert_eq!(holders.len(), 3);
-        assert!(holders[0] != holders[1] && holders[1] != holders[2] && holders[0] != holders[2]);
-        // A member holding no slot leaves: nothing moves.
-        let bystander = all.iter().find(|m| !holders.contains(&m.key)).unwrap().key;
-        let fewer: Vec<Member> = all.iter().copied().filter(|m| m.key != bystander).collect();
-        assert_eq!(slot_holders(&fewer, 1, 2, 3), holders);
-    }
-
-    #[test]
-    fn small_cells_give_fewer_holders() {
-        assert_eq!(slot_holders(&members(2), 0, 1, 3).len(), 2);
-        assert!(slot_holders(&[], 0, 1, 3).is_empty());
-    }
-
-    #[test]
-    fn slots_spread_over_the_members() {
-        let all = members(50);
-        let mut load = vec![0usize; 50];
-        for other in 1..200 {
-            for holder in slot_holders(&all, 0, other, 3) {
-                load[usize::from(holder[0])] += 1;
-            }
-        }
-        // 597 slots over 50 members: about 12 each; none should carry several times that.
-        assert!(load.iter().all(|l| *l <= 30), "{load:?}");
-    }
-}
-
 /// The links every peer would hold in a settled room where everyone knows everyone:
 /// adjacency lists over `peers` (indices), for degree bounds and analysis.
 pub fn planned_links(
@@ -187,4 +139,52 @@ pub fn planned_links(
         .into_iter()
         .map(|set| set.into_iter().collect())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(count: u8) -> Vec<Member> {
+        (0..count)
+            .map(|i| {
+                let key = [i; 32];
+                Member {
+                    key,
+                    seed: bridge_seed(&[0; 32], &key),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn holders_are_distinct_and_stable_when_another_member_leaves() {
+        let all = members(20);
+        let holders = slot_holders(&all, 1, 2, 3);
+        assert_eq!(holders.len(), 3);
+        assert!(holders[0] != holders[1] && holders[1] != holders[2] && holders[0] != holders[2]);
+        // A member holding no slot leaves: nothing moves.
+        let bystander = all.iter().find(|m| !holders.contains(&m.key)).unwrap().key;
+        let fewer: Vec<Member> = all.iter().copied().filter(|m| m.key != bystander).collect();
+        assert_eq!(slot_holders(&fewer, 1, 2, 3), holders);
+    }
+
+    #[test]
+    fn small_cells_give_fewer_holders() {
+        assert_eq!(slot_holders(&members(2), 0, 1, 3).len(), 2);
+        assert!(slot_holders(&[], 0, 1, 3).is_empty());
+    }
+
+    #[test]
+    fn slots_spread_over_the_members() {
+        let all = members(50);
+        let mut load = vec![0usize; 50];
+        for other in 1..200 {
+            for holder in slot_holders(&all, 0, other, 3) {
+                load[usize::from(holder[0])] += 1;
+            }
+        }
+        // 597 slots over 50 members: about 12 each; none should carry several times that.
+        assert!(load.iter().all(|l| *l <= 30), "{load:?}");
+    }
 }

@@ -1,4 +1,8 @@
 //! The simulated network and the scenario runner.
+//!
+//! Peer indices here come from the simulator's own tables (never from a message or a
+//! file), so indexing by them cannot go out of range.
+#![allow(clippy::indexing_slicing)]
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};

@@ -1,4 +1,7 @@
 //! Figures of a run, as text and as SVG.
+//!
+//! Positions are indexed by the simulator's own peer indices.
+#![allow(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -498,16 +501,15 @@ pub(crate) fn picture<A: crate::FrameAuth>(net: &Net<A>) -> String {
             pa.0, pa.1, pb.0, pb.1
         );
     }
-    for i in 0..net.len() {
+    for (i, (x, y)) in position.iter().copied().enumerate() {
         if !net.is_alive(i) {
             continue;
         }
-        let (x, y) = position[i];
         let leader = net.overlay(i).is_some_and(|o| o.is_leader());
         let _ = write!(
             s,
             r##"<circle cx="{x:.1}" cy="{y:.1}" r="{}" fill="{}"/>"##,
-            if leader { 4 } else { 2.5 as i32 },
+            if leader { 4.0 } else { 2.5 },
             if leader { "#1b4f8a" } else { "#2a7ab9" }
         );
     }
