@@ -45,9 +45,10 @@ pub fn run(
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let mut written = vec![dir.join(format!("{stem}-histograms.svg"))];
-        std::fs::write(&written[0], report.histograms_svg())
-            .map_err(|e| format!("cannot write {}: {e}", written[0].display()))?;
+        let histograms = dir.join(format!("{stem}-histograms.svg"));
+        std::fs::write(&histograms, report.histograms_svg())
+            .map_err(|e| format!("cannot write {}: {e}", histograms.display()))?;
+        let mut written = vec![histograms];
         if let Some(picture) = &report.picture {
             let path = dir.join(format!("{stem}-cells.svg"));
             std::fs::write(&path, picture)
