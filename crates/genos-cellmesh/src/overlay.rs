@@ -1,7 +1,7 @@
 //! The overlay state machine: `handle(input, now) -> outputs`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -145,8 +145,9 @@ pub struct Overlay<A> {
     links: KeyMap<PeerKey, Link>,
     /// Up links by role, rebuilt after any link change (the frame path reads them).
     link_cache: Option<LinkCache>,
-    topics: HashSet<Topic>,
-    unwanted_topics: HashMap<Topic, Instant>,
+    // Ordered: outputs come out in the same order every run (the simulator is deterministic).
+    topics: BTreeSet<Topic>,
+    unwanted_topics: BTreeMap<Topic, Instant>,
     census: HashMap<u32, (u32, Instant)>,
     seen: SeenFrames,
     next_seq: u64,
@@ -190,8 +191,8 @@ impl<A: FrameAuth> Overlay<A> {
             roster: key_map(hash_seed),
             links: key_map(hash_seed),
             link_cache: None,
-            topics: HashSet::new(),
-            unwanted_topics: HashMap::new(),
+            topics: BTreeSet::new(),
+            unwanted_topics: BTreeMap::new(),
             census: HashMap::new(),
             pending_order: BinaryHeap::new(),
             pending: HashMap::new(),
@@ -313,7 +314,7 @@ impl<A: FrameAuth> Overlay<A> {
                 for peer in self.links.keys() {
                     out.push(Output::Disconnect(*peer));
                 }
-                for topic in self.topics.drain() {
+                for topic in std::mem::take(&mut self.topics) {
                     out.push(Output::Unsubscribe(topic));
                 }
                 self.links.clear();
@@ -591,7 +592,12 @@ impl<A: FrameAuth> Overlay<A> {
             }
         }
         if role == LinkRole::Intra
-            && usize::try_from(hello.known).unwrap_or(usize::MAX) < self.my_cell_size()
+            // Clearly behind (announce replays fill small gaps): a roster costs 32 bytes per
+            // member, and while a cell forms every link would otherwise carry one.
+            && usize::try_from(hello.known)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(4)
+                < self.my_cell_size().saturating_mul(3)
         {
             let mut members: Vec<PeerKey> = self
                 .members
@@ -1169,7 +1175,7 @@ impl<A: FrameAuth> Overlay<A> {
                 wanted.insert(member.key, LinkRole::Intra);
             }
         }
-        let mut topics: HashSet<Topic> = HashSet::new();
+        let mut topics: BTreeSet<Topic> = BTreeSet::new();
         topics.insert(Topic::Cell {
             cells,
             cell: my_cell,
@@ -1228,9 +1234,7 @@ impl<A: FrameAuth> Overlay<A> {
                 self.dirty = true;
             }
         }
-        let mut newly: Vec<Topic> = topics.into_iter().collect();
-        newly.sort();
-        for topic in newly {
+        for topic in topics {
             if !self.topics.contains(&topic) {
                 self.subscribe(topic, out);
                 if let Topic::Cell { cell, .. } = topic {

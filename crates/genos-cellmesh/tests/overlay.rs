@@ -262,3 +262,26 @@ fn backup_bridge_ends_stay_quiet_when_the_first_one_forwards() {
     let per_delivery = duplicates as f64 / delivered as f64;
     assert!(per_delivery < 0.5, "{per_delivery} duplicates per delivery");
 }
+
+#[test]
+fn a_scenario_plays_the_same_way_every_time() {
+    let scenario = genos_cellmesh::sim::Scenario::from_toml(
+        "name = 'twice'\npeers = 150\nseed = 11\nwarmup_s = 12\nsteady_s = 5\nbroadcasts = 20\ndirected = 10\nrepair_s = 10\nafter_crash_broadcasts = 10\npicture = false",
+    )
+    .unwrap();
+    let strip = |text: String| -> String {
+        text.lines()
+            .filter(|line| !line.starts_with("wall clock") && !line.starts_with("scenario"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = genos_cellmesh::sim::run(&scenario);
+    let second = genos_cellmesh::sim::run(&scenario);
+    assert_eq!(first.overlay.events, second.overlay.events);
+    assert_eq!(strip(first.to_text()), strip(second.to_text()));
+    assert!(
+        first.goals().iter().all(|(_, met)| *met),
+        "{}",
+        first.to_text()
+    );
+}

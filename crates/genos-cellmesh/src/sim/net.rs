@@ -5,7 +5,7 @@
 #![allow(clippy::indexing_slicing)]
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -116,8 +116,9 @@ struct SimPeer<A> {
     overlay: Overlay<A>,
     alive: bool,
     started: bool,
-    topics: HashSet<Topic>,
-    adjacent: HashSet<usize>,
+    // Ordered: a crash schedules its link-downs in the same order every run.
+    topics: BTreeSet<Topic>,
+    adjacent: BTreeSet<usize>,
 }
 
 /// How complete the overlay is, from the simulator's view of links.
@@ -159,7 +160,7 @@ pub struct Net<A = SimAuth> {
     /// What a relay remembers of each topic: announcer -> (time, cell count), so a new
     /// subscriber hears the recent announces at once (replaceable events with an expiry, in
     /// Nostr terms).
-    announced: HashMap<Topic, HashMap<usize, (u64, u32)>>,
+    announced: HashMap<Topic, BTreeMap<usize, (u64, u32)>>,
     announce_memory_us: u64,
     rng: Rng,
     peers: Vec<SimPeer<A>>,
@@ -229,8 +230,8 @@ impl<A: FrameAuth> Net<A> {
                 overlay: Overlay::new(overlay.clone(), room, auth, rng.next_u64()),
                 alive: true,
                 started: false,
-                topics: HashSet::new(),
-                adjacent: HashSet::new(),
+                topics: BTreeSet::new(),
+                adjacent: BTreeSet::new(),
             });
         }
         Self {
@@ -377,8 +378,8 @@ impl<A: FrameAuth> Net<A> {
         }
         peer.alive = false;
         let key = peer.key;
-        let adjacent: Vec<usize> = peer.adjacent.drain().collect();
-        let topics: Vec<Topic> = peer.topics.drain().collect();
+        let adjacent: Vec<usize> = std::mem::take(&mut peer.adjacent).into_iter().collect();
+        let topics: Vec<Topic> = std::mem::take(&mut peer.topics).into_iter().collect();
         for topic in topics {
             if let Some(list) = self.topics.get_mut(&topic) {
                 list.retain(|member| *member != i);
@@ -1021,8 +1022,10 @@ pub fn run(scenario: &Scenario) -> Report {
             sent += 1;
         }
     }
-    t += 5 * second;
-    net.run_until(t);
+    if scenario.directed > 0 {
+        t += 5 * second;
+        net.run_until(t);
+    }
     figures.directed_sent = sent;
     phases.push(("directed sends", phase_start.elapsed().as_secs_f64()));
     phase_start = Instant::now();
