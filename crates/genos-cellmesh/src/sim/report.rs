@@ -280,12 +280,14 @@ impl Report {
             f.discovery_per_peer_per_min,
             g.discovery_per_peer_per_min,
         );
-        row(
-            "delivered right after crash (ratio)",
-            o.after_crash_ratio.unwrap_or(1.0),
-            f.after_crash_ratio,
-            g.after_crash_ratio,
-        );
+        if let Some(after) = o.after_crash_ratio {
+            row(
+                "delivered right after crash (ratio)",
+                after,
+                f.after_crash_ratio,
+                g.after_crash_ratio,
+            );
+        }
         let _ = writeln!(
             s,
             "delivery ratio {:.4} ({} of {} broadcasts reached every live peer; delivered twice: {})",
