@@ -33,6 +33,9 @@ pub struct OverlayConfig {
     /// How long a newcomer waits for a beacon (the cell count) before it assumes it is alone
     /// and starts a one-cell room. Default 12 s.
     pub bootstrap_wait: Duration,
+    /// How long a newcomer keeps listening to the lobby after the first census entry or
+    /// beacon before it joins the view with the most peers. Default 2 s.
+    pub bootstrap_listen: Duration,
     /// How long a link the plan no longer wants is kept before it is closed (hysteresis: a
     /// link that becomes wanted again in that time is never closed). Default 10 s.
     pub linger: Duration,
@@ -61,6 +64,12 @@ pub struct OverlayConfig {
     /// Delayed forwards (backup bridge endpoints) held at most. At the bound, a frame is
     /// forwarded at once instead: a duplicate rather than a loss. Default 4,096.
     pub max_pending_forwards: usize,
+    /// Largest cell count accepted from a beacon or census, and ever used. Default 4,096
+    /// (rooms of 400,000 peers at cells of 100); larger claims are ignored.
+    pub max_cells: u32,
+    /// Largest cell size a census entry may claim (larger claims count as this). Default
+    /// 1,000.
+    pub max_census_count: u32,
     /// Largest link message accepted, in bytes; larger ones are dropped. Default 1 MiB + 4 KiB.
     pub max_message_len: usize,
     /// Peers listed in one roster message at most. Default 512.
@@ -81,6 +90,7 @@ impl Default for OverlayConfig {
             peer_timeout: Duration::from_secs(95),
             census_interval: Duration::from_secs(60),
             bootstrap_wait: Duration::from_secs(12),
+            bootstrap_listen: Duration::from_secs(2),
             linger: Duration::from_secs(10),
             bridge_settle: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(15),
@@ -90,6 +100,8 @@ impl Default for OverlayConfig {
             max_links: 400,
             max_origins: 16_384,
             max_pending_forwards: 4_096,
+            max_cells: 4_096,
+            max_census_count: 1_000,
             max_message_len: (1 << 20) + 4096,
             max_roster_message: 512,
             first_seq: 0,

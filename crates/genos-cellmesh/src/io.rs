@@ -12,7 +12,10 @@ use crate::{MeshError, PeerKey};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Topic {
-    /// Where newcomers learn the cell count from the beacon of cell 0's leader.
+    /// The room-wide topic every peer listens to. Only cell leaders post there: each its
+    /// cell's size once per census interval (the census), and cell 0's leader a beacon
+    /// every `bootstrap_wait / 3` with the room's (epoch, cell count). About C + 15
+    /// messages a minute.
     Lobby,
     /// Where the members of `cell` (out of `cells`) announce themselves.
     Cell {
@@ -41,6 +44,11 @@ pub enum Input {
         topic: Topic,
         /// The cell count the announcer uses.
         cells: u32,
+        /// The epoch of the announcer's cell count (bumped at each resize; the highest
+        /// (epoch, cells) heard on the lobby is the room's).
+        epoch: u32,
+        /// On the lobby: the size of the announcer's cell (the census); 0 elsewhere.
+        count: u32,
     },
     /// A link to `peer` is open (after our [`Output::Connect`] or the peer's).
     LinkUp {
@@ -95,6 +103,10 @@ pub enum Output {
         topic: Topic,
         /// The announcer's cell count.
         cells: u32,
+        /// The epoch of that cell count.
+        epoch: u32,
+        /// On the lobby: the size of this peer's cell (it leads it); 0 elsewhere.
+        count: u32,
     },
     /// Open a link to a peer (a no-op if one is open or opening).
     Connect(PeerKey),

@@ -35,7 +35,7 @@ pub struct OverlayMetrics {
     pub bytes_sent: u64,
     /// Bytes received on links.
     pub bytes_received: u64,
-    /// Discovery messages heard: announces, rosters and census frames.
+    /// Discovery messages heard: announces (cell topics and the lobby) and rosters.
     pub discovery_received: u64,
     /// Announces ignored because the roster was full.
     pub roster_full: u64,
@@ -148,7 +148,13 @@ pub struct Overlay<A> {
     // Ordered: outputs come out in the same order every run (the simulator is deterministic).
     topics: BTreeSet<Topic>,
     unwanted_topics: BTreeMap<Topic, Instant>,
-    census: HashMap<u32, (u32, Instant)>,
+    /// The epoch of `cells`: (epoch, cells) orders views; the highest heard wins.
+    epoch: u32,
+    /// Best view heard while bootstrapping.
+    heard_view: Option<(u32, u32)>,
+    /// Lobby census of the current view: cell -> (members, when heard). At most one entry
+    /// per cell.
+    census: BTreeMap<u32, (u32, Instant)>,
     seen: SeenFrames,
     next_seq: u64,
     pending_order: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -158,6 +164,7 @@ pub struct Overlay<A> {
     next_tick: Option<Instant>,
     next_announce: Option<Instant>,
     next_census: Option<Instant>,
+    next_beacon: Option<Instant>,
     next_expiry: Option<Instant>,
     wake: Option<Instant>,
     dirty: bool,
@@ -193,7 +200,9 @@ impl<A: FrameAuth> Overlay<A> {
             link_cache: None,
             topics: BTreeSet::new(),
             unwanted_topics: BTreeMap::new(),
-            census: HashMap::new(),
+            epoch: 0,
+            heard_view: None,
+            census: BTreeMap::new(),
             pending_order: BinaryHeap::new(),
             pending: HashMap::new(),
             pending_by_frame: key_map(hash_seed),
@@ -201,6 +210,7 @@ impl<A: FrameAuth> Overlay<A> {
             next_tick: None,
             next_announce: None,
             next_census: None,
+            next_beacon: None,
             next_expiry: None,
             wake: None,
             dirty: false,
@@ -227,7 +237,7 @@ impl<A: FrameAuth> Overlay<A> {
         self.my_cell
     }
 
-    /// Whether this peer leads its cell (announces the census; cell 0's leader beacons).
+    /// Whether this peer leads its cell (posts its size on the lobby; cell 0's leader beacons).
     pub fn is_leader(&self) -> bool {
         self.is_leader
     }
@@ -276,9 +286,13 @@ impl<A: FrameAuth> Overlay<A> {
         }
         match input {
             Input::Start { cells_hint } => self.start(cells_hint, now, &mut out),
-            Input::Announced { peer, topic, cells } => {
-                self.on_announce(peer, topic, cells, now, &mut out)
-            }
+            Input::Announced {
+                peer,
+                topic,
+                cells,
+                epoch,
+                count,
+            } => self.on_announce(peer, topic, (epoch, cells), count, now, &mut out),
             Input::LinkUp { peer } => self.on_link_up(peer, now, &mut out),
             Input::LinkDown { peer } => {
                 self.links.remove(&peer);
@@ -344,6 +358,7 @@ impl<A: FrameAuth> Overlay<A> {
             return;
         }
         self.next_tick = Some(now);
+        self.subscribe(Topic::Lobby, out);
         match cells_hint {
             Some(cells) => {
                 self.phase = Phase::Running;
@@ -353,7 +368,6 @@ impl<A: FrameAuth> Overlay<A> {
                 self.phase = Phase::Bootstrapping {
                     until: now + self.config.bootstrap_wait,
                 };
-                self.subscribe(Topic::Lobby, out);
             }
         }
     }
@@ -366,13 +380,15 @@ impl<A: FrameAuth> Overlay<A> {
 
     fn set_cells(&mut self, cells: u32, now: Instant, out: &mut Vec<Output>) {
         let cells = cells.max(1);
+        if cells != self.cells {
+            self.census.clear();
+        }
         self.cells = cells;
         self.cells_since = Some(now);
         self.my_cell = assign_cell(&self.room, &self.me, cells);
         for known in self.roster.values_mut() {
             known.cell = cell_from_seed(known.cell_seed, cells);
         }
-        self.census.clear();
         let roles: Vec<(PeerKey, LinkRole)> = self
             .links
             .keys()
@@ -390,15 +406,17 @@ impl<A: FrameAuth> Overlay<A> {
                 link.role = role;
             }
         }
-        if self.topics.remove(&Topic::Lobby) {
-            out.push(Output::Unsubscribe(Topic::Lobby));
-        }
         let home = Topic::Cell {
             cells,
             cell: self.my_cell,
         };
         self.subscribe(home, out);
-        out.push(Output::Announce { topic: home, cells });
+        out.push(Output::Announce {
+            topic: home,
+            cells,
+            epoch: self.epoch,
+            count: 0,
+        });
         let first_announce = self.jittered(self.config.announce_interval);
         self.next_announce = Some(now + first_announce);
         let first_census = self.jittered(self.config.census_interval);
@@ -446,16 +464,40 @@ impl<A: FrameAuth> Overlay<A> {
         &mut self,
         peer: PeerKey,
         topic: Topic,
-        cells: u32,
+        view: (u32, u32),
+        count: u32,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
         self.metrics.discovery_received += 1;
+        let (epoch, cells) = view;
         match topic {
             Topic::Lobby => {
-                if matches!(self.phase, Phase::Bootstrapping { .. }) && cells > 0 {
-                    self.phase = Phase::Running;
-                    self.set_cells(cells, now, out);
+                if cells == 0 || cells > self.config.max_cells {
+                    return;
+                }
+                match self.phase {
+                    Phase::Bootstrapping { until } => {
+                        // Hear the lobby a little longer (a replay may hold older views),
+                        // then join the highest view heard.
+                        self.heard_view = self.heard_view.max(Some(view));
+                        let soon = now + self.config.bootstrap_listen;
+                        if soon < until {
+                            self.phase = Phase::Bootstrapping { until: soon };
+                        }
+                    }
+                    Phase::Running if view > (self.epoch, self.cells) => {
+                        // A newer view of the room (a resize, or a larger room we were split
+                        // from): everyone converges on the highest.
+                        self.epoch = epoch;
+                        self.set_cells(cells, now, out);
+                    }
+                    _ => {}
+                }
+                if count > 0 && view == (self.epoch, self.cells) {
+                    let cell = assign_cell(&self.room, &peer, cells);
+                    self.census
+                        .insert(cell, (count.min(self.config.max_census_count), now));
                 }
             }
             Topic::Cell { cells: c, cell } => {
@@ -680,7 +722,7 @@ impl<A: FrameAuth> Overlay<A> {
                     return Err(MeshError::Unroutable);
                 }
             }
-            FrameKind::Broadcast | FrameKind::Census => {
+            FrameKind::Broadcast => {
                 let message = frame.encode();
                 self.send_to_links(LinkKind::Members, self.me, &message, out);
             }
@@ -731,11 +773,6 @@ impl<A: FrameAuth> Overlay<A> {
         match frame.id.kind {
             FrameKind::Broadcast => {
                 self.deliver(&frame, false, from, out);
-                self.forward_broadcast(from, &frame, now, out);
-            }
-            FrameKind::Census => {
-                self.metrics.discovery_received += 1;
-                self.on_census(&frame, from, now, out);
                 self.forward_broadcast(from, &frame, now, out);
             }
             FrameKind::Direct(target) if target == self.me => {
@@ -792,29 +829,6 @@ impl<A: FrameAuth> Overlay<A> {
                 }));
             }
             None => self.drop_frame(from, DropReason::Unopenable, out),
-        }
-    }
-
-    fn on_census(&mut self, frame: &Frame, from: PeerKey, now: Instant, out: &mut Vec<Output>) {
-        let Some((_, payload)) = self.open_body(frame, false) else {
-            self.drop_frame(from, DropReason::Unopenable, out);
-            return;
-        };
-        let Some(count) = payload
-            .get(..4)
-            .and_then(|bytes| bytes.try_into().ok())
-            .map(u32::from_be_bytes)
-        else {
-            self.drop_frame(from, DropReason::Malformed, out);
-            return;
-        };
-        // One entry per cell of the current count: bounded by the cell count.
-        if frame.id.cells == self.cells
-            && frame.id.origin_cell < self.cells
-            && (self.census.len() < self.cells as usize
-                || self.census.contains_key(&frame.id.origin_cell))
-        {
-            self.census.insert(frame.id.origin_cell, (count, now));
         }
     }
 
@@ -1038,7 +1052,9 @@ impl<A: FrameAuth> Overlay<A> {
         match self.phase {
             Phase::Bootstrapping { until } if now >= until => {
                 self.phase = Phase::Running;
-                self.set_cells(1, now, out);
+                let (epoch, cells) = self.heard_view.unwrap_or((0, 1));
+                self.epoch = epoch;
+                self.set_cells(cells, now, out);
             }
             Phase::Running => {}
             _ => return,
@@ -1056,13 +1072,23 @@ impl<A: FrameAuth> Overlay<A> {
                     cell: self.my_cell,
                 },
                 cells: self.cells,
+                epoch: self.epoch,
+                count: 0,
             });
-            if self.is_leader && self.my_cell == 0 {
-                out.push(Output::Announce {
-                    topic: Topic::Lobby,
-                    cells: self.cells,
-                });
-            }
+        }
+        // The beacon comes several times per bootstrap wait, so a newcomer hears one live
+        // even where the signaling layer does not replay recent announces.
+        if self.is_leader && self.my_cell == 0 && self.next_beacon.is_none_or(|at| now >= at) {
+            let next = self.jittered(self.config.bootstrap_wait / 3);
+            self.next_beacon = Some(now + next);
+            let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
+            self.census.insert(self.my_cell, (count, now));
+            out.push(Output::Announce {
+                topic: Topic::Lobby,
+                cells: self.cells,
+                epoch: self.epoch,
+                count,
+            });
         }
         if self.next_census.is_some_and(|at| now >= at) {
             let next = self.jittered(self.config.census_interval);
@@ -1070,11 +1096,12 @@ impl<A: FrameAuth> Overlay<A> {
             if self.is_leader {
                 let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
                 self.census.insert(self.my_cell, (count, now));
-                if let Err(error) =
-                    self.originate(FrameKind::Census, &[], &count.to_be_bytes(), now, out)
-                {
-                    out.push(Output::Event(OverlayEvent::CommandFailed(error)));
-                }
+                out.push(Output::Announce {
+                    topic: Topic::Lobby,
+                    cells: self.cells,
+                    epoch: self.epoch,
+                    count,
+                });
             }
         }
         self.resize_from_census(now, out);
@@ -1099,36 +1126,54 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
+    /// The room's size from the census of the current view, once 3/4 of its cells were heard.
+    fn census_estimate(&self) -> Option<usize> {
+        let heard = self.census.len() as u64;
+        if heard == 0 || heard * 4 < u64::from(self.cells) * 3 {
+            return None;
+        }
+        let sum: u64 = self
+            .census
+            .values()
+            .map(|(count, _)| u64::from(*count))
+            .sum();
+        usize::try_from(sum * u64::from(self.cells) / heard).ok()
+    }
+
+    /// Cell 0's leader alone decides resizes (one decider per view, so peers never split
+    /// over noisy estimates) and announces the new view at once; everyone adopts the
+    /// highest view heard on the lobby.
     fn resize_from_census(&mut self, now: Instant, out: &mut Vec<Output>) {
         let Some(since) = self.cells_since else {
             return;
         };
         let period = self.config.census_interval;
-        if now.saturating_duration_since(since) < period {
-            return;
-        }
         let stale = period.mul_f64(2.5);
         self.census
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
-        let heard = self.census.len() as u64;
-        let cells = u64::from(self.cells);
-        if heard == 0 || heard * 4 < cells * 3 {
+        if !self.is_leader || self.my_cell != 0 || now.saturating_duration_since(since) < period {
             return;
         }
-        let total: u64 = self
-            .census
-            .values()
-            .map(|(count, _)| u64::from(*count))
-            .sum();
-        let estimate = usize::try_from(total * cells / heard).unwrap_or(usize::MAX);
+        let Some(estimate) = self.census_estimate() else {
+            return;
+        };
         let sizing = self.config.sizing;
-        let target = cell_count(estimate, sizing);
+        let target = cell_count(estimate, sizing).min(self.config.max_cells);
         // Hysteresis: move only when the current count is wrong for every room size within
         // a third of the estimate (a 10% crash must not reshuffle every cell).
         let low = cell_count(estimate.saturating_mul(3) / 4, sizing);
         let high = cell_count(estimate.saturating_mul(4) / 3, sizing);
         if self.cells < low.min(high) || self.cells > low.max(high) {
+            self.epoch = self.epoch.saturating_add(1);
             self.set_cells(target, now, out);
+            // Tell the room now (this peer may not lead cell 0 of the new view, whose leader
+            // beacons from then on).
+            out.push(Output::Announce {
+                topic: Topic::Lobby,
+                cells: self.cells,
+                epoch: self.epoch,
+                count: 0,
+            });
         }
     }
 
@@ -1176,6 +1221,7 @@ impl<A: FrameAuth> Overlay<A> {
             }
         }
         let mut topics: BTreeSet<Topic> = BTreeSet::new();
+        topics.insert(Topic::Lobby);
         topics.insert(Topic::Cell {
             cells,
             cell: my_cell,
@@ -1239,7 +1285,12 @@ impl<A: FrameAuth> Overlay<A> {
                 self.subscribe(topic, out);
                 if let Topic::Cell { cell, .. } = topic {
                     if cell == my_cell {
-                        out.push(Output::Announce { topic, cells });
+                        out.push(Output::Announce {
+                            topic,
+                            cells,
+                            epoch: self.epoch,
+                            count: 0,
+                        });
                     }
                 }
             }

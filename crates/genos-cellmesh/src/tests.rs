@@ -50,6 +50,8 @@ impl Peer {
             peer: other,
             topic: Topic::Cell { cells: 1, cell: 0 },
             cells: 1,
+            epoch: 0,
+            count: 0,
         });
         self.handle(Input::LinkUp { peer: other });
     }

@@ -3,7 +3,7 @@
 //! Three messages, each starting with a tag byte:
 //!
 //! - **frame** `[1][ttl][hops][kind][origin 32][seq 8][cells 4][origin cell 4][target 32 if
-//!   directed][signature 64][body]`: an application payload (or a census entry) on its way
+//!   directed][signature 64][body]`: an application payload on its way
 //!   through the mesh. The origin signs everything but `ttl` and `hops`, which forwarders
 //!   change; the body is sealed by the origin (room key for broadcasts, a key only origin and
 //!   target share for directed frames).
@@ -33,8 +33,6 @@ pub(crate) enum FrameKind {
     Broadcast,
     /// An application payload for one peer.
     Direct(PeerKey),
-    /// A cell leader's count of its cell.
-    Census,
 }
 
 impl FrameKind {
@@ -42,7 +40,6 @@ impl FrameKind {
         match self {
             Self::Broadcast => 1,
             Self::Direct(_) => 2,
-            Self::Census => 3,
         }
     }
 }
@@ -257,7 +254,6 @@ pub(crate) fn decode(bytes: Bytes, max_roster: usize) -> Result<LinkMessage, Mes
             let kind = match kind_byte {
                 1 => FrameKind::Broadcast,
                 2 => FrameKind::Direct(reader.array::<32>()?),
-                3 => FrameKind::Census,
                 _ => return Err(MeshError::Malformed("frame kind")),
             };
             let signature = reader.array::<SIGNATURE_LEN>()?;

@@ -93,6 +93,8 @@ enum Event {
         from: usize,
         topic: Topic,
         cells: u32,
+        epoch: u32,
+        count: u32,
     },
     Message {
         from: usize,
@@ -120,6 +122,9 @@ struct SimPeer<A> {
     topics: BTreeSet<Topic>,
     adjacent: BTreeSet<usize>,
 }
+
+/// What a relay keeps of an announce: (when, cells, epoch, count).
+type StoredAnnounce = (u64, u32, u32, u32);
 
 /// How complete the overlay is, from the simulator's view of links.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,7 +165,7 @@ pub struct Net<A = SimAuth> {
     /// What a relay remembers of each topic: announcer -> (time, cell count), so a new
     /// subscriber hears the recent announces at once (replaceable events with an expiry, in
     /// Nostr terms).
-    announced: HashMap<Topic, BTreeMap<usize, (u64, u32)>>,
+    announced: HashMap<Topic, BTreeMap<usize, StoredAnnounce>>,
     announce_memory_us: u64,
     rng: Rng,
     peers: Vec<SimPeer<A>>,
@@ -459,10 +464,21 @@ impl<A: FrameAuth> Net<A> {
                 from,
                 topic,
                 cells,
+                epoch,
+                count,
             } => {
                 if self.is_alive(to) {
                     let peer = self.peers[from].key;
-                    self.feed(to, Input::Announced { peer, topic, cells });
+                    self.feed(
+                        to,
+                        Input::Announced {
+                            peer,
+                            topic,
+                            cells,
+                            epoch,
+                            count,
+                        },
+                    );
                 }
             }
             Event::Message { from, to, message } => {
@@ -528,15 +544,15 @@ impl<A: FrameAuth> Net<A> {
                     self.topics.entry(topic).or_default().push(i);
                     let now = self.now;
                     let memory = self.announce_memory_us;
-                    let recent: Vec<(usize, u32)> = self
+                    let recent: Vec<(usize, u32, u32, u32)> = self
                         .announced
                         .get(&topic)
                         .into_iter()
                         .flatten()
-                        .filter(|(peer, (at, _))| **peer != i && now.saturating_sub(*at) < memory)
-                        .map(|(peer, (_, cells))| (*peer, *cells))
+                        .filter(|(peer, (at, ..))| **peer != i && now.saturating_sub(*at) < memory)
+                        .map(|(peer, (_, cells, epoch, count))| (*peer, *cells, *epoch, *count))
                         .collect();
-                    for (peer, cells) in recent {
+                    for (peer, cells, epoch, count) in recent {
                         let at = self.now + self.latency() + self.latency();
                         self.schedule(
                             at,
@@ -545,6 +561,8 @@ impl<A: FrameAuth> Net<A> {
                                 from: peer,
                                 topic,
                                 cells,
+                                epoch,
+                                count,
                             },
                         );
                     }
@@ -557,11 +575,16 @@ impl<A: FrameAuth> Net<A> {
                     }
                 }
             }
-            Output::Announce { topic, cells } => {
+            Output::Announce {
+                topic,
+                cells,
+                epoch,
+                count,
+            } => {
                 self.announced
                     .entry(topic)
                     .or_default()
-                    .insert(i, (self.now, cells));
+                    .insert(i, (self.now, cells, epoch, count));
                 let subscribers = self.topics.get(&topic).cloned().unwrap_or_default();
                 for subscriber in subscribers {
                     if subscriber != i {
@@ -574,6 +597,8 @@ impl<A: FrameAuth> Net<A> {
                                 from: i,
                                 topic,
                                 cells,
+                                epoch,
+                                count,
                             },
                         );
                     }
@@ -1058,6 +1083,11 @@ pub fn run(scenario: &Scenario) -> Report {
             }
         }
         net.run_until(crash_at + 2 * second);
+        if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
+            for id in &ids {
+                net.explain_missing(id);
+            }
+        }
         let ratios: Vec<f64> = ids
             .iter()
             .filter_map(|id| net.broadcast_outcome(id))
