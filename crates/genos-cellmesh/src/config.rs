@@ -27,8 +27,8 @@ pub struct OverlayConfig {
     /// How long a peer stays in the roster without a fresh announce or a live link.
     /// Default 95 s (three missed announces and a bit).
     pub peer_timeout: Duration,
-    /// How often each cell's leader broadcasts its cell's size (the census every peer sizes
-    /// cells from). Default 30 s.
+    /// How often each cell's leader posts its cell's size on the lobby (the census cell 0's
+    /// leader resizes from). Default 60 s.
     pub census_interval: Duration,
     /// How long a newcomer waits for a beacon (the cell count) before it assumes it is alone
     /// and starts a one-cell room. Default 12 s.
@@ -70,6 +70,8 @@ pub struct OverlayConfig {
     /// Largest cell size a census entry may claim (larger claims count as this). Default
     /// 1,000.
     pub max_census_count: u32,
+    /// Targets one `SendToMany` may name. Default 1,024.
+    pub max_targets: usize,
     /// Largest link message accepted, in bytes; larger ones are dropped. Default 1 MiB + 4 KiB.
     pub max_message_len: usize,
     /// Peers listed in one roster message at most. Default 512.
@@ -102,6 +104,7 @@ impl Default for OverlayConfig {
             max_pending_forwards: 4_096,
             max_cells: 4_096,
             max_census_count: 1_000,
+            max_targets: 1_024,
             max_message_len: (1 << 20) + 4096,
             max_roster_message: 512,
             first_seq: 0,

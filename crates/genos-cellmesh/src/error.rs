@@ -15,6 +15,14 @@ pub enum MeshError {
         /// The most a frame carries.
         max: usize,
     },
+    /// More targets than one command may name.
+    #[error("{count} targets, more than the {max} one command may name")]
+    TooManyTargets {
+        /// Targets named.
+        count: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// The overlay has not started (or has left).
     #[error("the overlay is not running")]
     NotRunning,

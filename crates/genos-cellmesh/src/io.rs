@@ -85,6 +85,16 @@ pub enum Input {
         /// The payload.
         payload: Bytes,
     },
+    /// Send a payload to several peers: one directed frame each, sealed for each target.
+    /// At most `OverlayConfig::max_targets` targets; beyond that the command fails.
+    SendToMany {
+        /// The recipients.
+        targets: Vec<PeerKey>,
+        /// Application metadata.
+        meta: Bytes,
+        /// The payload.
+        payload: Bytes,
+    },
     /// Leave: close every link and topic.
     Leave,
 }

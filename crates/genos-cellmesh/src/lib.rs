@@ -22,9 +22,11 @@
 //! peer's key, so a peer cannot pick its place without grinding keys.
 //!
 //! **Membership.** Peers announce themselves on their cell's topic only and listen to their
-//! own cell and the cells they open bridges to; each cell's leader broadcasts its size (the
-//! census) from which every peer sizes cells alike, with hysteresis. A peer hears about
-//! `S + k·S` announces per period, not `N`.
+//! own cell and the cells they open bridges to. The cell count is one view per room: cell
+//! leaders post their cell's size on a lobby topic everyone hears, cell 0's leader alone
+//! resizes (with hysteresis) by posting a new (epoch, cell count), and everyone adopts the
+//! highest view heard, so peers never split over noisy estimates. A peer hears about
+//! `S + k·S/2` announces and `C + 15` lobby posts a minute, not `N`.
 //!
 //! The overlay is a sans-IO state machine ([`Overlay::handle`]`(input, now) -> outputs`, in
 //! the style of quinn-proto and iroh-gossip): time and randomness are inputs, nothing

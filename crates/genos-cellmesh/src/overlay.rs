@@ -324,6 +324,32 @@ impl<A: FrameAuth> Overlay<A> {
                     out.push(Output::Event(OverlayEvent::CommandFailed(error)));
                 }
             }
+            Input::SendToMany {
+                targets,
+                meta,
+                payload,
+            } => {
+                if targets.len() > self.config.max_targets {
+                    out.push(Output::Event(OverlayEvent::CommandFailed(
+                        MeshError::TooManyTargets {
+                            count: targets.len(),
+                            max: self.config.max_targets,
+                        },
+                    )));
+                } else {
+                    for target in targets {
+                        if let Err(error) = self.originate(
+                            FrameKind::Direct(target),
+                            &meta,
+                            &payload,
+                            now,
+                            &mut out,
+                        ) {
+                            out.push(Output::Event(OverlayEvent::CommandFailed(error)));
+                        }
+                    }
+                }
+            }
             Input::Leave => {
                 for peer in self.links.keys() {
                     out.push(Output::Disconnect(*peer));

@@ -258,3 +258,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_send_to_several_peers_seals_one_frame_for_each() {
+    let room_key = SealKey::generate();
+    let mut a = Peer::new(&room_key);
+    let mut b = Peer::new(&room_key);
+    let mut c = Peer::new(&room_key);
+    for other in [b.key(), c.key()] {
+        a.link(other);
+    }
+    b.link(a.key());
+    c.link(a.key());
+    let outputs = a.handle(Input::SendToMany {
+        targets: vec![b.key(), c.key()],
+        meta: Bytes::new(),
+        payload: Bytes::from_static(b"to both"),
+    });
+    for peer in [&mut b, &mut c] {
+        let key = peer.key();
+        let frame = sent_to(&outputs, key).pop().unwrap();
+        let got = deliveries(&peer.handle(Input::Received {
+            from: a.overlay.me(),
+            message: frame,
+        }));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].payload.as_ref(), b"to both");
+    }
+    let too_many = a.handle(Input::SendToMany {
+        targets: vec![b.key(); 2_000],
+        meta: Bytes::new(),
+        payload: Bytes::new(),
+    });
+    assert!(too_many.iter().any(|o| matches!(
+        o,
+        Output::Event(OverlayEvent::CommandFailed(
+            crate::MeshError::TooManyTargets { .. }
+        ))
+    )));
+}
