@@ -1,5 +1,6 @@
 //! Plays a simulation scenario and prints the report: `cargo run --release -p genos-cellmesh
-//! --features sim --example simulate -- scenarios/100.toml`.
+//! --features sim --example simulate -- scenarios/100.toml [OUT_DIR]` (with OUT_DIR, the SVG
+//! histograms, and for small rooms the picture of cells and bridges, are written there).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use genos_cellmesh::sim::{Scenario, run};
@@ -21,4 +22,23 @@ fn main() {
     };
     let report = run(&scenario);
     println!("{}", report.to_text());
+    if let Some(dir) = std::env::args().nth(2).map(std::path::PathBuf::from) {
+        let stem: String = scenario
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let mut files = vec![(format!("{stem}-histograms.svg"), report.histograms_svg())];
+        if let Some(picture) = &report.picture {
+            files.push((format!("{stem}-cells.svg"), picture.clone()));
+        }
+        for (name, svg) in files {
+            let path = dir.join(name);
+            if let Err(error) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg)) {
+                eprintln!("{}: {error}", path.display());
+                std::process::exit(1);
+            }
+            println!("wrote {}", path.display());
+        }
+    }
 }

@@ -974,7 +974,10 @@ impl<A: FrameAuth> Overlay<A> {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        if self.pending.len() >= self.config.max_pending_forwards {
+        // The heap also holds cancelled entries until their time: bound both.
+        if self.pending.len() >= self.config.max_pending_forwards
+            || self.pending_order.len() >= self.config.max_pending_forwards
+        {
             // At the bound: forward now (a duplicate rather than a loss).
             self.send_to_links(LinkKind::Intra, exclude, &message, out);
             return;

@@ -297,3 +297,16 @@ fn a_send_to_several_peers_seals_one_frame_for_each() {
         ))
     )));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever bytes a link carries, the overlay answers with typed drops, never a panic or
+    /// a delivery.
+    #[test]
+    fn arbitrary_link_bytes_are_dropped_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let (a, mut b) = pair();
+        let outputs = b.handle(Input::Received { from: a.key(), message: Bytes::from(bytes) });
+        prop_assert!(deliveries(&outputs).is_empty());
+    }
+}
