@@ -123,9 +123,45 @@ fn bench(rest: &[String]) -> Result<(), String> {
     if matches!(which, "room" | "all") {
         run("cargo", &["bench", "-p", "genos", "--bench", "room"])?;
     }
-    if !matches!(which, "crypto" | "signal" | "transport" | "room" | "all") {
+    if matches!(which, "cellmesh" | "all") {
+        run(
+            "cargo",
+            &[
+                "bench",
+                "-p",
+                "genos-cellmesh",
+                "--features",
+                "sim",
+                "--bench",
+                "overlay",
+            ],
+        )?;
+        let sim = mean_ns("receive-broadcast/sim-auth")?;
+        let crypto = mean_ns("receive-broadcast/crypto-auth")?;
+        let duplicate = mean_ns("receive-broadcast/crypto-auth-duplicate")?;
+        println!("\n| receiving one broadcast frame (256 B) | time | ratio |");
+        println!("|---|---|---|");
+        println!(
+            "| simulator stand-in (keyed hash) | {:.2} us | baseline |",
+            sim / 1e3
+        );
+        println!(
+            "| BIP-340 verify + room-key open | {:.2} us | {:.1}x |",
+            crypto / 1e3,
+            crypto / sim
+        );
+        println!(
+            "| a duplicate (dropped before verifying) | {:.2} us | {:.2}x |",
+            duplicate / 1e3,
+            duplicate / sim
+        );
+    }
+    if !matches!(
+        which,
+        "crypto" | "signal" | "transport" | "room" | "cellmesh" | "all"
+    ) {
         return Err(format!(
-            "unknown benchmark set {which}: try crypto, signal, transport or room"
+            "unknown benchmark set {which}: try crypto, signal, transport, room or cellmesh"
         ));
     }
     Ok(())

@@ -34,7 +34,9 @@ fn main() {
         }
         for (name, svg) in files {
             let path = dir.join(name);
-            if let Err(error) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg)) {
+            if let Err(error) =
+                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg))
+            {
                 eprintln!("{}: {error}", path.display());
                 std::process::exit(1);
             }

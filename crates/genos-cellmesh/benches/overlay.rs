@@ -1,0 +1,155 @@
+//! The overlay's frame path, with real authentication beside the simulator's stand-in
+//! measured in the same run: what a peer pays per broadcast it receives.
+//!
+//! Run: `cargo xtask bench cellmesh` (prints ratios) or
+//! `cargo bench -p genos-cellmesh --features sim --bench overlay`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use genos_cellmesh::{
+    CryptoAuth, FrameAuth, Input, Output, Overlay, OverlayConfig, SimAuth, Topic,
+};
+use genos_crypto::{Identity, SealKey};
+
+fn started<A: FrameAuth>(auth: A) -> Overlay<A> {
+    let mut overlay = Overlay::new(OverlayConfig::default(), [1; 32], auth, 3);
+    overlay.handle(
+        Input::Start {
+            cells_hint: Some(1),
+        },
+        Instant::now(),
+    );
+    overlay
+}
+
+fn link<A: FrameAuth>(overlay: &mut Overlay<A>, other: [u8; 32]) {
+    let now = Instant::now();
+    overlay.handle(
+        Input::Announced {
+            peer: other,
+            topic: Topic::Cell { cells: 1, cell: 0 },
+            cells: 1,
+            epoch: 0,
+            count: 0,
+        },
+        now,
+    );
+    overlay.handle(Input::LinkUp { peer: other }, now);
+}
+
+/// `count` broadcast frames (256-byte payloads) from `origin` as sent to `to`.
+fn frames<A: FrameAuth>(origin: &mut Overlay<A>, to: [u8; 32], count: usize) -> Vec<Bytes> {
+    (0..count)
+        .map(|n| {
+            let outputs = origin.handle(
+                Input::Broadcast {
+                    meta: Bytes::from_static(b"bench"),
+                    payload: Bytes::from(vec![n as u8; 256]),
+                },
+                Instant::now(),
+            );
+            outputs
+                .into_iter()
+                .find_map(|output| match output {
+                    Output::Send { to: t, message } if t == to => Some(message),
+                    _ => None,
+                })
+                .expect("frame to the receiver")
+        })
+        .collect()
+}
+
+fn receive(c: &mut Criterion) {
+    let mut group = c.benchmark_group("receive-broadcast");
+    // Baseline: the simulator's keyed-hash stand-in (no public-key crypto).
+    {
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let mut origin = started(SimAuth::new(a));
+        link(&mut origin, b);
+        let sent = frames(&mut origin, b, 1);
+        group.bench_function("sim-auth", |bench| {
+            bench.iter_batched(
+                || {
+                    let mut receiver = started(SimAuth::new(b));
+                    link(&mut receiver, a);
+                    receiver
+                },
+                |mut receiver| {
+                    black_box(receiver.handle(
+                        Input::Received {
+                            from: a,
+                            message: sent[0].clone(),
+                        },
+                        Instant::now(),
+                    ))
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    // Real: BIP-340 verification and the room key's AEAD.
+    {
+        let room_key = SealKey::generate();
+        let (ida, idb) = (Identity::generate(), Identity::generate());
+        let (a, b) = (*ida.peer_id().as_bytes(), *idb.peer_id().as_bytes());
+        let mut origin = started(CryptoAuth::new(ida, room_key.clone()));
+        link(&mut origin, b);
+        let sent = frames(&mut origin, b, 1);
+        group.bench_function("crypto-auth", |bench| {
+            bench.iter_batched(
+                || {
+                    let mut receiver = started(CryptoAuth::new(idb.clone(), room_key.clone()));
+                    link(&mut receiver, a);
+                    receiver
+                },
+                |mut receiver| {
+                    black_box(receiver.handle(
+                        Input::Received {
+                            from: a,
+                            message: sent[0].clone(),
+                        },
+                        Instant::now(),
+                    ))
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    // A duplicate costs a lookup, not a verification.
+    {
+        let room_key = SealKey::generate();
+        let (ida, idb) = (Identity::generate(), Identity::generate());
+        let (a, b) = (*ida.peer_id().as_bytes(), *idb.peer_id().as_bytes());
+        let mut origin = started(CryptoAuth::new(ida, room_key.clone()));
+        link(&mut origin, b);
+        let sent = frames(&mut origin, b, 1);
+        let mut receiver = started(CryptoAuth::new(idb, room_key));
+        link(&mut receiver, a);
+        receiver.handle(
+            Input::Received {
+                from: a,
+                message: sent[0].clone(),
+            },
+            Instant::now(),
+        );
+        group.bench_function("crypto-auth-duplicate", |bench| {
+            bench.iter(|| {
+                black_box(receiver.handle(
+                    Input::Received {
+                        from: a,
+                        message: sent[0].clone(),
+                    },
+                    Instant::now(),
+                ))
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, receive);
+criterion_main!(benches);
