@@ -41,26 +41,22 @@ fn link<A: FrameAuth>(overlay: &mut Overlay<A>, other: [u8; 32]) {
     overlay.handle(Input::LinkUp { peer: other }, now);
 }
 
-/// `count` broadcast frames (256-byte payloads) from `origin` as sent to `to`.
-fn frames<A: FrameAuth>(origin: &mut Overlay<A>, to: [u8; 32], count: usize) -> Vec<Bytes> {
-    (0..count)
-        .map(|n| {
-            let outputs = origin.handle(
-                Input::Broadcast {
-                    meta: Bytes::from_static(b"bench"),
-                    payload: Bytes::from(vec![n as u8; 256]),
-                },
-                Instant::now(),
-            );
-            outputs
-                .into_iter()
-                .find_map(|output| match output {
-                    Output::Send { to: t, message } if t == to => Some(message),
-                    _ => None,
-                })
-                .expect("frame to the receiver")
+/// A broadcast frame (256-byte payload) from `origin` as sent to `to`.
+fn frame<A: FrameAuth>(origin: &mut Overlay<A>, to: [u8; 32]) -> Bytes {
+    let outputs = origin.handle(
+        Input::Broadcast {
+            meta: Bytes::from_static(b"bench"),
+            payload: Bytes::from(vec![7u8; 256]),
+        },
+        Instant::now(),
+    );
+    outputs
+        .into_iter()
+        .find_map(|output| match output {
+            Output::Send { to: t, message } if t == to => Some(message),
+            _ => None,
         })
-        .collect()
+        .expect("frame to the receiver")
 }
 
 fn receive(c: &mut Criterion) {
@@ -70,7 +66,7 @@ fn receive(c: &mut Criterion) {
         let (a, b) = ([1u8; 32], [2u8; 32]);
         let mut origin = started(SimAuth::new(a));
         link(&mut origin, b);
-        let sent = frames(&mut origin, b, 1);
+        let sent = frame(&mut origin, b);
         group.bench_function("sim-auth", |bench| {
             bench.iter_batched(
                 || {
@@ -82,7 +78,7 @@ fn receive(c: &mut Criterion) {
                     black_box(receiver.handle(
                         Input::Received {
                             from: a,
-                            message: sent[0].clone(),
+                            message: sent.clone(),
                         },
                         Instant::now(),
                     ))
@@ -98,7 +94,7 @@ fn receive(c: &mut Criterion) {
         let (a, b) = (*ida.peer_id().as_bytes(), *idb.peer_id().as_bytes());
         let mut origin = started(CryptoAuth::new(ida, room_key.clone()));
         link(&mut origin, b);
-        let sent = frames(&mut origin, b, 1);
+        let sent = frame(&mut origin, b);
         group.bench_function("crypto-auth", |bench| {
             bench.iter_batched(
                 || {
@@ -110,7 +106,7 @@ fn receive(c: &mut Criterion) {
                     black_box(receiver.handle(
                         Input::Received {
                             from: a,
-                            message: sent[0].clone(),
+                            message: sent.clone(),
                         },
                         Instant::now(),
                     ))
@@ -126,13 +122,13 @@ fn receive(c: &mut Criterion) {
         let (a, b) = (*ida.peer_id().as_bytes(), *idb.peer_id().as_bytes());
         let mut origin = started(CryptoAuth::new(ida, room_key.clone()));
         link(&mut origin, b);
-        let sent = frames(&mut origin, b, 1);
+        let sent = frame(&mut origin, b);
         let mut receiver = started(CryptoAuth::new(idb, room_key));
         link(&mut receiver, a);
         receiver.handle(
             Input::Received {
                 from: a,
-                message: sent[0].clone(),
+                message: sent.clone(),
             },
             Instant::now(),
         );
@@ -141,7 +137,7 @@ fn receive(c: &mut Criterion) {
                 black_box(receiver.handle(
                     Input::Received {
                         from: a,
-                        message: sent[0].clone(),
+                        message: sent.clone(),
                     },
                     Instant::now(),
                 ))
