@@ -59,62 +59,54 @@ fn frame<A: FrameAuth>(origin: &mut Overlay<A>, to: [u8; 32]) -> Bytes {
         .expect("frame to the receiver")
 }
 
+/// Times a fresh receiver (set up outside the timing) handling one broadcast frame; `pair`
+/// makes the origin's and the receiver's auth.
+fn bench_receive<A: FrameAuth>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    pair: impl Fn() -> (A, A),
+) {
+    let (origin_auth, _) = pair();
+    let (a, b) = (origin_auth.me(), pair().1.me());
+    let mut origin = started(origin_auth);
+    link(&mut origin, b);
+    let sent = frame(&mut origin, b);
+    group.bench_function(name, |bench| {
+        bench.iter_batched(
+            || {
+                let mut receiver = started(pair().1);
+                link(&mut receiver, a);
+                receiver
+            },
+            |mut receiver| {
+                black_box(receiver.handle(
+                    Input::Received {
+                        from: a,
+                        message: sent.clone(),
+                    },
+                    Instant::now(),
+                ))
+            },
+            BatchSize::SmallInput,
+        );
+    });
+}
+
 fn receive(c: &mut Criterion) {
     let mut group = c.benchmark_group("receive-broadcast");
     // Baseline: the simulator's keyed-hash stand-in (no public-key crypto).
-    {
-        let (a, b) = ([1u8; 32], [2u8; 32]);
-        let mut origin = started(SimAuth::new(a));
-        link(&mut origin, b);
-        let sent = frame(&mut origin, b);
-        group.bench_function("sim-auth", |bench| {
-            bench.iter_batched(
-                || {
-                    let mut receiver = started(SimAuth::new(b));
-                    link(&mut receiver, a);
-                    receiver
-                },
-                |mut receiver| {
-                    black_box(receiver.handle(
-                        Input::Received {
-                            from: a,
-                            message: sent.clone(),
-                        },
-                        Instant::now(),
-                    ))
-                },
-                BatchSize::SmallInput,
-            );
-        });
-    }
+    bench_receive(&mut group, "sim-auth", || {
+        (SimAuth::new([1; 32]), SimAuth::new([2; 32]))
+    });
     // Real: BIP-340 verification and the room key's AEAD.
-    {
-        let room_key = SealKey::generate();
-        let (ida, idb) = (Identity::generate(), Identity::generate());
-        let (a, b) = (*ida.peer_id().as_bytes(), *idb.peer_id().as_bytes());
-        let mut origin = started(CryptoAuth::new(ida, room_key.clone()));
-        link(&mut origin, b);
-        let sent = frame(&mut origin, b);
-        group.bench_function("crypto-auth", |bench| {
-            bench.iter_batched(
-                || {
-                    let mut receiver = started(CryptoAuth::new(idb.clone(), room_key.clone()));
-                    link(&mut receiver, a);
-                    receiver
-                },
-                |mut receiver| {
-                    black_box(receiver.handle(
-                        Input::Received {
-                            from: a,
-                            message: sent.clone(),
-                        },
-                        Instant::now(),
-                    ))
-                },
-                BatchSize::SmallInput,
-            );
-        });
-    }
+    let room_key = SealKey::generate();
+    let (ida, idb) = (Identity::generate(), Identity::generate());
+    bench_receive(&mut group, "crypto-auth", || {
+        (
+            CryptoAuth::new(ida.clone(), room_key.clone()),
+            CryptoAuth::new(idb.clone(), room_key.clone()),
+        )
+    });
     // A duplicate costs a lookup, not a verification.
     {
         let room_key = SealKey::generate();

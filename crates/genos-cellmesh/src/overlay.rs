@@ -1206,20 +1206,24 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
+    /// The members of `cell` this peer knows (itself not included).
+    fn known_members_of(&self, cell: u32) -> Vec<Member> {
+        self.roster
+            .iter()
+            .filter(|(_, known)| known.cell == cell)
+            .map(|(key, known)| Member {
+                key: *key,
+                seed: known.seed,
+            })
+            .collect()
+    }
+
     fn replan(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.dirty = false;
         let my_cell = self.my_cell;
         let cells = self.cells;
         let k = self.config.bridges_per_pair;
-        let mut members: Vec<Member> = self
-            .roster
-            .iter()
-            .filter(|(_, known)| known.cell == my_cell)
-            .map(|(key, known)| Member {
-                key: *key,
-                seed: known.seed,
-            })
-            .collect();
+        let mut members = self.known_members_of(my_cell);
         members.push(Member {
             key: self.me,
             seed: self.my_seed,
@@ -1271,15 +1275,7 @@ impl<A: FrameAuth> Overlay<A> {
                 continue;
             }
             topics.insert(Topic::Cell { cells, cell: other });
-            let theirs: Vec<Member> = self
-                .roster
-                .iter()
-                .filter(|(_, known)| known.cell == other)
-                .map(|(key, known)| Member {
-                    key: *key,
-                    seed: known.seed,
-                })
-                .collect();
+            let theirs = self.known_members_of(other);
             let holders = slot_holders(&theirs, other, my_cell, k);
             let counterpart = holders
                 .get(usize::from(slot))
