@@ -56,6 +56,7 @@ fn assert_broadcasts_reach_everyone<A: FrameAuth>(net: &mut Net<A>, count: u64) 
     net.run_until(at);
     for id in &ids {
         let (got, live, hops, _, twice_or_altered) = net.broadcast_outcome(id).unwrap();
+        assert_eq!(live, net.alive_count(), "every live peer is expected");
         assert_eq!(got, live, "a broadcast missed {} live peers", live - got);
         assert!(!twice_or_altered, "delivered twice or altered");
         assert!(hops <= 3, "{hops} hops");
@@ -307,4 +308,25 @@ fn peers_arriving_without_a_hint_converge_on_one_view_and_resize_together() {
     assert_eq!(cells, cell_count(peers, config.sizing));
     assert!(cells > 1);
     assert_broadcasts_reach_everyone(&mut net, 5);
+}
+
+#[test]
+fn the_overlay_stays_whole_while_peers_come_and_go() {
+    let scenario = genos_cellmesh::sim::Scenario::from_toml(
+        "name = 'churn'\npeers = 200\nseed = 12\nwarmup_s = 15\nsteady_s = 0\nbroadcasts = 10\ndirected = 0\nchurn_s = 60\nchurn_per_minute = 0.2\ncrash_fraction = 0.0\npicture = false",
+    )
+    .unwrap();
+    let report = genos_cellmesh::sim::run(&scenario);
+    let churn = report.overlay.churn.as_ref().expect("a churn phase");
+    assert_eq!(churn.departures, 40);
+    assert!(churn.broadcasts >= 50, "{}", report.to_text());
+    assert!(churn.delivery_ratio >= 0.99, "{}", report.to_text());
+    assert_eq!(churn.health_after.cell_counts, 1, "{}", report.to_text());
+    assert_eq!(churn.health_after.missing_intra, 0, "{}", report.to_text());
+    assert_eq!(
+        churn.health_after.unbridged_pairs,
+        0,
+        "{}",
+        report.to_text()
+    );
 }

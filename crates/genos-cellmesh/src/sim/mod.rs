@@ -22,7 +22,7 @@ mod report;
 mod scenario;
 
 pub use baseline::{Baseline, BaselineFigures};
-pub use report::{Histogram, Report, RunFigures, Stats};
+pub use report::{ChurnFigures, Histogram, Report, RunFigures, Stats};
 pub use scenario::{Scenario, ScenarioError};
 
 pub use net::{Health, Net, NetConfig, Rng, run};

@@ -116,8 +116,13 @@ enum LinkState {
 struct SimPeer<A> {
     key: PeerKey,
     overlay: Overlay<A>,
+    /// Started and neither crashed nor left.
     alive: bool,
     started: bool,
+    /// When it started (simulated microseconds).
+    started_at: u64,
+    /// Crashed or left: never starts again.
+    gone: bool,
     // Ordered: a crash schedules its link-downs in the same order every run.
     topics: BTreeSet<Topic>,
     adjacent: BTreeSet<usize>,
@@ -142,6 +147,8 @@ pub struct Health {
 
 /// Per-broadcast bookkeeping.
 struct Tracked {
+    /// Peers that should get it: alive and settled (see [`Net::set_settle`]) when it was sent.
+    eligible: Vec<bool>,
     payload: Bytes,
     corrupted: bool,
     sent_at: u64,
@@ -176,6 +183,7 @@ pub struct Net<A = SimAuth> {
     hops: Histogram,
     directed_delivered: u64,
     events_processed: u64,
+    settle_us: u64,
     debug: bool,
     event_kinds: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -233,8 +241,10 @@ impl<A: FrameAuth> Net<A> {
             list.push(SimPeer {
                 key,
                 overlay: Overlay::new(overlay.clone(), room, auth, rng.next_u64()),
-                alive: true,
+                alive: false,
                 started: false,
+                started_at: 0,
+                gone: false,
                 topics: BTreeSet::new(),
                 adjacent: BTreeSet::new(),
             });
@@ -258,6 +268,7 @@ impl<A: FrameAuth> Net<A> {
             hops: Histogram::default(),
             directed_delivered: 0,
             events_processed: 0,
+            settle_us: 0,
             debug: std::env::var_os("GENOS_SIM_DEBUG").is_some(),
             event_kinds: std::collections::BTreeMap::new(),
         }
@@ -382,6 +393,7 @@ impl<A: FrameAuth> Net<A> {
             return;
         }
         peer.alive = false;
+        peer.gone = true;
         let key = peer.key;
         let adjacent: Vec<usize> = std::mem::take(&mut peer.adjacent).into_iter().collect();
         let topics: Vec<Topic> = std::mem::take(&mut peer.topics).into_iter().collect();
@@ -398,6 +410,38 @@ impl<A: FrameAuth> Net<A> {
             let at = self.now + self.config.detect_us;
             self.input_at(at, other, Input::LinkDown { peer: key });
         }
+    }
+
+    /// Peer `i` leaves gracefully now: it closes its links (the other ends hear at once)
+    /// and its topics.
+    pub fn leave(&mut self, i: usize) {
+        if !self.is_alive(i) {
+            return;
+        }
+        self.feed(i, Input::Leave);
+        if let Some(peer) = self.peers.get_mut(i) {
+            peer.alive = false;
+            peer.gone = true;
+            let topics: Vec<Topic> = std::mem::take(&mut peer.topics).into_iter().collect();
+            for topic in topics {
+                if let Some(list) = self.topics.get_mut(&topic) {
+                    list.retain(|member| *member != i);
+                }
+            }
+        }
+    }
+
+    /// From now on a broadcast counts only peers that started at least `settle_us` before
+    /// it (a newcomer still joining is not expected to get it). Default 0: every live peer.
+    pub fn set_settle(&mut self, settle_us: u64) {
+        self.settle_us = settle_us;
+    }
+
+    /// Peers never started yet (spares a scenario can bring in later).
+    pub fn spares(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|i| self.peers.get(*i).is_some_and(|p| !p.started && !p.gone))
+            .collect()
     }
 
     /// Runs events until simulated time `until_us`.
@@ -445,11 +489,16 @@ impl<A: FrameAuth> Net<A> {
         match event {
             Event::Input { peer, input } => {
                 if let Some(p) = self.peers.get_mut(peer) {
+                    if let Input::Start { .. } = *input {
+                        if p.gone || p.started {
+                            return;
+                        }
+                        p.started = true;
+                        p.alive = true;
+                        p.started_at = self.now;
+                    }
                     if !p.alive {
                         return;
-                    }
-                    if let Input::Start { .. } = *input {
-                        p.started = true;
                     }
                     self.feed(peer, *input);
                 }
@@ -707,9 +756,16 @@ impl<A: FrameAuth> Net<A> {
         if let Some(slot) = delivered.get_mut(i) {
             *slot = true;
         }
+        let now_us = self.now;
+        let eligible = self
+            .peers
+            .iter()
+            .map(|p| p.alive && now_us.saturating_sub(p.started_at) >= self.settle_us)
+            .collect();
         self.tracked.insert(
             (key, seq),
             Tracked {
+                eligible,
                 payload,
                 corrupted: false,
                 sent_at: self.now,
@@ -765,7 +821,7 @@ impl<A: FrameAuth> Net<A> {
         let mut got = 0;
         let mut live = 0;
         for (i, peer) in self.peers.iter().enumerate() {
-            if peer.alive {
+            if peer.alive && tracked.eligible.get(i).copied().unwrap_or(false) {
                 live += 1;
                 if tracked.delivered.get(i).copied().unwrap_or(false) {
                     got += 1;
@@ -924,8 +980,14 @@ pub fn run(scenario: &Scenario) -> Report {
     for (slot, byte) in room.iter_mut().zip(scenario.seed.to_be_bytes()) {
         *slot = byte;
     }
+    let churn_events = if scenario.churn_s > 0 {
+        (scenario.peers as f64 * scenario.churn_per_minute * scenario.churn_s as f64 / 60.0).round()
+            as usize
+    } else {
+        0
+    };
     let mut net = Net::new(
-        scenario.peers,
+        scenario.peers + churn_events,
         &overlay_config,
         room,
         NetConfig::from_scenario(scenario),
@@ -933,7 +995,7 @@ pub fn run(scenario: &Scenario) -> Report {
     );
     let cells = crate::cell_count(scenario.peers, overlay_config.sizing);
     let window = scenario.join_window_ms * 1_000;
-    for i in 0..net.len() {
+    for i in 0..scenario.peers {
         let at = net.rng.below(window + 1);
         net.start_at(at, i, scenario.warm.then_some(cells));
     }
@@ -1031,6 +1093,7 @@ pub fn run(scenario: &Scenario) -> Report {
         events: 0,
         wall_seconds: 0.0,
         phase_seconds: Vec::new(),
+        churn: None,
     };
 
     // Directed sends between random pairs.
@@ -1057,6 +1120,65 @@ pub fn run(scenario: &Scenario) -> Report {
     figures.directed_delivered = net.directed_delivered() - before_directed;
 
     let picture = (scenario.picture && scenario.peers <= 400).then(|| super::report::picture(&net));
+
+    // Churn: peers leave (half gracefully, half crashing) and newcomers arrive without a
+    // hint, at the same steady rate, while a broadcast goes out every second.
+    if churn_events > 0 {
+        net.set_settle(20 * second);
+        let start = t;
+        let step = scenario.churn_s * second / churn_events as u64;
+        let mut spares = net.spares().into_iter();
+        let mut ids = Vec::new();
+        let mut next_broadcast = start;
+        for n in 0..churn_events {
+            let at = start + n as u64 * step;
+            while next_broadcast <= at {
+                net.run_until(next_broadcast);
+                if let Some(origin) = net.random_live() {
+                    if let Some(id) = net.broadcast_now(origin, payload(n as u64, 64)) {
+                        ids.push(id);
+                    }
+                }
+                next_broadcast += second;
+            }
+            net.run_until(at);
+            if let Some(victim) = net.random_live() {
+                if n % 2 == 0 {
+                    net.leave(victim);
+                } else {
+                    net.crash(victim);
+                }
+            }
+            if let Some(newcomer) = spares.next() {
+                net.start_at(at, newcomer, None);
+            }
+        }
+        t = start + scenario.churn_s * second + 5 * second;
+        net.run_until(t);
+        let outcomes: Vec<(usize, usize)> = ids
+            .iter()
+            .filter_map(|id| net.broadcast_outcome(id))
+            .map(|(got, live, ..)| (got, live))
+            .collect();
+        figures.churn = Some(super::report::ChurnFigures {
+            departures: churn_events,
+            arrivals: churn_events,
+            seconds: scenario.churn_s,
+            broadcasts: outcomes.len(),
+            complete: outcomes.iter().filter(|(got, live)| got == live).count(),
+            delivery_ratio: outcomes
+                .iter()
+                .map(|(got, live)| *got as f64 / (*live).max(1) as f64)
+                .sum::<f64>()
+                / outcomes.len().max(1) as f64,
+            health_after: net.health(),
+            connections_after: Stats::of(net.live_degrees().iter().map(|d| *d as f64)),
+        });
+        net.reset_tracking();
+        net.set_settle(0);
+        phases.push(("churn", phase_start.elapsed().as_secs_f64()));
+        phase_start = Instant::now();
+    }
 
     // Crash, broadcasts right after, then probes until repaired.
     let crash_count = (scenario.peers as f64 * scenario.crash_fraction).round() as usize;

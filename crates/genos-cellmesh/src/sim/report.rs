@@ -182,6 +182,31 @@ pub struct RunFigures {
     pub wall_seconds: f64,
     /// Wall-clock seconds of each phase of the run.
     pub phase_seconds: Vec<(&'static str, f64)>,
+    /// The churn phase, if the scenario has one.
+    pub churn: Option<ChurnFigures>,
+}
+
+/// A churn phase: peers leaving and arriving at a steady rate while broadcasts go out.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChurnFigures {
+    /// Peers that left (half gracefully, half crashing).
+    pub departures: usize,
+    /// Newcomers (no hint: they bootstrap from the lobby).
+    pub arrivals: usize,
+    /// Over how many simulated seconds.
+    pub seconds: u64,
+    /// Broadcasts sent (one a second).
+    pub broadcasts: usize,
+    /// Broadcasts that reached every settled live peer.
+    pub complete: usize,
+    /// Mean fraction of settled live peers reached (a newcomer counts from 20 s after it
+    /// started).
+    pub delivery_ratio: f64,
+    /// The overlay right after the churn.
+    pub health_after: super::net::Health,
+    /// Connections per live peer right after the churn.
+    pub connections_after: Stats,
 }
 
 /// A run's report: the overlay beside its baselines.
@@ -317,6 +342,23 @@ impl Report {
                 o.time_to_repair_s
                     .map_or("never".into(), |t| format!("{t:.0} s")),
                 o.after_repair_ratio.unwrap_or(0.0)
+            );
+        }
+        if let Some(churn) = &o.churn {
+            let _ = writeln!(
+                s,
+                "churn: {} left (half crashed) and {} arrived over {} s; broadcasts during it {:.4} delivered ({} of {} complete); after it: {} view(s), {} missing cell links, {} unbridged cell pairs, connections mean {:.1} max {:.0}",
+                churn.departures,
+                churn.arrivals,
+                churn.seconds,
+                churn.delivery_ratio,
+                churn.complete,
+                churn.broadcasts,
+                churn.health_after.cell_counts,
+                churn.health_after.missing_intra,
+                churn.health_after.unbridged_pairs,
+                churn.connections_after.mean,
+                churn.connections_after.max
             );
         }
         let phases: Vec<String> = o

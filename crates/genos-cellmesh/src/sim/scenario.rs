@@ -50,6 +50,12 @@ pub struct Scenario {
     pub payload_bytes: usize,
     /// Directed sends between random pairs (after the broadcasts).
     pub directed: usize,
+    /// Seconds of churn after the directed sends (0 for none): peers leave (half gracefully,
+    /// half crashing) and newcomers without a hint arrive, while a broadcast goes out every
+    /// second.
+    pub churn_s: u64,
+    /// Fraction of the room replaced per minute during the churn.
+    pub churn_per_minute: f64,
     /// Fraction of peers that crash at once after the fault-free phase (0 for none).
     pub crash_fraction: f64,
     /// Broadcasts sent in the second right after the crash, before anyone notices.
@@ -83,6 +89,8 @@ impl Default for Scenario {
             broadcast_window_s: 10,
             payload_bytes: 200,
             directed: 100,
+            churn_s: 0,
+            churn_per_minute: 0.1,
             crash_fraction: 0.1,
             after_crash_broadcasts: 50,
             repair_s: 60,
@@ -113,6 +121,9 @@ impl Scenario {
         let invalid = |what: &str| Err(ScenarioError::Invalid(what.into()));
         if self.peers == 0 || self.peers > 100_000 {
             return invalid("peers must be 1 to 100,000");
+        }
+        if !(0.0..=1.0).contains(&self.churn_per_minute) || self.churn_s > 3_600 {
+            return invalid("churn_per_minute must be 0 to 1 and churn_s at most an hour");
         }
         if !(0.0..=0.9).contains(&self.crash_fraction) {
             return invalid("crash_fraction must be 0 to 0.9");
