@@ -1110,27 +1110,13 @@ impl<A: FrameAuth> Overlay<A> {
         if self.is_leader && self.my_cell == 0 && self.next_beacon.is_none_or(|at| now >= at) {
             let next = self.jittered(self.config.bootstrap_wait / 3);
             self.next_beacon = Some(now + next);
-            let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
-            self.census.insert(self.my_cell, (count, now));
-            out.push(Output::Announce {
-                topic: Topic::Lobby,
-                cells: self.cells,
-                epoch: self.epoch,
-                count,
-            });
+            self.post_census(now, out);
         }
         if self.next_census.is_some_and(|at| now >= at) {
             let next = self.jittered(self.config.census_interval);
             self.next_census = Some(now + next);
             if self.is_leader {
-                let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
-                self.census.insert(self.my_cell, (count, now));
-                out.push(Output::Announce {
-                    topic: Topic::Lobby,
-                    cells: self.cells,
-                    epoch: self.epoch,
-                    count,
-                });
+                self.post_census(now, out);
             }
         }
         self.resize_from_census(now, out);
@@ -1153,6 +1139,18 @@ impl<A: FrameAuth> Overlay<A> {
         if self.roster.len() != before {
             self.dirty = true;
         }
+    }
+
+    /// Posts this cell's size and our view on the lobby (and counts it ourselves).
+    fn post_census(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
+        self.census.insert(self.my_cell, (count, now));
+        out.push(Output::Announce {
+            topic: Topic::Lobby,
+            cells: self.cells,
+            epoch: self.epoch,
+            count,
+        });
     }
 
     /// The room's size from the census of the current view, once 3/4 of its cells were heard.
