@@ -1,13 +1,17 @@
-//! The layouts the overlay is compared with, computed on the same peers.
+//! The layouts the overlay is compared with, played on the same peers.
 //!
-//! Baselines are graphs, not protocol runs: a full mesh (the origin sends to everyone) and
-//! the GenosRTC layout (cells of 10 peers in a full mesh; cells linked to cells ±2^k; one
-//! hash-chosen bridge per cell linked to every member of the neighbouring cells; frames
-//! flooded). Hops are breadth-first distances (what a flood achieves with equal latencies),
-//! duplicates are the flood's extra copies, and delivery after a crash is what the flood
-//! still reaches on the surviving graph, before any repair.
+//! Two layouts: a full mesh (the origin sends to everyone, nobody forwards) and the GenosRTC
+//! layout (cells of 10 peers in a full mesh; cells linked to cells ±2^k; one hash-chosen
+//! bridge per cell linked to every member of the neighbouring cells; frames flooded: each
+//! peer forwards a frame's first copy to every neighbour but the sender). Their links are
+//! fixed graphs; their broadcasts are played message by message on the simulator's latency
+//! model (same one-way latency and jitter), so hops, duplicates, time to the last delivery
+//! and messages per broadcast are measured the same way as the overlay's. Delivery after a
+//! crash is what the same broadcasts still reach with the crashed peers silent, before any
+//! repair (neither baseline has one).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use super::net::Rng;
 use super::report::{Histogram, Stats};
@@ -41,35 +45,198 @@ pub struct BaselineFigures {
     pub after_crash_ratio: f64,
     /// Announces each peer hears per minute (every peer hears every announce).
     pub discovery_per_peer_per_min: f64,
+    /// Time from sending to the last peer's delivery, milliseconds.
+    pub time_to_full_ms: Stats,
+    /// Messages sent on links per broadcast, all peers together.
+    pub messages_per_broadcast: f64,
 }
 
+/// Broadcasts played per baseline (from random origins).
 const SAMPLED_ORIGINS: usize = 20;
 
+/// The latency model the baselines are played on (the overlay's run uses the same).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Latency {
+    pub(crate) base_us: u64,
+    pub(crate) jitter_us: u64,
+}
+
 impl Baseline {
-    /// Figures for `peers` peers; `crashed` are the peers the overlay run crashed.
-    pub fn figures(self, peers: usize, crashed: &[usize], seed: u64) -> BaselineFigures {
+    /// Figures for `peers` peers on `latency`; `crashed` are the peers the overlay run
+    /// crashed.
+    pub(crate) fn figures(
+        self,
+        peers: usize,
+        crashed: &[usize],
+        seed: u64,
+        latency: Latency,
+    ) -> BaselineFigures {
+        let graph = match self {
+            Self::FullMesh => Graph::Full(peers),
+            Self::GenosRtc => Graph::Adjacency(genosrtc_graph(peers, seed)),
+        };
+        play(&graph, crashed, seed, latency)
+    }
+}
+
+/// A fixed layout: everyone linked to everyone (the origin sends, nobody forwards), or
+/// adjacency lists (flooded).
+enum Graph {
+    Full(usize),
+    Adjacency(Vec<Vec<u32>>),
+}
+
+impl Graph {
+    fn len(&self) -> usize {
         match self {
-            Self::FullMesh => full_mesh(peers, crashed),
-            Self::GenosRtc => flood_figures(&genosrtc_graph(peers, seed), crashed, seed),
+            Self::Full(peers) => *peers,
+            Self::Adjacency(lists) => lists.len(),
+        }
+    }
+
+    fn degree(&self, node: usize) -> usize {
+        match self {
+            Self::Full(peers) => peers.saturating_sub(1),
+            Self::Adjacency(lists) => lists.get(node).map_or(0, Vec::len),
         }
     }
 }
 
-fn full_mesh(peers: usize, crashed: &[usize]) -> BaselineFigures {
-    let degree = peers.saturating_sub(1) as u64;
-    let mut connections_histogram = Histogram::default();
-    connections_histogram.add_many(degree, peers as u64);
+/// What one played broadcast did.
+struct Played {
+    /// Live peers reached (the origin included).
+    reached: usize,
+    /// Hops of each first delivery.
+    hops: Vec<u8>,
+    messages: u64,
+    /// Time of the last first delivery, microseconds.
+    last_us: u64,
+}
+
+/// Plays one broadcast from `origin` message by message; `dead` peers drop what they get.
+fn play_one(
+    graph: &Graph,
+    origin: usize,
+    dead: &[bool],
+    latency: Latency,
+    rng: &mut Rng,
+) -> Played {
+    let peers = graph.len();
+    let mut seen = vec![false; peers];
+    let mut queue: BinaryHeap<Reverse<(u64, u32, u32, u8)>> = BinaryHeap::new();
+    let mut played = Played {
+        reached: 1,
+        hops: Vec::new(),
+        messages: 0,
+        last_us: 0,
+    };
+    if let Some(slot) = seen.get_mut(origin) {
+        *slot = true;
+    }
+    let mut send = |queue: &mut BinaryHeap<Reverse<(u64, u32, u32, u8)>>,
+                    played: &mut Played,
+                    at: u64,
+                    from: usize,
+                    to: usize,
+                    hops: u8| {
+        played.messages += 1;
+        let arrive = at + latency.base_us + rng.below(latency.jitter_us + 1);
+        queue.push(Reverse((arrive, to as u32, from as u32, hops)));
+    };
+    match graph {
+        Graph::Full(_) => {
+            for to in (0..peers).filter(|to| *to != origin) {
+                send(&mut queue, &mut played, 0, origin, to, 1);
+            }
+        }
+        Graph::Adjacency(lists) => {
+            for to in lists.get(origin).into_iter().flatten() {
+                send(&mut queue, &mut played, 0, origin, *to as usize, 1);
+            }
+        }
+    }
+    while let Some(Reverse((at, node, from, hops))) = queue.pop() {
+        let node = node as usize;
+        if dead.get(node).copied().unwrap_or(true) {
+            continue;
+        }
+        let Some(slot) = seen.get_mut(node) else {
+            continue;
+        };
+        if *slot {
+            continue;
+        }
+        *slot = true;
+        played.reached += 1;
+        played.hops.push(hops);
+        played.last_us = played.last_us.max(at);
+        if let Graph::Adjacency(lists) = graph {
+            for to in lists.get(node).into_iter().flatten() {
+                if *to as usize != from as usize {
+                    send(
+                        &mut queue,
+                        &mut played,
+                        at,
+                        node,
+                        *to as usize,
+                        hops.saturating_add(1),
+                    );
+                }
+            }
+        }
+    }
+    played
+}
+
+fn play(graph: &Graph, crashed: &[usize], seed: u64, latency: Latency) -> BaselineFigures {
+    let peers = graph.len();
+    let degrees: Vec<u64> = (0..peers).map(|node| graph.degree(node) as u64).collect();
+    let mut rng = Rng::new(seed ^ 0xba5e);
+    let no_dead = vec![false; peers];
     let mut hops_histogram = Histogram::default();
-    hops_histogram.add_many(1, degree);
-    let _ = crashed;
+    let mut duplicates = 0.0;
+    let mut messages = 0.0;
+    let mut times = Vec::new();
+    for _ in 0..SAMPLED_ORIGINS {
+        let origin = rng.below(peers as u64) as usize;
+        let played = play_one(graph, origin, &no_dead, latency, &mut rng);
+        let deliveries = played.hops.len() as u64;
+        for hops in &played.hops {
+            hops_histogram.add(u64::from(*hops));
+        }
+        duplicates += played.messages.saturating_sub(deliveries) as f64 / deliveries.max(1) as f64;
+        messages += played.messages as f64;
+        if played.reached == peers {
+            times.push(played.last_us as f64 / 1_000.0);
+        }
+    }
+    let mut dead = vec![false; peers];
+    for i in crashed {
+        if let Some(slot) = dead.get_mut(*i) {
+            *slot = true;
+        }
+    }
+    let live: Vec<usize> = (0..peers)
+        .filter(|i| !dead.get(*i).copied().unwrap_or(true))
+        .collect();
+    let mut ratio = 0.0;
+    for _ in 0..SAMPLED_ORIGINS {
+        let Some(origin) = live.get(rng.below(live.len() as u64) as usize).copied() else {
+            break;
+        };
+        let played = play_one(graph, origin, &dead, latency, &mut rng);
+        ratio += played.reached as f64 / live.len().max(1) as f64;
+    }
     BaselineFigures {
-        connections: Stats::of(std::iter::repeat_n(degree as f64, peers)),
-        connections_histogram,
-        hops: Stats::of(std::iter::once(1.0)),
+        connections: Stats::of(degrees.iter().map(|d| *d as f64)),
+        connections_histogram: Histogram::from_values(degrees.iter().copied()),
+        hops: hops_histogram.stats(),
         hops_histogram,
-        duplicates_per_delivery: 0.0,
-        after_crash_ratio: 1.0,
+        duplicates_per_delivery: duplicates / SAMPLED_ORIGINS as f64,
+        after_crash_ratio: ratio / SAMPLED_ORIGINS as f64,
         discovery_per_peer_per_min: 0.0,
+        time_to_full_ms: Stats::of(times.into_iter()),
+        messages_per_broadcast: messages / SAMPLED_ORIGINS as f64,
     }
 }
 
@@ -138,86 +305,6 @@ pub(crate) fn genosrtc_graph(peers: usize, seed: u64) -> Vec<Vec<u32>> {
     adjacency
 }
 
-/// Breadth-first distances from `origin`, skipping `dead` peers.
-fn distances(adjacency: &[Vec<u32>], origin: usize, dead: &[bool]) -> Vec<Option<u32>> {
-    let mut distance = vec![None; adjacency.len()];
-    let mut queue = VecDeque::new();
-    if let Some(slot) = distance.get_mut(origin) {
-        *slot = Some(0);
-        queue.push_back(origin);
-    }
-    while let Some(node) = queue.pop_front() {
-        let next = distance.get(node).copied().flatten().unwrap_or(0) + 1;
-        for neighbour in adjacency.get(node).into_iter().flatten() {
-            let n = *neighbour as usize;
-            if dead.get(n).copied().unwrap_or(true) {
-                continue;
-            }
-            if let Some(slot) = distance.get_mut(n) {
-                if slot.is_none() {
-                    *slot = Some(next);
-                    queue.push_back(n);
-                }
-            }
-        }
-    }
-    distance
-}
-
-fn flood_figures(adjacency: &[Vec<u32>], crashed: &[usize], seed: u64) -> BaselineFigures {
-    let peers = adjacency.len();
-    let degrees: Vec<u64> = adjacency.iter().map(|list| list.len() as u64).collect();
-    let mut rng = Rng::new(seed ^ 0xba5e);
-    let no_dead = vec![false; peers];
-    let mut hops_histogram = Histogram::default();
-    let mut duplicates = 0.0;
-    for _ in 0..SAMPLED_ORIGINS {
-        let origin = rng.below(peers as u64) as usize;
-        let distance = distances(adjacency, origin, &no_dead);
-        let mut messages = degrees.get(origin).copied().unwrap_or(0);
-        let mut deliveries = 0u64;
-        for (node, d) in distance.iter().enumerate() {
-            if let Some(d) = d {
-                if node != origin {
-                    hops_histogram.add(u64::from(*d));
-                    deliveries += 1;
-                    messages += degrees.get(node).copied().unwrap_or(1).saturating_sub(1);
-                }
-            }
-        }
-        duplicates += messages.saturating_sub(deliveries) as f64 / deliveries.max(1) as f64;
-    }
-    let mut dead = vec![false; peers];
-    for i in crashed {
-        if let Some(slot) = dead.get_mut(*i) {
-            *slot = true;
-        }
-    }
-    let live: Vec<usize> = (0..peers)
-        .filter(|i| !dead.get(*i).copied().unwrap_or(true))
-        .collect();
-    let mut ratio = 0.0;
-    for _ in 0..SAMPLED_ORIGINS {
-        let Some(origin) = live.get(rng.below(live.len() as u64) as usize).copied() else {
-            break;
-        };
-        let reached = distances(adjacency, origin, &dead)
-            .iter()
-            .filter(|d| d.is_some())
-            .count();
-        ratio += reached as f64 / live.len().max(1) as f64;
-    }
-    BaselineFigures {
-        connections: Stats::of(degrees.iter().map(|d| *d as f64)),
-        connections_histogram: Histogram::from_values(degrees.iter().copied()),
-        hops: hops_histogram.stats(),
-        hops_histogram,
-        duplicates_per_delivery: duplicates / SAMPLED_ORIGINS as f64,
-        after_crash_ratio: ratio / SAMPLED_ORIGINS as f64,
-        discovery_per_peer_per_min: 0.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +317,26 @@ mod tests {
         let max = graph.iter().map(Vec::len).max().unwrap_or(0);
         assert!((30.0..60.0).contains(&mean), "mean {mean}");
         assert!((180..400).contains(&max), "max {max}");
+    }
+
+    #[test]
+    fn played_baselines_count_what_they_send() {
+        let latency = Latency {
+            base_us: 20_000,
+            jitter_us: 20_000,
+        };
+        let full = Baseline::FullMesh.figures(50, &[], 1, latency);
+        assert_eq!(full.hops.max, 1.0);
+        assert_eq!(full.duplicates_per_delivery, 0.0);
+        assert_eq!(full.messages_per_broadcast, 49.0);
+        assert!(full.time_to_full_ms.max <= 40.0);
+        // A flood sends each first copy on to every neighbour but the sender: many
+        // duplicates, and every peer reached.
+        let flood = Baseline::GenosRtc.figures(200, &[], 1, latency);
+        assert!(flood.duplicates_per_delivery > 5.0);
+        assert_eq!(flood.time_to_full_ms.count, SAMPLED_ORIGINS);
+        let crashed: Vec<usize> = (0..200).step_by(10).collect();
+        let after = Baseline::GenosRtc.figures(200, &crashed, 1, latency);
+        assert!(after.after_crash_ratio <= 1.0 && after.after_crash_ratio > 0.5);
     }
 }

@@ -1021,6 +1021,7 @@ pub fn run(scenario: &Scenario) -> Report {
         / (scenario.steady_s.max(1) as f64 / 60.0);
     let warm_end = steady_end;
     let before_dup = net.sum_metric(|m| m.duplicates);
+    let before_forwarded = net.sum_metric(|m| m.forwarded);
     let before_delivered = net.sum_metric(|m| m.delivered);
     let before_bytes = net.sum_metric(|m| m.bytes_sent);
     net.reset_tracking();
@@ -1065,6 +1066,7 @@ pub fn run(scenario: &Scenario) -> Report {
     let hops = net.reset_tracking();
     let delivered = net.sum_metric(|m| m.delivered) - before_delivered;
     let duplicates = net.sum_metric(|m| m.duplicates) - before_dup;
+    let forwarded = net.sum_metric(|m| m.forwarded) - before_forwarded;
     let degrees = net.live_degrees();
 
     let mut figures = RunFigures {
@@ -1078,6 +1080,7 @@ pub fn run(scenario: &Scenario) -> Report {
         broadcasts: ids.len(),
         delivered_twice: twice,
         duplicates_per_delivery: duplicates as f64 / delivered.max(1) as f64,
+        messages_per_broadcast: forwarded as f64 / ids.len().max(1) as f64,
         time_to_full_ms: Stats::of(time_to_full.into_iter()),
         bytes_sent_per_peer_per_s: (net.sum_metric(|m| m.bytes_sent) - before_bytes) as f64
             / live
@@ -1268,8 +1271,13 @@ pub fn run(scenario: &Scenario) -> Report {
     figures.wall_seconds = started.elapsed().as_secs_f64();
 
     let announces_per_min = 60.0 / overlay_config.announce_interval.as_secs_f64().max(1.0);
-    let mut full_mesh = Baseline::FullMesh.figures(scenario.peers, &crashed, scenario.seed);
-    let mut genosrtc = Baseline::GenosRtc.figures(scenario.peers, &crashed, scenario.seed);
+    let latency = super::baseline::Latency {
+        base_us: scenario.latency_ms * 1_000,
+        jitter_us: scenario.jitter_ms * 1_000,
+    };
+    let mut full_mesh =
+        Baseline::FullMesh.figures(scenario.peers, &crashed, scenario.seed, latency);
+    let mut genosrtc = Baseline::GenosRtc.figures(scenario.peers, &crashed, scenario.seed, latency);
     // Both hear every peer's announce.
     for baseline in [&mut full_mesh, &mut genosrtc] {
         baseline.discovery_per_peer_per_min =

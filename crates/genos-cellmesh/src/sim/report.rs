@@ -156,6 +156,8 @@ pub struct RunFigures {
     pub delivered_twice: bool,
     /// Extra copies received per delivery.
     pub duplicates_per_delivery: f64,
+    /// Frames sent on links per fault-free broadcast, all peers together.
+    pub messages_per_broadcast: f64,
     /// Time from sending to the last peer's delivery, milliseconds.
     pub time_to_full_ms: Stats,
     /// Bytes each peer sent per second during the broadcasts.
@@ -298,6 +300,24 @@ impl Report {
             o.duplicates_per_delivery,
             f.duplicates_per_delivery,
             g.duplicates_per_delivery,
+        );
+        row(
+            "messages per broadcast",
+            o.messages_per_broadcast,
+            f.messages_per_broadcast,
+            g.messages_per_broadcast,
+        );
+        row(
+            "time to last delivery ms, mean",
+            o.time_to_full_ms.mean,
+            f.time_to_full_ms.mean,
+            g.time_to_full_ms.mean,
+        );
+        row(
+            "time to last delivery ms, max",
+            o.time_to_full_ms.max,
+            f.time_to_full_ms.max,
+            g.time_to_full_ms.max,
         );
         row(
             "discovery messages per peer per min",
