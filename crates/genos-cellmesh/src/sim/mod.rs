@@ -19,10 +19,12 @@
 mod baseline;
 mod net;
 mod report;
+mod run;
 mod scenario;
 
 pub use baseline::{Baseline, BaselineFigures};
 pub use report::{ChurnFigures, Histogram, Report, RunFigures, Stats};
 pub use scenario::{Scenario, ScenarioError};
 
-pub use net::{Health, Net, NetConfig, Rng, run};
+pub use net::{Health, Net, NetConfig, Rng};
+pub use run::run;

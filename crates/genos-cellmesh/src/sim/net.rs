@@ -1,4 +1,4 @@
-//! The simulated network and the scenario runner.
+//! The simulated network: events, links, topics, crashes, and the tracking of broadcasts.
 //!
 //! Peer indices here come from the simulator's own tables (never from a message or a
 //! file), so indexing by them cannot go out of range.
@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::baseline::Baseline;
-use super::report::{Histogram, Report, RunFigures, Stats};
+use super::report::Histogram;
 use super::scenario::Scenario;
 use crate::keyhash::{KeyMap, key_map};
 use crate::plan::mix64;
@@ -185,7 +184,7 @@ pub struct Net<A = SimAuth> {
     events_processed: u64,
     settle_us: u64,
     debug: bool,
-    event_kinds: std::collections::BTreeMap<&'static str, u64>,
+    pub(crate) event_kinds: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl<A> std::fmt::Debug for Net<A> {
@@ -855,6 +854,11 @@ impl<A: FrameAuth> Net<A> {
         live.get(pick).copied()
     }
 
+    /// Random number below `bound`, from the simulator's source.
+    pub fn random_u64_below(&mut self, bound: u64) -> u64 {
+        self.rng.below(bound)
+    }
+
     /// Random index below `n`.
     pub fn random_below(&mut self, n: usize) -> usize {
         self.rng.below(n as u64) as usize
@@ -920,7 +924,7 @@ impl<A: FrameAuth> Net<A> {
     }
 
     #[allow(clippy::print_stderr)]
-    fn explain_missing(&self, id: &(PeerKey, u64)) {
+    pub(crate) fn explain_missing(&self, id: &(PeerKey, u64)) {
         let Some(tracked) = self.tracked.get(id) else {
             return;
         };
@@ -962,340 +966,4 @@ impl<A: FrameAuth> Net<A> {
         out.dedup();
         out
     }
-}
-
-fn payload(id: u64, len: usize) -> Bytes {
-    let mut bytes = vec![0u8; len.max(8)];
-    for (slot, byte) in bytes.iter_mut().zip(id.to_be_bytes()) {
-        *slot = byte;
-    }
-    Bytes::from(bytes)
-}
-
-/// Plays `scenario` and reports the overlay beside its baselines.
-pub fn run(scenario: &Scenario) -> Report {
-    let started = Instant::now();
-    let overlay_config = scenario.overlay_config();
-    let mut room = [0u8; 32];
-    for (slot, byte) in room.iter_mut().zip(scenario.seed.to_be_bytes()) {
-        *slot = byte;
-    }
-    let churn_events = if scenario.churn_s > 0 {
-        (scenario.peers as f64 * scenario.churn_per_minute * scenario.churn_s as f64 / 60.0).round()
-            as usize
-    } else {
-        0
-    };
-    let mut net = Net::new(
-        scenario.peers + churn_events,
-        &overlay_config,
-        room,
-        NetConfig::from_scenario(scenario),
-        scenario.seed,
-    );
-    let cells = crate::cell_count(scenario.peers, overlay_config.sizing);
-    let window = scenario.join_window_ms * 1_000;
-    for i in 0..scenario.peers {
-        let at = net.rng.below(window + 1);
-        net.start_at(at, i, scenario.warm.then_some(cells));
-    }
-    let second = 1_000_000u64;
-    let warm_end = scenario.warmup_s * second;
-    net.run_until(warm_end);
-    let mut phases = vec![("join and warm-up", started.elapsed().as_secs_f64())];
-    let steady_start = Instant::now();
-    let mut phase_start = Instant::now();
-    let _ = steady_start;
-
-    // Fault-free broadcasts.
-    if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
-        tracing_health("after warm-up", &net);
-    }
-    // A quiet stretch to measure the discovery load of a formed overlay.
-    let before_discovery = net.sum_metric(|m| m.discovery_received);
-    let steady_end = warm_end + scenario.steady_s * second;
-    net.run_until(steady_end);
-    let discovery_per_peer_per_min = (net.sum_metric(|m| m.discovery_received) - before_discovery)
-        as f64
-        / net.alive_count().max(1) as f64
-        / (scenario.steady_s.max(1) as f64 / 60.0);
-    let warm_end = steady_end;
-    let before_dup = net.sum_metric(|m| m.duplicates);
-    let before_forwarded = net.sum_metric(|m| m.forwarded);
-    let before_delivered = net.sum_metric(|m| m.delivered);
-    let before_bytes = net.sum_metric(|m| m.bytes_sent);
-    net.reset_tracking();
-    let spread = (scenario.broadcast_window_s * second) / scenario.broadcasts.max(1) as u64;
-    let mut ids = Vec::new();
-    for n in 0..scenario.broadcasts {
-        let at = warm_end + n as u64 * spread;
-        net.run_until(at);
-        if let Some(origin) = net.random_live() {
-            if let Some(id) = net.broadcast_now(origin, payload(n as u64, scenario.payload_bytes)) {
-                ids.push(id);
-            }
-        }
-    }
-    let phase_end = warm_end + scenario.broadcast_window_s * second + 5 * second;
-    net.run_until(phase_end);
-    let phase_seconds = (phase_end - warm_end) as f64 / second as f64;
-    let live = net.alive_count().max(1) as f64;
-    let mut ratio_sum = 0.0;
-    let mut full = 0usize;
-    let mut twice = false;
-    let mut time_to_full = Vec::new();
-    let mut max_hops = 0u8;
-    for id in &ids {
-        if let Some((got, alive, hops, time, again)) = net.broadcast_outcome(id) {
-            ratio_sum += got as f64 / alive.max(1) as f64;
-            if got == alive {
-                full += 1;
-                time_to_full.push(time as f64 / 1_000.0);
-            }
-            twice |= again;
-            max_hops = max_hops.max(hops);
-        }
-    }
-    if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
-        for id in ids.iter().take(100) {
-            net.explain_missing(id);
-        }
-    }
-    phases.push(("fault-free broadcasts", phase_start.elapsed().as_secs_f64()));
-    phase_start = Instant::now();
-    let hops = net.reset_tracking();
-    let delivered = net.sum_metric(|m| m.delivered) - before_delivered;
-    let duplicates = net.sum_metric(|m| m.duplicates) - before_dup;
-    let forwarded = net.sum_metric(|m| m.forwarded) - before_forwarded;
-    let degrees = net.live_degrees();
-
-    let mut figures = RunFigures {
-        connections: Stats::of(degrees.iter().map(|d| *d as f64)),
-        connections_histogram: Histogram::from_values(degrees.iter().map(|d| *d as u64)),
-        hops: hops.stats(),
-        hops_histogram: hops,
-        max_hops,
-        delivery_ratio: ratio_sum / ids.len().max(1) as f64,
-        fully_delivered: full,
-        broadcasts: ids.len(),
-        delivered_twice: twice,
-        duplicates_per_delivery: duplicates as f64 / delivered.max(1) as f64,
-        messages_per_broadcast: forwarded as f64 / ids.len().max(1) as f64,
-        time_to_full_ms: Stats::of(time_to_full.into_iter()),
-        bytes_sent_per_peer_per_s: (net.sum_metric(|m| m.bytes_sent) - before_bytes) as f64
-            / live
-            / phase_seconds,
-        discovery_per_peer_per_min,
-        directed_sent: 0,
-        directed_delivered: 0,
-        crashed: 0,
-        after_crash_ratio: None,
-        time_to_repair_s: None,
-        after_repair_ratio: None,
-        cells,
-        events: 0,
-        wall_seconds: 0.0,
-        phase_seconds: Vec::new(),
-        churn: None,
-    };
-
-    // Directed sends between random pairs.
-    let before_directed = net.directed_delivered();
-    let mut t = phase_end;
-    let mut sent = 0;
-    for _ in 0..scenario.directed {
-        t += 10_000;
-        net.run_until(t);
-        let (Some(a), Some(b)) = (net.random_live(), net.random_live()) else {
-            break;
-        };
-        if a != b && net.send_now(a, b) {
-            sent += 1;
-        }
-    }
-    if scenario.directed > 0 {
-        t += 5 * second;
-        net.run_until(t);
-    }
-    figures.directed_sent = sent;
-    phases.push(("directed sends", phase_start.elapsed().as_secs_f64()));
-    phase_start = Instant::now();
-    figures.directed_delivered = net.directed_delivered() - before_directed;
-
-    let picture = (scenario.picture && scenario.peers <= 400).then(|| super::report::picture(&net));
-
-    // Churn: peers leave (half gracefully, half crashing) and newcomers arrive without a
-    // hint, at the same steady rate, while a broadcast goes out every second.
-    if churn_events > 0 {
-        net.set_settle(20 * second);
-        let start = t;
-        let step = scenario.churn_s * second / churn_events as u64;
-        let mut spares = net.spares().into_iter();
-        let mut ids = Vec::new();
-        let mut next_broadcast = start;
-        for n in 0..churn_events {
-            let at = start + n as u64 * step;
-            while next_broadcast <= at {
-                net.run_until(next_broadcast);
-                if let Some(origin) = net.random_live() {
-                    if let Some(id) = net.broadcast_now(origin, payload(n as u64, 64)) {
-                        ids.push(id);
-                    }
-                }
-                next_broadcast += second;
-            }
-            net.run_until(at);
-            if let Some(victim) = net.random_live() {
-                if n % 2 == 0 {
-                    net.leave(victim);
-                } else {
-                    net.crash(victim);
-                }
-            }
-            if let Some(newcomer) = spares.next() {
-                net.start_at(at, newcomer, None);
-            }
-        }
-        t = start + scenario.churn_s * second + 5 * second;
-        net.run_until(t);
-        let outcomes: Vec<(usize, usize)> = ids
-            .iter()
-            .filter_map(|id| net.broadcast_outcome(id))
-            .map(|(got, live, ..)| (got, live))
-            .collect();
-        figures.churn = Some(super::report::ChurnFigures {
-            departures: churn_events,
-            arrivals: churn_events,
-            seconds: scenario.churn_s,
-            broadcasts: outcomes.len(),
-            complete: outcomes.iter().filter(|(got, live)| got == live).count(),
-            delivery_ratio: outcomes
-                .iter()
-                .map(|(got, live)| *got as f64 / (*live).max(1) as f64)
-                .sum::<f64>()
-                / outcomes.len().max(1) as f64,
-            health_after: net.health(),
-            connections_after: Stats::of(net.live_degrees().iter().map(|d| *d as f64)),
-        });
-        net.reset_tracking();
-        net.set_settle(0);
-        phases.push(("churn", phase_start.elapsed().as_secs_f64()));
-        phase_start = Instant::now();
-    }
-
-    // Crash, broadcasts right after, then probes until repaired.
-    let crash_count = (scenario.peers as f64 * scenario.crash_fraction).round() as usize;
-    let mut crashed = Vec::new();
-    if crash_count > 0 {
-        let crash_at = t;
-        let mut order: Vec<usize> = (0..net.len()).collect();
-        for i in (1..order.len()).rev() {
-            let j = net.random_below(i + 1);
-            order.swap(i, j);
-        }
-        crashed = order.into_iter().take(crash_count).collect();
-        for i in &crashed {
-            net.crash(*i);
-        }
-        let mut ids = Vec::new();
-        let step = second / scenario.after_crash_broadcasts.max(1) as u64;
-        for n in 0..scenario.after_crash_broadcasts {
-            net.run_until(crash_at + n as u64 * step);
-            if let Some(origin) = net.random_live() {
-                if let Some(id) = net.broadcast_now(origin, payload(n as u64, 64)) {
-                    ids.push(id);
-                }
-            }
-        }
-        net.run_until(crash_at + 2 * second);
-        if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
-            for id in &ids {
-                net.explain_missing(id);
-            }
-        }
-        let ratios: Vec<f64> = ids
-            .iter()
-            .filter_map(|id| net.broadcast_outcome(id))
-            .map(|(got, alive, ..)| got as f64 / alive.max(1) as f64)
-            .collect();
-        figures.after_crash_ratio = Some(ratios.iter().sum::<f64>() / ratios.len().max(1) as f64);
-        net.reset_tracking();
-        let mut probes = Vec::new();
-        for s in 1..=scenario.repair_s {
-            let at = crash_at + s * second;
-            net.run_until(at);
-            if let Some(origin) = net.random_live() {
-                if let Some(id) = net.broadcast_now(origin, payload(s, 64)) {
-                    probes.push((s, id));
-                }
-            }
-        }
-        net.run_until(crash_at + (scenario.repair_s + 3) * second);
-        let outcomes: Vec<(u64, bool, f64)> = probes
-            .iter()
-            .filter_map(|(s, id)| {
-                net.broadcast_outcome(id)
-                    .map(|(got, alive, ..)| (*s, got == alive, got as f64 / alive.max(1) as f64))
-            })
-            .collect();
-        // Repaired: from this probe on, every probe reached every live peer.
-        let mut repaired_at = None;
-        for (s, all, _) in outcomes.iter().rev() {
-            if *all {
-                repaired_at = Some(*s);
-            } else {
-                break;
-            }
-        }
-        figures.time_to_repair_s = repaired_at.map(|s| s as f64);
-        if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
-            tracing_health("after repair", &net);
-            for (s, all, r) in &outcomes {
-                if !*all {
-                    #[allow(clippy::print_stderr)]
-                    {
-                        eprintln!("probe {s}: {r:.4}");
-                    }
-                }
-            }
-        }
-        let tail: Vec<f64> = outcomes.iter().rev().take(10).map(|(_, _, r)| *r).collect();
-        figures.after_repair_ratio = Some(tail.iter().sum::<f64>() / tail.len().max(1) as f64);
-        figures.crashed = crashed.len();
-    }
-    if crash_count > 0 {
-        phases.push(("crash and repair", phase_start.elapsed().as_secs_f64()));
-    }
-    phase_start = Instant::now();
-    figures.events = net.events_processed();
-    figures.wall_seconds = started.elapsed().as_secs_f64();
-
-    let announces_per_min = 60.0 / overlay_config.announce_interval.as_secs_f64().max(1.0);
-    let latency = super::baseline::Latency {
-        base_us: scenario.latency_ms * 1_000,
-        jitter_us: scenario.jitter_ms * 1_000,
-    };
-    let mut full_mesh =
-        Baseline::FullMesh.figures(scenario.peers, &crashed, scenario.seed, latency);
-    let mut genosrtc = Baseline::GenosRtc.figures(scenario.peers, &crashed, scenario.seed, latency);
-    // Both hear every peer's announce.
-    for baseline in [&mut full_mesh, &mut genosrtc] {
-        baseline.discovery_per_peer_per_min =
-            scenario.peers.saturating_sub(1) as f64 * announces_per_min;
-    }
-    phases.push(("baselines", phase_start.elapsed().as_secs_f64()));
-    figures.phase_seconds = phases;
-    figures.wall_seconds = started.elapsed().as_secs_f64();
-    Report {
-        scenario: scenario.clone(),
-        overlay: figures,
-        full_mesh,
-        genosrtc,
-        picture,
-    }
-}
-
-#[allow(clippy::print_stderr)]
-fn tracing_health<A: FrameAuth>(when: &str, net: &Net<A>) {
-    eprintln!("{when}: {:?}; events {:?}", net.health(), net.event_kinds);
 }

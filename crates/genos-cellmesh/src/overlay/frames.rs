@@ -1,0 +1,357 @@
+//! Frames: originating (sign, seal), checking (dedup, signature, TTL), delivering, and
+//! forwarding (origin cell -> bridges -> remote cells, backups after a delay; directed frames
+//! towards their cell).
+
+use super::*;
+
+impl<A: FrameAuth> Overlay<A> {
+    pub(super) fn signing_parts<'a>(
+        room: &'a [u8; 32],
+        header: &'a [u8; 81],
+        body: &'a [u8],
+    ) -> [&'a [u8]; 4] {
+        [SIGNING_LABEL, room.as_slice(), header.as_slice(), body]
+    }
+
+    pub(super) fn originate(
+        &mut self,
+        kind: FrameKind,
+        meta: &[u8],
+        payload: &[u8],
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> Result<(), MeshError> {
+        if self.phase != Phase::Running {
+            return Err(MeshError::NotRunning);
+        }
+        let len = 4 + meta.len() + payload.len();
+        if len + 256 > self.config.max_message_len {
+            return Err(MeshError::TooLarge {
+                len,
+                max: self.config.max_message_len.saturating_sub(256),
+            });
+        }
+        let meta_len = u32::try_from(meta.len()).map_err(|_| MeshError::TooLarge {
+            len,
+            max: self.config.max_message_len,
+        })?;
+        let mut plaintext = BytesMut::with_capacity(len);
+        plaintext.put_u32(meta_len);
+        plaintext.put_slice(meta);
+        plaintext.put_slice(payload);
+        let id = FrameId {
+            kind,
+            origin: self.me,
+            seq: self.next_seq,
+            cells: self.cells,
+            origin_cell: self.my_cell,
+        };
+        self.next_seq += 1;
+        let target = match kind {
+            FrameKind::Direct(target) => Some(target),
+            _ => None,
+        };
+        let body = Bytes::from(
+            self.auth
+                .seal(target.as_ref(), &id.body_context(), &plaintext)
+                .map_err(MeshError::Auth)?,
+        );
+        let header = id.signed_header();
+        let signature = self
+            .auth
+            .sign(&Self::signing_parts(&self.room, &header, &body));
+        self.seen.insert(&self.me, id.seq, now);
+        let frame = Frame {
+            ttl: self.config.ttl,
+            hops: 1,
+            id,
+            signature,
+            body,
+        };
+        match kind {
+            FrameKind::Direct(target) => {
+                if !self.route_direct(&frame, target, self.me, out) {
+                    return Err(MeshError::Unroutable);
+                }
+            }
+            FrameKind::Broadcast => {
+                let message = frame.encode();
+                self.send_to_links(LinkKind::Members, self.me, &message, out);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_frame(
+        &mut self,
+        from: PeerKey,
+        frame: Frame,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        self.metrics.frames_received += 1;
+        if frame.ttl == 0 || frame.ttl > self.config.ttl {
+            self.drop_frame(from, DropReason::BadTtl, out);
+            return;
+        }
+        let origin = frame.id.origin;
+        let seq = frame.id.seq;
+        if origin == self.me {
+            self.metrics.duplicates += 1;
+            return;
+        }
+        match self.seen.check(&origin, seq) {
+            Ok(()) => {}
+            Err(Seen::Duplicate) => {
+                self.metrics.duplicates += 1;
+                if self.links.get(&from).map(|link| link.role) == Some(LinkRole::Intra) {
+                    self.cancel_pending(&origin, seq);
+                }
+                return;
+            }
+            Err(Seen::TooOld) => {
+                self.drop_frame(from, DropReason::TooOld, out);
+                return;
+            }
+        }
+        let header = frame.id.signed_header();
+        if self
+            .auth
+            .verify(
+                &origin,
+                &Self::signing_parts(&self.room, &header, &frame.body),
+                &frame.signature,
+            )
+            .is_err()
+        {
+            self.drop_frame(from, DropReason::BadSignature, out);
+            return;
+        }
+        self.seen.insert(&origin, seq, now);
+        match frame.id.kind {
+            FrameKind::Broadcast => {
+                self.deliver(&frame, false, from, out);
+                self.forward_broadcast(from, &frame, now, out);
+            }
+            FrameKind::Direct(target) if target == self.me => {
+                self.deliver(&frame, true, from, out);
+            }
+            FrameKind::Direct(target) => {
+                if frame.ttl <= 1 {
+                    self.drop_frame(from, DropReason::BadTtl, out);
+                    return;
+                }
+                let next = Frame {
+                    ttl: frame.ttl - 1,
+                    hops: frame.hops.saturating_add(1),
+                    ..frame
+                };
+                if !self.route_direct(&next, target, from, out) {
+                    self.drop_frame(from, DropReason::Unroutable, out);
+                }
+            }
+        }
+    }
+
+    pub(super) fn open_body(&mut self, frame: &Frame, direct: bool) -> Option<(Bytes, Bytes)> {
+        let plaintext = self
+            .auth
+            .open(
+                &frame.id.origin,
+                direct,
+                &frame.id.body_context(),
+                &frame.body,
+            )
+            .ok()?;
+        let plaintext = Bytes::from(plaintext);
+        let meta_len =
+            usize::try_from(u32::from_be_bytes(plaintext.get(..4)?.try_into().ok()?)).ok()?;
+        let meta_end = 4usize.checked_add(meta_len)?;
+        if meta_end > plaintext.len() {
+            return None;
+        }
+        Some((plaintext.slice(4..meta_end), plaintext.slice(meta_end..)))
+    }
+
+    pub(super) fn deliver(
+        &mut self,
+        frame: &Frame,
+        directed: bool,
+        from: PeerKey,
+        out: &mut Vec<Output>,
+    ) {
+        match self.open_body(frame, directed) {
+            Some((meta, payload)) => {
+                self.metrics.delivered += 1;
+                out.push(Output::Deliver(Delivery {
+                    origin: frame.id.origin,
+                    seq: frame.id.seq,
+                    hops: frame.hops,
+                    directed,
+                    meta,
+                    payload,
+                }));
+            }
+            None => self.drop_frame(from, DropReason::Unopenable, out),
+        }
+    }
+
+    pub(super) fn forward_broadcast(
+        &mut self,
+        from: PeerKey,
+        frame: &Frame,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        if frame.ttl <= 1 {
+            return;
+        }
+        let from_role = self
+            .links
+            .get(&from)
+            .map_or(LinkRole::Unknown, |link| link.role);
+        let mut delay_slot = None;
+        let kind = if frame.id.cells != self.cells {
+            // Views differ (the cell count is changing): flood once; dedup and TTL bound it.
+            LinkKind::All
+        } else if frame.id.origin_cell == self.my_cell {
+            // From our own cell: carry it out over our bridges.
+            let cache = self.link_cache();
+            let none = cache.bridges.is_empty();
+            self.link_cache = Some(cache);
+            if none {
+                return;
+            }
+            LinkKind::Bridges
+        } else {
+            match from_role {
+                LinkRole::Bridge { slot, .. } if slot > 0 => {
+                    delay_slot = Some(slot);
+                    LinkKind::Intra
+                }
+                LinkRole::Bridge { .. } | LinkRole::Unknown => LinkKind::Intra,
+                // Inside our cell already: whoever sent it covers the cell.
+                LinkRole::Intra => return,
+            }
+        };
+        let message = Frame {
+            ttl: frame.ttl - 1,
+            hops: frame.hops.saturating_add(1),
+            id: frame.id,
+            signature: frame.signature,
+            body: frame.body.clone(),
+        }
+        .encode();
+        match delay_slot {
+            Some(slot) => self.schedule_forward(frame, message, from, slot, now, out),
+            None => {
+                self.send_to_links(kind, from, &message, out);
+            }
+        }
+    }
+
+    pub(super) fn schedule_forward(
+        &mut self,
+        frame: &Frame,
+        message: Bytes,
+        exclude: PeerKey,
+        slot: u8,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        // The heap also holds cancelled entries until their time: bound both.
+        if self.pending.len() >= self.config.max_pending_forwards
+            || self.pending_order.len() >= self.config.max_pending_forwards
+        {
+            // At the bound: forward now (a duplicate rather than a loss).
+            self.send_to_links(LinkKind::Intra, exclude, &message, out);
+            return;
+        }
+        let id = self.next_pending_id;
+        self.next_pending_id += 1;
+        let due = now + self.config.backup_delay * u32::from(slot);
+        self.pending_order.push(Reverse((due, id)));
+        self.pending.insert(
+            id,
+            PendingForward {
+                origin: frame.id.origin,
+                seq: frame.id.seq,
+                message,
+                exclude,
+            },
+        );
+        self.pending_by_frame
+            .insert((frame.id.origin, frame.id.seq), id);
+    }
+
+    pub(super) fn cancel_pending(&mut self, origin: &PeerKey, seq: u64) {
+        if let Some(id) = self.pending_by_frame.remove(&(*origin, seq)) {
+            self.pending.remove(&id);
+        }
+    }
+
+    pub(super) fn run_due_forwards(&mut self, now: Instant, out: &mut Vec<Output>) {
+        while let Some(Reverse((due, id))) = self.pending_order.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.pending_order.pop();
+            let Some(pending) = self.pending.remove(&id) else {
+                continue;
+            };
+            self.pending_by_frame.remove(&(pending.origin, pending.seq));
+            self.send_to_links(LinkKind::Intra, pending.exclude, &pending.message, out);
+        }
+    }
+
+    /// Sends a directed frame one step closer to `target`; false if there is no way.
+    pub(super) fn route_direct(
+        &mut self,
+        frame: &Frame,
+        target: PeerKey,
+        from: PeerKey,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let up = |links: &KeyMap<PeerKey, Link>, peer: &PeerKey| {
+            *peer != from && links.get(peer).is_some_and(|link| link.up)
+        };
+        let next_hop = if up(&self.links, &target) {
+            Some(target)
+        } else {
+            let target_cell = self.cell_of(&target);
+            if target_cell == self.my_cell {
+                None
+            } else {
+                let bridge = self
+                    .links
+                    .iter()
+                    .filter(|(peer, link)| {
+                        link.up
+                            && **peer != from
+                            && matches!(link.role, LinkRole::Bridge { cell, .. } if cell == target_cell)
+                    })
+                    .map(|(peer, _)| *peer)
+                    .min();
+                bridge.or_else(|| {
+                    slot_holders(
+                        &self.members,
+                        self.my_cell,
+                        target_cell,
+                        self.config.bridges_per_pair,
+                    )
+                    .into_iter()
+                    .find(|holder| up(&self.links, holder))
+                })
+            }
+        };
+        match next_hop {
+            Some(peer) => {
+                self.metrics.forwarded += 1;
+                let message = frame.encode();
+                self.send(peer, message, out);
+                true
+            }
+            None => false,
+        }
+    }
+}

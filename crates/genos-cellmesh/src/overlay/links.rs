@@ -1,0 +1,339 @@
+//! Which links to hold: the plan (cell mates and bridge slots), hellos and rosters on new
+//! links, lingering before closing, and the cached lists the frame path reads.
+
+use super::*;
+
+impl<A: FrameAuth> Overlay<A> {
+    pub(super) fn hello_for(&self, peer: &PeerKey) -> Hello {
+        let role = match self.links.get(peer).map(|link| link.role) {
+            Some(LinkRole::Bridge { cell, slot }) if cell > self.my_cell => HelloRole::Bridge {
+                from_cell: self.my_cell,
+                to_cell: cell,
+                slot,
+            },
+            _ => HelloRole::Intra,
+        };
+        Hello {
+            role,
+            cells: self.cells,
+            known: u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX),
+        }
+    }
+
+    pub(super) fn on_link_up(&mut self, peer: PeerKey, now: Instant, out: &mut Vec<Output>) {
+        if !self.links.contains_key(&peer) {
+            if self.links.len() >= self.config.max_links {
+                out.push(Output::Disconnect(peer));
+                return;
+            }
+            let role = if self.cells > 0 && self.cell_of(&peer) == self.my_cell {
+                LinkRole::Intra
+            } else {
+                LinkRole::Unknown
+            };
+            self.links.insert(
+                peer,
+                Link {
+                    up: true,
+                    since: now,
+                    role,
+                    unwanted_since: None,
+                },
+            );
+            self.dirty = true;
+        }
+        if let Some(link) = self.links.get_mut(&peer) {
+            link.up = true;
+            link.since = now;
+        }
+        if self.cells > 0 && self.cell_of(&peer) == self.my_cell {
+            self.learn(peer, now);
+        }
+        let hello = wire::encode_hello(&self.hello_for(&peer));
+        self.send(peer, hello, out);
+    }
+
+    pub(super) fn on_hello(&mut self, from: PeerKey, hello: Hello, out: &mut Vec<Output>) {
+        let same_view = hello.cells == self.cells;
+        let role = match hello.role {
+            HelloRole::Intra if same_view && self.cell_of(&from) == self.my_cell => LinkRole::Intra,
+            HelloRole::Bridge {
+                from_cell,
+                to_cell,
+                slot,
+            } if same_view && to_cell == self.my_cell && from_cell != self.my_cell => {
+                LinkRole::Bridge {
+                    cell: from_cell,
+                    slot,
+                }
+            }
+            _ => return,
+        };
+        if let Some(link) = self.links.get_mut(&from) {
+            // Our own plan's role wins over the peer's claim for links we opened.
+            if matches!(link.role, LinkRole::Unknown | LinkRole::Intra) && link.role != role {
+                link.role = role;
+                self.dirty = true;
+                self.link_cache = None;
+            }
+        }
+        if role == LinkRole::Intra
+            // Clearly behind (announce replays fill small gaps): a roster costs 32 bytes per
+            // member, and while a cell forms every link would otherwise carry one.
+            && usize::try_from(hello.known)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(4)
+                < self.my_cell_size().saturating_mul(3)
+        {
+            let mut members: Vec<PeerKey> = self
+                .members
+                .iter()
+                .map(|member| member.key)
+                .take(self.config.max_roster_message)
+                .collect();
+            members.retain(|key| *key != from);
+            let roster = wire::encode_roster(self.cells, self.my_cell, &members);
+            self.send(from, roster, out);
+        }
+    }
+
+    pub(super) fn link_cache(&mut self) -> LinkCache {
+        if let Some(cache) = self.link_cache.take() {
+            return cache;
+        }
+        let mut cache = LinkCache::default();
+        for (peer, link) in &self.links {
+            if !link.up {
+                continue;
+            }
+            cache.all.push(*peer);
+            match link.role {
+                LinkRole::Intra => cache.intra.push(*peer),
+                LinkRole::Bridge { .. } => cache.bridges.push(*peer),
+                LinkRole::Unknown => {}
+            }
+        }
+        cache
+    }
+
+    /// Sends `message` on every up link of `kind` but `exclude`; returns how many.
+    pub(super) fn send_to_links(
+        &mut self,
+        kind: LinkKind,
+        exclude: PeerKey,
+        message: &Bytes,
+        out: &mut Vec<Output>,
+    ) -> usize {
+        let cache = self.link_cache();
+        let list = match kind {
+            LinkKind::Intra => &cache.intra,
+            LinkKind::Bridges => &cache.bridges,
+            LinkKind::Members => &cache.intra,
+            LinkKind::All => &cache.all,
+        };
+        let mut sent = 0;
+        let extra = if kind == LinkKind::Members {
+            cache.bridges.as_slice()
+        } else {
+            &[]
+        };
+        for peer in list.iter().chain(extra).filter(|peer| **peer != exclude) {
+            sent += 1;
+            self.metrics.forwarded += 1;
+            self.metrics.bytes_sent += message.len() as u64;
+            out.push(Output::Send {
+                to: *peer,
+                message: message.clone(),
+            });
+        }
+        self.link_cache = Some(cache);
+        sent
+    }
+
+    /// The members of `cell` this peer knows (itself not included).
+    pub(super) fn known_members_of(&self, cell: u32) -> Vec<Member> {
+        self.roster
+            .iter()
+            .filter(|(_, known)| known.cell == cell)
+            .map(|(key, known)| Member {
+                key: *key,
+                seed: known.seed,
+            })
+            .collect()
+    }
+
+    pub(super) fn replan(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.dirty = false;
+        let my_cell = self.my_cell;
+        let cells = self.cells;
+        let k = self.config.bridges_per_pair;
+        let mut members = self.known_members_of(my_cell);
+        members.push(Member {
+            key: self.me,
+            seed: self.my_seed,
+        });
+        members.sort_by_key(|member| member.key);
+        self.is_leader = members
+            .iter()
+            .min_by_key(|member| (member.seed, member.key))
+            .is_some_and(|leader| leader.key == self.me);
+        // Slots depend only on this cell's members and the cell count: most re-plans (a
+        // remote roster changed, a link came up) leave them as they are.
+        let settled = self
+            .cells_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.config.bridge_settle);
+        if members != self.members || self.slots_for != (cells, my_cell) {
+            self.members = members;
+            self.slots_for = (0, 0);
+        }
+        if settled && self.slots_for != (cells, my_cell) {
+            self.slots = my_slots(&self.members, &self.me, my_cell, cells, k);
+            self.slots_for = (cells, my_cell);
+        }
+
+        let mut wanted: HashMap<PeerKey, LinkRole> = HashMap::new();
+        for member in &self.members {
+            if member.key != self.me {
+                wanted.insert(member.key, LinkRole::Intra);
+            }
+        }
+        let mut topics: BTreeSet<Topic> = BTreeSet::new();
+        topics.insert(Topic::Lobby);
+        topics.insert(Topic::Cell {
+            cells,
+            cell: my_cell,
+        });
+        let mut accepted_from: HashSet<u32> = HashSet::new();
+        if !settled {
+            // Come back when settled.
+            self.dirty = true;
+        }
+        let slots = if settled {
+            self.slots.clone()
+        } else {
+            Vec::new()
+        };
+        for (other, slot) in slots {
+            if other < my_cell {
+                accepted_from.insert(other);
+                continue;
+            }
+            topics.insert(Topic::Cell { cells, cell: other });
+            let theirs = self.known_members_of(other);
+            let holders = slot_holders(&theirs, other, my_cell, k);
+            let counterpart = holders
+                .get(usize::from(slot))
+                .or_else(|| holders.last())
+                .copied();
+            if let Some(peer) = counterpart {
+                wanted
+                    .entry(peer)
+                    .or_insert(LinkRole::Bridge { cell: other, slot });
+            }
+        }
+        // Topics linger like links: slots settle while a cell fills up, and every new
+        // subscription costs a replay of the topic's recent announces.
+        for topic in self.topics.clone() {
+            if topics.contains(&topic) {
+                self.unwanted_topics.remove(&topic);
+                continue;
+            }
+            let stale_view = matches!(topic, Topic::Cell { cells: c, .. } if c != cells);
+            let since = *self.unwanted_topics.entry(topic).or_insert(now);
+            if stale_view || now.saturating_duration_since(since) >= self.config.linger {
+                self.unwanted_topics.remove(&topic);
+                self.topics.remove(&topic);
+                out.push(Output::Unsubscribe(topic));
+            } else {
+                // Keep re-planning until it is dropped.
+                self.dirty = true;
+            }
+        }
+        for topic in topics {
+            if !self.topics.contains(&topic) {
+                self.subscribe(topic, out);
+                if let Topic::Cell { cell, .. } = topic {
+                    if cell == my_cell {
+                        out.push(Output::Announce {
+                            topic,
+                            cells,
+                            epoch: self.epoch,
+                            count: 0,
+                        });
+                    }
+                }
+            }
+        }
+        let mut hellos = Vec::new();
+        for (peer, link) in &mut self.links {
+            let keep_inbound =
+                matches!(link.role, LinkRole::Bridge { cell, .. } if accepted_from.contains(&cell));
+            match wanted.get(peer) {
+                Some(role) => {
+                    link.unwanted_since = None;
+                    if let LinkRole::Bridge { .. } = role {
+                        if link.role != *role {
+                            link.role = *role;
+                            if link.up {
+                                hellos.push(*peer);
+                            }
+                        }
+                    } else if link.role == LinkRole::Unknown {
+                        link.role = *role;
+                    }
+                }
+                None if keep_inbound && link.up => link.unwanted_since = None,
+                None => {
+                    link.unwanted_since.get_or_insert(now);
+                }
+            }
+        }
+        for peer in hellos {
+            let hello = wire::encode_hello(&self.hello_for(&peer));
+            self.send(peer, hello, out);
+        }
+        let mut to_connect: Vec<(PeerKey, LinkRole)> = wanted
+            .into_iter()
+            .filter(|(peer, _)| !self.links.contains_key(peer))
+            .collect();
+        to_connect.sort_by_key(|(peer, _)| *peer);
+        for (peer, role) in to_connect {
+            if self.links.len() >= self.config.max_links {
+                break;
+            }
+            self.links.insert(
+                peer,
+                Link {
+                    up: false,
+                    since: now,
+                    role,
+                    unwanted_since: None,
+                },
+            );
+            out.push(Output::Connect(peer));
+        }
+    }
+
+    pub(super) fn close_unwanted(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let linger = self.config.linger;
+        let connect_timeout = self.config.connect_timeout;
+        let mut closing = Vec::new();
+        for (peer, link) in &self.links {
+            let unwanted = link
+                .unwanted_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= linger);
+            let stuck = !link.up && now.saturating_duration_since(link.since) >= connect_timeout;
+            if unwanted || stuck {
+                closing.push((*peer, stuck));
+            }
+        }
+        for (peer, stuck) in closing {
+            self.links.remove(&peer);
+            if stuck {
+                self.roster.remove(&peer);
+            }
+            self.dirty = true;
+            out.push(Output::Disconnect(peer));
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Who is in the room and in which cell: announces, the roster, the lobby census and the
+//! one view of the cell count (epoch, cells) that cell 0's leader resizes.
+
+use super::*;
+
+impl<A: FrameAuth> Overlay<A> {
+    pub(super) fn set_cells(&mut self, cells: u32, now: Instant, out: &mut Vec<Output>) {
+        let cells = cells.max(1);
+        if cells != self.cells {
+            self.census.clear();
+        }
+        self.cells = cells;
+        self.cells_since = Some(now);
+        self.my_cell = assign_cell(&self.room, &self.me, cells);
+        for known in self.roster.values_mut() {
+            known.cell = cell_from_seed(known.cell_seed, cells);
+        }
+        let roles: Vec<(PeerKey, LinkRole)> = self
+            .links
+            .keys()
+            .map(|peer| {
+                let role = if self.cell_of(peer) == self.my_cell {
+                    LinkRole::Intra
+                } else {
+                    LinkRole::Unknown
+                };
+                (*peer, role)
+            })
+            .collect();
+        for (peer, role) in roles {
+            if let Some(link) = self.links.get_mut(&peer) {
+                link.role = role;
+            }
+        }
+        let home = Topic::Cell {
+            cells,
+            cell: self.my_cell,
+        };
+        self.subscribe(home, out);
+        out.push(Output::Announce {
+            topic: home,
+            cells,
+            epoch: self.epoch,
+            count: 0,
+        });
+        let first_announce = self.jittered(self.config.announce_interval);
+        self.next_announce = Some(now + first_announce);
+        let first_census = self.jittered(self.config.census_interval);
+        self.next_census = Some(now + first_census);
+        self.dirty = true;
+        out.push(Output::Event(OverlayEvent::CellsChanged {
+            cells,
+            cell: self.my_cell,
+        }));
+    }
+
+    pub(super) fn cell_of(&self, peer: &PeerKey) -> u32 {
+        match self.roster.get(peer) {
+            Some(known) => known.cell,
+            None => assign_cell(&self.room, peer, self.cells.max(1)),
+        }
+    }
+
+    pub(super) fn learn(&mut self, peer: PeerKey, now: Instant) {
+        if peer == self.me {
+            return;
+        }
+        if let Some(known) = self.roster.get_mut(&peer) {
+            known.last_seen = now;
+            return;
+        }
+        if self.roster.len() >= self.config.max_roster {
+            self.metrics.roster_full += 1;
+            return;
+        }
+        let seeds = peer_seeds(&self.room, &peer);
+        self.roster.insert(
+            peer,
+            Known {
+                seed: seeds.bridge,
+                cell_seed: seeds.cell,
+                cell: cell_from_seed(seeds.cell, self.cells.max(1)),
+                last_seen: now,
+            },
+        );
+        self.dirty = true;
+    }
+
+    pub(super) fn on_announce(
+        &mut self,
+        peer: PeerKey,
+        topic: Topic,
+        view: (u32, u32),
+        count: u32,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        self.metrics.discovery_received += 1;
+        let (epoch, cells) = view;
+        match topic {
+            Topic::Lobby => {
+                if cells == 0 || cells > self.config.max_cells {
+                    return;
+                }
+                match self.phase {
+                    Phase::Bootstrapping { until } => {
+                        // Hear the lobby a little longer (a replay may hold older views),
+                        // then join the highest view heard.
+                        self.heard_view = self.heard_view.max(Some(view));
+                        let soon = now + self.config.bootstrap_listen;
+                        if soon < until {
+                            self.phase = Phase::Bootstrapping { until: soon };
+                        }
+                    }
+                    Phase::Running if view > (self.epoch, self.cells) => {
+                        // A newer view of the room (a resize, or a larger room we were split
+                        // from): everyone converges on the highest.
+                        self.epoch = epoch;
+                        self.set_cells(cells, now, out);
+                    }
+                    _ => {}
+                }
+                if count > 0 && view == (self.epoch, self.cells) {
+                    let cell = assign_cell(&self.room, &peer, cells);
+                    self.census
+                        .insert(cell, (count.min(self.config.max_census_count), now));
+                }
+            }
+            Topic::Cell { cells: c, cell } => {
+                if c != self.cells || !self.topics.contains(&topic) {
+                    return;
+                }
+                if self.roster.contains_key(&peer) || assign_cell(&self.room, &peer, c) == cell {
+                    self.learn(peer, now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn my_cell_size(&self) -> usize {
+        self.members.len().max(1)
+    }
+
+    pub(super) fn expire(&mut self, now: Instant) {
+        let timeout = self.config.peer_timeout;
+        let links = &self.links;
+        let before = self.roster.len();
+        self.roster.retain(|peer, known| {
+            if links.get(peer).is_some_and(|link| link.up) {
+                known.last_seen = now;
+            }
+            now.saturating_duration_since(known.last_seen) < timeout
+        });
+        if self.roster.len() != before {
+            self.dirty = true;
+        }
+    }
+
+    /// Posts this cell's size and our view on the lobby (and counts it ourselves).
+    pub(super) fn post_census(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
+        self.census.insert(self.my_cell, (count, now));
+        out.push(Output::Announce {
+            topic: Topic::Lobby,
+            cells: self.cells,
+            epoch: self.epoch,
+            count,
+        });
+    }
+
+    /// The room's size from the census of the current view, once 3/4 of its cells were heard.
+    pub(super) fn census_estimate(&self) -> Option<usize> {
+        let heard = self.census.len() as u64;
+        if heard == 0 || heard * 4 < u64::from(self.cells) * 3 {
+            return None;
+        }
+        let sum: u64 = self
+            .census
+            .values()
+            .map(|(count, _)| u64::from(*count))
+            .sum();
+        usize::try_from(sum * u64::from(self.cells) / heard).ok()
+    }
+
+    /// Cell 0's leader alone decides resizes (one decider per view, so peers never split
+    /// over noisy estimates) and announces the new view at once; everyone adopts the
+    /// highest view heard on the lobby.
+    pub(super) fn resize_from_census(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let Some(since) = self.cells_since else {
+            return;
+        };
+        let period = self.config.census_interval;
+        let stale = period.mul_f64(2.5);
+        self.census
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
+        if !self.is_leader || self.my_cell != 0 || now.saturating_duration_since(since) < period {
+            return;
+        }
+        let Some(estimate) = self.census_estimate() else {
+            return;
+        };
+        let sizing = self.config.sizing;
+        let target = cell_count(estimate, sizing).min(self.config.max_cells);
+        // Hysteresis: move only when the current count is wrong for every room size within
+        // a third of the estimate (a 10% crash must not reshuffle every cell).
+        let low = cell_count(estimate.saturating_mul(3) / 4, sizing);
+        let high = cell_count(estimate.saturating_mul(4) / 3, sizing);
+        if self.cells < low.min(high) || self.cells > low.max(high) {
+            self.epoch = self.epoch.saturating_add(1);
+            self.set_cells(target, now, out);
+            // Tell the room now (this peer may not lead cell 0 of the new view, whose leader
+            // beacons from then on).
+            out.push(Output::Announce {
+                topic: Topic::Lobby,
+                cells: self.cells,
+                epoch: self.epoch,
+                count: 0,
+            });
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The overlay state machine: `handle(input, now) -> outputs`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::assign::{cell_from_seed, peer_seeds};
+use crate::auth::FrameAuth;
+use crate::io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
+use crate::keyhash::{KeyMap, key_map};
+use crate::plan::{Member, mix64, my_slots, slot_holders};
+use crate::seen::{Seen, SeenFrames};
+use crate::wire::{self, Frame, FrameId, FrameKind, Hello, HelloRole, LinkMessage};
+use crate::{MeshError, OverlayConfig, PeerKey, assign_cell, cell_count};
+
+mod frames;
+mod links;
+mod membership;
+
+const SIGNING_LABEL: &[u8] = b"genos/cellmesh/v1/frame";
+
+/// Counters of one overlay peer, for tests, the simulator and dashboards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OverlayMetrics {
+    /// Frames read off links.
+    pub frames_received: u64,
+    /// Frames already accepted before (the price of redundancy).
+    pub duplicates: u64,
+    /// Payloads handed to the application.
+    pub delivered: u64,
+    /// Frames sent on (one per link).
+    pub forwarded: u64,
+    /// Frames dropped, for any [`DropReason`].
+    pub dropped: u64,
+    /// Bytes sent on links.
+    pub bytes_sent: u64,
+    /// Bytes received on links.
+    pub bytes_received: u64,
+    /// Discovery messages heard: announces (cell topics and the lobby) and rosters.
+    pub discovery_received: u64,
+    /// Announces ignored because the roster was full.
+    pub roster_full: u64,
+}
+
+/// What a link is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkRole {
+    /// To a member of this peer's cell.
+    Intra,
+    /// A bridge to `cell`, slot `slot` of that cell pair.
+    Bridge {
+        /// The cell at the other end.
+        cell: u32,
+        /// The slot (0 forwards into its cell at once, higher slots after a delay).
+        slot: u8,
+    },
+    /// Not known yet (an inbound link before its hello).
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    up: bool,
+    since: Instant,
+    role: LinkRole,
+    unwanted_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkKind {
+    /// Cell mates.
+    Intra,
+    /// Bridges to other cells.
+    Bridges,
+    /// Cell mates and bridges (what an origin sends to).
+    Members,
+    /// Every up link.
+    All,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LinkCache {
+    intra: Vec<PeerKey>,
+    bridges: Vec<PeerKey>,
+    all: Vec<PeerKey>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    seed: u64,
+    cell_seed: u64,
+    cell: u32,
+    last_seen: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Bootstrapping { until: Instant },
+    Running,
+    Left,
+}
+
+#[derive(Debug)]
+struct PendingForward {
+    origin: PeerKey,
+    seq: u64,
+    message: Bytes,
+    exclude: PeerKey,
+}
+
+/// One peer's view of the cellular mesh, as a sans-IO state machine.
+///
+/// Feed it [`Input`]s with the current time; carry out the [`Output`]s it returns. It
+/// never blocks, spawns or reads a clock, so the same code runs under the room layer and
+/// in the deterministic simulator.
+///
+/// ```
+/// use std::time::Instant;
+/// use bytes::Bytes;
+/// use genos_cellmesh::{CryptoAuth, Input, Output, Overlay, OverlayConfig};
+/// use genos_crypto::{Identity, SealKey};
+///
+/// let auth = CryptoAuth::new(Identity::generate(), SealKey::generate());
+/// let mut overlay = Overlay::new(OverlayConfig::default(), [7; 32], auth, 1);
+/// let now = Instant::now();
+/// let outputs = overlay.handle(Input::Start { cells_hint: Some(1) }, now);
+/// // A one-cell room: subscribe to cell 0's topic and announce there.
+/// assert!(outputs.iter().any(|o| matches!(o, Output::Subscribe(_))));
+/// assert!(outputs.iter().any(|o| matches!(o, Output::Announce { .. })));
+/// ```
+#[derive(Debug)]
+pub struct Overlay<A> {
+    config: OverlayConfig,
+    room: [u8; 32],
+    me: PeerKey,
+    my_seed: u64,
+    auth: A,
+    rng: u64,
+    phase: Phase,
+    cells: u32,
+    my_cell: u32,
+    cells_since: Option<Instant>,
+    roster: KeyMap<PeerKey, Known>,
+    links: KeyMap<PeerKey, Link>,
+    /// Up links by role, rebuilt after any link change (the frame path reads them).
+    link_cache: Option<LinkCache>,
+    // Ordered: outputs come out in the same order every run (the simulator is deterministic).
+    topics: BTreeSet<Topic>,
+    unwanted_topics: BTreeMap<Topic, Instant>,
+    /// The epoch of `cells`: (epoch, cells) orders views; the highest heard wins.
+    epoch: u32,
+    /// Best view heard while bootstrapping.
+    heard_view: Option<(u32, u32)>,
+    /// Lobby census of the current view: cell -> (members, when heard). At most one entry
+    /// per cell.
+    census: BTreeMap<u32, (u32, Instant)>,
+    seen: SeenFrames,
+    next_seq: u64,
+    pending_order: BinaryHeap<Reverse<(Instant, u64)>>,
+    pending: HashMap<u64, PendingForward>,
+    pending_by_frame: KeyMap<(PeerKey, u64), u64>,
+    next_pending_id: u64,
+    next_tick: Option<Instant>,
+    next_announce: Option<Instant>,
+    next_census: Option<Instant>,
+    next_beacon: Option<Instant>,
+    next_expiry: Option<Instant>,
+    wake: Option<Instant>,
+    dirty: bool,
+    members: Vec<Member>,
+    is_leader: bool,
+    slots: Vec<(u32, u8)>,
+    /// (cells, cell) the slots were computed for.
+    slots_for: (u32, u32),
+    metrics: OverlayMetrics,
+}
+
+impl<A: FrameAuth> Overlay<A> {
+    /// A peer of room `room` (32 bytes naming the room, the same for every member) that
+    /// signs and seals with `auth`. `rng_seed` seeds the jitter of its timers.
+    pub fn new(config: OverlayConfig, room: [u8; 32], auth: A, rng_seed: u64) -> Self {
+        let me = auth.me();
+        let hash_seed = mix64(rng_seed ^ 0x6a09_e667_f3bc_c908);
+        Self {
+            seen: SeenFrames::new(config.max_origins, hash_seed),
+            next_seq: config.first_seq,
+            config,
+            room,
+            me,
+            my_seed: peer_seeds(&room, &me).bridge,
+            auth,
+            rng: mix64(rng_seed ^ 0x5eed),
+            phase: Phase::Idle,
+            cells: 0,
+            my_cell: 0,
+            cells_since: None,
+            roster: key_map(hash_seed),
+            links: key_map(hash_seed),
+            link_cache: None,
+            topics: BTreeSet::new(),
+            unwanted_topics: BTreeMap::new(),
+            epoch: 0,
+            heard_view: None,
+            census: BTreeMap::new(),
+            pending_order: BinaryHeap::new(),
+            pending: HashMap::new(),
+            pending_by_frame: key_map(hash_seed),
+            next_pending_id: 0,
+            next_tick: None,
+            next_announce: None,
+            next_census: None,
+            next_beacon: None,
+            next_expiry: None,
+            wake: None,
+            dirty: false,
+            members: Vec::new(),
+            is_leader: false,
+            slots: Vec::new(),
+            slots_for: (0, 0),
+            metrics: OverlayMetrics::default(),
+        }
+    }
+
+    /// This peer's key.
+    pub fn me(&self) -> PeerKey {
+        self.me
+    }
+
+    /// The room's cell count as this peer sees it (0 before it knows).
+    pub fn cells(&self) -> u32 {
+        self.cells
+    }
+
+    /// This peer's cell.
+    pub fn cell(&self) -> u32 {
+        self.my_cell
+    }
+
+    /// Whether this peer leads its cell (posts its size on the lobby; cell 0's leader beacons).
+    pub fn is_leader(&self) -> bool {
+        self.is_leader
+    }
+
+    /// Peers this peer knows.
+    pub fn roster_len(&self) -> usize {
+        self.roster.len()
+    }
+
+    /// Open links and what they are for.
+    pub fn links(&self) -> impl Iterator<Item = (PeerKey, LinkRole)> + '_ {
+        self.links
+            .iter()
+            .filter(|(_, link)| link.up)
+            .map(|(peer, link)| (*peer, link.role))
+    }
+
+    /// The members of this peer's cell as of its last plan (itself included), in key order.
+    pub fn cell_members(&self) -> impl Iterator<Item = PeerKey> + '_ {
+        self.members.iter().map(|member| member.key)
+    }
+
+    /// The bridge slots this peer holds: (other cell, slot).
+    pub fn bridge_slots(&self) -> &[(u32, u8)] {
+        &self.slots
+    }
+
+    /// The sequence number of the last frame this peer originated.
+    pub fn last_seq(&self) -> Option<u64> {
+        (self.next_seq > self.config.first_seq).then(|| self.next_seq - 1)
+    }
+
+    /// Counters so far.
+    pub fn metrics(&self) -> &OverlayMetrics {
+        &self.metrics
+    }
+
+    /// Processes one input at time `now` and returns what to do.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Left {
+            return out;
+        }
+        if !matches!(input, Input::Received { .. } | Input::Tick) {
+            self.link_cache = None;
+        }
+        match input {
+            Input::Start { cells_hint } => self.start(cells_hint, now, &mut out),
+            Input::Announced {
+                peer,
+                topic,
+                cells,
+                epoch,
+                count,
+            } => self.on_announce(peer, topic, (epoch, cells), count, now, &mut out),
+            Input::LinkUp { peer } => self.on_link_up(peer, now, &mut out),
+            Input::LinkDown { peer } => {
+                self.links.remove(&peer);
+                self.roster.remove(&peer);
+                self.dirty = true;
+            }
+            Input::Received { from, message } => self.on_message(from, message, now, &mut out),
+            Input::Tick => {
+                if self.wake.is_some_and(|wake| now >= wake) {
+                    self.wake = None;
+                }
+                self.on_tick(now, &mut out);
+            }
+            Input::Broadcast { meta, payload } => {
+                if let Err(error) =
+                    self.originate(FrameKind::Broadcast, &meta, &payload, now, &mut out)
+                {
+                    out.push(Output::Event(OverlayEvent::CommandFailed(error)));
+                }
+            }
+            Input::SendTo {
+                target,
+                meta,
+                payload,
+            } => {
+                if let Err(error) =
+                    self.originate(FrameKind::Direct(target), &meta, &payload, now, &mut out)
+                {
+                    out.push(Output::Event(OverlayEvent::CommandFailed(error)));
+                }
+            }
+            Input::SendToMany {
+                targets,
+                meta,
+                payload,
+            } => {
+                if targets.len() > self.config.max_targets {
+                    out.push(Output::Event(OverlayEvent::CommandFailed(
+                        MeshError::TooManyTargets {
+                            count: targets.len(),
+                            max: self.config.max_targets,
+                        },
+                    )));
+                } else {
+                    for target in targets {
+                        if let Err(error) = self.originate(
+                            FrameKind::Direct(target),
+                            &meta,
+                            &payload,
+                            now,
+                            &mut out,
+                        ) {
+                            out.push(Output::Event(OverlayEvent::CommandFailed(error)));
+                        }
+                    }
+                }
+            }
+            Input::Leave => {
+                for peer in self.links.keys() {
+                    out.push(Output::Disconnect(*peer));
+                }
+                for topic in std::mem::take(&mut self.topics) {
+                    out.push(Output::Unsubscribe(topic));
+                }
+                self.links.clear();
+                self.phase = Phase::Left;
+                return out;
+            }
+        }
+        if self.dirty && self.phase == Phase::Running && self.links.len() < 2 {
+            // Alone or nearly: plan at once rather than at the next tick.
+            self.replan(now, &mut out);
+        }
+        self.schedule_wake(&mut out);
+        out
+    }
+
+    fn random_fraction(&mut self) -> f64 {
+        self.rng = mix64(self.rng);
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn jittered(&mut self, period: Duration) -> Duration {
+        period.mul_f64(0.9 + 0.2 * self.random_fraction())
+    }
+
+    fn start(&mut self, cells_hint: Option<u32>, now: Instant, out: &mut Vec<Output>) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        self.next_tick = Some(now);
+        self.subscribe(Topic::Lobby, out);
+        match cells_hint {
+            Some(cells) => {
+                self.phase = Phase::Running;
+                self.set_cells(cells, now, out);
+            }
+            None => {
+                self.phase = Phase::Bootstrapping {
+                    until: now + self.config.bootstrap_wait,
+                };
+            }
+        }
+    }
+
+    fn subscribe(&mut self, topic: Topic, out: &mut Vec<Output>) {
+        if self.topics.insert(topic) {
+            out.push(Output::Subscribe(topic));
+        }
+    }
+
+    fn send(&mut self, to: PeerKey, message: Bytes, out: &mut Vec<Output>) {
+        self.metrics.bytes_sent += message.len() as u64;
+        out.push(Output::Send { to, message });
+    }
+
+    fn drop_frame(&mut self, from: PeerKey, reason: DropReason, out: &mut Vec<Output>) {
+        self.metrics.dropped += 1;
+        out.push(Output::Event(OverlayEvent::Dropped { from, reason }));
+    }
+
+    fn on_message(&mut self, from: PeerKey, message: Bytes, now: Instant, out: &mut Vec<Output>) {
+        self.metrics.bytes_received += message.len() as u64;
+        if message.len() > self.config.max_message_len {
+            self.drop_frame(from, DropReason::TooLarge, out);
+            return;
+        }
+        let decoded = match wire::decode(message, self.config.max_roster_message) {
+            Ok(decoded) => decoded,
+            Err(_) => {
+                self.drop_frame(from, DropReason::Malformed, out);
+                return;
+            }
+        };
+        match decoded {
+            LinkMessage::Hello(hello) => self.on_hello(from, hello, out),
+            LinkMessage::Roster {
+                cells,
+                cell,
+                members,
+            } => {
+                self.metrics.discovery_received += 1;
+                if cells == self.cells && cell == self.my_cell {
+                    for member in members {
+                        if self.roster.contains_key(&member)
+                            || assign_cell(&self.room, &member, cells) == cell
+                        {
+                            self.learn(member, now);
+                        }
+                    }
+                }
+            }
+            LinkMessage::Frame(frame) => self.on_frame(from, frame, now, out),
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.run_due_forwards(now, out);
+        if self.next_tick.is_none_or(|tick| now < tick) {
+            return;
+        }
+        self.next_tick = Some(now + self.config.tick_interval);
+        // Re-planning and expiry below may change links.
+        self.link_cache = None;
+        match self.phase {
+            Phase::Bootstrapping { until } if now >= until => {
+                self.phase = Phase::Running;
+                let (epoch, cells) = self.heard_view.unwrap_or((0, 1));
+                self.epoch = epoch;
+                self.set_cells(cells, now, out);
+            }
+            Phase::Running => {}
+            _ => return,
+        }
+        if self.next_expiry.is_none_or(|at| now >= at) {
+            self.next_expiry = Some(now + self.config.announce_interval / 2);
+            self.expire(now);
+        }
+        if self.next_announce.is_some_and(|at| now >= at) {
+            let next = self.jittered(self.config.announce_interval);
+            self.next_announce = Some(now + next);
+            out.push(Output::Announce {
+                topic: Topic::Cell {
+                    cells: self.cells,
+                    cell: self.my_cell,
+                },
+                cells: self.cells,
+                epoch: self.epoch,
+                count: 0,
+            });
+        }
+        // The beacon comes several times per bootstrap wait, so a newcomer hears one live
+        // even where the signaling layer does not replay recent announces.
+        if self.is_leader && self.my_cell == 0 && self.next_beacon.is_none_or(|at| now >= at) {
+            let next = self.jittered(self.config.bootstrap_wait / 3);
+            self.next_beacon = Some(now + next);
+            self.post_census(now, out);
+        }
+        if self.next_census.is_some_and(|at| now >= at) {
+            let next = self.jittered(self.config.census_interval);
+            self.next_census = Some(now + next);
+            if self.is_leader {
+                self.post_census(now, out);
+            }
+        }
+        self.resize_from_census(now, out);
+        if self.dirty {
+            self.replan(now, out);
+        }
+        self.close_unwanted(now, out);
+    }
+
+    fn schedule_wake(&mut self, out: &mut Vec<Output>) {
+        let pending = self.pending_order.peek().map(|Reverse((due, _))| *due);
+        let want = match (self.next_tick, pending) {
+            (Some(tick), Some(due)) => Some(tick.min(due)),
+            (tick, due) => tick.or(due),
+        };
+        if let Some(want) = want {
+            if self.wake.is_none_or(|wake| want < wake) {
+                self.wake = Some(want);
+                out.push(Output::WakeAt(want));
+            }
+        }
+    }
+}
