@@ -99,6 +99,17 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
+    /// The frame as the next hop gets it: one less TTL, one more hop, nothing else changed.
+    pub(crate) fn next_hop(&self) -> Frame {
+        Frame {
+            ttl: self.ttl.saturating_sub(1),
+            hops: self.hops.saturating_add(1),
+            id: self.id,
+            signature: self.signature,
+            body: self.body.clone(),
+        }
+    }
+
     pub(crate) fn encode(&self) -> Bytes {
         let target_len = if matches!(self.id.kind, FrameKind::Direct(_)) {
             32

@@ -141,12 +141,7 @@ impl<A: FrameAuth> Overlay<A> {
                     self.drop_frame(from, DropReason::BadTtl, out);
                     return;
                 }
-                let next = Frame {
-                    ttl: frame.ttl - 1,
-                    hops: frame.hops.saturating_add(1),
-                    ..frame
-                };
-                if !self.route_direct(&next, target, from, out) {
+                if !self.route_direct(&frame.next_hop(), target, from, out) {
                     self.drop_frame(from, DropReason::Unroutable, out);
                 }
             }
@@ -234,14 +229,7 @@ impl<A: FrameAuth> Overlay<A> {
                 LinkRole::Intra => return,
             }
         };
-        let message = Frame {
-            ttl: frame.ttl - 1,
-            hops: frame.hops.saturating_add(1),
-            id: frame.id,
-            signature: frame.signature,
-            body: frame.body.clone(),
-        }
-        .encode();
+        let message = frame.next_hop().encode();
         match delay_slot {
             Some(slot) => self.schedule_forward(frame, message, from, slot, now, out),
             None => {
@@ -267,39 +255,27 @@ impl<A: FrameAuth> Overlay<A> {
             self.send_to_links(LinkKind::Intra, exclude, &message, out);
             return;
         }
-        let id = self.next_pending_id;
-        self.next_pending_id += 1;
+        // A frame is accepted once, so it is scheduled at most once.
         let due = now + self.config.backup_delay * u32::from(slot);
-        self.pending_order.push(Reverse((due, id)));
-        self.pending.insert(
-            id,
-            PendingForward {
-                origin: frame.id.origin,
-                seq: frame.id.seq,
-                message,
-                exclude,
-            },
-        );
-        self.pending_by_frame
-            .insert((frame.id.origin, frame.id.seq), id);
+        let key = (frame.id.origin, frame.id.seq);
+        self.pending_order.push(Reverse((due, key.0, key.1)));
+        self.pending
+            .insert(key, PendingForward { message, exclude });
     }
 
     pub(super) fn cancel_pending(&mut self, origin: &PeerKey, seq: u64) {
-        if let Some(id) = self.pending_by_frame.remove(&(*origin, seq)) {
-            self.pending.remove(&id);
-        }
+        self.pending.remove(&(*origin, seq));
     }
 
     pub(super) fn run_due_forwards(&mut self, now: Instant, out: &mut Vec<Output>) {
-        while let Some(Reverse((due, id))) = self.pending_order.peek().copied() {
+        while let Some(Reverse((due, origin, seq))) = self.pending_order.peek().copied() {
             if due > now {
                 break;
             }
             self.pending_order.pop();
-            let Some(pending) = self.pending.remove(&id) else {
+            let Some(pending) = self.pending.remove(&(origin, seq)) else {
                 continue;
             };
-            self.pending_by_frame.remove(&(pending.origin, pending.seq));
             self.send_to_links(LinkKind::Intra, pending.exclude, &pending.message, out);
         }
     }

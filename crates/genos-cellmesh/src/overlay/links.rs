@@ -21,12 +21,13 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     pub(super) fn on_link_up(&mut self, peer: PeerKey, now: Instant, out: &mut Vec<Output>) {
+        let cell_mate = self.cells > 0 && self.cell_of(&peer) == self.my_cell;
         if !self.links.contains_key(&peer) {
             if self.links.len() >= self.config.max_links {
                 out.push(Output::Disconnect(peer));
                 return;
             }
-            let role = if self.cells > 0 && self.cell_of(&peer) == self.my_cell {
+            let role = if cell_mate {
                 LinkRole::Intra
             } else {
                 LinkRole::Unknown
@@ -46,7 +47,7 @@ impl<A: FrameAuth> Overlay<A> {
             link.up = true;
             link.since = now;
         }
-        if self.cells > 0 && self.cell_of(&peer) == self.my_cell {
+        if cell_mate {
             self.learn(peer, now);
         }
         let hello = wire::encode_hello(&self.hello_for(&peer));
@@ -116,14 +117,14 @@ impl<A: FrameAuth> Overlay<A> {
         cache
     }
 
-    /// Sends `message` on every up link of `kind` but `exclude`; returns how many.
+    /// Sends `message` on every up link of `kind` but `exclude`.
     pub(super) fn send_to_links(
         &mut self,
         kind: LinkKind,
         exclude: PeerKey,
         message: &Bytes,
         out: &mut Vec<Output>,
-    ) -> usize {
+    ) {
         let cache = self.link_cache();
         let list = match kind {
             LinkKind::Intra => &cache.intra,
@@ -131,23 +132,16 @@ impl<A: FrameAuth> Overlay<A> {
             LinkKind::Members => &cache.intra,
             LinkKind::All => &cache.all,
         };
-        let mut sent = 0;
         let extra = if kind == LinkKind::Members {
             cache.bridges.as_slice()
         } else {
             &[]
         };
         for peer in list.iter().chain(extra).filter(|peer| **peer != exclude) {
-            sent += 1;
             self.metrics.forwarded += 1;
-            self.metrics.bytes_sent += message.len() as u64;
-            out.push(Output::Send {
-                to: *peer,
-                message: message.clone(),
-            });
+            self.send(*peer, message.clone(), out);
         }
         self.link_cache = Some(cache);
-        sent
     }
 
     /// The members of `cell` this peer knows (itself not included).
@@ -170,7 +164,7 @@ impl<A: FrameAuth> Overlay<A> {
         let mut members = self.known_members_of(my_cell);
         members.push(Member {
             key: self.me,
-            seed: self.my_seed,
+            seed: self.my_seeds.bridge,
         });
         members.sort_by_key(|member| member.key);
         self.is_leader = members

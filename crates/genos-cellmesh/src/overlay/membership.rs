@@ -11,7 +11,7 @@ impl<A: FrameAuth> Overlay<A> {
         }
         self.cells = cells;
         self.cells_since = Some(now);
-        self.my_cell = assign_cell(&self.room, &self.me, cells);
+        self.my_cell = cell_from_seed(self.my_seeds.cell, cells);
         for known in self.roster.values_mut() {
             known.cell = cell_from_seed(known.cell_seed, cells);
         }
@@ -61,19 +61,46 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
+    /// Refreshes `peer` in the roster, or adds it.
     pub(super) fn learn(&mut self, peer: PeerKey, now: Instant) {
-        if peer == self.me {
+        if self.refresh(&peer, now) {
             return;
         }
-        if let Some(known) = self.roster.get_mut(&peer) {
-            known.last_seen = now;
+        let seeds = peer_seeds(&self.room, &peer);
+        self.insert_known(peer, seeds, now);
+    }
+
+    /// Refreshes `peer` if known, or adds it if its key places it in `cell` (of the current
+    /// count): what a cell topic's announce or a cell mate's roster claims is checked.
+    pub(super) fn learn_if_in(&mut self, peer: PeerKey, cell: u32, now: Instant) {
+        if self.refresh(&peer, now) {
             return;
         }
+        let seeds = peer_seeds(&self.room, &peer);
+        if cell_from_seed(seeds.cell, self.cells.max(1)) == cell {
+            self.insert_known(peer, seeds, now);
+        }
+    }
+
+    /// True if `peer` is this peer or already known (then marked seen now).
+    fn refresh(&mut self, peer: &PeerKey, now: Instant) -> bool {
+        if *peer == self.me {
+            return true;
+        }
+        match self.roster.get_mut(peer) {
+            Some(known) => {
+                known.last_seen = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert_known(&mut self, peer: PeerKey, seeds: PeerSeeds, now: Instant) {
         if self.roster.len() >= self.config.max_roster {
             self.metrics.roster_full += 1;
             return;
         }
-        let seeds = peer_seeds(&self.room, &peer);
         self.roster.insert(
             peer,
             Known {
@@ -130,9 +157,7 @@ impl<A: FrameAuth> Overlay<A> {
                 if c != self.cells || !self.topics.contains(&topic) {
                     return;
                 }
-                if self.roster.contains_key(&peer) || assign_cell(&self.room, &peer, c) == cell {
-                    self.learn(peer, now);
-                }
+                self.learn_if_in(peer, cell, now);
             }
         }
     }

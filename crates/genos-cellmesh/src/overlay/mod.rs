@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::assign::{cell_from_seed, peer_seeds};
+use crate::assign::{PeerSeeds, cell_from_seed, peer_seeds};
 use crate::auth::FrameAuth;
 use crate::io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
 use crate::keyhash::{KeyMap, key_map};
@@ -105,10 +105,9 @@ enum Phase {
     Left,
 }
 
+/// A backup bridge end's forward into its cell, waiting for its time (keyed by the frame).
 #[derive(Debug)]
 struct PendingForward {
-    origin: PeerKey,
-    seq: u64,
     message: Bytes,
     exclude: PeerKey,
 }
@@ -138,7 +137,7 @@ pub struct Overlay<A> {
     config: OverlayConfig,
     room: [u8; 32],
     me: PeerKey,
-    my_seed: u64,
+    my_seeds: PeerSeeds,
     auth: A,
     rng: u64,
     phase: Phase,
@@ -161,10 +160,9 @@ pub struct Overlay<A> {
     census: BTreeMap<u32, (u32, Instant)>,
     seen: SeenFrames,
     next_seq: u64,
-    pending_order: BinaryHeap<Reverse<(Instant, u64)>>,
-    pending: HashMap<u64, PendingForward>,
-    pending_by_frame: KeyMap<(PeerKey, u64), u64>,
-    next_pending_id: u64,
+    /// Due times of delayed forwards by frame; cancelled ones stay until their time.
+    pending_order: BinaryHeap<Reverse<(Instant, PeerKey, u64)>>,
+    pending: KeyMap<(PeerKey, u64), PendingForward>,
     next_tick: Option<Instant>,
     next_announce: Option<Instant>,
     next_census: Option<Instant>,
@@ -192,7 +190,7 @@ impl<A: FrameAuth> Overlay<A> {
             config,
             room,
             me,
-            my_seed: peer_seeds(&room, &me).bridge,
+            my_seeds: peer_seeds(&room, &me),
             auth,
             rng: mix64(rng_seed ^ 0x5eed),
             phase: Phase::Idle,
@@ -208,9 +206,7 @@ impl<A: FrameAuth> Overlay<A> {
             heard_view: None,
             census: BTreeMap::new(),
             pending_order: BinaryHeap::new(),
-            pending: HashMap::new(),
-            pending_by_frame: key_map(hash_seed),
-            next_pending_id: 0,
+            pending: key_map(hash_seed),
             next_tick: None,
             next_announce: None,
             next_census: None,
@@ -311,23 +307,13 @@ impl<A: FrameAuth> Overlay<A> {
                 self.on_tick(now, &mut out);
             }
             Input::Broadcast { meta, payload } => {
-                if let Err(error) =
-                    self.originate(FrameKind::Broadcast, &meta, &payload, now, &mut out)
-                {
-                    out.push(Output::Event(OverlayEvent::CommandFailed(error)));
-                }
+                self.command(FrameKind::Broadcast, &meta, &payload, now, &mut out);
             }
             Input::SendTo {
                 target,
                 meta,
                 payload,
-            } => {
-                if let Err(error) =
-                    self.originate(FrameKind::Direct(target), &meta, &payload, now, &mut out)
-                {
-                    out.push(Output::Event(OverlayEvent::CommandFailed(error)));
-                }
-            }
+            } => self.command(FrameKind::Direct(target), &meta, &payload, now, &mut out),
             Input::SendToMany {
                 targets,
                 meta,
@@ -342,15 +328,7 @@ impl<A: FrameAuth> Overlay<A> {
                     )));
                 } else {
                     for target in targets {
-                        if let Err(error) = self.originate(
-                            FrameKind::Direct(target),
-                            &meta,
-                            &payload,
-                            now,
-                            &mut out,
-                        ) {
-                            out.push(Output::Event(OverlayEvent::CommandFailed(error)));
-                        }
+                        self.command(FrameKind::Direct(target), &meta, &payload, now, &mut out);
                     }
                 }
             }
@@ -372,6 +350,20 @@ impl<A: FrameAuth> Overlay<A> {
         }
         self.schedule_wake(&mut out);
         out
+    }
+
+    /// Originates a frame for a command; a refusal becomes a `CommandFailed` event.
+    fn command(
+        &mut self,
+        kind: FrameKind,
+        meta: &[u8],
+        payload: &[u8],
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        if let Err(error) = self.originate(kind, meta, payload, now, out) {
+            out.push(Output::Event(OverlayEvent::CommandFailed(error)));
+        }
     }
 
     fn random_fraction(&mut self) -> f64 {
@@ -441,11 +433,7 @@ impl<A: FrameAuth> Overlay<A> {
                 self.metrics.discovery_received += 1;
                 if cells == self.cells && cell == self.my_cell {
                     for member in members {
-                        if self.roster.contains_key(&member)
-                            || assign_cell(&self.room, &member, cells) == cell
-                        {
-                            self.learn(member, now);
-                        }
+                        self.learn_if_in(member, cell, now);
                     }
                 }
             }
@@ -510,7 +498,7 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     fn schedule_wake(&mut self, out: &mut Vec<Output>) {
-        let pending = self.pending_order.peek().map(|Reverse((due, _))| *due);
+        let pending = self.pending_order.peek().map(|Reverse((due, ..))| *due);
         let want = match (self.next_tick, pending) {
             (Some(tick), Some(due)) => Some(tick.min(due)),
             (tick, due) => tick.or(due),
