@@ -23,24 +23,16 @@ fn main() {
     let report = run(&scenario);
     println!("{}", report.to_text());
     if let Some(dir) = std::env::args().nth(2).map(std::path::PathBuf::from) {
-        let stem: String = scenario
-            .name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let mut files = vec![(format!("{stem}-histograms.svg"), report.histograms_svg())];
-        if let Some(picture) = &report.picture {
-            files.push((format!("{stem}-cells.svg"), picture.clone()));
-        }
-        for (name, svg) in files {
-            let path = dir.join(name);
-            if let Err(error) =
-                std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, svg))
-            {
-                eprintln!("{}: {error}", path.display());
+        match report.write_svgs(&dir) {
+            Ok(written) => {
+                for path in written {
+                    println!("wrote {}", path.display());
+                }
+            }
+            Err(error) => {
+                eprintln!("{error}");
                 std::process::exit(1);
             }
-            println!("wrote {}", path.display());
         }
     }
 }

@@ -175,6 +175,18 @@ impl SimAuth {
         Self { me }
     }
 
+    /// The stand-in signature: the tag in the first 8 bytes, zeros after.
+    fn signature(origin: &PeerKey, parts: &[&[u8]]) -> [u8; 64] {
+        let mut signature = [0u8; 64];
+        for (slot, byte) in signature
+            .iter_mut()
+            .zip(Self::tag(origin, parts).to_le_bytes())
+        {
+            *slot = byte;
+        }
+        signature
+    }
+
     fn tag(origin: &PeerKey, parts: &[&[u8]]) -> u64 {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for chunk in origin.chunks(8) {
@@ -206,14 +218,7 @@ impl FrameAuth for SimAuth {
     }
 
     fn sign(&mut self, parts: &[&[u8]]) -> [u8; 64] {
-        let mut signature = [0u8; 64];
-        for (slot, byte) in signature
-            .iter_mut()
-            .zip(Self::tag(&self.me, parts).to_le_bytes())
-        {
-            *slot = byte;
-        }
-        signature
+        Self::signature(&self.me, parts)
     }
 
     fn verify(
@@ -222,14 +227,7 @@ impl FrameAuth for SimAuth {
         parts: &[&[u8]],
         signature: &[u8; 64],
     ) -> Result<(), AuthError> {
-        let mut expected = [0u8; 64];
-        for (slot, byte) in expected
-            .iter_mut()
-            .zip(Self::tag(origin, parts).to_le_bytes())
-        {
-            *slot = byte;
-        }
-        if &expected == signature {
+        if Self::signature(origin, parts) == *signature {
             Ok(())
         } else {
             Err(AuthError::BadSignature)

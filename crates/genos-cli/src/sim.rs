@@ -38,25 +38,8 @@ pub fn run(
         println!("{}", report.to_text());
     }
     if let Some(dir) = out {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let stem: String = scenario
-            .name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
-        let histograms = dir.join(format!("{stem}-histograms.svg"));
-        std::fs::write(&histograms, report.histograms_svg())
-            .map_err(|e| format!("cannot write {}: {e}", histograms.display()))?;
-        let mut written = vec![histograms];
-        if let Some(picture) = &report.picture {
-            let path = dir.join(format!("{stem}-cells.svg"));
-            std::fs::write(&path, picture)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            written.push(path);
-        }
         #[allow(clippy::print_stdout)]
-        for path in written {
+        for path in report.write_svgs(dir)? {
             println!("wrote {}", path.display());
         }
     }

@@ -369,19 +369,6 @@ impl<A: FrameAuth> Net<A> {
         self.input_at(at_us, i, Input::Start { cells_hint });
     }
 
-    /// Tracks a broadcast from peer `i` sent at `at_us` and queues it. Its payload carries
-    /// an id so deliveries can be matched.
-    pub fn broadcast_at(&mut self, at_us: u64, i: usize, payload: Bytes) {
-        self.input_at(
-            at_us,
-            i,
-            Input::Broadcast {
-                meta: Bytes::from_static(b"sim"),
-                payload,
-            },
-        );
-    }
-
     /// Crashes peer `i` now: it goes silent; its links are noticed down after the
     /// detection delay.
     pub fn crash(&mut self, i: usize) {
@@ -574,15 +561,22 @@ impl<A: FrameAuth> Net<A> {
         }
     }
 
-    fn feed(&mut self, i: usize, input: Input) {
+    /// Hands `input` to peer `i` now and carries out its outputs; false if the overlay
+    /// refused a command (or there is no such peer).
+    fn feed(&mut self, i: usize, input: Input) -> bool {
         let now = self.instant();
         let Some(peer) = self.peers.get_mut(i) else {
-            return;
+            return false;
         };
         let outputs = peer.overlay.handle(input, now);
+        let mut accepted = true;
         for output in outputs {
+            if matches!(output, Output::Event(crate::OverlayEvent::CommandFailed(_))) {
+                accepted = false;
+            }
             self.apply(i, output);
         }
+        accepted
     }
 
     fn apply(&mut self, i: usize, output: Output) {
@@ -736,19 +730,21 @@ impl<A: FrameAuth> Net<A> {
 
     /// Originates a tracked broadcast from peer `i` now and returns its id.
     pub fn broadcast_now(&mut self, i: usize, payload: Bytes) -> Option<(PeerKey, u64)> {
-        let now = self.instant();
-        let peer = self.peers.get_mut(i)?;
-        if !peer.alive {
+        let key = self.key(i)?;
+        if !self.is_alive(i) {
             return None;
         }
-        let key = peer.key;
-        let outputs = peer.overlay.handle(
+        // Sending only schedules events, so tracking can start right after.
+        let accepted = self.feed(
+            i,
             Input::Broadcast {
                 meta: Bytes::from_static(b"sim"),
                 payload: payload.clone(),
             },
-            now,
         );
+        if !accepted {
+            return None;
+        }
         // The sequence number just used is the one before the overlay's next.
         let seq = self.peers[i].overlay.last_seq()?;
         let mut delivered = vec![false; self.peers.len()];
@@ -774,37 +770,28 @@ impl<A: FrameAuth> Net<A> {
                 max_hops: 0,
             },
         );
-        for output in outputs {
-            self.apply(i, output);
-        }
         Some((key, seq))
+    }
+
+    /// Originates a tracked broadcast from a random live peer now.
+    pub fn broadcast_from_random(&mut self, payload: Bytes) -> Option<(PeerKey, u64)> {
+        let origin = self.random_live()?;
+        self.broadcast_now(origin, payload)
     }
 
     /// Sends a directed frame from `i` to `j` now. False if the overlay refused.
     pub fn send_now(&mut self, i: usize, j: usize) -> bool {
-        let now = self.instant();
         let Some(target) = self.key(j) else {
             return false;
         };
-        let Some(peer) = self.peers.get_mut(i) else {
-            return false;
-        };
-        let outputs = peer.overlay.handle(
+        self.feed(
+            i,
             Input::SendTo {
                 target,
                 meta: Bytes::from_static(b"sim"),
                 payload: Bytes::from_static(b"directed"),
             },
-            now,
-        );
-        let mut ok = true;
-        for output in outputs {
-            if matches!(output, Output::Event(crate::OverlayEvent::CommandFailed(_))) {
-                ok = false;
-            }
-            self.apply(i, output);
-        }
-        ok
+        )
     }
 
     /// Directed payloads delivered so far.

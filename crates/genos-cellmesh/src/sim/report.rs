@@ -398,6 +398,32 @@ impl Report {
         s
     }
 
+    /// Writes the SVGs into `dir` (created if missing), named after the scenario: the
+    /// histograms, and the picture of cells and bridges when the run drew one. Returns the
+    /// files written; an error names the path that failed.
+    pub fn write_svgs(&self, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let stem: String = self
+            .scenario
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let mut files = vec![(format!("{stem}-histograms.svg"), self.histograms_svg())];
+        if let Some(picture) = &self.picture {
+            files.push((format!("{stem}-cells.svg"), picture.clone()));
+        }
+        let mut written = Vec::new();
+        for (name, svg) in files {
+            let path = dir.join(name);
+            std::fs::write(&path, svg)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
     /// The goals and whether this run meets them.
     pub fn goals(&self) -> Vec<(&'static str, bool)> {
         let o = &self.overlay;

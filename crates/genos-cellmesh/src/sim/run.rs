@@ -77,11 +77,7 @@ pub fn run(scenario: &Scenario) -> Report {
     for n in 0..scenario.broadcasts {
         let at = warm_end + n as u64 * spread;
         net.run_until(at);
-        if let Some(origin) = net.random_live() {
-            if let Some(id) = net.broadcast_now(origin, payload(n as u64, scenario.payload_bytes)) {
-                ids.push(id);
-            }
-        }
+        ids.extend(net.broadcast_from_random(payload(n as u64, scenario.payload_bytes)));
     }
     let phase_end = warm_end + scenario.broadcast_window_s * second + 5 * second;
     net.run_until(phase_end);
@@ -184,11 +180,7 @@ pub fn run(scenario: &Scenario) -> Report {
             let at = start + n as u64 * step;
             while next_broadcast <= at {
                 net.run_until(next_broadcast);
-                if let Some(origin) = net.random_live() {
-                    if let Some(id) = net.broadcast_now(origin, payload(n as u64, 64)) {
-                        ids.push(id);
-                    }
-                }
+                ids.extend(net.broadcast_from_random(payload(n as u64, 64)));
                 next_broadcast += second;
             }
             net.run_until(at);
@@ -248,11 +240,7 @@ pub fn run(scenario: &Scenario) -> Report {
         let step = second / scenario.after_crash_broadcasts.max(1) as u64;
         for n in 0..scenario.after_crash_broadcasts {
             net.run_until(crash_at + n as u64 * step);
-            if let Some(origin) = net.random_live() {
-                if let Some(id) = net.broadcast_now(origin, payload(n as u64, 64)) {
-                    ids.push(id);
-                }
-            }
+            ids.extend(net.broadcast_from_random(payload(n as u64, 64)));
         }
         net.run_until(crash_at + 2 * second);
         if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
@@ -271,10 +259,8 @@ pub fn run(scenario: &Scenario) -> Report {
         for s in 1..=scenario.repair_s {
             let at = crash_at + s * second;
             net.run_until(at);
-            if let Some(origin) = net.random_live() {
-                if let Some(id) = net.broadcast_now(origin, payload(s, 64)) {
-                    probes.push((s, id));
-                }
+            if let Some(id) = net.broadcast_from_random(payload(s, 64)) {
+                probes.push((s, id));
             }
         }
         net.run_until(crash_at + (scenario.repair_s + 3) * second);
