@@ -182,6 +182,7 @@ fn main() -> ExitCode {
             Command::Chat { room } => run_chat(room).await,
             Command::Send { file, room, peers } => run_send(file, room, peers).await,
             Command::Recv { room, out } => run_recv(room, out).await,
+            // Handled before the runtime starts.
             Command::Sim { .. } => Ok(()),
             Command::Relay {
                 addr,
