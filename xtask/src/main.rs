@@ -5,8 +5,12 @@
 //! - `cargo xtask bench`: the benchmarks (criterion, in `benches/` of each crate);
 //! - `cargo xtask sim [SCENARIO.toml...]`: the cellular-mesh simulator on the given
 //!   scenarios (default: every file in crates/genos-cellmesh/scenarios), release build,
-//!   SVGs into target/sim, failing when a goal is not met.
+//!   SVGs into target/sim, failing when a goal is not met;
+//! - `cargo xtask vendor [--check]`: rebuilds `vendor/` from the published webrtc and rtc
+//!   crates plus `vendor/patches/`, or checks that it is exactly that.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod vendor;
 
 use std::process::{Command, ExitCode};
 
@@ -19,8 +23,9 @@ fn main() -> ExitCode {
         "deny" => deny(),
         "bench" => bench(rest),
         "sim" => sim(rest),
+        "vendor" => vendor::vendor(rest),
         _ => {
-            println!("usage: cargo xtask <ci|deny|bench|sim>");
+            println!("usage: cargo xtask <ci|deny|bench|sim|vendor>");
             return if task == "help" {
                 ExitCode::SUCCESS
             } else {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use genos::crypto::PeerId;
 use genos::room::{Room, RoomConfig, RoomError, RoomEvent, SendOptions};
 use genos::signal::Signaling;
@@ -278,10 +278,10 @@ where
                 let result = loop {
                     tokio::select! {
                         result = &mut got => break result,
-                        Some(p) = progress.recv() => report(p.done, p.total),
+                        Some(p) = progress.next() => report(p.done, p.total),
                     }
                 };
-                while let Ok(p) = progress.try_recv() {
+                while let Some(Some(p)) = progress.next().now_or_never() {
                     report(p.done, p.total);
                 }
                 result

@@ -138,6 +138,22 @@ impl RoomArgs {
     }
 }
 
+/// What reaches the terminal: warnings from genos, errors from dependencies; `RUST_LOG`
+/// replaces it. Two dependencies log expected conditions as errors and are kept quiet: the
+/// embedded relay (`nostr_relay_builder`: "Broken pipe" whenever a peer leaves) and webrtc's
+/// STUN gatherer (no STUN server reachable, e.g. offline; peers on the same network still
+/// connect through host candidates).
+const DEFAULT_LOG_FILTER: &str = "error,genos=warn,genos_cli=warn,genos_room=warn,\
+genos_signal=warn,genos_transport=warn,genos_cellmesh=warn,genos_crypto=warn,\
+nostr_relay_builder=off,webrtc::peer_connection::transport::stun_gatherer=off";
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    match std::env::var("RUST_LOG") {
+        Ok(filter) if !filter.trim().is_empty() => tracing_subscriber::EnvFilter::new(filter),
+        _ => tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Sim {
@@ -159,7 +175,7 @@ fn main() -> ExitCode {
         };
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

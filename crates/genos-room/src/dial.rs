@@ -1,5 +1,5 @@
-//! Who dials whom, and when: the dial rule and a sans-IO planner for half-open dials and
-//! cooldowns.
+//! Who dials whom, and when: the dial rule and a sans-IO planner for half-open dials,
+//! cooldowns and retries.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,9 +26,15 @@ enum Plan {
     Dialing { dial: u64, since: Instant },
     /// The link of attempt `dial` is up.
     Linked { dial: u64 },
-    /// The last attempt failed; dialled again when seen after `until`.
+    /// The last attempt failed (or the peer was busy); retried at `until` on its own while
+    /// the failures stay within [`MAX_AUTO_RETRIES`], else when seen again after `until`.
     Cooling { until: Instant },
 }
+
+/// Consecutive failures after which a peer is no longer retried on its own, only when it is
+/// seen again (its presence, or its hello): a peer that crashed costs a few dials, not one
+/// per cooldown forever.
+pub(crate) const MAX_AUTO_RETRIES: u32 = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -43,8 +49,11 @@ pub(crate) enum Incoming {
     Accept { replaced: Option<u64> },
     /// It belongs to the attempt already under way.
     Current,
-    /// Refuse: no slot, cooling down, or the peer should not be dialling us.
+    /// Refuse: the room is full, or the peer should not be dialling us.
     Refuse,
+    /// Refuse for now: every half-open slot is taken. The dialler is told, so it retries
+    /// soon instead of waiting for its dial timeout.
+    Busy,
 }
 
 /// Tracks every peer the room knows, sans IO: the caller passes `now` and acts on answers.
@@ -167,7 +176,7 @@ impl DialPlanner {
         };
         let replacing_half_open = matches!(existing.map(|e| e.plan), Some(Plan::Dialing { .. }));
         if !replacing_half_open && self.half_open() >= self.max_half_open {
-            return Incoming::Refuse;
+            return Incoming::Busy;
         }
         self.prune_cooling();
         let failures = existing.map_or(0, |e| e.failures);
@@ -210,6 +219,63 @@ impl DialPlanner {
         }
     }
 
+    /// Attempt `dial` was refused because the peer had no free slot: retry at `until`
+    /// without counting a failure. Returns false if it was not current.
+    pub(crate) fn busy(&mut self, peer: PeerId, dial: u64, until: Instant) -> bool {
+        match self.entries.get_mut(&peer) {
+            Some(entry) if entry.plan_dial() == Some(dial) => {
+                entry.plan = Plan::Cooling { until };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Peers whose cooldown ended at `now` and that are still retried on their own: an
+    /// offerer's entry becomes wanted again (dialled by [`DialPlanner::next_dial`]); an
+    /// answerer's entry is forgotten and returned, so the caller nudges the peer to dial.
+    pub(crate) fn cooled(&mut self, now: Instant) -> Vec<PeerId> {
+        let mut nudge = Vec::new();
+        let local = self.local;
+        self.entries.retain(|peer, entry| match entry.plan {
+            Plan::Cooling { until } if now >= until && entry.failures <= MAX_AUTO_RETRIES => {
+                if dial_role(&local, peer) == Some(Role::Offerer) {
+                    entry.plan = Plan::Wanted;
+                    true
+                } else {
+                    nudge.push(*peer);
+                    false
+                }
+            }
+            _ => true,
+        });
+        nudge.sort();
+        nudge
+    }
+
+    /// What the planner holds for `peer`, for tests and checks.
+    #[cfg(test)]
+    pub(crate) fn phase(&self, peer: &PeerId) -> Option<Phase> {
+        self.entries.get(peer).map(|e| match e.plan {
+            Plan::Wanted => Phase::Wanted,
+            Plan::Dialing { dial, .. } => Phase::Dialing(dial),
+            Plan::Linked { dial } => Phase::Linked(dial),
+            Plan::Cooling { .. } => Phase::Cooling,
+        })
+    }
+
+    /// Attempts under way, for bound checks.
+    #[cfg(test)]
+    pub(crate) fn half_open_count(&self) -> usize {
+        self.half_open()
+    }
+
+    /// Entries held (each peer once), for bound checks.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The peer left for good (goodbye or signaling departure): forget it.
     pub(crate) fn gone(&mut self, peer: &PeerId) -> Option<u64> {
         self.entries.remove(peer).and_then(|e| e.plan_dial())
@@ -245,6 +311,16 @@ impl DialPlanner {
             self.entries.remove(&oldest.1);
         }
     }
+}
+
+/// The planner's view of one peer (tests only).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Wanted,
+    Dialing(u64),
+    Linked(u64),
+    Cooling,
 }
 
 impl Entry {
@@ -303,8 +379,8 @@ mod tests {
         assert_eq!(p.next_dial(now, 3), None);
         assert!(p.linked(id(20), 1));
         assert_eq!(p.next_dial(now, 4), Some(id(22)));
-        // Incoming attempts share the half-open budget.
-        assert_eq!(p.incoming(id(5), 9, now), Incoming::Refuse);
+        // Incoming attempts share the half-open budget; the dialler is told it is busy.
+        assert_eq!(p.incoming(id(5), 9, now), Incoming::Busy);
     }
 
     #[test]
@@ -320,9 +396,10 @@ mod tests {
         );
         p.seen(id(20), start + Duration::from_secs(1));
         assert_eq!(p.next_dial(start + Duration::from_secs(1), 2), None);
-        // Not redialled after the cooldown until it is seen again.
-        assert_eq!(p.next_dial(start + Duration::from_secs(3), 2), None);
-        p.seen(id(20), start + Duration::from_secs(3));
+        assert!(p.cooled(start + Duration::from_secs(1)).is_empty());
+        assert_eq!(p.next_dial(start + Duration::from_secs(1), 2), None);
+        // Retried on its own once the cooldown is over: no new sighting needed.
+        assert!(p.cooled(start + Duration::from_secs(3)).is_empty());
         assert_eq!(p.next_dial(start + Duration::from_secs(3), 2), Some(id(20)));
         assert!(p.failed(id(20), 2, start + Duration::from_secs(3)));
         // Second failure: twice the cooldown.

@@ -43,16 +43,22 @@
 mod channel;
 mod config;
 mod dial;
+mod driver;
 mod error;
 mod events;
 mod link;
+mod machine;
 mod reassembly;
+mod registry;
 mod room;
+mod router;
+mod shared;
 mod stats;
 mod wire;
 
 pub use channel::{
-    Channel, Message, Progress, ProgressFn, SendOptions, SendReport, Target, Typed, TypedChannel,
+    Channel, Message, Progress, ProgressFn, ProgressStream, SendOptions, SendReport, Target, Typed,
+    TypedChannel,
 };
 pub use config::{
     DEFAULT_MAX_MESSAGE_SIZE, MAX_CHANNEL_NAME_LEN, MAX_METADATA_LEN, RoomConfig, RoomLimits,

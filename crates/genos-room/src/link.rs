@@ -12,9 +12,10 @@ use genos_crypto::{MAX_PLAINTEXT_LEN, OVERHEAD, PeerId};
 use genos_transport::{Connection, ConnectionStats, DataChannel, TransportError};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, oneshot, watch};
 
-use crate::channel::{Message, ProgressFn, Route, deliver};
+use crate::channel::{Message, ProgressFn};
 use crate::reassembly::{Pushed, Reassembler};
-use crate::room::Shared;
+use crate::registry::{Route, deliver};
+use crate::shared::Shared;
 use crate::stats::{LinkCounters, bump};
 use crate::wire::{ChunkHeader, Control, Frame, FrameCodec};
 use crate::{FrameError, Progress, RoomError, RoomEvent, lock};
@@ -235,13 +236,14 @@ impl Link {
         }
     }
 
-    /// How long the peer has been silent, unless we are the ones not reading.
-    pub(crate) fn silent_for(&self, now: Instant) -> Duration {
+    /// When the peer was last heard; `now` while we are the ones not reading (the peer is
+    /// not silent, it is held back).
+    pub(crate) fn last_heard(&self, now: Instant) -> Instant {
         if self.reader_blocked.load(Ordering::Relaxed) {
-            return Duration::ZERO;
+            return now;
         }
         let heard = self.last_heard_ms.load(Ordering::Relaxed);
-        Duration::from_millis(millis(self.epoch, now).saturating_sub(heard))
+        self.epoch + Duration::from_millis(heard)
     }
 
     pub(crate) async fn stats(&self) -> ConnectionStats {

@@ -28,6 +28,9 @@ pub struct RoomStats {
     pub dials_started: u64,
     /// Dial attempts that failed or timed out.
     pub dials_failed: u64,
+    /// Dial attempts the other side refused for now (all its half-open slots taken); each
+    /// is retried within a second.
+    pub dials_busy: u64,
     /// Peers ignored because the room was full or dialling was saturated.
     pub peers_refused: u64,
     /// Signaling messages ignored (undecodable, wrong protocol, not ours to answer).
@@ -45,6 +48,7 @@ pub(crate) struct Counters {
     pub(crate) control_dropped: AtomicU64,
     pub(crate) dials_started: AtomicU64,
     pub(crate) dials_failed: AtomicU64,
+    pub(crate) dials_busy: AtomicU64,
     pub(crate) peers_refused: AtomicU64,
     pub(crate) signals_ignored: AtomicU64,
 }
@@ -66,6 +70,7 @@ impl Counters {
             control_dropped: get(&self.control_dropped),
             dials_started: get(&self.dials_started),
             dials_failed: get(&self.dials_failed),
+            dials_busy: get(&self.dials_busy),
             peers_refused: get(&self.peers_refused),
             signals_ignored: get(&self.signals_ignored),
         }

@@ -48,6 +48,9 @@ pub(crate) enum SignalMessage {
     Hello,
     /// A transport signal of dial attempt `dial` (chosen by the offerer).
     Transport { dial: u64, payload: Vec<u8> },
+    /// "Not now": the answering side refused attempt `dial` because all its half-open
+    /// slots are taken; the dialler retries within a second instead of timing out.
+    Busy { dial: u64 },
 }
 
 impl SignalMessage {

@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut progress = files.progress(1024);
     tokio::spawn(async move {
         let mut last = 0;
-        while let Some(p) = progress.recv().await {
+        while let Some(p) = progress.next().await {
             let percent = p.done * 100 / p.total.max(1);
             if percent >= last + 25 {
                 println!("received {percent}%");

@@ -1,0 +1,463 @@
+//! The async driver: feeds the room machine and carries out its actions with the real
+//! signaling session and transport.
+//!
+//! The driver never awaits I/O in its loop: connections are created, signals handed over,
+//! channels opened and connections closed by tasks it spawns, which report back as inputs.
+//! Per connection, one task hands transport signals over in order, and one pumps the
+//! connection's events: transport signals it emits go straight to signaling (they carry no
+//! decision), state changes and opened channels come back to the machine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::join_all;
+use genos_crypto::PeerId;
+use genos_signal::{SignalEvent, SignalSession, Signaling};
+use genos_transport::{
+    Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, Role, Transport,
+    TransportError,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::link::{Link, ReaderNote, TransportIo, read_link, write_link};
+use crate::machine::{Action, Counter, Input, RoomMachine};
+use crate::router::Router;
+use crate::shared::Shared;
+use crate::stats::bump;
+use crate::wire::{FrameCodec, LINK_LABEL, PROTOCOL_VERSION, Presence, SignalMessage};
+
+/// How often the machine's timers (dial timeouts, watchdog, cooldowns) are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Notes from connection and link tasks queued for the driver; the tasks wait when it is
+/// full.
+const NOTE_QUEUE: usize = 256;
+/// Signaling messages (hello, busy) queued for sending; more are dropped and counted as
+/// ignored signals (the peer hears from us at the next sighting).
+const SIGNAL_QUEUE: usize = 256;
+/// Transport signals queued for one connection; more are dropped (counted).
+const CONNECTION_SIGNALS: usize = 64;
+
+pub(crate) type ChannelOf<T> = <<T as Transport>::Connection as Connection>::Channel;
+
+/// What the application asks of the driver.
+pub(crate) enum Command {
+    Leave(oneshot::Sender<()>),
+}
+
+/// What connection and link tasks tell the driver.
+pub(crate) enum Note<C: Connection> {
+    Connected {
+        peer: PeerId,
+        dial: u64,
+        result: Result<C, TransportError>,
+    },
+    State {
+        peer: PeerId,
+        dial: u64,
+        state: ConnectionState,
+    },
+    Opened {
+        peer: PeerId,
+        dial: u64,
+        channel: C::Channel,
+    },
+    Offered {
+        peer: PeerId,
+        dial: u64,
+        result: Result<C::Channel, TransportError>,
+    },
+}
+
+/// What a link's reader tells the driver.
+pub(crate) type ReaderNotes = mpsc::Receiver<(PeerId, u64, ReaderNote)>;
+
+/// A peer's current connection.
+struct Conn<C> {
+    dial: u64,
+    connection: C,
+    signals: mpsc::Sender<Bytes>,
+}
+
+pub(crate) struct Driver<S: Signaling, T: Transport> {
+    pub(crate) machine: RoomMachine,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) session: S::Session,
+    pub(crate) transport: Arc<T>,
+    conns: HashMap<PeerId, Conn<T::Connection>>,
+    /// A channel reported by a task, held while the machine decides on it.
+    opened: Option<(PeerId, u64, ChannelOf<T>)>,
+    notes: mpsc::Sender<Note<T::Connection>>,
+    reader_notes: mpsc::Sender<(PeerId, u64, ReaderNote)>,
+    outgoing: mpsc::Sender<(PeerId, Bytes)>,
+}
+
+impl<S: Signaling, T: Transport> Driver<S, T> {
+    pub(crate) fn new(
+        machine: RoomMachine,
+        shared: Arc<Shared>,
+        router: Arc<Router>,
+        session: S::Session,
+        transport: T,
+    ) -> (Self, mpsc::Receiver<Note<T::Connection>>, ReaderNotes) {
+        let (notes, note_rx) = mpsc::channel(NOTE_QUEUE);
+        let (reader_notes, reader_rx) = mpsc::channel(NOTE_QUEUE);
+        let (outgoing, outgoing_rx) = mpsc::channel(SIGNAL_QUEUE);
+        tokio::spawn(send_signals(session.clone(), outgoing_rx));
+        let driver = Self {
+            machine,
+            shared,
+            router,
+            session,
+            transport: Arc::new(transport),
+            conns: HashMap::new(),
+            opened: None,
+            notes,
+            reader_notes,
+            outgoing,
+        };
+        (driver, note_rx, reader_rx)
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut signals: S::Events,
+        mut commands: mpsc::Receiver<Command>,
+        mut notes: mpsc::Receiver<Note<T::Connection>>,
+        mut reader_notes: ReaderNotes,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut signaling_open = true;
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let done = command.map(|Command::Leave(done)| done);
+                    self.feed(Input::Leave).await;
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    // Later leave() calls find the command channel closed.
+                    return;
+                }
+                event = signals.next(), if signaling_open => match event {
+                    Some(event) => self.on_signal(event).await,
+                    None => signaling_open = false,
+                },
+                Some(note) = notes.recv() => self.on_note(note).await,
+                Some((peer, dial, note)) = reader_notes.recv() => {
+                    let input = match note {
+                        ReaderNote::Bye => Input::LinkBye { peer, dial },
+                        ReaderNote::Ended => {
+                            let failed = self.conns.get(&peer).is_some_and(|c| {
+                                c.dial == dial && c.connection.state() == ConnectionState::Failed
+                            });
+                            Input::LinkEnded { peer, dial, failed }
+                        }
+                    };
+                    self.feed(input).await;
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    for link in self.router.links() {
+                        let input = Input::LinkHeard {
+                            peer: link.peer,
+                            dial: link.dial,
+                            at: link.last_heard(now),
+                        };
+                        self.feed(input).await;
+                    }
+                    self.feed(Input::Tick).await;
+                }
+            }
+        }
+    }
+
+    async fn on_signal(&mut self, event: SignalEvent) {
+        let input = match event {
+            SignalEvent::PeerSeen { peer, presence } => match Presence::decode(&presence) {
+                Some(p) if p.protocol == PROTOCOL_VERSION => Input::PeerSeen { peer },
+                _ => return bump(&self.shared.counters.signals_ignored, 1),
+            },
+            SignalEvent::Message { from, payload } => match SignalMessage::decode(&payload) {
+                Some(SignalMessage::Hello) => Input::Hello { from },
+                Some(SignalMessage::Busy { dial }) => Input::Busy { from, dial },
+                Some(SignalMessage::Transport { dial, payload }) => Input::TransportSignal {
+                    from,
+                    dial,
+                    payload: Bytes::from(payload),
+                },
+                None => return bump(&self.shared.counters.signals_ignored, 1),
+            },
+            SignalEvent::PeerGone { peer } => Input::PeerGone { peer },
+            _ => return,
+        };
+        self.feed(input).await;
+    }
+
+    async fn on_note(&mut self, note: Note<T::Connection>) {
+        let input = match note {
+            Note::Connected { peer, dial, result } => match result {
+                Ok(connection) => {
+                    self.adopt(peer, dial, connection);
+                    Input::Connected { peer, dial }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot create a connection");
+                    Input::ConnectFailed { peer, dial }
+                }
+            },
+            Note::State { peer, dial, state } => Input::ConnectionState { peer, dial, state },
+            Note::Opened {
+                peer,
+                dial,
+                channel,
+            } => {
+                let label = channel.label().to_owned();
+                self.opened = Some((peer, dial, channel));
+                Input::ChannelOpened { peer, dial, label }
+            }
+            Note::Offered { peer, dial, result } => match result {
+                Ok(channel) => {
+                    self.opened = Some((peer, dial, channel));
+                    Input::ChannelOffered {
+                        peer,
+                        dial,
+                        opened: true,
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "link channel did not open");
+                    Input::ChannelOffered {
+                        peer,
+                        dial,
+                        opened: false,
+                    }
+                }
+            },
+        };
+        self.feed(input).await;
+        // A channel the machine did not take is closed.
+        if let Some((_, _, channel)) = self.opened.take() {
+            tokio::spawn(async move { channel.close().await });
+        }
+    }
+
+    /// Hands one input to the machine and carries out its actions.
+    async fn feed(&mut self, input: Input) {
+        let actions = self.machine.handle(input, Instant::now());
+        for action in actions {
+            self.execute(action).await;
+        }
+    }
+
+    async fn execute(&mut self, action: Action) {
+        match action {
+            Action::Signal { to, message } => {
+                if self.outgoing.try_send((to, message.encode())).is_err() {
+                    bump(&self.shared.counters.signals_ignored, 1);
+                }
+            }
+            Action::Connect { peer, dial, role } => self.connect(peer, dial, role),
+            Action::HandleSignal {
+                peer,
+                dial,
+                payload,
+            } => {
+                let conn = self.conns.get(&peer).filter(|c| c.dial == dial);
+                if conn.is_none_or(|c| c.signals.try_send(payload).is_err()) {
+                    bump(&self.shared.counters.signals_ignored, 1);
+                }
+            }
+            Action::Establish { peer, dial } => self.establish(peer, dial),
+            Action::DropChannel { .. } => {}
+            Action::Retire {
+                peer,
+                dial,
+                close_after,
+            } => self.retire(peer, dial, close_after),
+            Action::Emit(event) => self.shared.emit(event),
+            Action::Count(counter) => {
+                let counters = &self.shared.counters;
+                let counter = match counter {
+                    Counter::DialsStarted => &counters.dials_started,
+                    Counter::DialsFailed => &counters.dials_failed,
+                    Counter::DialsBusy => &counters.dials_busy,
+                    Counter::PeersRefused => &counters.peers_refused,
+                    Counter::SignalsIgnored => &counters.signals_ignored,
+                };
+                bump(counter, 1);
+            }
+            Action::Leave => self.leave().await,
+        }
+    }
+
+    /// Creates the connection of attempt `dial` in a task; it reports back as a note.
+    fn connect(&self, peer: PeerId, dial: u64, role: Role) {
+        let transport = self.transport.clone();
+        let notes = self.notes.clone();
+        let session = self.session.clone();
+        tokio::spawn(async move {
+            let (connection, mut events) = match transport.connect(role).await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    let result = Err(error);
+                    let _ = notes.send(Note::Connected { peer, dial, result }).await;
+                    return;
+                }
+            };
+            let result = Ok(connection.clone());
+            if notes
+                .send(Note::Connected { peer, dial, result })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if role == Role::Offerer {
+                let (connection, notes) = (connection.clone(), notes.clone());
+                tokio::spawn(async move {
+                    let result = connection
+                        .open_channel(LINK_LABEL, Reliability::ReliableOrdered)
+                        .await;
+                    let _ = notes.send(Note::Offered { peer, dial, result }).await;
+                });
+            }
+            while let Some(event) = events.next().await {
+                let note = match event {
+                    ConnectionEvent::Signal(payload) => {
+                        let message = SignalMessage::Transport {
+                            dial,
+                            payload: payload.to_vec(),
+                        };
+                        if let Err(error) = session.send_to(peer, message.encode()).await {
+                            tracing::debug!(%error, "transport signal not relayed");
+                        }
+                        continue;
+                    }
+                    ConnectionEvent::StateChanged(state) => Note::State { peer, dial, state },
+                    ConnectionEvent::ChannelOpened(channel) => Note::Opened {
+                        peer,
+                        dial,
+                        channel,
+                    },
+                    _ => continue,
+                };
+                if notes.send(note).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Keeps the new connection of attempt `dial` and starts the task that hands it
+    /// signals in order.
+    fn adopt(&mut self, peer: PeerId, dial: u64, connection: T::Connection) {
+        let (signals, mut queue) = mpsc::channel::<Bytes>(CONNECTION_SIGNALS);
+        let target = connection.clone();
+        tokio::spawn(async move {
+            while let Some(payload) = queue.recv().await {
+                if let Err(error) = target.handle_signal(payload).await {
+                    tracing::debug!(%error, "bad transport signal");
+                }
+            }
+        });
+        let old = self.conns.insert(
+            peer,
+            Conn {
+                dial,
+                connection,
+                signals,
+            },
+        );
+        // The machine retires an old attempt before it starts a new one; a connection
+        // still here belongs to an attempt retired before its connection existed.
+        if let Some(old) = old.filter(|old| old.dial != dial) {
+            close_later(old.connection, Duration::ZERO);
+        }
+    }
+
+    fn establish(&mut self, peer: PeerId, dial: u64) {
+        let Some((_, _, channel)) = self.opened.take_if(|(p, d, _)| *p == peer && *d == dial)
+        else {
+            return;
+        };
+        let Some(conn) = self.conns.get(&peer).filter(|c| c.dial == dial) else {
+            tokio::spawn(async move { channel.close().await });
+            return;
+        };
+        let shared = &self.shared;
+        let io = TransportIo {
+            connection: conn.connection.clone(),
+            channel: channel.clone(),
+        };
+        let codec = FrameCodec::new(shared.data_key.clone(), shared.local, peer);
+        let (link, control) = Link::new(peer, dial, Box::new(io), codec, shared.epoch);
+        tokio::spawn(write_link(
+            link.clone(),
+            control,
+            shared.limits.heartbeat_interval,
+        ));
+        tokio::spawn(read_link(
+            link.clone(),
+            channel,
+            shared.clone(),
+            self.reader_notes.clone(),
+        ));
+        self.router.insert(link);
+        tracing::debug!(peer = %peer.short(), "peer joined");
+    }
+
+    fn retire(&mut self, peer: PeerId, dial: u64, close_after: Duration) {
+        let link = self.router.remove(&peer, dial);
+        let conn = match self.conns.get(&peer) {
+            Some(conn) if conn.dial == dial => self.conns.remove(&peer),
+            _ => None,
+        };
+        match (link, conn) {
+            (Some(link), _) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(close_after).await;
+                    link.close().await;
+                });
+            }
+            (None, Some(conn)) => close_later(conn.connection, close_after),
+            (None, None) => {}
+        }
+    }
+
+    async fn leave(&mut self) {
+        let shared = self.shared.clone();
+        shared.mark_left();
+        let links = self.router.drain();
+        let wait = shared.limits.leave_timeout;
+        join_all(links.iter().map(|link| link.goodbye(wait))).await;
+        if let Err(error) = self.session.leave().await {
+            tracing::debug!(%error, "signaling leave failed");
+        }
+        join_all(links.iter().map(|link| link.close())).await;
+        for (_, conn) in self.conns.drain() {
+            conn.connection.close().await;
+        }
+        shared.close();
+    }
+}
+
+/// Sends the machine's signaling messages in order, one at a time.
+async fn send_signals<S: SignalSession>(session: S, mut queue: mpsc::Receiver<(PeerId, Bytes)>) {
+    while let Some((to, message)) = queue.recv().await {
+        if let Err(error) = session.send_to(to, message).await {
+            tracing::debug!(%error, "signal not sent");
+        }
+    }
+}
+
+fn close_later<C: Connection>(connection: C, after: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        connection.close().await;
+    });
+}
