@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use genos::crypto::{KeyParams, PeerId};
 use genos::room::RoomConfig;
-use genos::signal::memory::{MemoryConfig, MemorySignaling};
+use genos::signal::memory::{MemorySignaling, MemorySignalingConfig};
 use genos::transport::memory::{MemoryTransport, MemoryTransportConfig};
 use genos_cli::demo::{self, DemoEvent};
 
@@ -28,7 +28,7 @@ fn config() -> RoomConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_peers_meet_chat_and_share_a_file_in_full_mesh() {
-    let signaling = MemorySignaling::new(MemoryConfig::default());
+    let signaling = MemorySignaling::new(MemorySignalingConfig::default());
     let transport = MemoryTransport::new(MemoryTransportConfig::default());
     let mut chats = Vec::new();
     let mut progress = Vec::new();
@@ -70,7 +70,7 @@ async fn eight_peers_meet_chat_and_share_a_file_in_full_mesh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_meet_despite_signaling_latency_and_jitter() {
-    let config_ = MemoryConfig::default()
+    let config_ = MemorySignalingConfig::default()
         .with_latency(Duration::from_millis(5), Duration::from_millis(20))
         .with_loss(0.0, 11);
     let signaling = MemorySignaling::new(config_);

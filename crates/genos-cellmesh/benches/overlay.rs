@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use genos_cellmesh::{
-    CryptoAuth, FrameAuth, Input, Output, Overlay, OverlayConfig, SimAuth, Topic,
+    CryptoAuth, FrameAuth, Input, MeshTopic, Output, Overlay, OverlayConfig, SimAuth,
 };
 use genos_crypto::{Identity, SealKey};
 
@@ -31,7 +31,7 @@ fn link<A: FrameAuth>(overlay: &mut Overlay<A>, other: [u8; 32]) {
     overlay.handle(
         Input::Announced {
             peer: other,
-            topic: Topic::Cell { cells: 1, cell: 0 },
+            topic: MeshTopic::Cell { cells: 1, cell: 0 },
             cells: 1,
             epoch: 0,
             count: 0,

@@ -11,7 +11,7 @@ use crate::{MeshError, PeerKey};
 /// discovery load grows like the cell size, not the room size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
-pub enum Topic {
+pub enum MeshTopic {
     /// The room-wide topic every peer listens to. Only cell leaders post there: each its
     /// cell's size once per census interval (the census), and cell 0's leader a beacon
     /// every `bootstrap_wait / 3` with the room's (epoch, cell count). About C + 15
@@ -41,7 +41,7 @@ pub enum Input {
         /// Who announced.
         peer: PeerKey,
         /// Where.
-        topic: Topic,
+        topic: MeshTopic,
         /// The cell count the announcer uses.
         cells: u32,
         /// The epoch of the announcer's cell count (bumped at each resize; the highest
@@ -104,13 +104,13 @@ pub enum Input {
 #[non_exhaustive]
 pub enum Output {
     /// Listen to announces on `topic`.
-    Subscribe(Topic),
+    Subscribe(MeshTopic),
     /// Stop listening on `topic`.
-    Unsubscribe(Topic),
+    Unsubscribe(MeshTopic),
     /// Announce this peer on `topic`, with its cell count.
     Announce {
         /// Where.
-        topic: Topic,
+        topic: MeshTopic,
         /// The announcer's cell count.
         cells: u32,
         /// The epoch of that cell count.

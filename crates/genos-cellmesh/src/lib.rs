@@ -59,6 +59,6 @@ pub use auth::SimAuth;
 pub use auth::{AuthError, CryptoAuth, FrameAuth};
 pub use config::OverlayConfig;
 pub use error::MeshError;
-pub use io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
+pub use io::{Delivery, DropReason, Input, MeshTopic, Output, OverlayEvent};
 pub use overlay::{LinkRole, Overlay, OverlayMetrics};
 pub use plan::planned_links;

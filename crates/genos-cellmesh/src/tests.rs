@@ -15,8 +15,8 @@ use proptest::prelude::*;
 
 use crate::wire::{self, LinkMessage};
 use crate::{
-    CryptoAuth, Delivery, DropReason, FrameAuth, Input, Output, Overlay, OverlayConfig,
-    OverlayEvent, PeerKey, Topic,
+    CryptoAuth, Delivery, DropReason, FrameAuth, Input, MeshTopic, Output, Overlay, OverlayConfig,
+    OverlayEvent, PeerKey,
 };
 
 struct Peer {
@@ -48,7 +48,7 @@ impl Peer {
     fn link(&mut self, other: PeerKey) {
         self.handle(Input::Announced {
             peer: other,
-            topic: Topic::Cell { cells: 1, cell: 0 },
+            topic: MeshTopic::Cell { cells: 1, cell: 0 },
             cells: 1,
             epoch: 0,
             count: 0,

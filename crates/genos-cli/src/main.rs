@@ -128,7 +128,7 @@ impl RoomArgs {
             builder = builder.password(password);
         }
         if self.local {
-            builder = builder.local_network_only();
+            builder = builder.same_host_only();
         }
         builder
     }

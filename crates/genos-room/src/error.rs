@@ -43,9 +43,12 @@ pub enum RoomError {
     /// The peer did not answer in time (ping) or left while we waited.
     #[error("peer {0} did not answer in time")]
     NoAnswer(PeerId),
-    /// Local: a typed message could not be encoded.
-    #[error("cannot encode a typed message: {0}")]
+    /// Local: a typed message or a frame header could not be encoded.
+    #[error("cannot encode: {0}")]
     Encode(String),
+    /// Local: a frame could not be sealed with the room's data key.
+    #[error("cannot seal a frame")]
+    Seal(#[source] genos_crypto::EnvelopeError),
     /// Peer: a typed message could not be decoded as the channel's type.
     #[error("message from {from} does not decode as the channel's type: {reason}")]
     Decode {

@@ -117,10 +117,10 @@ impl Link {
 
     async fn send_sealed(
         &self,
-        seal: impl FnOnce(u64) -> Result<Bytes, FrameError>,
+        seal: impl FnOnce(u64) -> Result<Bytes, RoomError>,
     ) -> Result<(), RoomError> {
         let mut seq = self.send_seq.lock().await;
-        let frame = seal(*seq).map_err(|e| RoomError::Encode(e.to_string()))?;
+        let frame = seal(*seq)?;
         *seq += 1;
         self.io.send(frame).await?;
         self.last_sent_ms
@@ -160,8 +160,7 @@ impl Link {
                 total: total as u64,
                 meta: if offset == 0 { meta } else { None },
             };
-            let encoded = FrameCodec::encode_chunk_header(header)
-                .map_err(|e| RoomError::Encode(e.to_string()))?;
+            let encoded = FrameCodec::encode_chunk_header(header)?;
             let room = self.max_plain.saturating_sub(encoded.len());
             if room == 0 {
                 return Err(RoomError::MetadataTooLarge {

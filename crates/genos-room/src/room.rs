@@ -47,10 +47,10 @@ struct Handle {
 /// use futures::StreamExt;
 /// use genos_crypto::{KeyParams, PeerId};
 /// use genos_room::{Room, RoomConfig, RoomEvent};
-/// use genos_signal::memory::{MemoryConfig, MemorySignaling};
+/// use genos_signal::memory::{MemorySignalingConfig, MemorySignaling};
 /// use genos_transport::memory::{MemoryTransport, MemoryTransportConfig};
 ///
-/// let hub = MemorySignaling::new(MemoryConfig::default());
+/// let hub = MemorySignaling::new(MemorySignalingConfig::default());
 /// let transport = MemoryTransport::new(MemoryTransportConfig::default());
 /// let config = RoomConfig::new("doc-app", "lobby")
 ///     .with_password("secret")

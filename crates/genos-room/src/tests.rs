@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::{FutureExt as _, StreamExt};
 use genos_crypto::{KeyParams, PeerId, SealKey};
 use genos_signal::Topic;
-use genos_signal::memory::{MemoryConfig, MemorySignaling};
+use genos_signal::memory::{MemorySignaling, MemorySignalingConfig};
 use genos_transport::memory::{MemoryTransport, MemoryTransportConfig};
 
 use crate::room::Keys;
@@ -40,7 +40,7 @@ struct Net {
 impl Net {
     fn new() -> Self {
         Self {
-            hub: MemorySignaling::new(MemoryConfig::default()),
+            hub: MemorySignaling::new(MemorySignalingConfig::default()),
             transport: MemoryTransport::new(MemoryTransportConfig::default()),
         }
     }

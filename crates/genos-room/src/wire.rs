@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use genos_crypto::{Context, PeerId, Purpose, SealKey};
 use serde::{Deserialize, Serialize};
 
-use crate::FrameError;
+use crate::{FrameError, RoomError};
 
 /// Version of the room protocol; peers announcing another version are not dialled.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -142,11 +142,11 @@ impl FrameCodec {
     }
 
     /// Encodes a chunk header once: its length sizes the chunk, its bytes go into the frame.
-    pub(crate) fn encode_chunk_header(header: ChunkHeader<'_>) -> Result<Vec<u8>, FrameError> {
-        postcard::to_stdvec(&Header::from(header)).map_err(|e| FrameError::Malformed(e.to_string()))
+    pub(crate) fn encode_chunk_header(header: ChunkHeader<'_>) -> Result<Vec<u8>, RoomError> {
+        postcard::to_stdvec(&Header::from(header)).map_err(|e| RoomError::Encode(e.to_string()))
     }
 
-    pub(crate) fn seal_control(&self, seq: u64, control: Control) -> Result<Bytes, FrameError> {
+    pub(crate) fn seal_control(&self, seq: u64, control: Control) -> Result<Bytes, RoomError> {
         let header = match control {
             Control::Heartbeat => Header::Heartbeat,
             Control::Ping(nonce) => Header::Ping { nonce },
@@ -155,8 +155,8 @@ impl FrameCodec {
             Control::ByeAck => Header::ByeAck,
         };
         let buffer = SealKey::buffer(16);
-        let buffer = postcard::to_extend(&header, buffer)
-            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let buffer =
+            postcard::to_extend(&header, buffer).map_err(|e| RoomError::Encode(e.to_string()))?;
         self.seal_buffer(seq, buffer)
     }
 
@@ -166,7 +166,7 @@ impl FrameCodec {
         seq: u64,
         encoded_header: &[u8],
         data: &[u8],
-    ) -> Result<Bytes, FrameError> {
+    ) -> Result<Bytes, RoomError> {
         let mut buffer = SealKey::buffer(encoded_header.len() + data.len());
         buffer.extend_from_slice(encoded_header);
         buffer.extend_from_slice(data);
@@ -174,12 +174,12 @@ impl FrameCodec {
     }
 
     /// Seals `buffer` (reserved envelope header, then the plaintext) as frame `seq`.
-    fn seal_buffer(&self, seq: u64, mut buffer: Vec<u8>) -> Result<Bytes, FrameError> {
+    fn seal_buffer(&self, seq: u64, mut buffer: Vec<u8>) -> Result<Bytes, RoomError> {
         let extra = position(&self.remote, seq);
         let context = Context::new(Purpose::Data, self.local).with_extra(&extra);
         self.key
             .seal_in_place(&context, &mut buffer)
-            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+            .map_err(RoomError::Seal)?;
         Ok(Bytes::from(buffer))
     }
 

@@ -27,6 +27,15 @@ pub enum SignalError {
     /// Local: the backend's configuration is unusable.
     #[error("invalid signaling configuration: {0}")]
     InvalidConfig(String),
+    /// Local: the message could not be encoded for the wire.
+    #[error("cannot encode a signaling message: {0}")]
+    Encode(String),
+    /// Local: the message could not be sealed with the room's signaling key.
+    #[error("cannot seal a signaling message")]
+    Seal(#[source] genos_crypto::EnvelopeError),
+    /// Local: the event could not be signed with this peer's key.
+    #[error("cannot sign a signaling event: {0}")]
+    Sign(String),
     /// Medium: no relay or hub could take the message right now.
     #[error("signaling medium unavailable: {0}")]
     Unavailable(String),

@@ -18,8 +18,9 @@
 //! - [`SignalSession::leave`] says goodbye and ends the stream.
 //!
 //! Backends: [`memory::MemorySignaling`], an in-process hub with knobs for latency, loss and
-//! partitions, used to test the layers above alone. The Nostr relay backend is a separate
-//! issue and is not built yet. With the `conformance` feature, `conformance` holds the suite
+//! partitions, used to test the layers above alone; with the `nostr` feature,
+//! `nostr::NostrSignaling`, a pool of Nostr relays (and, with `relay`, the embedded relay
+//! `nostr::EmbeddedRelay`). With the `conformance` feature, `conformance` holds the suite
 //! every backend must pass.
 //!
 //! ```

@@ -4,9 +4,9 @@
 //! network does to signaling traffic, with knobs for tests:
 //!
 //! - **latency** (fixed plus uniform jitter): deliveries are delayed on a timer task; at most
-//!   [`MemoryConfig::max_in_flight`] delayed deliveries are pending, further ones are dropped
+//!   [`MemorySignalingConfig::max_in_flight`] delayed deliveries are pending, further ones are dropped
 //!   and counted in [`HubStats::dropped_in_flight`];
-//! - **loss**: each delivery is dropped with probability [`MemoryConfig::loss`], drawn from a
+//! - **loss**: each delivery is dropped with probability [`MemorySignalingConfig::loss`], drawn from a
 //!   seeded generator so runs are repeatable, and counted in [`HubStats::dropped_loss`];
 //! - **partitions**: [`MemorySignaling::partition`] cuts all traffic between groups of peers
 //!   (counted in [`HubStats::dropped_partition`]) until [`MemorySignaling::heal`].
@@ -15,9 +15,9 @@
 //! announced. This stands in for the periodic re-announcing a real medium needs. A session
 //! dropped without [`SignalSession::leave`] disappears silently, like a crashed peer.
 //!
-//! Bounds: payloads above [`MemoryConfig::max_message_size`] are refused; a topic holds at most
-//! [`MemoryConfig::max_peers_per_topic`] peers; each session's inbox holds
-//! [`MemoryConfig::inbox_capacity`] events, overflow is dropped and reported as
+//! Bounds: payloads above [`MemorySignalingConfig::max_message_size`] are refused; a topic holds at most
+//! [`MemorySignalingConfig::max_peers_per_topic`] peers; each session's inbox holds
+//! [`MemorySignalingConfig::inbox_capacity`] events, overflow is dropped and reported as
 //! [`SignalEvent::Lagged`].
 
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ use crate::{
 /// Knobs of a [`MemorySignaling`] hub.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct MemoryConfig {
+pub struct MemorySignalingConfig {
     /// Fixed delay added to every delivery. Default 0: delivered inline.
     pub latency: Duration,
     /// Uniform random extra delay in `[0, jitter]`. Default 0.
@@ -58,7 +58,7 @@ pub struct MemoryConfig {
     pub max_in_flight: usize,
 }
 
-impl Default for MemoryConfig {
+impl Default for MemorySignalingConfig {
     fn default() -> Self {
         Self {
             latency: Duration::ZERO,
@@ -73,7 +73,7 @@ impl Default for MemoryConfig {
     }
 }
 
-impl MemoryConfig {
+impl MemorySignalingConfig {
     /// Sets fixed latency and jitter.
     pub fn with_latency(mut self, latency: Duration, jitter: Duration) -> Self {
         self.latency = latency;
@@ -161,7 +161,7 @@ struct HubState {
 }
 
 struct Hub {
-    config: MemoryConfig,
+    config: MemorySignalingConfig,
     state: Mutex<HubState>,
     rng: Mutex<SmallRng>,
     counters: Counters,
@@ -194,7 +194,7 @@ impl MemorySignaling {
     /// # Panics
     /// Never; an invalid configuration is reported by [`MemorySignaling::try_new`]. This
     /// constructor clamps the loss probability into `[0, 1]` and capacities to at least 1.
-    pub fn new(mut config: MemoryConfig) -> Self {
+    pub fn new(mut config: MemorySignalingConfig) -> Self {
         config.loss = config.loss.clamp(0.0, 1.0);
         config.inbox_capacity = config.inbox_capacity.max(1);
         config.max_peers_per_topic = config.max_peers_per_topic.max(1);
@@ -202,12 +202,12 @@ impl MemorySignaling {
     }
 
     /// A new hub, refusing an invalid configuration.
-    pub fn try_new(config: MemoryConfig) -> Result<Self, SignalError> {
+    pub fn try_new(config: MemorySignalingConfig) -> Result<Self, SignalError> {
         config.validate()?;
         Ok(Self::build(config))
     }
 
-    fn build(config: MemoryConfig) -> Self {
+    fn build(config: MemorySignalingConfig) -> Self {
         let rng = SmallRng::seed_from_u64(config.seed);
         Self {
             hub: Arc::new(Hub {
@@ -220,7 +220,7 @@ impl MemorySignaling {
     }
 
     /// The hub's configuration.
-    pub fn config(&self) -> &MemoryConfig {
+    pub fn config(&self) -> &MemorySignalingConfig {
         &self.hub.config
     }
 
@@ -615,7 +615,7 @@ mod tests {
 
     #[tokio::test]
     async fn partition_cuts_traffic_until_healed() {
-        let hub = MemorySignaling::new(MemoryConfig::default());
+        let hub = MemorySignaling::new(MemorySignalingConfig::default());
         let (a, _a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
         let (_b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
         hub.partition(&[&[peer(1)], &[peer(2)]]);
@@ -639,7 +639,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_loss_drops_everything_and_counts() {
-        let hub = MemorySignaling::new(MemoryConfig::default().with_loss(1.0, 7));
+        let hub = MemorySignaling::new(MemorySignalingConfig::default().with_loss(1.0, 7));
         let (a, _a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
         let (_b, _b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
         for _ in 0..10 {
@@ -653,7 +653,7 @@ mod tests {
     #[tokio::test]
     async fn partial_loss_is_repeatable_for_a_seed() {
         async fn run(seed: u64) -> HubStats {
-            let hub = MemorySignaling::new(MemoryConfig::default().with_loss(0.3, seed));
+            let hub = MemorySignaling::new(MemorySignalingConfig::default().with_loss(0.3, seed));
             let (a, _a) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
             let (_b, _events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
             for _ in 0..200 {
@@ -675,8 +675,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn latency_delays_delivery() {
-        let config =
-            MemoryConfig::default().with_latency(Duration::from_millis(50), Duration::ZERO);
+        let config = MemorySignalingConfig::default()
+            .with_latency(Duration::from_millis(50), Duration::ZERO);
         let hub = MemorySignaling::new(config);
         let (a, _a) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
         let (_b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
@@ -696,7 +696,8 @@ mod tests {
 
     #[tokio::test]
     async fn topic_full_and_duplicate_join_are_refused() {
-        let hub = MemorySignaling::new(MemoryConfig::default().with_max_peers_per_topic(2));
+        let hub =
+            MemorySignaling::new(MemorySignalingConfig::default().with_max_peers_per_topic(2));
         let (_a, _ae) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
         let dup = hub.join(JoinRequest::new(TOPIC, peer(1))).await;
         assert_eq!(dup.err(), Some(SignalError::AlreadyJoined));
@@ -707,7 +708,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_session_vanishes_silently() {
-        let hub = MemorySignaling::new(MemoryConfig::default());
+        let hub = MemorySignaling::new(MemorySignalingConfig::default());
         let (a, a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
         let (b, mut b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
         drop((a, a_events));
@@ -719,7 +720,8 @@ mod tests {
 
     #[test]
     fn invalid_config_is_refused() {
-        let err = MemorySignaling::try_new(MemoryConfig::default().with_loss(1.5, 0)).unwrap_err();
+        let err = MemorySignaling::try_new(MemorySignalingConfig::default().with_loss(1.5, 0))
+            .unwrap_err();
         assert!(matches!(err, SignalError::InvalidConfig(_)));
     }
 }

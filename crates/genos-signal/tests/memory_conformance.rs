@@ -8,7 +8,7 @@
 
 use genos_signal::PeerId;
 use genos_signal::conformance::{Harness, random_peer};
-use genos_signal::memory::{MemoryConfig, MemorySignaling};
+use genos_signal::memory::{MemorySignaling, MemorySignalingConfig};
 
 /// Every client shares one hub; small inbox so the overflow check is quick.
 struct MemoryHarness {
@@ -18,7 +18,7 @@ struct MemoryHarness {
 impl MemoryHarness {
     fn new() -> Self {
         Self {
-            hub: MemorySignaling::new(MemoryConfig::default().with_inbox_capacity(64)),
+            hub: MemorySignaling::new(MemorySignalingConfig::default().with_inbox_capacity(64)),
         }
     }
 }
@@ -68,7 +68,7 @@ mod with_latency {
     }
 
     fn slow() -> SlowHarness {
-        let config = MemoryConfig::default()
+        let config = MemorySignalingConfig::default()
             .with_latency(Duration::from_millis(2), Duration::from_millis(3))
             .with_inbox_capacity(64);
         SlowHarness {

@@ -33,6 +33,15 @@ pub enum TransportError {
     /// Local: the backend's configuration is unusable.
     #[error("invalid transport configuration: {0}")]
     InvalidConfig(String),
+    /// The backend could not set up a connection (create it, make or apply an offer or
+    /// answer): a fault of the local stack, or an answer the stack refuses.
+    #[error("connection setup failed: {step}: {reason}")]
+    Setup {
+        /// The step that failed.
+        step: &'static str,
+        /// What the backend said.
+        reason: String,
+    },
     /// Local: a resource limit of the backend was reached (pending offers, sockets, ...).
     #[error("transport resource limit reached: {0}")]
     ResourceLimit(String),

@@ -22,9 +22,9 @@
 //! enums are `#[non_exhaustive]` for that reason.
 //!
 //! Backends: [`memory::MemoryTransport`], bounded in-process channel pairs with fault injection
-//! (drop or stall a link), for testing the layers above alone. The WebRTC backend is a separate
-//! issue and is not built yet. With the `conformance` feature, `conformance` holds the suite
-//! every backend must pass.
+//! (drop or stall a link), for testing the layers above alone; with the `webrtc` feature,
+//! `webrtc::WebRtcTransport` (webrtc 0.21 with the fixes in `vendor/`). With the
+//! `conformance` feature, `conformance` holds the suite every backend must pass.
 //!
 //! ```
 //! use bytes::Bytes;

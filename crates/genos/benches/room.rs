@@ -62,7 +62,7 @@ async fn room_pair(relay: &str, room: &str) -> (Room, Room, Duration, Duration) 
         Genos::builder("genos-bench", room)
             .password("bench")
             .relay(relay)
-            .local_network_only()
+            .same_host_only()
             .join()
     };
     let (a, b) = tokio::join!(join(), join());

@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Genos::builder("file-transfer-example", "drop-box")
             .password("shared secret")
             .relay(relay.url())
-            .local_network_only()
+            .same_host_only()
             .join()
     };
     let (sender, receiver) = (join().await?, join().await?);

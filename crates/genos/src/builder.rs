@@ -95,7 +95,7 @@ impl GenosBuilder {
 
     /// Connects on this machine only: binds 127.0.0.1 and uses no STUN/TURN server. For
     /// tests, demos and same-host peers.
-    pub fn local_network_only(mut self) -> Self {
+    pub fn same_host_only(mut self) -> Self {
         self.webrtc = self.webrtc.same_host_only();
         self
     }

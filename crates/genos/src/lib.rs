@@ -30,7 +30,7 @@
 //!     Genos::builder("example-app", "lobby")
 //!         .password("correct horse battery staple")
 //!         .relay(relay.url())
-//!         .local_network_only() // no public STUN: this example stays on 127.0.0.1
+//!         .same_host_only() // no public STUN: this example stays on 127.0.0.1
 //!         .join()
 //! };
 //! let (alice, bob) = (join().await?, join().await?);

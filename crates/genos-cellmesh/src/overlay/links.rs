@@ -191,9 +191,9 @@ impl<A: FrameAuth> Overlay<A> {
                 wanted.insert(member.key, LinkRole::Intra);
             }
         }
-        let mut topics: BTreeSet<Topic> = BTreeSet::new();
-        topics.insert(Topic::Lobby);
-        topics.insert(Topic::Cell {
+        let mut topics: BTreeSet<MeshTopic> = BTreeSet::new();
+        topics.insert(MeshTopic::Lobby);
+        topics.insert(MeshTopic::Cell {
             cells,
             cell: my_cell,
         });
@@ -212,7 +212,7 @@ impl<A: FrameAuth> Overlay<A> {
                 accepted_from.insert(other);
                 continue;
             }
-            topics.insert(Topic::Cell { cells, cell: other });
+            topics.insert(MeshTopic::Cell { cells, cell: other });
             let theirs = self.known_members_of(other);
             let holders = slot_holders(&theirs, other, my_cell, k);
             let counterpart = holders
@@ -232,7 +232,7 @@ impl<A: FrameAuth> Overlay<A> {
                 self.unwanted_topics.remove(&topic);
                 continue;
             }
-            let stale_view = matches!(topic, Topic::Cell { cells: c, .. } if c != cells);
+            let stale_view = matches!(topic, MeshTopic::Cell { cells: c, .. } if c != cells);
             let since = *self.unwanted_topics.entry(topic).or_insert(now);
             if stale_view || now.saturating_duration_since(since) >= self.config.linger {
                 self.unwanted_topics.remove(&topic);
@@ -246,7 +246,7 @@ impl<A: FrameAuth> Overlay<A> {
         for topic in topics {
             if !self.topics.contains(&topic) {
                 self.subscribe(topic, out);
-                if let Topic::Cell { cell, .. } = topic {
+                if let MeshTopic::Cell { cell, .. } = topic {
                     if cell == my_cell {
                         out.push(Output::Announce {
                             topic,

@@ -32,7 +32,7 @@ impl<A: FrameAuth> Overlay<A> {
                 link.role = role;
             }
         }
-        let home = Topic::Cell {
+        let home = MeshTopic::Cell {
             cells,
             cell: self.my_cell,
         };
@@ -116,7 +116,7 @@ impl<A: FrameAuth> Overlay<A> {
     pub(super) fn on_announce(
         &mut self,
         peer: PeerKey,
-        topic: Topic,
+        topic: MeshTopic,
         view: (u32, u32),
         count: u32,
         now: Instant,
@@ -125,7 +125,7 @@ impl<A: FrameAuth> Overlay<A> {
         self.metrics.discovery_received += 1;
         let (epoch, cells) = view;
         match topic {
-            Topic::Lobby => {
+            MeshTopic::Lobby => {
                 if cells == 0 || cells > self.config.max_cells {
                     return;
                 }
@@ -153,7 +153,7 @@ impl<A: FrameAuth> Overlay<A> {
                         .insert(cell, (count.min(self.config.max_census_count), now));
                 }
             }
-            Topic::Cell { cells: c, cell } => {
+            MeshTopic::Cell { cells: c, cell } => {
                 if c != self.cells || !self.topics.contains(&topic) {
                     return;
                 }
@@ -186,7 +186,7 @@ impl<A: FrameAuth> Overlay<A> {
         let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
         self.census.insert(self.my_cell, (count, now));
         out.push(Output::Announce {
-            topic: Topic::Lobby,
+            topic: MeshTopic::Lobby,
             cells: self.cells,
             epoch: self.epoch,
             count,
@@ -236,7 +236,7 @@ impl<A: FrameAuth> Overlay<A> {
             // Tell the room now (this peer may not lead cell 0 of the new view, whose leader
             // beacons from then on).
             out.push(Output::Announce {
-                topic: Topic::Lobby,
+                topic: MeshTopic::Lobby,
                 cells: self.cells,
                 epoch: self.epoch,
                 count: 0,

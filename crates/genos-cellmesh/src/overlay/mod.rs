@@ -8,7 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::assign::{PeerSeeds, cell_from_seed, peer_seeds};
 use crate::auth::FrameAuth;
-use crate::io::{Delivery, DropReason, Input, Output, OverlayEvent, Topic};
+use crate::io::{Delivery, DropReason, Input, MeshTopic, Output, OverlayEvent};
 use crate::keyhash::{KeyMap, key_map};
 use crate::plan::{Member, mix64, my_slots, slot_holders};
 use crate::seen::{Seen, SeenFrames};
@@ -149,8 +149,8 @@ pub struct Overlay<A> {
     /// Up links by role, rebuilt after any link change (the frame path reads them).
     link_cache: Option<LinkCache>,
     // Ordered: outputs come out in the same order every run (the simulator is deterministic).
-    topics: BTreeSet<Topic>,
-    unwanted_topics: BTreeMap<Topic, Instant>,
+    topics: BTreeSet<MeshTopic>,
+    unwanted_topics: BTreeMap<MeshTopic, Instant>,
     /// The epoch of `cells`: (epoch, cells) orders views; the highest heard wins.
     epoch: u32,
     /// Best view heard while bootstrapping.
@@ -380,7 +380,7 @@ impl<A: FrameAuth> Overlay<A> {
             return;
         }
         self.next_tick = Some(now);
-        self.subscribe(Topic::Lobby, out);
+        self.subscribe(MeshTopic::Lobby, out);
         match cells_hint {
             Some(cells) => {
                 self.phase = Phase::Running;
@@ -394,7 +394,7 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    fn subscribe(&mut self, topic: Topic, out: &mut Vec<Output>) {
+    fn subscribe(&mut self, topic: MeshTopic, out: &mut Vec<Output>) {
         if self.topics.insert(topic) {
             out.push(Output::Subscribe(topic));
         }
@@ -467,7 +467,7 @@ impl<A: FrameAuth> Overlay<A> {
             let next = self.jittered(self.config.announce_interval);
             self.next_announce = Some(now + next);
             out.push(Output::Announce {
-                topic: Topic::Cell {
+                topic: MeshTopic::Cell {
                     cells: self.cells,
                     cell: self.my_cell,
                 },

@@ -15,7 +15,8 @@ use super::scenario::Scenario;
 use crate::keyhash::{KeyMap, key_map};
 use crate::plan::mix64;
 use crate::{
-    Delivery, FrameAuth, Input, LinkRole, Output, Overlay, OverlayConfig, PeerKey, SimAuth, Topic,
+    Delivery, FrameAuth, Input, LinkRole, MeshTopic, Output, Overlay, OverlayConfig, PeerKey,
+    SimAuth,
 };
 
 /// The simulator's deterministic random source (splitmix64).
@@ -90,7 +91,7 @@ enum Event {
     Announced {
         to: usize,
         from: usize,
-        topic: Topic,
+        topic: MeshTopic,
         cells: u32,
         epoch: u32,
         count: u32,
@@ -123,7 +124,7 @@ struct SimPeer<A> {
     /// Crashed or left: never starts again.
     gone: bool,
     // Ordered: a crash schedules its link-downs in the same order every run.
-    topics: BTreeSet<Topic>,
+    topics: BTreeSet<MeshTopic>,
     adjacent: BTreeSet<usize>,
 }
 
@@ -171,12 +172,12 @@ pub struct Net<A = SimAuth> {
     /// What a relay remembers of each topic: announcer -> (time, cell count), so a new
     /// subscriber hears the recent announces at once (replaceable events with an expiry, in
     /// Nostr terms).
-    announced: HashMap<Topic, BTreeMap<usize, StoredAnnounce>>,
+    announced: HashMap<MeshTopic, BTreeMap<usize, StoredAnnounce>>,
     announce_memory_us: u64,
     rng: Rng,
     peers: Vec<SimPeer<A>>,
     index: KeyMap<PeerKey, usize>,
-    topics: HashMap<Topic, Vec<usize>>,
+    topics: HashMap<MeshTopic, Vec<usize>>,
     links: KeyMap<(usize, usize), LinkState>,
     tracked: KeyMap<(PeerKey, u64), Tracked>,
     hops: Histogram,
@@ -382,7 +383,7 @@ impl<A: FrameAuth> Net<A> {
         peer.gone = true;
         let key = peer.key;
         let adjacent: Vec<usize> = std::mem::take(&mut peer.adjacent).into_iter().collect();
-        let topics: Vec<Topic> = std::mem::take(&mut peer.topics).into_iter().collect();
+        let topics: Vec<MeshTopic> = std::mem::take(&mut peer.topics).into_iter().collect();
         for topic in topics {
             if let Some(list) = self.topics.get_mut(&topic) {
                 list.retain(|member| *member != i);
@@ -408,7 +409,7 @@ impl<A: FrameAuth> Net<A> {
         if let Some(peer) = self.peers.get_mut(i) {
             peer.alive = false;
             peer.gone = true;
-            let topics: Vec<Topic> = std::mem::take(&mut peer.topics).into_iter().collect();
+            let topics: Vec<MeshTopic> = std::mem::take(&mut peer.topics).into_iter().collect();
             for topic in topics {
                 if let Some(list) = self.topics.get_mut(&topic) {
                     list.retain(|member| *member != i);

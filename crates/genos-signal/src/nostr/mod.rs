@@ -371,7 +371,12 @@ fn now_ms() -> u64 {
 
 impl Shared {
     /// Builds, seals and signs an event.
-    fn build(&self, kind: ContentKind, to: Option<PeerId>, payload: &[u8]) -> Option<Outgoing> {
+    fn build(
+        &self,
+        kind: ContentKind,
+        to: Option<PeerId>,
+        payload: &[u8],
+    ) -> Result<Outgoing, SignalError> {
         let content = Content {
             version: wire::CONTENT_VERSION,
             kind,
@@ -380,14 +385,17 @@ impl Shared {
             to,
             payload: payload.to_vec(),
         };
-        let text = wire::seal_content(&self.seal, &self.topic, self.peer, &content).ok()?;
+        let text = wire::seal_content(&self.seal, &self.topic, self.peer, &content)?;
         let tag = match to {
             Some(peer) => wire::peer_tag(&self.topic, &peer),
             None => self.room_tag.clone(),
         };
         let template = EventBuilder::new(self.kind, text).tag(Tag::custom("x", [tag]));
-        let event = template.clone().finalize(&self.keys).ok()?;
-        Some(Outgoing {
+        let event = template
+            .clone()
+            .finalize(&self.keys)
+            .map_err(|e| SignalError::Sign(e.to_string()))?;
+        Ok(Outgoing {
             event: Arc::new(event),
             template: Arc::new(template),
             created: Instant::now(),
@@ -420,7 +428,13 @@ impl Shared {
             .clone()?;
         bump(&self.counters.announces);
         bump(&self.counters.published);
-        self.build(ContentKind::Presence, None, &presence)
+        match self.build(ContentKind::Presence, None, &presence) {
+            Ok(outgoing) => Some(outgoing),
+            Err(error) => {
+                tracing::warn!(%error, "cannot refresh the presence");
+                None
+            }
+        }
     }
 
     fn active_relays(&self) -> usize {
@@ -836,10 +850,7 @@ impl NostrSession {
         to: Option<PeerId>,
         payload: &[u8],
     ) -> Result<Outgoing, SignalError> {
-        self.handle
-            .shared
-            .build(kind, to, payload)
-            .ok_or_else(|| SignalError::Unavailable("could not seal or sign the event".into()))
+        self.handle.shared.build(kind, to, payload)
     }
 
     fn shutdown(&self) {

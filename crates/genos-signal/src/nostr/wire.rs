@@ -19,7 +19,7 @@ use genos_crypto::{Context, PeerId, Purpose, SealKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::Topic;
+use crate::{SignalError, Topic};
 
 /// Version of the content format.
 pub(crate) const CONTENT_VERSION: u8 = 1;
@@ -91,11 +91,11 @@ pub(crate) fn seal_content(
     topic: &Topic,
     sender: PeerId,
     content: &Content,
-) -> Result<String, genos_crypto::EnvelopeError> {
+) -> Result<String, SignalError> {
     let plaintext =
-        postcard::to_allocvec(content).map_err(|_| genos_crypto::EnvelopeError::Unauthentic)?;
+        postcard::to_allocvec(content).map_err(|e| SignalError::Encode(e.to_string()))?;
     let context = Context::new(Purpose::Signaling, sender).with_extra(topic.as_bytes());
-    let envelope = key.seal(&context, &plaintext)?;
+    let envelope = key.seal(&context, &plaintext).map_err(SignalError::Seal)?;
     Ok(BASE64.encode(envelope))
 }
 

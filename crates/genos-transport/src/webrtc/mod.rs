@@ -485,8 +485,11 @@ impl std::fmt::Debug for WebRtcConnection {
 /// The event stream of a [`WebRtcConnection`].
 pub type WebRtcEvents = crate::EventStream<WebRtcChannel>;
 
-fn setup_error(what: &str, error: impl std::fmt::Display) -> TransportError {
-    TransportError::ResourceLimit(format!("{what}: {error}"))
+fn setup_error(step: &'static str, error: impl std::fmt::Display) -> TransportError {
+    TransportError::Setup {
+        step,
+        reason: error.to_string(),
+    }
 }
 
 impl Transport for WebRtcTransport {
