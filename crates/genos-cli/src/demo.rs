@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{FutureExt as _, StreamExt};
+use futures::StreamExt;
 use genos::crypto::PeerId;
 use genos::room::{Room, RoomConfig, RoomError, RoomEvent, SendOptions};
 use genos::signal::Signaling;
@@ -281,7 +281,7 @@ where
                         Some(p) = progress.next() => report(p.done, p.total),
                     }
                 };
-                while let Some(Some(p)) = progress.next().now_or_never() {
+                while let Some(p) = progress.next_ready() {
                     report(p.done, p.total);
                 }
                 result

@@ -80,6 +80,14 @@ impl std::fmt::Debug for ProgressStream {
     }
 }
 
+impl ProgressStream {
+    /// The next snapshot if one is waiting now, without waiting (for draining what is left
+    /// after a message arrived).
+    pub fn next_ready(&mut self) -> Option<Progress> {
+        self.inner.as_mut().try_recv().ok()
+    }
+}
+
 impl Stream for ProgressStream {
     type Item = Progress;
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{FutureExt as _, StreamExt};
+use futures::StreamExt;
 use genos_crypto::{KeyParams, PeerId, SealKey};
 use genos_signal::Topic;
 use genos_signal::memory::{MemorySignaling, MemorySignalingConfig};
@@ -183,7 +183,7 @@ async fn large_messages_are_chunked_with_monotonic_progress_on_both_sides() {
     assert!(sent.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(sent.last(), Some(&(payload.len() as u64)));
     let mut received = Vec::new();
-    while let Some(Some(p)) = incoming.next().now_or_never() {
+    while let Some(p) = incoming.next_ready() {
         received.push(p.done);
     }
     assert!(received.len() > 40);
