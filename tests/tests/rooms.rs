@@ -403,7 +403,9 @@ async fn thirty_peers_joining_at_once_reach_a_full_mesh_and_hear_each_other() {
     let failed: u64 = rooms.iter().map(|r| r.stats().dials_failed).sum();
     #[allow(clippy::print_stderr)]
     {
-        eprintln!("30 peers: full mesh after {took:?}; dials answered busy {busy}, failed {failed}");
+        eprintln!(
+            "30 peers: full mesh after {took:?}; dials answered busy {busy}, failed {failed}"
+        );
     }
     for room in &rooms {
         assert_eq!(

@@ -5,14 +5,18 @@
 //! crates.io when absent), trimmed to what a build needs (`src/`, `Cargo.toml`, licences,
 //! README, CHANGELOG; the manifest without its example, test and bench targets and
 //! dev-dependencies), then every patch in name order (`patch -p1`, paths `rtc/...` and
-//! `webrtc/...`).
+//! `webrtc/...`, `nostr-relay-builder/...`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The crates `vendor/` holds, at the published versions the patches apply to.
-const CRATES: [(&str, &str); 2] = [("rtc", "0.21.1"), ("webrtc", "0.21.1")];
+const CRATES: [(&str, &str); 3] = [
+    ("rtc", "0.21.1"),
+    ("webrtc", "0.21.1"),
+    ("nostr-relay-builder", "0.44.1"),
+];
 /// What is kept of a published crate.
 const KEEP: [&str; 6] = [
     "src",

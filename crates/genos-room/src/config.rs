@@ -106,10 +106,15 @@ pub struct RoomLimits {
     /// Peers connected or being dialled at once. Further peers are ignored (and counted in
     /// [`crate::RoomStats::peers_refused`]) until a slot frees.
     pub max_peers: usize,
-    /// Dials in progress at once ("half-open"). Further dials wait for a slot.
+    /// Dials in progress at once ("half-open"), in each direction: ours wait for a slot;
+    /// theirs beyond it are answered busy, and the dialler retries within a second.
     pub max_half_open_dials: usize,
     /// A dial that has not produced a usable link after this long is abandoned.
     pub dial_timeout: Duration,
+    /// A dial whose peer has sent nothing back (no answer) after this long is abandoned and
+    /// retried within a second: signaling lost the offer or the answer (relays drop events
+    /// under load). Counts as a failure, so a peer that never answers is not retried forever.
+    pub answer_timeout: Duration,
     /// Wait after a failed dial before dialling that peer again (doubles per failure, up to
     /// eight times this).
     pub dial_cooldown: Duration,
@@ -152,6 +157,7 @@ impl Default for RoomLimits {
             max_peers: 128,
             max_half_open_dials: 16,
             dial_timeout: Duration::from_secs(20),
+            answer_timeout: Duration::from_secs(4),
             dial_cooldown: Duration::from_secs(2),
             heartbeat_interval: Duration::from_secs(2),
             peer_timeout: Duration::from_secs(8),

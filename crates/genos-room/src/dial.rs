@@ -96,10 +96,13 @@ impl DialPlanner {
             .count()
     }
 
-    fn half_open(&self) -> usize {
+    /// Attempts under way in one direction: ours (`Offerer`) or theirs (`Answerer`).
+    fn half_open(&self, role: Role) -> usize {
         self.entries
-            .values()
-            .filter(|e| matches!(e.plan, Plan::Dialing { .. }))
+            .iter()
+            .filter(|(peer, e)| {
+                matches!(e.plan, Plan::Dialing { .. }) && dial_role(&self.local, peer) == Some(role)
+            })
             .count()
     }
 
@@ -136,7 +139,7 @@ impl DialPlanner {
 
     /// The next peer to dial now, if a slot is free; it is marked as dialling `dial`.
     pub(crate) fn next_dial(&mut self, now: Instant, dial: u64) -> Option<PeerId> {
-        if self.half_open() >= self.max_half_open {
+        if self.half_open(Role::Offerer) >= self.max_half_open {
             return None;
         }
         let peer = self
@@ -175,7 +178,7 @@ impl DialPlanner {
             }
         };
         let replacing_half_open = matches!(existing.map(|e| e.plan), Some(Plan::Dialing { .. }));
-        if !replacing_half_open && self.half_open() >= self.max_half_open {
+        if !replacing_half_open && self.half_open(Role::Answerer) >= self.max_half_open {
             return Incoming::Busy;
         }
         self.prune_cooling();
@@ -219,11 +222,21 @@ impl DialPlanner {
         }
     }
 
-    /// Attempt `dial` was refused because the peer had no free slot: retry at `until`
-    /// without counting a failure. Returns false if it was not current.
-    pub(crate) fn busy(&mut self, peer: PeerId, dial: u64, until: Instant) -> bool {
+    /// Retry attempt `dial` at `until` rather than after the cooldown: the peer was busy
+    /// (not a failure: `failed` false) or signaling lost a message (a failure, so a peer that
+    /// never answers stops being retried). Returns false if it was not current.
+    pub(crate) fn retry_at(
+        &mut self,
+        peer: PeerId,
+        dial: u64,
+        until: Instant,
+        failed: bool,
+    ) -> bool {
         match self.entries.get_mut(&peer) {
             Some(entry) if entry.plan_dial() == Some(dial) => {
+                if failed {
+                    entry.failures = entry.failures.saturating_add(1);
+                }
                 entry.plan = Plan::Cooling { until };
                 true
             }
@@ -267,7 +280,7 @@ impl DialPlanner {
     /// Attempts under way, for bound checks.
     #[cfg(test)]
     pub(crate) fn half_open_count(&self) -> usize {
-        self.half_open()
+        self.half_open(Role::Offerer) + self.half_open(Role::Answerer)
     }
 
     /// Entries held (each peer once), for bound checks.
@@ -379,8 +392,18 @@ mod tests {
         assert_eq!(p.next_dial(now, 3), None);
         assert!(p.linked(id(20), 1));
         assert_eq!(p.next_dial(now, 4), Some(id(22)));
-        // Incoming attempts share the half-open budget; the dialler is told it is busy.
-        assert_eq!(p.incoming(id(5), 9, now), Incoming::Busy);
+        // Incoming attempts have a budget of their own; beyond it the dialler is told it is
+        // busy.
+        assert_eq!(
+            p.incoming(id(5), 9, now),
+            Incoming::Accept { replaced: None }
+        );
+        assert_eq!(
+            p.incoming(id(6), 9, now),
+            Incoming::Accept { replaced: None }
+        );
+        assert_eq!(p.incoming(id(7), 9, now), Incoming::Busy);
+        assert_eq!(p.next_dial(now, 5), None, "outgoing still full");
     }
 
     #[test]

@@ -193,6 +193,10 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 None => return bump(&self.shared.counters.signals_ignored, 1),
             },
             SignalEvent::PeerGone { peer } => Input::PeerGone { peer },
+            SignalEvent::Lagged { dropped } => {
+                tracing::debug!(dropped, "signaling inbox overflowed");
+                return;
+            }
             _ => return,
         };
         self.feed(input).await;
@@ -210,7 +214,10 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     Input::ConnectFailed { peer, dial }
                 }
             },
-            Note::State { peer, dial, state } => Input::ConnectionState { peer, dial, state },
+            Note::State { peer, dial, state } => {
+                tracing::debug!(peer = %peer.short(), dial, %state, "connection state");
+                Input::ConnectionState { peer, dial, state }
+            }
             Note::Opened {
                 peer,
                 dial,
@@ -267,6 +274,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 dial,
                 payload,
             } => {
+                tracing::trace!(peer = %peer.short(), dial, len = payload.len(), "signal in");
                 let conn = self.conns.get(&peer).filter(|c| c.dial == dial);
                 if conn.is_none_or(|c| c.signals.try_send(payload).is_err()) {
                     bump(&self.shared.counters.signals_ignored, 1);
@@ -329,6 +337,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             while let Some(event) = events.next().await {
                 let note = match event {
                     ConnectionEvent::Signal(payload) => {
+                        tracing::trace!(peer = %peer.short(), dial, len = payload.len(), "signal out");
                         let message = SignalMessage::Transport {
                             dial,
                             payload: payload.to_vec(),

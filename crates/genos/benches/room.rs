@@ -2,6 +2,10 @@
 //! transport measured in the same run.
 //!
 //! Run: `cargo xtask bench room` (or `cargo bench -p genos --bench room`).
+//!
+//! The join storms (10, 30 and 60 peers joining one password room at the same moment, three
+//! runs each) and the bare-pair memory baseline each run in a child process of this binary
+//! (`--storm N`, `--bare-pairs N`), so one measurement's memory does not blur the next.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -173,8 +177,147 @@ async fn room_rtt(a: &Room, b: &Room) -> Vec<Duration> {
     samples
 }
 
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `count` peers join one room at once; prints `mesh_ms rss_per_end_kib busy failed complete`.
+async fn storm(count: usize) {
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let before = rss_kib();
+    let start = Instant::now();
+    let mut limits = genos::RoomLimits::default();
+    if let Some(n) = std::env::var("GENOS_STORM_HALF_OPEN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        limits.max_half_open_dials = n;
+    }
+    if let Some(ms) = std::env::var("GENOS_STORM_ANSWER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        limits.answer_timeout = Duration::from_millis(ms);
+    }
+    let join = || {
+        Genos::builder("genos-bench", "storm")
+            .password("bench")
+            .relay(relay.url())
+            .same_host_only()
+            .limits(limits)
+            .join()
+    };
+    let rooms: Vec<Room> = futures::future::join_all((0..count).map(|_| join()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let deadline = start + Duration::from_secs(120);
+    while rooms.iter().any(|r| r.peers().len() < count - 1) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = start.elapsed();
+    let complete = rooms.iter().all(|r| r.peers().len() == count - 1);
+    // Let the links settle (heartbeats, buffers) before reading memory.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ends = (count * (count - 1)) as u64;
+    let per_end = rss_kib().saturating_sub(before) / ends.max(1);
+    let busy: u64 = rooms.iter().map(|r| r.stats().dials_busy).sum();
+    let failed: u64 = rooms.iter().map(|r| r.stats().dials_failed).sum();
+    println!("{} {per_end} {busy} {failed} {complete}", took.as_millis());
+    futures::future::join_all(rooms.iter().map(Room::leave)).await;
+}
+
+/// `pairs` bare WebRTC pairs; prints the resident memory per connection end in KiB.
+async fn bare_pairs(pairs: usize) {
+    let transport = WebRtcTransport::new(WebRtcConfig::loopback()).unwrap();
+    let before = rss_kib();
+    let mut kept = Vec::new();
+    for _ in 0..pairs {
+        kept.push(bare_pair(&transport).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!(
+        "{}",
+        rss_kib().saturating_sub(before) / (2 * pairs as u64).max(1)
+    );
+}
+
+/// Runs this binary again with `args` and returns what it printed.
+fn child(args: &[&str]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Join storms, three runs per size, each in its own process.
+fn storms(pair_join: Duration) {
+    let bare: u64 = child(&["--bare-pairs", "50"]).parse().unwrap_or(0);
+    for count in [10usize, 30, 60] {
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let line = child(&["--storm", &count.to_string()]);
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() != 5 {
+                println!("| {count} peers at once | run failed: {line:?} |");
+                continue;
+            }
+            runs.push((
+                fields[0].parse::<u64>().unwrap_or(0),
+                fields[1].parse::<u64>().unwrap_or(0),
+                fields[2].to_owned(),
+                fields[3].to_owned(),
+                fields[4] == "true",
+            ));
+        }
+        let times: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.2} s", r.0 as f64 / 1000.0))
+            .collect();
+        let worst = runs.iter().map(|r| r.0).max().unwrap_or(0);
+        let rss: Vec<String> = runs.iter().map(|r| r.1.to_string()).collect();
+        let dials: Vec<String> = runs.iter().map(|r| format!("{}/{}", r.2, r.3)).collect();
+        let complete = runs.iter().all(|r| r.4);
+        println!(
+            "| {count} peers join at once -> full mesh ({}) | {} | worst {:.0}x a pair's join | RSS per connection end {} KiB vs bare pair {bare} KiB | busy/failed dials {} |",
+            if complete { "complete" } else { "INCOMPLETE" },
+            times.join(", "),
+            worst as f64 / pair_join.as_millis().max(1) as f64,
+            rss.join(", "),
+            dials.join(", "),
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--storm") {
+        let count = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(30);
+        return storm(count).await;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--bare-pairs") {
+        let pairs = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(50);
+        return bare_pairs(pairs).await;
+    }
     let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();
@@ -193,6 +336,7 @@ async fn main() {
         b.leave().await.unwrap();
     }
     let median = percentile(&mut joins, 0.5);
+    let pair_join = median;
     let p90 = percentile(&mut joins, 0.9);
     println!(
         "| join -> peer joined at both sides (20 pairs) | median {median:.1?} | p90 {p90:.1?} |"
@@ -227,4 +371,6 @@ async fn main() {
         rm.as_secs_f64() / bm.as_secs_f64()
     );
     let _ = (left, right);
+    drop((a, b));
+    storms(pair_join);
 }

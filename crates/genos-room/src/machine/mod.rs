@@ -49,9 +49,9 @@ pub(crate) const HELLO_INTERVAL: Duration = Duration::from_secs(2);
 /// Transport signals kept for an attempt whose connection is still being created; more
 /// are dropped and counted (a real offer and its candidates are far fewer).
 pub(crate) const MAX_EARLY_SIGNALS: usize = 64;
-/// A dialler refused as busy retries after a random wait in this range (spreads the
-/// retries of many diallers).
-const BUSY_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_millis(800));
+/// A dialler refused as busy, or whose offer went unanswered, retries after a random wait in
+/// this range (spreads the retries of many diallers).
+const QUICK_RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_millis(800));
 
 #[derive(Debug)]
 enum Stage {
@@ -68,6 +68,9 @@ struct Attempt {
     dial: u64,
     role: Role,
     stage: Stage,
+    started: Instant,
+    /// The peer sent a signal of this attempt (for an answering side, its offer).
+    heard_back: bool,
 }
 
 impl Attempt {
@@ -141,15 +144,16 @@ impl RoomMachine {
             } => self.on_transport_signal(from, dial, payload, now),
             Input::Connected { peer, dial } => self.on_connected(peer, dial),
             Input::ConnectFailed { peer, dial } => {
-                self.end(peer, dial, LeaveReason::Failed, Duration::ZERO, now);
+                let cause = "connection not created";
+                self.end(peer, dial, LeaveReason::Failed, cause, Duration::ZERO, now);
             }
             Input::ConnectionState { peer, dial, state } => {
                 if state.is_terminal() {
-                    let reason = match state {
-                        ConnectionState::Closed => LeaveReason::Left,
-                        _ => LeaveReason::Failed,
+                    let (reason, cause) = match state {
+                        ConnectionState::Closed => (LeaveReason::Left, "connection closed"),
+                        _ => (LeaveReason::Failed, "connection failed"),
                     };
-                    self.end(peer, dial, reason, Duration::ZERO, now);
+                    self.end(peer, dial, reason, cause, Duration::ZERO, now);
                 }
             }
             Input::ChannelOpened { peer, dial, label } => {
@@ -172,7 +176,8 @@ impl RoomMachine {
                     (true, true) => self.establish(peer, dial, now),
                     (false, true) => self.out.push(Action::DropChannel { peer, dial }),
                     (true, false) => {
-                        self.end(peer, dial, LeaveReason::Failed, Duration::ZERO, now);
+                        let cause = "link channel did not open";
+                        self.end(peer, dial, LeaveReason::Failed, cause, Duration::ZERO, now);
                     }
                     (false, false) => {}
                 }
@@ -193,7 +198,7 @@ impl RoomMachine {
             // side closes it.
             Input::LinkBye { peer, dial } => {
                 let linger = self.limits.leave_timeout;
-                self.end(peer, dial, LeaveReason::Left, linger, now);
+                self.end(peer, dial, LeaveReason::Left, "goodbye", linger, now);
             }
             Input::LinkEnded { peer, dial, failed } => {
                 let reason = if failed {
@@ -201,7 +206,7 @@ impl RoomMachine {
                 } else {
                     LeaveReason::Left
                 };
-                self.end(peer, dial, reason, Duration::ZERO, now);
+                self.end(peer, dial, reason, "link ended", Duration::ZERO, now);
             }
             Input::Tick => self.on_tick(now),
             Input::Leave => {
@@ -281,8 +286,8 @@ impl RoomMachine {
         }
         self.attempts.remove(&peer);
         self.count(Counter::DialsBusy);
-        let wait = self.rng.random_range(BUSY_RETRY.0..=BUSY_RETRY.1);
-        self.planner.busy(peer, dial, now + wait);
+        let wait = self.rng.random_range(QUICK_RETRY.0..=QUICK_RETRY.1);
+        self.planner.retry_at(peer, dial, now + wait, false);
         self.retire(peer, dial, false, LeaveReason::Failed, Duration::ZERO);
     }
 
@@ -301,7 +306,7 @@ impl RoomMachine {
                         );
                     }
                     self.busy_told.remove(&from);
-                    self.start_attempt(from, dial, Role::Answerer);
+                    self.start_attempt(from, dial, Role::Answerer, now);
                 }
                 Incoming::Busy => {
                     self.count(Counter::PeersRefused);
@@ -326,6 +331,7 @@ impl RoomMachine {
         let Some(attempt) = self.attempts.get_mut(&from) else {
             return;
         };
+        attempt.heard_back = true;
         match &mut attempt.stage {
             Stage::Connecting { early } => {
                 if early.len() < MAX_EARLY_SIGNALS {
@@ -371,12 +377,12 @@ impl RoomMachine {
             let Some(peer) = self.planner.next_dial(now, dial) else {
                 return;
             };
-            self.start_attempt(peer, dial, Role::Offerer);
+            self.start_attempt(peer, dial, Role::Offerer, now);
         }
     }
 
     /// Starts attempt `dial` with `peer`; the planner already counts it as dialling.
-    fn start_attempt(&mut self, peer: PeerId, dial: u64, role: Role) {
+    fn start_attempt(&mut self, peer: PeerId, dial: u64, role: Role, now: Instant) {
         self.count(Counter::DialsStarted);
         self.attempts.insert(
             peer,
@@ -384,6 +390,8 @@ impl RoomMachine {
                 dial,
                 role,
                 stage: Stage::Connecting { early: Vec::new() },
+                started: now,
+                heard_back: false,
             },
         );
         self.out.push(Action::Connect { peer, dial, role });
@@ -408,11 +416,13 @@ impl RoomMachine {
 
     /// Ends attempt or link `dial` with `peer`: a goodbye forgets the peer, anything else
     /// cools it down for a retry.
+    #[allow(clippy::too_many_arguments)]
     fn end(
         &mut self,
         peer: PeerId,
         dial: u64,
         reason: LeaveReason,
+        cause: &'static str,
         close_after: Duration,
         now: Instant,
     ) {
@@ -423,6 +433,7 @@ impl RoomMachine {
             return;
         };
         let linked = attempt.linked();
+        tracing::debug!(peer = %peer.short(), dial, linked, ?reason, cause, "attempt ended");
         match reason {
             LeaveReason::Left => {
                 self.planner.gone(&peer);
@@ -459,11 +470,32 @@ impl RoomMachine {
     fn on_tick(&mut self, now: Instant) {
         for (peer, dial) in self.planner.expired(now) {
             if self.current(&peer, dial) {
-                self.end(peer, dial, LeaveReason::Failed, Duration::ZERO, now);
+                let cause = "dial timed out";
+                self.end(peer, dial, LeaveReason::Failed, cause, Duration::ZERO, now);
             } else {
                 self.count(Counter::DialsFailed);
                 self.planner.failed(peer, dial, now);
             }
+        }
+        let answer_timeout = self.limits.answer_timeout;
+        let mut unanswered: Vec<(PeerId, u64)> = self
+            .attempts
+            .iter()
+            .filter(|(_, a)| {
+                a.role == Role::Offerer
+                    && !a.heard_back
+                    && now.saturating_duration_since(a.started) >= answer_timeout
+            })
+            .map(|(peer, a)| (*peer, a.dial))
+            .collect();
+        unanswered.sort();
+        for (peer, dial) in unanswered {
+            tracing::debug!(peer = %peer.short(), dial, "no answer: retrying");
+            self.attempts.remove(&peer);
+            self.count(Counter::DialsFailed);
+            let wait = self.rng.random_range(QUICK_RETRY.0..=QUICK_RETRY.1);
+            self.planner.retry_at(peer, dial, now + wait, true);
+            self.retire(peer, dial, false, LeaveReason::Failed, Duration::ZERO);
         }
         let timeout = self.limits.peer_timeout;
         let mut silent: Vec<(PeerId, u64)> = self
@@ -478,7 +510,15 @@ impl RoomMachine {
             .collect();
         silent.sort();
         for (peer, dial) in silent {
-            self.end(peer, dial, LeaveReason::TimedOut, Duration::ZERO, now);
+            let cause = "watchdog";
+            self.end(
+                peer,
+                dial,
+                LeaveReason::TimedOut,
+                cause,
+                Duration::ZERO,
+                now,
+            );
         }
         for peer in self.planner.cooled(now) {
             if !self.attempts.contains_key(&peer) {

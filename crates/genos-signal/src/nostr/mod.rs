@@ -411,6 +411,7 @@ impl Shared {
                 .try_send(Command::Publish(outgoing.clone()))
                 .is_err()
             {
+                tracing::debug!("relay queue full: event dropped");
                 let mut health = relay.health.lock().unwrap_or_else(|p| p.into_inner());
                 health.publish_dropped += 1;
             }

@@ -346,7 +346,10 @@ impl Worker {
                 };
                 match self.incoming.try_send(incoming) {
                     Ok(()) => self.update(|h| h.events_received += 1),
-                    Err(_) => self.update(|h| h.messages_dropped += 1),
+                    Err(_) => {
+                        tracing::debug!(relay = %self.url, "incoming queue full: event dropped");
+                        self.update(|h| h.messages_dropped += 1);
+                    }
                 }
                 None
             }
@@ -447,6 +450,7 @@ impl Worker {
         to_send: &mut Vec<String>,
     ) -> Option<Ended> {
         let prefix = message.split(':').next().unwrap_or_default().trim();
+        tracing::debug!(relay = %self.url, message, "relay refused an event");
         match prefix {
             "pow" => {
                 let required = first_number(message);
