@@ -430,3 +430,58 @@ async fn thirty_peers_joining_at_once_reach_a_full_mesh_and_hear_each_other() {
     }
     futures::future::join_all(rooms.iter().map(Room::leave)).await;
 }
+
+/// Unreliable room channels over real WebRTC: sealed datagrams on the link's unreliable
+/// channel arrive intact and at most once; one larger than a frame is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreliable_channels_carry_sealed_datagrams_over_webrtc() {
+    let relay = relay().await;
+    let (a, b) = (
+        join(relay.url(), "datagrams").await,
+        join(relay.url(), "datagrams").await,
+    );
+    wait_joined(&mut a.events(), &[b.local_peer()]).await;
+    wait_joined(&mut b.events(), &[a.local_peer()]).await;
+    let (ua, ub) = (
+        a.unreliable_channel("state").unwrap(),
+        b.channel("state").unwrap(),
+    );
+    // The unreliable channel opens just after the link.
+    tokio::time::timeout(PATIENCE, async {
+        while let Err(genos::RoomError::NoUnreliableLink(_)) =
+            ua.send_to(b.local_peer(), vec![0xff]).await
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("unreliable channel");
+    for i in 0..100u8 {
+        ua.send(vec![i; 1000]).await.unwrap();
+    }
+    let mut seen = std::collections::HashSet::new();
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), ub.recv()).await
+    {
+        let first = message.payload[0];
+        assert!(message.payload.iter().all(|b| *b == first), "intact");
+        if first != 0xff {
+            assert!(seen.insert(first), "at most once");
+        }
+    }
+    assert!(!seen.is_empty(), "datagrams arrive on loopback");
+    let received = b.stats().datagrams_received as usize;
+    assert!(
+        received == seen.len() || received == seen.len() + 1,
+        "the probe, if it came"
+    );
+    let error = ua
+        .send_to(b.local_peer(), vec![0u8; 300_000])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, genos::RoomError::MessageTooLarge { .. }),
+        "{error}"
+    );
+    a.leave().await.unwrap();
+    b.leave().await.unwrap();
+}

@@ -252,7 +252,7 @@ fn byte_bar(total: u64, prefix: &str) -> ProgressBar {
 async fn run_chat(args: RoomArgs) -> Result<(), String> {
     let room = args.join().await?;
     println!(
-        "joined {} as {}; type lines, Ctrl-D to leave",
+        "joined {} as {}; type lines, /health for relays and counters, Ctrl-D to leave",
         args.room,
         room.local_peer().short()
     );
@@ -262,6 +262,7 @@ async fn run_chat(args: RoomArgs) -> Result<(), String> {
     loop {
         tokio::select! {
             line = lines.next_line() => match line.map_err(|e| e.to_string())? {
+                Some(line) if line.trim() == "/health" => print_health(&room),
                 Some(line) => {
                     chat.send(line).await.map_err(|e| e.to_string())?;
                 }
@@ -278,6 +279,35 @@ async fn run_chat(args: RoomArgs) -> Result<(), String> {
         }
     }
     room.leave().await.map_err(|e| e.to_string())
+}
+
+/// Prints the room's signaling health and counters (`/health` in `genos chat`).
+fn print_health(room: &Room) {
+    let health = room.signal_health();
+    println!(
+        "* signaling: {} of {} relay(s) connected; published {}, delivered {}, dropped {}",
+        health.connected(),
+        health.media.len(),
+        health.published,
+        health.delivered,
+        health.dropped
+    );
+    for medium in &health.media {
+        println!(
+            "*   {} {}: sent {}, received {}, dropped {}",
+            medium.name, medium.state, medium.events_sent, medium.events_received, medium.dropped
+        );
+    }
+    let stats = room.stats();
+    println!(
+        "* room: {} peer(s); messages sent {}, received {}; dials {} started, {} failed, {} busy",
+        room.peers().len(),
+        stats.messages_sent,
+        stats.messages_received,
+        stats.dials_started,
+        stats.dials_failed,
+        stats.dials_busy
+    );
 }
 
 async fn run_send(file: PathBuf, args: RoomArgs, wanted: usize) -> Result<(), String> {

@@ -110,8 +110,12 @@ pub struct SendOptions {
     pub target: Target,
     /// Metadata delivered with the message (at most [`crate::MAX_METADATA_LEN`] bytes).
     pub meta: Option<Bytes>,
-    /// Called after each chunk reaches the transport.
+    /// Called after each chunk reaches the transport (reliable sends only).
     pub progress: Option<ProgressFn>,
+    /// Send as one unreliable datagram: never chunked (at most one frame, else
+    /// [`RoomError::MessageTooLarge`]), never waited for, possibly lost or reordered. For the
+    /// latest state (positions, telemetry), not every state.
+    pub unreliable: bool,
 }
 
 impl std::fmt::Debug for SendOptions {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for SendOptions {
             .field("target", &self.target)
             .field("meta", &self.meta)
             .field("progress", &self.progress.is_some())
+            .field("unreliable", &self.unreliable)
             .finish()
     }
 }
@@ -134,6 +139,12 @@ impl SendOptions {
     /// Attach metadata.
     pub fn with_meta(mut self, meta: impl Into<Bytes>) -> Self {
         self.meta = Some(meta.into());
+        self
+    }
+
+    /// Send unreliably (see [`SendOptions::unreliable`]).
+    pub fn unreliable(mut self) -> Self {
+        self.unreliable = true;
         self
     }
 
@@ -173,6 +184,8 @@ pub(crate) trait Sender: Send + Sync {
 #[derive(Clone)]
 pub struct Channel {
     name: Arc<str>,
+    /// Sends default to unreliable delivery ([`crate::Room::unreliable_channel`]).
+    unreliable: bool,
     receiver: Receiver,
     registry: Arc<std::sync::Mutex<Registry>>,
     sender: Arc<dyn Sender>,
@@ -198,6 +211,7 @@ impl Channel {
         let receiver = lock(&registry).open(name);
         Ok(Self {
             name: name.into(),
+            unreliable: false,
             receiver,
             registry,
             sender,
@@ -207,6 +221,17 @@ impl Channel {
     /// The channel's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This channel with unreliable sends by default.
+    pub(crate) fn into_unreliable(mut self) -> Self {
+        self.unreliable = true;
+        self
+    }
+
+    /// Whether sends default to unreliable delivery.
+    pub fn is_unreliable(&self) -> bool {
+        self.unreliable
     }
 
     /// Sends to every connected peer.
@@ -231,6 +256,8 @@ impl Channel {
         payload: impl Into<Bytes>,
         options: SendOptions,
     ) -> Result<SendReport, RoomError> {
+        let mut options = options;
+        options.unreliable |= self.unreliable;
         self.sender.send(&self.name, payload.into(), options).await
     }
 

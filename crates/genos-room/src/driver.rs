@@ -22,12 +22,15 @@ use genos_transport::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::datagram::{Datagrams, read_datagrams};
 use crate::link::{Link, ReaderNote, TransportIo, read_link, write_link};
 use crate::machine::{Action, Counter, Input, RoomMachine};
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::stats::bump;
-use crate::wire::{FrameCodec, LINK_LABEL, PROTOCOL_VERSION, Presence, SignalMessage};
+use crate::wire::{
+    DATAGRAM_LABEL, FrameCodec, LINK_LABEL, PROTOCOL_VERSION, Presence, SignalMessage,
+};
 
 /// How often the machine's timers (dial timeouts, watchdog, cooldowns) are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -65,6 +68,11 @@ pub(crate) enum Note<C: Connection> {
         channel: C::Channel,
     },
     Offered {
+        peer: PeerId,
+        dial: u64,
+        result: Result<C::Channel, TransportError>,
+    },
+    DatagramsOffered {
         peer: PeerId,
         dial: u64,
         result: Result<C::Channel, TransportError>,
@@ -227,6 +235,24 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 self.opened = Some((peer, dial, channel));
                 Input::ChannelOpened { peer, dial, label }
             }
+            Note::DatagramsOffered { peer, dial, result } => match result {
+                Ok(channel) => {
+                    self.opened = Some((peer, dial, channel));
+                    Input::DatagramsOffered {
+                        peer,
+                        dial,
+                        opened: true,
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "unreliable channel did not open");
+                    Input::DatagramsOffered {
+                        peer,
+                        dial,
+                        opened: false,
+                    }
+                }
+            },
             Note::Offered { peer, dial, result } => match result {
                 Ok(channel) => {
                     self.opened = Some((peer, dial, channel));
@@ -281,6 +307,30 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 }
             }
             Action::Establish { peer, dial } => self.establish(peer, dial),
+            Action::OpenDatagrams { peer, dial } => {
+                if let Some(conn) = self.conns.get(&peer).filter(|c| c.dial == dial) {
+                    let (connection, notes) = (conn.connection.clone(), self.notes.clone());
+                    tokio::spawn(async move {
+                        let result = connection
+                            .open_channel(DATAGRAM_LABEL, Reliability::UnreliableUnordered)
+                            .await;
+                        let _ = notes
+                            .send(Note::DatagramsOffered { peer, dial, result })
+                            .await;
+                    });
+                }
+            }
+            Action::AttachDatagrams { peer, dial } => {
+                let channel = self.opened.take_if(|(p, d, _)| *p == peer && *d == dial);
+                let link = self.router.link(&peer).filter(|l| l.dial == dial);
+                if let (Some((_, _, channel)), Some(link)) = (channel, link) {
+                    if link.attach_datagrams(Box::new(Datagrams(channel.clone()))) {
+                        tokio::spawn(read_datagrams(link, channel, self.shared.clone()));
+                    } else {
+                        tokio::spawn(async move { channel.close().await });
+                    }
+                }
+            }
             Action::DropChannel { .. } => {}
             Action::Retire {
                 peer,

@@ -37,6 +37,10 @@ pub enum RoomError {
     /// Local: the addressed peer is not connected in this room.
     #[error("peer {0} is not connected in this room")]
     UnknownPeer(PeerId),
+    /// Local: the link to this peer has no unreliable channel (yet, or the peer's side does
+    /// not open one). Nothing was sent.
+    #[error("no unreliable channel to peer {0} (yet)")]
+    NoUnreliableLink(PeerId),
     /// Local: too many pings to this peer await their answer.
     #[error("too many pings awaiting an answer from {0}")]
     TooManyPings(PeerId),

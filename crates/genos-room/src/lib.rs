@@ -42,6 +42,7 @@
 
 mod channel;
 mod config;
+mod datagram;
 mod dial;
 mod driver;
 mod error;

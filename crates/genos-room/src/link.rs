@@ -13,11 +13,12 @@ use genos_transport::{Connection, ConnectionStats, DataChannel, TransportError};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, oneshot, watch};
 
 use crate::channel::{Message, ProgressFn};
+use crate::datagram::DatagramIo;
 use crate::reassembly::{Pushed, Reassembler};
 use crate::registry::{Route, deliver};
 use crate::shared::Shared;
 use crate::stats::{LinkCounters, bump};
-use crate::wire::{ChunkHeader, Control, Frame, FrameCodec};
+use crate::wire::{ChunkHeader, Control, DATAGRAM_SEQ_LEN, Frame, FrameCodec};
 use crate::{FrameError, Progress, RoomError, RoomEvent, lock};
 
 /// Control answers queued per link (pongs, goodbye acks); more are dropped and counted.
@@ -61,6 +62,9 @@ pub(crate) struct Link {
     pub(crate) dial: u64,
     io: Box<dyn LinkIo>,
     codec: FrameCodec,
+    /// The unreliable channel, once open.
+    datagrams: std::sync::OnceLock<Box<dyn DatagramIo>>,
+    next_datagram: AtomicU64,
     /// Sequence number of the next frame we send; held while a frame is sealed and handed
     /// to the transport so frames leave in sequence order.
     send_seq: AsyncMutex<u64>,
@@ -99,6 +103,8 @@ impl Link {
             dial,
             io,
             codec,
+            datagrams: std::sync::OnceLock::new(),
+            next_datagram: AtomicU64::new(0),
             send_seq: AsyncMutex::new(0),
             max_plain,
             epoch,
@@ -125,6 +131,51 @@ impl Link {
         self.io.send(frame).await?;
         self.last_sent_ms
             .store(millis(self.epoch, Instant::now()), Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn codec(&self) -> &FrameCodec {
+        &self.codec
+    }
+
+    /// The peer was heard now (a datagram counts as much as a frame).
+    pub(crate) fn heard(&self) {
+        self.last_heard_ms
+            .store(millis(self.epoch, Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Gives the link its unreliable channel; false if it has one already.
+    pub(crate) fn attach_datagrams(&self, io: Box<dyn DatagramIo>) -> bool {
+        self.datagrams.set(io).is_ok()
+    }
+
+    /// Sends one message of an unreliable channel as one sealed datagram. It is refused if it
+    /// does not fit one; once handed to the transport it may be lost.
+    pub(crate) async fn send_datagram(
+        &self,
+        channel: &str,
+        message: u64,
+        payload: &Bytes,
+        meta: Option<&[u8]>,
+    ) -> Result<(), RoomError> {
+        let io = self
+            .datagrams
+            .get()
+            .ok_or(RoomError::NoUnreliableLink(self.peer))?;
+        let header = FrameCodec::encode_datagram_header(channel, message, meta)?;
+        let limit = io
+            .max_message_size()
+            .saturating_sub(OVERHEAD + DATAGRAM_SEQ_LEN + header.len())
+            .min(MAX_PLAINTEXT_LEN.saturating_sub(header.len()));
+        if payload.len() > limit {
+            return Err(RoomError::MessageTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        let seq = self.next_datagram.fetch_add(1, Ordering::Relaxed);
+        let frame = self.codec.seal_datagram(seq, &header, payload)?;
+        io.send(frame).await?;
         Ok(())
     }
 

@@ -14,6 +14,16 @@ pub(crate) struct Queued {
     _budget: Option<OwnedSemaphorePermit>,
 }
 
+impl Queued {
+    /// A message holding `budget` of its channel's bytes until the application takes it.
+    pub(crate) fn new(message: Message, budget: OwnedSemaphorePermit) -> Self {
+        Self {
+            message,
+            _budget: Some(budget),
+        }
+    }
+}
+
 pub(crate) type Receiver = Arc<AsyncMutex<mpsc::Receiver<Queued>>>;
 
 /// Where a channel's messages go.

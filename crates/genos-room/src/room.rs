@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use genos_crypto::{PeerId, RoomKey, SealKey};
-use genos_signal::{JoinRequest, SignalSession, Signaling, Topic};
+use genos_signal::{JoinRequest, SignalHealth, SignalSession, Signaling, Topic};
 use genos_transport::Transport;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,6 +32,7 @@ pub(crate) struct Keys {
 struct Handle {
     shared: Arc<Shared>,
     router: Arc<Router>,
+    health: Box<dyn Fn() -> SignalHealth + Send + Sync>,
     commands: mpsc::Sender<Command>,
     first_events: std::sync::Mutex<Option<broadcast::Receiver<RoomEvent>>>,
 }
@@ -140,6 +141,8 @@ impl Room {
         let (shared, first_events) = Shared::new(local_peer, limits, keys.data);
         let shared = Arc::new(shared);
         let router = Arc::new(Router::new(shared.clone()));
+        let health_of = session.clone();
+        let health = Box::new(move || health_of.health());
         let machine = RoomMachine::new(local_peer, limits, rand::random());
         let (driver, notes, reader_notes) =
             Driver::<S, T>::new(machine, shared.clone(), router.clone(), session, transport);
@@ -149,6 +152,7 @@ impl Room {
             handle: Arc::new(Handle {
                 shared,
                 router,
+                health,
                 commands,
                 first_events: std::sync::Mutex::new(Some(first_events)),
             }),
@@ -182,6 +186,14 @@ impl Room {
     pub fn channel(&self, name: &str) -> Result<Channel, RoomError> {
         let handle = &self.handle;
         Channel::open(name, handle.shared.registry.clone(), handle.router.clone())
+    }
+
+    /// Opens the channel `name` with unreliable sends: each message one sealed datagram
+    /// (at most one frame, never chunked, never waited for; drops and losses counted in
+    /// [`RoomStats`]). It receives what peers send on `name` either way. For the latest
+    /// state (game moves, telemetry) rather than every state.
+    pub fn unreliable_channel(&self, name: &str) -> Result<Channel, RoomError> {
+        self.channel(name).map(Channel::into_unreliable)
     }
 
     /// Opens a channel of serde values (postcard-encoded).
@@ -224,6 +236,12 @@ impl Room {
             .ok_or(RoomError::UnknownPeer(peer))?;
         link.ping(limits.max_pending_pings, limits.peer_timeout)
             .await
+    }
+
+    /// How signaling is doing: each relay's state and counters, and what this peer
+    /// published and received (see [`SignalHealth`]).
+    pub fn signal_health(&self) -> SignalHealth {
+        (self.handle.health)()
     }
 
     /// The room's counters.

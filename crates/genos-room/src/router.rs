@@ -116,9 +116,13 @@ impl channel::Sender for Router {
             };
             let message = self.next_message.fetch_add(1, Ordering::Relaxed);
             let progress = options.progress.as_ref();
+            let unreliable = options.unreliable;
             let payload = &payload;
             let sends = targets.into_iter().map(|(peer, link)| async move {
                 let result = match link {
+                    Some(link) if unreliable => {
+                        link.send_datagram(channel, message, payload, meta).await
+                    }
                     Some(link) => {
                         link.send_message(channel, message, payload, meta, progress)
                             .await
@@ -131,8 +135,13 @@ impl channel::Sender for Router {
             for (peer, result) in join_all(sends).await {
                 match result {
                     Ok(()) => {
-                        bump(&shared.counters.messages_sent, 1);
-                        bump(&shared.counters.bytes_sent, payload.len() as u64);
+                        let counters = &shared.counters;
+                        if unreliable {
+                            bump(&counters.datagrams_sent, 1);
+                        } else {
+                            bump(&counters.messages_sent, 1);
+                            bump(&counters.bytes_sent, payload.len() as u64);
+                        }
                         report.sent.push(peer);
                     }
                     Err(error) => report.failed.push((peer, error)),

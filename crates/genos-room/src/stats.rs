@@ -35,6 +35,15 @@ pub struct RoomStats {
     pub peers_refused: u64,
     /// Signaling messages ignored (undecodable, wrong protocol, not ours to answer).
     pub signals_ignored: u64,
+    /// Messages sent on unreliable channels (one per recipient).
+    pub datagrams_sent: u64,
+    /// Messages received on unreliable channels.
+    pub datagrams_received: u64,
+    /// Unreliable messages that never arrived (gaps in the senders' numbering; a late
+    /// arrival is taken back).
+    pub datagrams_lost: u64,
+    /// Unreliable messages dropped here: the channel's queue was full, or the room left.
+    pub datagrams_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -51,6 +60,10 @@ pub(crate) struct Counters {
     pub(crate) dials_busy: AtomicU64,
     pub(crate) peers_refused: AtomicU64,
     pub(crate) signals_ignored: AtomicU64,
+    pub(crate) datagrams_sent: AtomicU64,
+    pub(crate) datagrams_received: AtomicU64,
+    pub(crate) datagrams_lost: AtomicU64,
+    pub(crate) datagrams_dropped: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {
@@ -73,6 +86,10 @@ impl Counters {
             dials_busy: get(&self.dials_busy),
             peers_refused: get(&self.peers_refused),
             signals_ignored: get(&self.signals_ignored),
+            datagrams_sent: get(&self.datagrams_sent),
+            datagrams_received: get(&self.datagrams_received),
+            datagrams_lost: get(&self.datagrams_lost),
+            datagrams_dropped: get(&self.datagrams_dropped),
         }
     }
 }

@@ -412,3 +412,111 @@ async fn eight_peers_form_a_full_mesh_and_targeted_sends_reach_only_their_target
         room.leave().await.unwrap();
     }
 }
+
+/// Sends on `channel` to `peer` until the link's unreliable channel is up (it opens just
+/// after the link).
+async fn until_unreliable_ready(channel: &Channel, peer: PeerId) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match channel.send_to(peer, Bytes::from_static(b"probe")).await {
+                Ok(()) => return,
+                Err(RoomError::NoUnreliableLink(_)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+    })
+    .await
+    .expect("the unreliable channel never opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreliable_channels_lose_under_loss_count_it_and_never_corrupt() {
+    let net = Net {
+        hub: MemorySignaling::new(MemorySignalingConfig::default()),
+        transport: MemoryTransport::new(
+            MemoryTransportConfig::default().with_unreliable_loss(0.3, 7),
+        ),
+    };
+    let (a, b) = pair(&net).await;
+    let (ua, ub) = (
+        a.unreliable_channel("pos").unwrap(),
+        b.channel("pos").unwrap(),
+    );
+    assert!(ua.is_unreliable());
+    until_unreliable_ready(&ua, id(2)).await;
+    // Drain the probes.
+    while tokio::time::timeout(Duration::from_millis(100), ub.recv())
+        .await
+        .is_ok()
+    {}
+    let base = b.stats();
+    // Read while sending, so the queue never fills (nothing dropped here).
+    let reader = {
+        let ub = ub.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(500), ub.recv()).await
+            {
+                assert_eq!(message.from, id(1));
+                got.push(u32::from_be_bytes(message.payload[..].try_into().unwrap()));
+            }
+            got
+        })
+    };
+    for i in 0..400u32 {
+        let report = ua.send(i.to_be_bytes().to_vec()).await.unwrap();
+        assert_eq!(report.sent, vec![id(2)]);
+        if i % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let got = reader.await.unwrap();
+    let stats = b.stats();
+    let received = stats.datagrams_received - base.datagrams_received;
+    let lost = stats.datagrams_lost - base.datagrams_lost;
+    assert_eq!(stats.datagrams_dropped, 0);
+    assert_eq!(received, got.len() as u64);
+    assert!(lost > 60, "30% of 400 lost: {lost}");
+    assert!(got.len() > 200, "{}", got.len());
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), got.len(), "never twice");
+    // Every number up to the newest received was received or counted lost, the probes
+    // before the 400 included.
+    let probes = a.stats().datagrams_sent - 400;
+    let newest = probes + u64::from(*sorted.last().unwrap());
+    assert_eq!(
+        stats.datagrams_lost + stats.datagrams_received,
+        newest + 1,
+        "every gap counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreliable_message_larger_than_one_frame_is_refused() {
+    let net = Net::new();
+    let (a, _b) = pair(&net).await;
+    let ua = a.unreliable_channel("pos").unwrap();
+    until_unreliable_ready(&ua, id(2)).await;
+    let big = vec![0u8; 70_000];
+    let error = ua.send_to(id(2), big).await.unwrap_err();
+    assert!(
+        matches!(error, RoomError::MessageTooLarge { .. }),
+        "{error}"
+    );
+    // The same message goes reliably, chunked.
+    let options = SendOptions::default().to(Target::Peer(id(2)));
+    assert!(
+        a.channel("pos")
+            .unwrap()
+            .send_with(vec![0u8; 70_000], options)
+            .await
+            .unwrap()
+            .failed
+            .is_empty()
+    );
+}

@@ -15,8 +15,13 @@ use crate::{FrameError, RoomError};
 /// Version of the room protocol; peers announcing another version are not dialled.
 pub const PROTOCOL_VERSION: u16 = 1;
 
-/// Label of the one reliable, ordered transport channel a link carries.
+/// Label of the reliable, ordered transport channel a link carries.
 pub(crate) const LINK_LABEL: &str = "genos-room/1";
+/// Label of a link's unreliable, unordered transport channel (unreliable room channels).
+pub(crate) const DATAGRAM_LABEL: &str = "genos-room/1/u";
+/// Bytes before a datagram's envelope: its sequence number, in the clear (the envelope binds
+/// it).
+pub(crate) const DATAGRAM_SEQ_LEN: usize = 8;
 
 /// What a peer announces on the room's topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +89,14 @@ enum Header<'a> {
         #[serde(borrow)]
         meta: Option<&'a [u8]>,
     },
+    /// A whole message of an unreliable channel; its data follows.
+    Datagram {
+        #[serde(borrow)]
+        channel: &'a str,
+        message: u64,
+        #[serde(borrow)]
+        meta: Option<&'a [u8]>,
+    },
 }
 
 /// A frame as received.
@@ -95,6 +108,16 @@ pub(crate) enum Frame {
     Bye,
     ByeAck,
     Chunk(Chunk),
+}
+
+/// A message of an unreliable channel, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Datagram {
+    pub(crate) seq: u64,
+    pub(crate) channel: String,
+    pub(crate) message: u64,
+    pub(crate) meta: Option<Bytes>,
+    pub(crate) data: Bytes,
 }
 
 /// A piece of an application message.
@@ -183,6 +206,76 @@ impl FrameCodec {
         Ok(Bytes::from(buffer))
     }
 
+    /// Encodes a datagram's header once (its length bounds the payload).
+    pub(crate) fn encode_datagram_header(
+        channel: &str,
+        message: u64,
+        meta: Option<&[u8]>,
+    ) -> Result<Vec<u8>, RoomError> {
+        let header = Header::Datagram {
+            channel,
+            message,
+            meta,
+        };
+        postcard::to_stdvec(&header).map_err(|e| RoomError::Encode(e.to_string()))
+    }
+
+    /// Seals datagram `seq`: its number in the clear, then the envelope, which binds the
+    /// number, the sender and the recipient (and cannot pass for a reliable frame).
+    pub(crate) fn seal_datagram(
+        &self,
+        seq: u64,
+        encoded_header: &[u8],
+        data: &[u8],
+    ) -> Result<Bytes, RoomError> {
+        let mut buffer = SealKey::buffer(encoded_header.len() + data.len());
+        buffer.extend_from_slice(encoded_header);
+        buffer.extend_from_slice(data);
+        let extra = datagram_position(&self.remote, seq);
+        let context = Context::new(Purpose::Data, self.local).with_extra(&extra);
+        self.key
+            .seal_in_place(&context, &mut buffer)
+            .map_err(RoomError::Seal)?;
+        let mut frame = Vec::with_capacity(DATAGRAM_SEQ_LEN + buffer.len());
+        frame.extend_from_slice(&seq.to_be_bytes());
+        frame.extend_from_slice(&buffer);
+        Ok(Bytes::from(frame))
+    }
+
+    /// Opens a datagram the remote peer sent to us (any sequence number; the caller checks
+    /// it against replays).
+    pub(crate) fn open_datagram(&self, frame: Bytes) -> Result<Datagram, FrameError> {
+        let seq_bytes: [u8; DATAGRAM_SEQ_LEN] = frame
+            .get(..DATAGRAM_SEQ_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(FrameError::Unauthentic)?;
+        let seq = u64::from_be_bytes(seq_bytes);
+        let mut buffer = BytesMut::from(frame.get(DATAGRAM_SEQ_LEN..).unwrap_or_default());
+        let extra = datagram_position(&self.local, seq);
+        let context = Context::new(Purpose::Data, self.remote).with_extra(&extra);
+        let range = self
+            .key
+            .open_in_place(&context, &mut buffer)
+            .map_err(|_| FrameError::Unauthentic)?;
+        let plain = buffer.freeze().slice(range);
+        let (header, rest) = postcard::take_from_bytes::<Header<'_>>(&plain)
+            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        match header {
+            Header::Datagram {
+                channel,
+                message,
+                meta,
+            } => Ok(Datagram {
+                seq,
+                channel: channel.to_owned(),
+                message,
+                meta: meta.map(|m| plain.slice_ref(m)),
+                data: plain.slice_ref(rest),
+            }),
+            _ => Err(FrameError::Malformed("not a datagram".into())),
+        }
+    }
+
     /// Opens frame number `seq` that the remote peer sent to us.
     pub(crate) fn open(&self, seq: u64, sealed: Bytes) -> Result<Frame, FrameError> {
         let mut buffer = match sealed.try_into_mut() {
@@ -204,6 +297,11 @@ impl FrameCodec {
             Header::Pong { nonce } => Frame::Pong(nonce),
             Header::Bye => Frame::Bye,
             Header::ByeAck => Frame::ByeAck,
+            Header::Datagram { .. } => {
+                return Err(FrameError::Malformed(
+                    "datagram on the reliable channel".into(),
+                ));
+            }
             Header::Chunk {
                 channel,
                 message,
@@ -232,6 +330,15 @@ impl<'a> From<ChunkHeader<'a>> for Header<'a> {
             meta: h.meta,
         }
     }
+}
+
+/// The extra context of a datagram: recipient id, sequence number and a marker, so a
+/// datagram never opens as a reliable frame or the other way round.
+fn datagram_position(recipient: &PeerId, seq: u64) -> [u8; 41] {
+    let mut extra = [0u8; 41];
+    extra[..40].copy_from_slice(&position(recipient, seq));
+    extra[40] = b'u';
+    extra
 }
 
 /// The extra context of a frame: recipient id and sequence number.
@@ -308,6 +415,35 @@ mod tests {
         assert_eq!(b.open(0, Bytes::new()), Err(FrameError::Unauthentic));
         assert!(SignalMessage::decode(&[0xff, 0xff, 0xff]).is_none());
         assert!(Presence::decode(&[]).is_none());
+    }
+
+    #[test]
+    fn datagrams_open_once_for_their_recipient_and_never_as_frames() {
+        let (a, b) = pair();
+        let header = FrameCodec::encode_datagram_header("pos", 3, Some(b"m")).unwrap();
+        let sealed = a.seal_datagram(9, &header, b"xyz").unwrap();
+        let got = b.open_datagram(sealed.clone()).unwrap();
+        assert_eq!((got.seq, got.message), (9, 3));
+        assert_eq!(got.channel, "pos");
+        assert_eq!(&got.data[..], b"xyz");
+        assert_eq!(got.meta.as_deref(), Some(&b"m"[..]));
+        // Reflected, or with its number changed, it does not open.
+        assert_eq!(
+            a.open_datagram(sealed.clone()),
+            Err(FrameError::Unauthentic)
+        );
+        let mut renumbered = sealed.to_vec();
+        renumbered[7] ^= 1;
+        assert_eq!(
+            b.open_datagram(Bytes::from(renumbered)),
+            Err(FrameError::Unauthentic)
+        );
+        // Not a reliable frame at any position, and a frame is not a datagram.
+        let body = sealed.slice(DATAGRAM_SEQ_LEN..);
+        assert_eq!(b.open(9, body), Err(FrameError::Unauthentic));
+        let frame = a.seal_control(0, Control::Heartbeat).unwrap();
+        assert!(b.open_datagram(frame).is_err());
+        assert_eq!(b.open_datagram(Bytes::new()), Err(FrameError::Unauthentic));
     }
 
     #[test]

@@ -48,6 +48,7 @@
 
 mod error;
 mod event;
+mod health;
 mod inbox;
 mod signaling;
 mod topic;
@@ -61,6 +62,7 @@ pub mod conformance;
 
 pub use error::SignalError;
 pub use event::SignalEvent;
+pub use health::{MediumHealth, SignalHealth};
 pub use inbox::EventStream;
 pub use signaling::{JoinRequest, SignalLimits, SignalSession, Signaling};
 pub use topic::Topic;

@@ -558,6 +558,13 @@ impl SignalSession for MemorySession {
         self.inner.peer
     }
 
+    fn health(&self) -> crate::SignalHealth {
+        let connected = self.ensure_joined().is_ok();
+        let state = if connected { "connected" } else { "left" };
+        let hub = crate::MediumHealth::new("memory hub", connected, state);
+        crate::SignalHealth::new(vec![hub], 0, 0, 0)
+    }
+
     fn topic(&self) -> Topic {
         self.inner.topic
     }

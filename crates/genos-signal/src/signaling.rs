@@ -113,4 +113,10 @@ pub trait SignalSession: Clone + Send + Sync + 'static {
 
     /// Says goodbye and leaves the topic. Idempotent.
     fn leave(&self) -> impl Future<Output = Result<(), SignalError>> + Send;
+
+    /// The session's media (relays, hubs) and counters, for applications to show. Backends
+    /// that track nothing report an empty [`crate::SignalHealth`].
+    fn health(&self) -> crate::SignalHealth {
+        crate::SignalHealth::default()
+    }
 }

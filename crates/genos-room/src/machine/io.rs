@@ -51,6 +51,13 @@ pub(crate) enum Input {
         dial: u64,
         opened: bool,
     },
+    /// (Dialling side) the unreliable channel we opened on link `dial` is open (`opened`),
+    /// or could not be opened.
+    DatagramsOffered {
+        peer: PeerId,
+        dial: u64,
+        opened: bool,
+    },
     /// The link of attempt `dial` last heard from its peer at this time (fed before each
     /// tick; a link whose reader waits on the application reports the current time).
     LinkHeard {
@@ -100,6 +107,11 @@ pub(crate) enum Action {
     /// Make the channel just reported for attempt `dial` the peer's link, and route the
     /// peer's frames through it.
     Establish { peer: PeerId, dial: u64 },
+    /// (Dialling side) open link `dial`'s unreliable channel; report
+    /// [`Input::DatagramsOffered`].
+    OpenDatagrams { peer: PeerId, dial: u64 },
+    /// Give link `dial` the unreliable channel just reported.
+    AttachDatagrams { peer: PeerId, dial: u64 },
     /// Close the channel just reported for attempt `dial`: it is not wanted.
     DropChannel { peer: PeerId, dial: u64 },
     /// Stop routing to attempt `dial`'s link and close its connection after `close_after`

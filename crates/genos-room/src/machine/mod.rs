@@ -39,7 +39,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::dial::{DialPlanner, Incoming, dial_role};
-use crate::wire::{LINK_LABEL, SignalMessage};
+use crate::wire::{DATAGRAM_LABEL, LINK_LABEL, SignalMessage};
 use crate::{LeaveReason, RoomEvent, RoomLimits};
 
 pub(crate) use io::{Action, Counter, Input};
@@ -157,14 +157,28 @@ impl RoomMachine {
                 }
             }
             Input::ChannelOpened { peer, dial, label } => {
-                let expected = self
+                let answering = self
                     .attempts
                     .get(&peer)
-                    .is_some_and(|a| a.dial == dial && a.role == Role::Answerer && !a.linked());
-                if expected && label == LINK_LABEL {
-                    self.establish(peer, dial, now);
-                } else {
-                    self.out.push(Action::DropChannel { peer, dial });
+                    .filter(|a| a.dial == dial && a.role == Role::Answerer);
+                match (answering.map(Attempt::linked), label.as_str()) {
+                    (Some(false), LINK_LABEL) => self.establish(peer, dial, now),
+                    (Some(true), DATAGRAM_LABEL) => {
+                        self.out.push(Action::AttachDatagrams { peer, dial });
+                    }
+                    _ => self.out.push(Action::DropChannel { peer, dial }),
+                }
+            }
+            Input::DatagramsOffered { peer, dial, opened } => {
+                let linked = self
+                    .attempts
+                    .get(&peer)
+                    .is_some_and(|a| a.dial == dial && a.role == Role::Offerer && a.linked());
+                match (linked, opened) {
+                    (true, true) => self.out.push(Action::AttachDatagrams { peer, dial }),
+                    (false, true) => self.out.push(Action::DropChannel { peer, dial }),
+                    // The link works without it; unreliable sends to this peer are refused.
+                    (_, false) => {}
                 }
             }
             Input::ChannelOffered { peer, dial, opened } => {
@@ -407,6 +421,13 @@ impl RoomMachine {
         }
         self.hellos.remove(&peer);
         self.out.push(Action::Establish { peer, dial });
+        if self
+            .attempts
+            .get(&peer)
+            .is_some_and(|a| a.role == Role::Offerer)
+        {
+            self.out.push(Action::OpenDatagrams { peer, dial });
+        }
         self.out.push(Action::Emit(RoomEvent::PeerJoined { peer }));
     }
 

@@ -59,6 +59,8 @@ struct World {
     faults: BTreeMap<(PeerId, PeerId), (Fault, u32)>,
     /// Established links: (local, remote) -> dial.
     links: BTreeMap<(PeerId, PeerId), u64>,
+    /// Links with their unreliable channel attached: (local, remote) -> dial.
+    datagrams: BTreeMap<(PeerId, PeerId), u64>,
     events: BTreeMap<PeerId, Vec<RoomEvent>>,
     counters: BTreeMap<Counter, u64>,
     signals_sent: u64,
@@ -77,6 +79,7 @@ impl World {
             machines: BTreeMap::new(),
             faults: BTreeMap::new(),
             links: BTreeMap::new(),
+            datagrams: BTreeMap::new(),
             events: BTreeMap::new(),
             counters: BTreeMap::new(),
             signals_sent: 0,
@@ -262,6 +265,23 @@ impl World {
                 self.links.insert((local, peer), dial);
             }
             Action::DropChannel { .. } => {}
+            Action::OpenDatagrams { peer, dial } => {
+                let opened = Input::DatagramsOffered {
+                    peer,
+                    dial,
+                    opened: true,
+                };
+                self.schedule(LATENCY, local, opened);
+                let incoming = Input::ChannelOpened {
+                    peer: local,
+                    dial,
+                    label: crate::wire::DATAGRAM_LABEL.to_owned(),
+                };
+                self.schedule(LATENCY, peer, incoming);
+            }
+            Action::AttachDatagrams { peer, dial } => {
+                self.datagrams.insert((local, peer), dial);
+            }
             Action::Retire { peer, dial, .. } => {
                 if self.links.get(&(local, peer)) == Some(&dial) {
                     self.links.remove(&(local, peer));
@@ -336,6 +356,9 @@ fn thirty_peers_joining_at_once_form_a_full_mesh_from_one_announce() {
     for n in 1..=30 {
         assert_eq!(w.joined(id(n)).len(), 29, "peer {n} sees everyone");
     }
+    // Shortly after, every link has its unreliable channel on both ends.
+    w.run_until(w.elapsed() + Duration::from_millis(200));
+    assert_eq!(w.datagrams, w.links, "unreliable channels on every link");
     assert_eq!(w.count(Counter::DialsFailed), 0);
     // Both sides start each pair's attempt once; an attempt answered busy is started once
     // more by its dialler.
@@ -691,6 +714,8 @@ fn arb_input(peers: u16) -> impl Strategy<Value = Input> {
         }),
         (peer.clone(), dial.clone(), any::<bool>())
             .prop_map(|(peer, dial, opened)| Input::ChannelOffered { peer, dial, opened }),
+        (peer.clone(), dial.clone(), any::<bool>())
+            .prop_map(|(peer, dial, opened)| Input::DatagramsOffered { peer, dial, opened }),
         (peer.clone(), dial.clone()).prop_map(|(peer, dial)| Input::LinkBye { peer, dial }),
         (peer.clone(), dial.clone(), any::<bool>())
             .prop_map(|(peer, dial, failed)| Input::LinkEnded { peer, dial, failed }),

@@ -873,6 +873,35 @@ impl SignalSession for NostrSession {
         self.handle.shared.peer
     }
 
+    fn health(&self) -> crate::SignalHealth {
+        let media = self
+            .relays()
+            .into_iter()
+            .map(|relay| {
+                let state = match &relay.state {
+                    RelayState::Connecting => "connecting".to_owned(),
+                    RelayState::Connected => "connected".to_owned(),
+                    RelayState::Backoff { delay } => format!("reconnecting in {delay:.1?}"),
+                    RelayState::Muted(reason) => format!("muted: {reason:?}"),
+                    RelayState::Stopped => "stopped".to_owned(),
+                };
+                let connected = relay.state == RelayState::Connected;
+                let dropped = relay.messages_dropped + relay.refusals + relay.publish_dropped;
+                crate::MediumHealth::new(relay.url, connected, state).with_counts(
+                    relay.events_sent,
+                    relay.events_received,
+                    dropped,
+                )
+            })
+            .collect();
+        let stats = self.stats();
+        let dropped = stats.dropped_invalid
+            + stats.dropped_unsealed
+            + stats.dropped_replay
+            + stats.dropped_overflow;
+        crate::SignalHealth::new(media, stats.published, stats.delivered, dropped)
+    }
+
     fn topic(&self) -> Topic {
         self.handle.shared.topic
     }
