@@ -1,0 +1,154 @@
+//! What a Nostr session is configured with, and the built-in relays.
+
+use super::*;
+
+/// Public relays used when the configuration names none. Tests always configure their own.
+pub const DEFAULT_RELAYS: &[&str] = &[
+    "wss://relay.damus.io",
+    "wss://nos.lol",
+    "wss://relay.nostr.band",
+    "wss://relay.primal.net",
+];
+
+/// Settings of a [`NostrSignaling`] backend. Every default is commented with its reason.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NostrConfig {
+    /// Relays to connect to at once. Empty: [`DEFAULT_RELAYS`].
+    pub relays: Vec<String>,
+    /// A JSON file (an array of relay URLs) holding the extended relay list; read at join,
+    /// dialled in the background. Default none.
+    pub relay_cache: Option<PathBuf>,
+    /// A relay directory (http:// or https://, answering a JSON array of relay URLs) from
+    /// which the extended list is refreshed in the background after join, and written to
+    /// `relay_cache` when set. Default none (no directory traffic unless asked for).
+    pub directory_url: Option<String>,
+    /// Relays to keep active when an extended list is available. Default 5: enough that two
+    /// or three may fail without peers losing each other, few enough to be polite.
+    pub redundancy: usize,
+    /// Delay range before dialling the extended list, so a crowd of peers starting together
+    /// does not arrive at once. Default 0.5 to 3 s.
+    pub background_delay: (Duration, Duration),
+    /// Time allowed to open a WebSocket. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long `join` waits for the first relay to confirm the subscription. Default 10 s.
+    pub join_timeout: Duration,
+    /// First reconnect delay; doubles per failure. Default 1 s.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay. Default 30 s (GenosRTC also caps at 30 s).
+    pub reconnect_max: Duration,
+    /// Failures in a row before a relay is muted. Default 8 (about three minutes of
+    /// backoff).
+    pub max_consecutive_failures: u32,
+    /// A relay whose smoothed publish-to-`OK` time exceeds this, over at least three
+    /// acknowledgements, is muted as slow. Default 5 s: signaling that slow makes joins feel
+    /// broken, and other relays carry the same events.
+    pub slow_relay_threshold: Duration,
+    /// Largest proof-of-work difficulty mined when a relay asks. Default 16 (tens of ms).
+    pub max_pow_difficulty: u8,
+    /// Largest relay message handled; larger ones are dropped and counted. Default 128 KiB.
+    pub max_event_size: usize,
+    /// WebSocket message and frame cap; larger frames end the connection. Default 256 KiB.
+    pub max_relay_message: usize,
+    /// Largest payload of `announce` and `send_to`. Default 16 KiB: an SDP offer with
+    /// candidates is 2-6 KiB.
+    pub max_message_size: usize,
+    /// Events the session's inbox holds before dropping (reported as `Lagged`). Default 1024.
+    pub inbox_capacity: usize,
+    /// Verified-or-not events queued from all relays to the session. Default 1024.
+    pub incoming_capacity: usize,
+    /// Events queued per relay while it is disconnected (oldest dropped first). Default 64.
+    pub relay_queue: usize,
+    /// Queued events older than this are not sent after a reconnect. Default 60 s.
+    pub queued_event_max_age: Duration,
+    /// Offsets after `announce` at which presence is published again. Default 2 s and 6 s.
+    pub announce_burst: Vec<Duration>,
+    /// Steady re-announce interval after the burst. Default 60 s: one event per relay per
+    /// peer per minute.
+    pub announce_interval: Duration,
+    /// Replay guard (skew window and remembered ids).
+    pub replay: ReplayGuardConfig,
+}
+
+impl Default for NostrConfig {
+    fn default() -> Self {
+        Self {
+            relays: Vec::new(),
+            relay_cache: None,
+            directory_url: None,
+            redundancy: 5,
+            background_delay: (Duration::from_millis(500), Duration::from_secs(3)),
+            connect_timeout: Duration::from_secs(5),
+            join_timeout: Duration::from_secs(10),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            max_consecutive_failures: 8,
+            slow_relay_threshold: Duration::from_secs(5),
+            max_pow_difficulty: 16,
+            max_event_size: 128 * 1024,
+            max_relay_message: 256 * 1024,
+            max_message_size: 16 * 1024,
+            inbox_capacity: 1024,
+            incoming_capacity: 1024,
+            relay_queue: 64,
+            queued_event_max_age: Duration::from_secs(60),
+            announce_burst: vec![Duration::from_secs(2), Duration::from_secs(6)],
+            announce_interval: Duration::from_secs(60),
+            replay: ReplayGuardConfig::default(),
+        }
+    }
+}
+
+impl NostrConfig {
+    /// A configuration that uses exactly these relays.
+    pub fn with_relays<I, S>(relays: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            relays: relays.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the inbox capacity.
+    pub fn with_inbox_capacity(mut self, events: usize) -> Self {
+        self.inbox_capacity = events;
+        self
+    }
+
+    /// Sets the extended relay list file.
+    pub fn with_relay_cache(mut self, path: impl Into<PathBuf>) -> Self {
+        self.relay_cache = Some(path.into());
+        self
+    }
+
+    /// Sets the reconnect backoff bounds.
+    pub fn with_reconnect(mut self, initial: Duration, max: Duration) -> Self {
+        self.reconnect_initial = initial;
+        self.reconnect_max = max;
+        self
+    }
+
+    pub(super) fn validate(&self) -> Result<(), SignalError> {
+        let invalid = |what: &str| Err(SignalError::InvalidConfig(what.to_owned()));
+        if self.inbox_capacity == 0 || self.incoming_capacity == 0 || self.relay_queue == 0 {
+            return invalid("capacities must be at least 1");
+        }
+        if self.max_message_size == 0 || self.max_message_size * 2 > self.max_event_size {
+            return invalid("max_event_size must be at least twice max_message_size");
+        }
+        if self.announce_interval.is_zero() {
+            return invalid("announce_interval must not be zero");
+        }
+        for url in &self.relays {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(SignalError::InvalidConfig(format!(
+                    "relay URL {url:?} is not ws:// or wss://"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

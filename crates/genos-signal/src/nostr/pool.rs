@@ -1,0 +1,231 @@
+//! The relay pool of one session: building, sealing, signing and publishing events to every
+//! relay, refreshing presence, and growing the pool from the extended relay list.
+
+use super::*;
+
+impl Shared {
+    /// Builds, seals and signs an event.
+    pub(super) fn build(
+        &self,
+        kind: ContentKind,
+        to: Option<PeerId>,
+        payload: &[u8],
+    ) -> Result<Outgoing, SignalError> {
+        let content = Content {
+            version: wire::CONTENT_VERSION,
+            kind,
+            id: rand::random(),
+            timestamp_ms: now_ms(),
+            to,
+            payload: payload.to_vec(),
+        };
+        let text = wire::seal_content(&self.seal, &self.topic, self.peer, &content)?;
+        let tag = match to {
+            Some(peer) => wire::peer_tag(&self.topic, &peer),
+            None => self.room_tag.clone(),
+        };
+        let template = EventBuilder::new(self.kind, text).tag(Tag::custom("x", [tag]));
+        let event = template
+            .clone()
+            .finalize(&self.keys)
+            .map_err(|e| SignalError::Sign(e.to_string()))?;
+        Ok(Outgoing {
+            event: Arc::new(event),
+            template: Arc::new(template),
+            created: Instant::now(),
+        })
+    }
+
+    pub(super) fn publish(&self, outgoing: Outgoing) {
+        bump(&self.counters.published);
+        let relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        for relay in relays.iter() {
+            if relay
+                .commands
+                .try_send(Command::Publish(outgoing.clone()))
+                .is_err()
+            {
+                tracing::debug!("relay queue full: event dropped");
+                let mut health = relay.health.lock().unwrap_or_else(|p| p.into_inner());
+                health.publish_dropped += 1;
+            }
+        }
+    }
+
+    pub(super) fn fresh_presence(&self) -> Option<Outgoing> {
+        if self.left.load(Ordering::Acquire) {
+            return None;
+        }
+        let presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        bump(&self.counters.announces);
+        bump(&self.counters.published);
+        match self.build(ContentKind::Presence, None, &presence) {
+            Ok(outgoing) => Some(outgoing),
+            Err(error) => {
+                tracing::warn!(%error, "cannot refresh the presence");
+                None
+            }
+        }
+    }
+
+    pub(super) fn active_relays(&self) -> usize {
+        let relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        relays
+            .iter()
+            .filter(|r| {
+                r.health
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_active()
+            })
+            .count()
+    }
+
+    pub(super) fn start_relay(self: &Arc<Self>, url: &str) {
+        let (commands, receiver) = mpsc::channel(self.config.relay_queue);
+        let health = Arc::new(Mutex::new(RelayHealth::new(url)));
+        let me = wire::peer_tag(&self.topic, &self.peer);
+        let filter = Filter::new()
+            .kind(self.kind)
+            .custom_tags(SingleLetterTag::LOWERCASE_X, [self.room_tag.clone(), me])
+            .since(Timestamp::now() - Duration::from_secs(10));
+        let weak = Arc::downgrade(self);
+        let presence: PresenceSource =
+            Arc::new(move || weak.upgrade().and_then(|shared| shared.fresh_presence()));
+        let worker = Worker {
+            url: url.to_owned(),
+            subscription: SubscriptionId::new(format!(
+                "genos-{}",
+                hex::encode(rand::random::<[u8; 8]>())
+            )),
+            filter,
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            health: health.clone(),
+            incoming: self.incoming.clone(),
+            subscribed: self.subscribed.clone(),
+            presence,
+            commands: receiver,
+        };
+        tokio::spawn(worker.run());
+        self.relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(RelayHandle { commands, health });
+    }
+}
+
+/// Re-announces on the etiquette schedule while the session lives.
+pub(super) async fn announcer(shared: std::sync::Weak<Shared>) {
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let reset_notify = strong.announce_reset.clone();
+        let reset = reset_notify.notified();
+        let schedule = {
+            let mut offsets = strong.config.announce_burst.clone();
+            offsets.sort();
+            offsets
+        };
+        let interval = strong.config.announce_interval;
+        drop(strong);
+        tokio::pin!(reset);
+        let start = tokio::time::Instant::now();
+        let mut next = schedule.into_iter();
+        let mut steady_at = None;
+        loop {
+            let at = match next.next() {
+                Some(offset) => start + offset,
+                None => {
+                    let last = steady_at.unwrap_or(tokio::time::Instant::now());
+                    let at = last + interval;
+                    steady_at = Some(at);
+                    at
+                }
+            };
+            tokio::select! {
+                () = &mut reset => break,
+                () = tokio::time::sleep_until(at) => {
+                    let Some(strong) = shared.upgrade() else { return };
+                    if strong.left.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Some(outgoing) = strong.fresh_presence() {
+                        // fresh_presence counted it as published already.
+                        let relays = strong.relays.lock().unwrap_or_else(|p| p.into_inner());
+                        for relay in relays.iter() {
+                            let _ = relay.commands.try_send(Command::Publish(outgoing.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// After a jittered delay: refreshes the extended list from the directory (when configured,
+/// saving it to the cache file), then connects to relays from it until enough are active,
+/// and later replaces muted relays from what is left of it.
+pub(super) async fn extend(
+    shared: std::sync::Weak<Shared>,
+    initial: Vec<String>,
+    cached: Vec<String>,
+) {
+    let Some(strong) = shared.upgrade() else {
+        return;
+    };
+    let config = strong.config.clone();
+    drop(strong);
+    let (low, high) = config.background_delay;
+    let delay = if high > low {
+        low + (high - low).mul_f64(rand::random::<f64>())
+    } else {
+        low
+    };
+    tokio::time::sleep(delay).await;
+    let mut known = cached;
+    if let Some(url) = &config.directory_url {
+        match fetch_relay_directory(url, config.connect_timeout).await {
+            Ok(listed) => {
+                for relay in listed {
+                    if !known.contains(&relay) {
+                        known.push(relay);
+                    }
+                }
+                if let Some(path) = &config.relay_cache
+                    && let Err(error) = write_relay_cache(path, &known)
+                {
+                    tracing::warn!(%error, path = %path.display(), "cannot write the relay cache");
+                }
+            }
+            Err(error) => tracing::info!(%error, "relay directory refresh failed"),
+        }
+    }
+    let mut candidates: Vec<String> = known
+        .into_iter()
+        .filter(|url| !initial.contains(url))
+        .collect();
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        if strong.left.load(Ordering::Acquire) {
+            return;
+        }
+        while strong.active_relays() < config.redundancy && !candidates.is_empty() {
+            let url = candidates.remove(0);
+            tracing::debug!(%url, "dialling a relay from the extended list");
+            strong.start_relay(&url);
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        drop(strong);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
