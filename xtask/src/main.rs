@@ -255,6 +255,24 @@ fn deny() -> Result<(), String> {
 /// The same steps as `.ci/run`, minus installing tools.
 fn ci() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--", "--check"])?;
+    vendor::vendor(&["--check".to_owned()])?;
+    for krate in [
+        "genos-crypto",
+        "genos-signal",
+        "genos-transport",
+        "genos-cellmesh",
+        "genos-room",
+        "genos",
+        "genos-cli",
+    ] {
+        run("cargo", &["check", "--quiet", "-p", krate, "--all-targets"])?;
+    }
+    for krate in ["genos-signal", "genos-transport", "genos"] {
+        run(
+            "cargo",
+            &["check", "--quiet", "-p", krate, "--no-default-features"],
+        )?;
+    }
     run(
         "cargo",
         &[
