@@ -12,7 +12,7 @@
 
 mod vendor;
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -80,15 +80,7 @@ fn sim(rest: &[String]) -> Result<(), String> {
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
     println!("$ {program} {}", args.join(" "));
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{program} {} failed with {status}", args.join(" ")))
-    }
+    vendor::run_in(".", program, args)
 }
 
 /// Runs benchmarks and prints each result beside its same-run baseline as a markdown table.

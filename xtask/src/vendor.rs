@@ -221,7 +221,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run_in(dir: impl AsRef<Path>, program: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn run_in(dir: impl AsRef<Path>, program: &str, args: &[&str]) -> Result<(), String> {
     let status = Command::new(program)
         .args(args)
         .current_dir(dir)

@@ -197,13 +197,29 @@ impl FrameCodec {
     }
 
     /// Seals `buffer` (reserved envelope header, then the plaintext) as frame `seq`.
-    fn seal_buffer(&self, seq: u64, mut buffer: Vec<u8>) -> Result<Bytes, RoomError> {
-        let extra = position(&self.remote, seq);
-        let context = Context::new(Purpose::Data, self.local).with_extra(&extra);
+    fn seal_buffer(&self, seq: u64, buffer: Vec<u8>) -> Result<Bytes, RoomError> {
+        self.seal_at(&position(&self.remote, seq), buffer)
+            .map(Bytes::from)
+    }
+
+    /// Seals `buffer` (reserved envelope header, then the plaintext) for the remote peer
+    /// with `extra` as the context's extra part.
+    fn seal_at(&self, extra: &[u8], mut buffer: Vec<u8>) -> Result<Vec<u8>, RoomError> {
+        let context = Context::new(Purpose::Data, self.local).with_extra(extra);
         self.key
             .seal_in_place(&context, &mut buffer)
             .map_err(RoomError::Seal)?;
-        Ok(Bytes::from(buffer))
+        Ok(buffer)
+    }
+
+    /// Opens what the remote peer sealed for us with `extra`; returns the plaintext.
+    fn open_at(&self, extra: &[u8], mut buffer: BytesMut) -> Result<Bytes, FrameError> {
+        let context = Context::new(Purpose::Data, self.remote).with_extra(extra);
+        let range = self
+            .key
+            .open_in_place(&context, &mut buffer)
+            .map_err(|_| FrameError::Unauthentic)?;
+        Ok(buffer.freeze().slice(range))
     }
 
     /// Encodes a datagram's header once (its length bounds the payload).
@@ -231,11 +247,7 @@ impl FrameCodec {
         let mut buffer = SealKey::buffer(encoded_header.len() + data.len());
         buffer.extend_from_slice(encoded_header);
         buffer.extend_from_slice(data);
-        let extra = datagram_position(&self.remote, seq);
-        let context = Context::new(Purpose::Data, self.local).with_extra(&extra);
-        self.key
-            .seal_in_place(&context, &mut buffer)
-            .map_err(RoomError::Seal)?;
+        let buffer = self.seal_at(&datagram_position(&self.remote, seq), buffer)?;
         let mut frame = Vec::with_capacity(DATAGRAM_SEQ_LEN + buffer.len());
         frame.extend_from_slice(&seq.to_be_bytes());
         frame.extend_from_slice(&buffer);
@@ -250,16 +262,9 @@ impl FrameCodec {
             .and_then(|b| b.try_into().ok())
             .ok_or(FrameError::Unauthentic)?;
         let seq = u64::from_be_bytes(seq_bytes);
-        let mut buffer = BytesMut::from(frame.get(DATAGRAM_SEQ_LEN..).unwrap_or_default());
-        let extra = datagram_position(&self.local, seq);
-        let context = Context::new(Purpose::Data, self.remote).with_extra(&extra);
-        let range = self
-            .key
-            .open_in_place(&context, &mut buffer)
-            .map_err(|_| FrameError::Unauthentic)?;
-        let plain = buffer.freeze().slice(range);
-        let (header, rest) = postcard::take_from_bytes::<Header<'_>>(&plain)
-            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let buffer = BytesMut::from(frame.get(DATAGRAM_SEQ_LEN..).unwrap_or_default());
+        let plain = self.open_at(&datagram_position(&self.local, seq), buffer)?;
+        let (header, rest) = decode_header(&plain)?;
         match header {
             Header::Datagram {
                 channel,
@@ -278,19 +283,12 @@ impl FrameCodec {
 
     /// Opens frame number `seq` that the remote peer sent to us.
     pub(crate) fn open(&self, seq: u64, sealed: Bytes) -> Result<Frame, FrameError> {
-        let mut buffer = match sealed.try_into_mut() {
+        let buffer = match sealed.try_into_mut() {
             Ok(unique) => unique,
             Err(shared) => BytesMut::from(&shared[..]),
         };
-        let extra = position(&self.local, seq);
-        let context = Context::new(Purpose::Data, self.remote).with_extra(&extra);
-        let range = self
-            .key
-            .open_in_place(&context, &mut buffer)
-            .map_err(|_| FrameError::Unauthentic)?;
-        let plain = buffer.freeze().slice(range);
-        let (header, rest) = postcard::take_from_bytes::<Header<'_>>(&plain)
-            .map_err(|e| FrameError::Malformed(e.to_string()))?;
+        let plain = self.open_at(&position(&self.local, seq), buffer)?;
+        let (header, rest) = decode_header(&plain)?;
         Ok(match header {
             Header::Heartbeat => Frame::Heartbeat,
             Header::Ping { nonce } => Frame::Ping(nonce),
@@ -330,6 +328,11 @@ impl<'a> From<ChunkHeader<'a>> for Header<'a> {
             meta: h.meta,
         }
     }
+}
+
+/// A plaintext's header and what follows it.
+fn decode_header(plain: &Bytes) -> Result<(Header<'_>, &[u8]), FrameError> {
+    postcard::take_from_bytes::<Header<'_>>(plain).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
 /// The extra context of a datagram: recipient id, sequence number and a marker, so a

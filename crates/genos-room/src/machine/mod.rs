@@ -240,12 +240,8 @@ impl RoomMachine {
                     self.count(Counter::PeersRefused);
                 }
             }
-            Some(Role::Answerer) => {
-                if !self.attempts.contains_key(&peer) {
-                    self.hello(peer, now);
-                }
-            }
-            None => {}
+            Some(Role::Answerer) if !self.attempts.contains_key(&peer) => self.hello(peer, now),
+            Some(Role::Answerer) | None => {}
         }
     }
 
