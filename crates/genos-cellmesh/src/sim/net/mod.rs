@@ -1,0 +1,415 @@
+//! The simulated network: events, links, topics, crashes, and the tracking of broadcasts.
+//!
+//! Peer indices here come from the simulator's own tables (never from a message or a
+//! file), so indexing by them cannot go out of range.
+#![allow(clippy::indexing_slicing)]
+
+mod engine;
+mod traffic;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::report::Histogram;
+use super::scenario::Scenario;
+use crate::keyhash::{KeyMap, key_map};
+use crate::plan::mix64;
+use crate::{
+    Delivery, FrameAuth, Input, LinkRole, MeshTopic, Output, Overlay, OverlayConfig, PeerKey,
+    SimAuth,
+};
+
+/// The simulator's deterministic random source (splitmix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A source seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(mix64(seed))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+
+    /// Uniform in `0..bound` (0 when `bound` is 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            0
+        } else {
+            self.next_u64() % bound
+        }
+    }
+}
+
+/// Timing of the simulated network.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct NetConfig {
+    /// One-way latency, microseconds.
+    pub latency_us: u64,
+    /// Extra random latency per message, up to this many microseconds.
+    pub jitter_us: u64,
+    /// Time to notice a crashed peer's links down, microseconds.
+    pub detect_us: u64,
+}
+
+impl NetConfig {
+    /// Latency, jitter and crash detection delay in milliseconds.
+    pub fn new(latency_ms: u64, jitter_ms: u64, detect_ms: u64) -> Self {
+        Self {
+            latency_us: latency_ms * 1_000,
+            jitter_us: jitter_ms * 1_000,
+            detect_us: detect_ms * 1_000,
+        }
+    }
+
+    /// From a scenario's milliseconds.
+    pub fn from_scenario(scenario: &Scenario) -> Self {
+        Self {
+            latency_us: scenario.latency_ms * 1_000,
+            jitter_us: scenario.jitter_ms * 1_000,
+            detect_us: scenario.detect_ms * 1_000,
+        }
+    }
+}
+
+/// Kept small (the queue holds millions): frequent inputs get their own compact variants,
+/// the rest are boxed.
+#[derive(Debug)]
+enum Event {
+    Input {
+        peer: usize,
+        input: Box<Input>,
+    },
+    Tick {
+        peer: usize,
+    },
+    Announced {
+        to: usize,
+        from: usize,
+        topic: MeshTopic,
+        cells: u32,
+        epoch: u32,
+        count: u32,
+    },
+    Message {
+        from: usize,
+        to: usize,
+        message: Bytes,
+    },
+    Establish {
+        a: usize,
+        b: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    Opening,
+    Up,
+}
+
+struct SimPeer<A> {
+    key: PeerKey,
+    overlay: Overlay<A>,
+    /// Started and neither crashed nor left.
+    alive: bool,
+    started: bool,
+    /// When it started (simulated microseconds).
+    started_at: u64,
+    /// Crashed or left: never starts again.
+    gone: bool,
+    // Ordered: a crash schedules its link-downs in the same order every run.
+    topics: BTreeSet<MeshTopic>,
+    adjacent: BTreeSet<usize>,
+}
+
+/// What a relay keeps of an announce: (when, cells, epoch, count).
+type StoredAnnounce = (u64, u32, u32, u32);
+
+/// How complete the overlay is, from the simulator's view of links.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Distinct cell counts among live peers (1 when they agree).
+    pub cell_counts: usize,
+    /// Pairs of live cell mates without a link.
+    pub missing_intra: usize,
+    /// Pairs of cells with no link between them.
+    pub unbridged_pairs: usize,
+    /// Fewest links between any pair of cells.
+    pub min_bridges: Option<usize>,
+}
+
+/// Per-broadcast bookkeeping.
+struct Tracked {
+    /// Peers that should get it: alive and settled (see [`Net::set_settle`]) when it was sent.
+    eligible: Vec<bool>,
+    payload: Bytes,
+    corrupted: bool,
+    sent_at: u64,
+    delivered: Vec<bool>,
+    count: usize,
+    last_at: u64,
+    max_hops: u8,
+}
+
+/// Many overlays on a simulated network. `A` is how they sign and seal: [`SimAuth`] for
+/// large runs, [`CryptoAuth`](crate::CryptoAuth) to run the real thing on a few dozen peers.
+pub struct Net<A = SimAuth> {
+    config: NetConfig,
+    base: Instant,
+    now: u64,
+    seq: u64,
+    /// (time, order, slot in `events`): small entries keep the heap fast.
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    events: Vec<Option<Event>>,
+    free: Vec<u32>,
+    /// What a relay remembers of each topic: announcer -> (time, cell count), so a new
+    /// subscriber hears the recent announces at once (replaceable events with an expiry, in
+    /// Nostr terms).
+    announced: HashMap<MeshTopic, BTreeMap<usize, StoredAnnounce>>,
+    announce_memory_us: u64,
+    rng: Rng,
+    peers: Vec<SimPeer<A>>,
+    index: KeyMap<PeerKey, usize>,
+    topics: HashMap<MeshTopic, Vec<usize>>,
+    links: KeyMap<(usize, usize), LinkState>,
+    tracked: KeyMap<(PeerKey, u64), Tracked>,
+    hops: Histogram,
+    directed_delivered: u64,
+    events_processed: u64,
+    settle_us: u64,
+    debug: bool,
+    pub(crate) event_kinds: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl<A> std::fmt::Debug for Net<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("peers", &self.peers.len())
+            .field("now_us", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+impl Net<SimAuth> {
+    /// `peers` overlays with [`SimAuth`] keys drawn from `seed`, none started yet.
+    pub fn new(
+        peers: usize,
+        overlay: &OverlayConfig,
+        room: [u8; 32],
+        config: NetConfig,
+        seed: u64,
+    ) -> Self {
+        Self::with_auth(peers, overlay, room, config, seed, |rng| {
+            let mut key = [0u8; 32];
+            for chunk in key.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+            }
+            SimAuth::new(key)
+        })
+    }
+}
+
+impl<A: FrameAuth> Net<A> {
+    /// `peers` overlays signing and sealing with what `make_auth` returns (it may draw from
+    /// the simulator's random source), none started yet.
+    pub fn with_auth(
+        peers: usize,
+        overlay: &OverlayConfig,
+        room: [u8; 32],
+        config: NetConfig,
+        seed: u64,
+        mut make_auth: impl FnMut(&mut Rng) -> A,
+    ) -> Self {
+        let mut rng = Rng::new(seed);
+        let mut list = Vec::with_capacity(peers);
+        let mut index = key_map(seed);
+        for i in 0..peers {
+            let auth = make_auth(&mut rng);
+            let key = auth.me();
+            index.insert(key, i);
+            list.push(SimPeer {
+                key,
+                overlay: Overlay::new(overlay.clone(), room, auth, rng.next_u64()),
+                alive: false,
+                started: false,
+                started_at: 0,
+                gone: false,
+                topics: BTreeSet::new(),
+                adjacent: BTreeSet::new(),
+            });
+        }
+        Self {
+            config,
+            base: Instant::now(),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            free: Vec::new(),
+            announced: HashMap::new(),
+            announce_memory_us: u64::try_from(overlay.peer_timeout.as_micros()).unwrap_or(u64::MAX),
+            rng,
+            peers: list,
+            index,
+            topics: HashMap::new(),
+            links: key_map(seed),
+            tracked: key_map(seed),
+            hops: Histogram::default(),
+            directed_delivered: 0,
+            events_processed: 0,
+            settle_us: 0,
+            debug: std::env::var_os("GENOS_SIM_DEBUG").is_some(),
+            event_kinds: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Simulated time, microseconds since the start.
+    pub fn now_us(&self) -> u64 {
+        self.now
+    }
+
+    /// Number of peers (alive or not).
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether there are no peers.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Peer `i`'s overlay.
+    pub fn overlay(&self, i: usize) -> Option<&Overlay<A>> {
+        self.peers.get(i).map(|peer| &peer.overlay)
+    }
+
+    /// Peer `i`'s key.
+    pub fn key(&self, i: usize) -> Option<PeerKey> {
+        self.peers.get(i).map(|peer| peer.key)
+    }
+
+    /// Whether peer `i` is alive.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.peers.get(i).is_some_and(|peer| peer.alive)
+    }
+
+    /// Live peers.
+    pub fn alive_count(&self) -> usize {
+        self.peers.iter().filter(|peer| peer.alive).count()
+    }
+
+    /// Events processed so far.
+    pub fn events_processed(&self) -> u64 {
+        self.events_processed
+    }
+
+    /// Open links of peer `i` (simulator's view).
+    pub fn degree(&self, i: usize) -> usize {
+        self.peers.get(i).map_or(0, |peer| {
+            peer.adjacent
+                .iter()
+                .filter(|other| self.links.get(&pair(i, **other)) == Some(&LinkState::Up))
+                .count()
+        })
+    }
+
+    /// Open links of every live peer.
+    pub fn live_degrees(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|i| self.is_alive(*i))
+            .map(|i| self.degree(i))
+            .collect()
+    }
+
+    /// Queues `input` for peer `i` at simulated time `at_us`.
+    pub fn input_at(&mut self, at_us: u64, i: usize, input: Input) {
+        let event = match input {
+            Input::Tick => Event::Tick { peer: i },
+            input => Event::Input {
+                peer: i,
+                input: Box::new(input),
+            },
+        };
+        self.schedule(at_us, event);
+    }
+
+    /// Starts peer `i` at `at_us`.
+    pub fn start_at(&mut self, at_us: u64, i: usize, cells_hint: Option<u32>) {
+        self.input_at(at_us, i, Input::Start { cells_hint });
+    }
+
+    /// Crashes peer `i` now: it goes silent; its links are noticed down after the
+    /// detection delay.
+    pub fn crash(&mut self, i: usize) {
+        let Some(peer) = self.peers.get_mut(i) else {
+            return;
+        };
+        if !peer.alive {
+            return;
+        }
+        peer.alive = false;
+        peer.gone = true;
+        let key = peer.key;
+        let adjacent: Vec<usize> = std::mem::take(&mut peer.adjacent).into_iter().collect();
+        let topics: Vec<MeshTopic> = std::mem::take(&mut peer.topics).into_iter().collect();
+        for topic in topics {
+            if let Some(list) = self.topics.get_mut(&topic) {
+                list.retain(|member| *member != i);
+            }
+        }
+        for other in adjacent {
+            self.links.remove(&pair(i, other));
+            if let Some(peer) = self.peers.get_mut(other) {
+                peer.adjacent.remove(&i);
+            }
+            let at = self.now + self.config.detect_us;
+            self.input_at(at, other, Input::LinkDown { peer: key });
+        }
+    }
+
+    /// Peer `i` leaves gracefully now: it closes its links (the other ends hear at once)
+    /// and its topics.
+    pub fn leave(&mut self, i: usize) {
+        if !self.is_alive(i) {
+            return;
+        }
+        self.feed(i, Input::Leave);
+        if let Some(peer) = self.peers.get_mut(i) {
+            peer.alive = false;
+            peer.gone = true;
+            let topics: Vec<MeshTopic> = std::mem::take(&mut peer.topics).into_iter().collect();
+            for topic in topics {
+                if let Some(list) = self.topics.get_mut(&topic) {
+                    list.retain(|member| *member != i);
+                }
+            }
+        }
+    }
+
+    /// From now on a broadcast counts only peers that started at least `settle_us` before
+    /// it (a newcomer still joining is not expected to get it). Default 0: every live peer.
+    pub fn set_settle(&mut self, settle_us: u64) {
+        self.settle_us = settle_us;
+    }
+
+    /// Peers never started yet (spares a scenario can bring in later).
+    pub fn spares(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|i| self.peers.get(*i).is_some_and(|p| !p.started && !p.gone))
+            .collect()
+    }
+}
