@@ -16,6 +16,7 @@ use support::RelayProcess;
 fn demo_runs_and_reports_every_connection_and_line() {
     let output = Command::new(env!("CARGO_BIN_EXE_genos"))
         .args(["demo", "--peers", "4"])
+        .env_remove("RUST_LOG")
         .output()
         .expect("run genos demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -36,6 +37,10 @@ fn demo_runs_and_reports_every_connection_and_line() {
     );
     assert_eq!(stdout.matches("SHA-256 ok").count(), 3, "{stdout}");
     assert_eq!(stdout.matches(" left").count(), 4, "{stdout}");
+    // Quiet by default: peers leaving are expected, not errors (the embedded relay logged
+    // "Broken pipe" as an ERROR before the CLI's log filter).
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("ERROR"), "{stderr}");
 }
 
 #[test]
