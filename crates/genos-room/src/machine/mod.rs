@@ -361,9 +361,10 @@ impl RoomMachine {
     fn on_connected(&mut self, peer: PeerId, dial: u64) {
         match self.attempts.get_mut(&peer) {
             Some(attempt) if attempt.dial == dial => {
-                if let Stage::Connecting { early } =
-                    std::mem::replace(&mut attempt.stage, Stage::Ready)
-                {
+                // Only a connecting attempt moves on; a repeated report changes nothing.
+                if let Stage::Connecting { early } = &mut attempt.stage {
+                    let early = std::mem::take(early);
+                    attempt.stage = Stage::Ready;
                     self.out
                         .extend(early.into_iter().map(|payload| Action::HandleSignal {
                             peer,
