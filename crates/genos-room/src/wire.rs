@@ -190,10 +190,7 @@ impl FrameCodec {
         encoded_header: &[u8],
         data: &[u8],
     ) -> Result<Bytes, RoomError> {
-        let mut buffer = SealKey::buffer(encoded_header.len() + data.len());
-        buffer.extend_from_slice(encoded_header);
-        buffer.extend_from_slice(data);
-        self.seal_buffer(seq, buffer)
+        self.seal_buffer(seq, plaintext(encoded_header, data))
     }
 
     /// Seals `buffer` (reserved envelope header, then the plaintext) as frame `seq`.
@@ -244,10 +241,8 @@ impl FrameCodec {
         encoded_header: &[u8],
         data: &[u8],
     ) -> Result<Bytes, RoomError> {
-        let mut buffer = SealKey::buffer(encoded_header.len() + data.len());
-        buffer.extend_from_slice(encoded_header);
-        buffer.extend_from_slice(data);
-        let buffer = self.seal_at(&datagram_position(&self.remote, seq), buffer)?;
+        let plain = plaintext(encoded_header, data);
+        let buffer = self.seal_at(&datagram_position(&self.remote, seq), plain)?;
         let mut frame = Vec::with_capacity(DATAGRAM_SEQ_LEN + buffer.len());
         frame.extend_from_slice(&seq.to_be_bytes());
         frame.extend_from_slice(&buffer);
@@ -328,6 +323,14 @@ impl<'a> From<ChunkHeader<'a>> for Header<'a> {
             meta: h.meta,
         }
     }
+}
+
+/// A buffer to seal in place: room for the envelope header, then `header` and `data`.
+fn plaintext(header: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut buffer = SealKey::buffer(header.len() + data.len());
+    buffer.extend_from_slice(header);
+    buffer.extend_from_slice(data);
+    buffer
 }
 
 /// A plaintext's header and what follows it.
