@@ -9,12 +9,12 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use genos_transport::{DataChannel, TransportError};
 
+use crate::FrameError;
 use crate::channel::Message;
-use crate::link::Link;
+use crate::link::{Link, reject};
 use crate::registry::{Queued, Route};
 use crate::shared::Shared;
 use crate::stats::bump;
-use crate::{FrameError, RoomEvent};
 
 /// Datagrams older than this many sequence numbers behind the newest are refused (they
 /// cannot be told from replays).
@@ -93,7 +93,7 @@ pub(crate) async fn read_datagrams<C: DataChannel>(
         let datagram = match link.codec().open_datagram(frame) {
             Ok(datagram) => datagram,
             Err(error) => {
-                reject(&shared, &link, error);
+                reject(&shared, link.peer, error);
                 continue;
             }
         };
@@ -110,7 +110,7 @@ pub(crate) async fn read_datagrams<C: DataChannel>(
                 );
             }
             Seen::Refused => {
-                reject(&shared, &link, FrameError::Unauthentic);
+                reject(&shared, link.peer, FrameError::Unauthentic);
                 continue;
             }
         }
@@ -140,15 +140,6 @@ pub(crate) async fn read_datagrams<C: DataChannel>(
             bump(&shared.counters.datagrams_dropped, 1);
         }
     }
-}
-
-fn reject(shared: &Shared, link: &Link, error: FrameError) {
-    tracing::debug!(peer = %link.peer.short(), %error, "rejected a datagram");
-    bump(&shared.counters.frames_rejected, 1);
-    shared.emit(RoomEvent::FrameRejected {
-        peer: link.peer,
-        error,
-    });
 }
 
 #[cfg(test)]

@@ -463,7 +463,8 @@ async fn hand_over(link: &Link, shared: &Shared, channel: &str, message: Message
     bump(&shared.counters.unopened_dropped, 1);
 }
 
-fn reject(shared: &Shared, peer: PeerId, error: FrameError) {
+/// Counts and reports a frame or datagram from `peer` that was refused; the link goes on.
+pub(crate) fn reject(shared: &Shared, peer: PeerId, error: FrameError) {
     tracing::debug!(peer = %peer.short(), %error, "rejected a frame");
     bump(&shared.counters.frames_rejected, 1);
     shared.emit(RoomEvent::FrameRejected { peer, error });

@@ -294,10 +294,16 @@ impl RoomMachine {
             self.count(Counter::SignalsIgnored);
             return;
         }
-        self.attempts.remove(&peer);
         self.count(Counter::DialsBusy);
+        self.retry_soon(peer, dial, false, now);
+    }
+
+    /// Abandons attempt `dial` (not linked) and dials `peer` again after a short random
+    /// wait; `failed` counts it against the retry budget.
+    fn retry_soon(&mut self, peer: PeerId, dial: u64, failed: bool, now: Instant) {
+        self.attempts.remove(&peer);
         let wait = self.rng.random_range(QUICK_RETRY.0..=QUICK_RETRY.1);
-        self.planner.retry_at(peer, dial, now + wait, false);
+        self.planner.retry_at(peer, dial, now + wait, failed);
         self.retire(peer, dial, false, LeaveReason::Failed, Duration::ZERO);
     }
 
@@ -509,11 +515,8 @@ impl RoomMachine {
         unanswered.sort();
         for (peer, dial) in unanswered {
             tracing::debug!(peer = %peer.short(), dial, "no answer: retrying");
-            self.attempts.remove(&peer);
             self.count(Counter::DialsFailed);
-            let wait = self.rng.random_range(QUICK_RETRY.0..=QUICK_RETRY.1);
-            self.planner.retry_at(peer, dial, now + wait, true);
-            self.retire(peer, dial, false, LeaveReason::Failed, Duration::ZERO);
+            self.retry_soon(peer, dial, true, now);
         }
         let timeout = self.limits.peer_timeout;
         let mut silent: Vec<(PeerId, u64)> = self

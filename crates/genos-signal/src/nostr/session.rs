@@ -79,15 +79,6 @@ impl NostrSession {
         Ok(())
     }
 
-    pub(super) fn build(
-        &self,
-        kind: ContentKind,
-        to: Option<PeerId>,
-        payload: &[u8],
-    ) -> Result<Outgoing, SignalError> {
-        self.handle.shared.build(kind, to, payload)
-    }
-
     pub(super) fn shutdown(&self) {
         stop(&self.handle.shared);
     }
@@ -150,7 +141,10 @@ impl SignalSession for NostrSession {
     async fn announce(&self, presence: Bytes) -> Result<(), SignalError> {
         self.ensure_joined()?;
         self.check_size(&presence)?;
-        let outgoing = self.build(ContentKind::Presence, None, &presence)?;
+        let outgoing = self
+            .handle
+            .shared
+            .build(ContentKind::Presence, None, &presence)?;
         *self
             .handle
             .shared
@@ -166,7 +160,10 @@ impl SignalSession for NostrSession {
     async fn send_to(&self, peer: PeerId, message: Bytes) -> Result<(), SignalError> {
         self.ensure_joined()?;
         self.check_size(&message)?;
-        let outgoing = self.build(ContentKind::Message, Some(peer), &message)?;
+        let outgoing = self
+            .handle
+            .shared
+            .build(ContentKind::Message, Some(peer), &message)?;
         self.handle.shared.publish(outgoing);
         Ok(())
     }
@@ -175,7 +172,7 @@ impl SignalSession for NostrSession {
         if self.handle.shared.left.load(Ordering::Acquire) {
             return Ok(());
         }
-        if let Ok(bye) = self.build(ContentKind::Bye, None, &[]) {
+        if let Ok(bye) = self.handle.shared.build(ContentKind::Bye, None, &[]) {
             self.handle.shared.publish(bye);
         }
         self.shutdown();
