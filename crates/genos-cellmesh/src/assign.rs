@@ -10,7 +10,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::plan::mix64;
+use crate::mix::mix64;
 
 /// How many peers a cell should hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -190,13 +190,13 @@ impl SimAuth {
     fn tag(origin: &PeerKey, parts: &[&[u8]]) -> u64 {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for chunk in origin.chunks(8) {
-            state = crate::plan::mix64(state ^ u64::from_le_bytes(pad8(chunk)));
+            state = crate::mix::mix64(state ^ u64::from_le_bytes(pad8(chunk)));
         }
         for part in parts {
             for chunk in part.chunks(8) {
-                state = crate::plan::mix64(state ^ u64::from_le_bytes(pad8(chunk)));
+                state = crate::mix::mix64(state ^ u64::from_le_bytes(pad8(chunk)));
             }
-            state = crate::plan::mix64(state ^ part.len() as u64);
+            state = crate::mix::mix64(state ^ part.len() as u64);
         }
         state
     }

@@ -7,7 +7,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use crate::plan::mix64;
+use crate::mix::mix64;
 
 /// Builds [`KeyHasher`]s with one secret seed.
 #[derive(Debug, Clone, Copy)]

@@ -39,6 +39,7 @@ mod config;
 mod error;
 mod io;
 mod keyhash;
+mod mix;
 mod overlay;
 mod plan;
 mod seen;

@@ -9,14 +9,7 @@
 //! k(C-1)/S per peer).
 
 use crate::PeerKey;
-
-/// A 64-bit finaliser (splitmix64): cheap, well-mixed scores.
-pub(crate) fn mix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
+use crate::mix::mix64;
 
 /// The seed a peer's bridge scores derive from: bound to the room and the peer's key.
 #[cfg(test)]

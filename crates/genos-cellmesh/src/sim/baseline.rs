@@ -13,9 +13,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::net::Rng;
-use super::report::{Histogram, Stats};
-use crate::plan::mix64;
+use super::rng::Rng;
+use super::stats::{Histogram, Stats};
+use crate::mix::mix64;
 
 /// A layout to compare with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

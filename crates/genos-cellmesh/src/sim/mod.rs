@@ -19,12 +19,16 @@
 mod baseline;
 mod net;
 mod report;
+mod rng;
 mod run;
 mod scenario;
+mod stats;
 
 pub use baseline::{Baseline, BaselineFigures};
-pub use report::{ChurnFigures, Histogram, Report, RunFigures, Stats};
+pub use report::{ChurnFigures, Report, RunFigures};
+pub use rng::Rng;
 pub use scenario::{Scenario, ScenarioError};
+pub use stats::{Histogram, Stats};
 
-pub use net::{Health, Net, NetConfig, Rng};
+pub use net::{Health, Net, NetConfig};
 pub use run::run;

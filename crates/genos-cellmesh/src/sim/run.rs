@@ -7,8 +7,9 @@ use bytes::Bytes;
 
 use super::baseline::Baseline;
 use super::net::{Net, NetConfig};
-use super::report::{Histogram, Report, RunFigures, Stats};
+use super::report::{Report, RunFigures};
 use super::scenario::Scenario;
+use super::stats::{Histogram, Stats};
 use crate::FrameAuth;
 
 fn payload(id: u64, len: usize) -> Bytes {

@@ -13,40 +13,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::report::Histogram;
+use super::rng::Rng;
 use super::scenario::Scenario;
+use super::stats::Histogram;
 use crate::keyhash::{KeyMap, key_map};
-use crate::plan::mix64;
 use crate::{
     Delivery, FrameAuth, Input, LinkRole, MeshTopic, Output, Overlay, OverlayConfig, PeerKey,
     SimAuth,
 };
-
-/// The simulator's deterministic random source (splitmix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A source seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(mix64(seed))
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in `0..bound` (0 when `bound` is 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 {
-            0
-        } else {
-            self.next_u64() % bound
-        }
-    }
-}
 
 /// Timing of the simulated network.
 #[derive(Debug, Clone, Copy)]
