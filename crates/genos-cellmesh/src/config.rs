@@ -51,6 +51,33 @@ pub struct OverlayConfig {
     /// How long the bridge endpoint of slot `j > 0` waits, times `j`, before forwarding a
     /// frame into its cell; it forwards only if no cell mate did first. Default 150 ms.
     pub backup_delay: Duration,
+    /// How often a peer tells two of its links (a bridge and a cell mate, picked anew each
+    /// time) the ids of the broadcasts it accepted since its last digest: lazy repair, so a
+    /// peer the eager path missed (a dead bridge, a lost message) learns what to pull.
+    /// Default 200 ms; `Duration::ZERO` turns repair off.
+    pub digest_interval: Duration,
+    /// How long a peer that hears of a broadcast it lacks waits before pulling it (the eager
+    /// path, backups included, usually comes first), and then between pulls from the next
+    /// peer that offered it (three at most). Default 250 ms.
+    pub repair_wait: Duration,
+    /// How long accepted broadcasts are kept to answer pulls. Default 2 s.
+    pub repair_window: Duration,
+    /// Broadcast frames kept to answer pulls at most, and their bytes at most. At either
+    /// bound the oldest is dropped (a pull for it goes unanswered; the puller asks another
+    /// peer). Default 4,096 frames, 16 MiB.
+    pub max_repair_frames: usize,
+    /// See `max_repair_frames`.
+    pub max_repair_bytes: usize,
+    /// Missing broadcasts waited for at most. At the bound, further ids heard of are ignored
+    /// until some arrive or are given up. Default 4,096.
+    pub max_wanted: usize,
+    /// Ids in one digest or pull at most (about 40 bytes each). A digest at the bound leaves
+    /// the oldest ids out; longer lists received are dropped as malformed. Default 256.
+    pub max_digest_ids: usize,
+    /// How long after a link that never came up (setup failed) the peer is tried again;
+    /// doubled at each further failure, and the peer forgotten after the third (until it
+    /// announces again). Default 2 s.
+    pub retry_backoff: Duration,
     /// Peers remembered at most (own cell and the cells this peer bridges to). At the bound,
     /// announces of unknown peers are ignored (and counted) until entries expire. Default 4,096.
     pub max_roster: usize,
@@ -98,6 +125,14 @@ impl Default for OverlayConfig {
             connect_timeout: Duration::from_secs(15),
             tick_interval: Duration::from_millis(500),
             backup_delay: Duration::from_millis(150),
+            digest_interval: Duration::from_millis(200),
+            repair_wait: Duration::from_millis(250),
+            repair_window: Duration::from_secs(2),
+            max_repair_frames: 4_096,
+            max_repair_bytes: 16 << 20,
+            max_wanted: 4_096,
+            max_digest_ids: 256,
+            retry_backoff: Duration::from_secs(2),
             max_roster: 4_096,
             max_links: 400,
             max_origins: 16_384,

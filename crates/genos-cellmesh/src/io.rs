@@ -129,7 +129,8 @@ pub enum Output {
         /// The bytes.
         message: Bytes,
     },
-    /// Feed [`Input::Tick`] at (or after) this instant.
+    /// Feed [`Input::Tick`] at (or after) this instant, never before: each wake is asked
+    /// for once, and a tick that comes early is taken for an extra one.
     WakeAt(Instant),
     /// A payload for the application.
     Deliver(Delivery),

@@ -214,7 +214,14 @@ fn a_directed_frame_is_opened_by_its_target_only() {
     });
     let frame = sent_to(&outputs, b.key()).pop().unwrap();
     // A forwarder (another room member, same room key) holds the frame but cannot open it.
-    let LinkMessage::Frame(decoded) = wire::decode(frame.clone(), 16).unwrap() else {
+    let LinkMessage::Frame(decoded) = wire::decode(
+        frame.clone(),
+        wire::ListLimits {
+            roster: 16,
+            ids: 16,
+        },
+    )
+    .unwrap() else {
         panic!("not a frame");
     };
     let mut eve = CryptoAuth::new(Identity::generate(), room_key);

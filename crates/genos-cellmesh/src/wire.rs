@@ -1,6 +1,6 @@
 //! The bytes on a link between two overlay peers.
 //!
-//! Three messages, each starting with a tag byte:
+//! Six messages, each starting with a tag byte:
 //!
 //! - **frame** `[1][ttl][hops][kind][origin 32][seq 8][cells 4][origin cell 4][target 32 if
 //!   directed][signature 64][body]`: an application payload on its way
@@ -12,6 +12,12 @@
 //! - **roster** `[3][cells 4][cell 4][count 2][peer 32]*`: the members of a cell a peer knows,
 //!   so a newcomer learns its cell from the first cell mate it meets.
 //!
+//! - **repair** `[4]` then a frame's layout after its tag: a frame sent in answer to a pull
+//!   (the receiver forwards it without a backup delay; see `overlay/repair.rs`).
+//! - **digest** `[5][count 2]([origin 32][seq 8])*`: ids of broadcasts the sender accepted
+//!   lately, so a peer the eager path missed learns what to pull.
+//! - **pull** `[6][count 2]([origin 32][seq 8])*`: the ids of a digest the sender lacks.
+//!
 //! All integers are big-endian. Decoding checks every length and never allocates more than
 //! the message holds.
 
@@ -22,6 +28,12 @@ use crate::{MeshError, PeerKey};
 const TAG_FRAME: u8 = 1;
 const TAG_HELLO: u8 = 2;
 const TAG_ROSTER: u8 = 3;
+const TAG_REPAIR: u8 = 4;
+const TAG_DIGEST: u8 = 5;
+const TAG_PULL: u8 = 6;
+
+/// A broadcast's id: (origin, sequence number).
+pub(crate) type FrameKey = (PeerKey, u64);
 
 /// Length of a signature on a frame.
 pub(crate) const SIGNATURE_LEN: usize = 64;
@@ -167,6 +179,45 @@ pub(crate) enum LinkMessage {
         cell: u32,
         members: Vec<PeerKey>,
     },
+    /// A frame answering a pull.
+    Repair(Frame),
+    Digest(Vec<FrameKey>),
+    Pull(Vec<FrameKey>),
+}
+
+/// A stored frame message turned into a repair answer: tag `repair`, a fresh TTL of 2 (one
+/// hop to the puller, one more into its cell) and one more hop. None if `message` is not a
+/// frame.
+pub(crate) fn repair_from(message: &[u8]) -> Option<Bytes> {
+    if !matches!(message.first(), Some(&(TAG_FRAME | TAG_REPAIR))) || message.len() < 3 {
+        return None;
+    }
+    let mut buf = BytesMut::from(message);
+    let hops = buf.get(2).copied()?.saturating_add(1);
+    if let Some(head) = buf.get_mut(..3) {
+        head.copy_from_slice(&[TAG_REPAIR, 2, hops]);
+    }
+    Some(buf.freeze())
+}
+
+fn encode_ids(tag: u8, ids: &[FrameKey]) -> Bytes {
+    let count = ids.len().min(usize::from(u16::MAX));
+    let mut buf = BytesMut::with_capacity(3 + 40 * count);
+    buf.put_u8(tag);
+    buf.put_u16(u16::try_from(count).unwrap_or(u16::MAX));
+    for (origin, seq) in ids.iter().take(count) {
+        buf.put_slice(origin);
+        buf.put_u64(*seq);
+    }
+    buf.freeze()
+}
+
+pub(crate) fn encode_digest(ids: &[FrameKey]) -> Bytes {
+    encode_ids(TAG_DIGEST, ids)
+}
+
+pub(crate) fn encode_pull(ids: &[FrameKey]) -> Bytes {
+    encode_ids(TAG_PULL, ids)
 }
 
 pub(crate) fn encode_hello(hello: &Hello) -> Bytes {
@@ -250,11 +301,34 @@ impl Reader {
     }
 }
 
+/// Longest lists a link message may carry (longer ones are refused as malformed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListLimits {
+    /// Peers in a roster.
+    pub(crate) roster: usize,
+    /// Ids in a digest or a pull.
+    pub(crate) ids: usize,
+}
+
+fn decode_ids(reader: &mut Reader, max: usize) -> Result<Vec<FrameKey>, MeshError> {
+    let count = usize::from(reader.u16()?);
+    if count > max {
+        return Err(MeshError::Malformed("id list too long"));
+    }
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        ids.push((reader.array::<32>()?, reader.u64()?));
+    }
+    Ok(ids)
+}
+
 /// Decodes one link message. The frame body is a slice of `bytes`, not a copy.
-pub(crate) fn decode(bytes: Bytes, max_roster: usize) -> Result<LinkMessage, MeshError> {
+pub(crate) fn decode(bytes: Bytes, limits: ListLimits) -> Result<LinkMessage, MeshError> {
     let mut reader = Reader { bytes, at: 0 };
     match reader.u8()? {
-        TAG_FRAME => {
+        TAG_DIGEST => Ok(LinkMessage::Digest(decode_ids(&mut reader, limits.ids)?)),
+        TAG_PULL => Ok(LinkMessage::Pull(decode_ids(&mut reader, limits.ids)?)),
+        tag @ (TAG_FRAME | TAG_REPAIR) => {
             let ttl = reader.u8()?;
             let hops = reader.u8()?;
             let kind_byte = reader.u8()?;
@@ -268,7 +342,7 @@ pub(crate) fn decode(bytes: Bytes, max_roster: usize) -> Result<LinkMessage, Mes
                 _ => return Err(MeshError::Malformed("frame kind")),
             };
             let signature = reader.array::<SIGNATURE_LEN>()?;
-            Ok(LinkMessage::Frame(Frame {
+            let frame = Frame {
                 ttl,
                 hops,
                 id: FrameId {
@@ -280,7 +354,12 @@ pub(crate) fn decode(bytes: Bytes, max_roster: usize) -> Result<LinkMessage, Mes
                 },
                 signature,
                 body: reader.rest(),
-            }))
+            };
+            Ok(if tag == TAG_REPAIR {
+                LinkMessage::Repair(frame)
+            } else {
+                LinkMessage::Frame(frame)
+            })
         }
         TAG_HELLO => {
             let role = reader.u8()?;
@@ -304,7 +383,7 @@ pub(crate) fn decode(bytes: Bytes, max_roster: usize) -> Result<LinkMessage, Mes
             let cells = reader.u32()?;
             let cell = reader.u32()?;
             let count = usize::from(reader.u16()?);
-            if count > max_roster {
+            if count > limits.roster {
                 return Err(MeshError::Malformed("roster too long"));
             }
             let mut members = Vec::with_capacity(count);
@@ -326,6 +405,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn limits(n: usize) -> ListLimits {
+        ListLimits { roster: n, ids: n }
+    }
+
     #[test]
     fn frames_round_trip_with_the_body_unchanged() {
         let frame = Frame {
@@ -341,7 +424,7 @@ mod tests {
             signature: [5; 64],
             body: Bytes::from_static(b"\x00\x01binary\xff"),
         };
-        let LinkMessage::Frame(back) = decode(frame.encode(), 16).unwrap() else {
+        let LinkMessage::Frame(back) = decode(frame.encode(), limits(16)).unwrap() else {
             panic!("not a frame");
         };
         assert_eq!(back.id, frame.id);
@@ -352,14 +435,60 @@ mod tests {
     #[test]
     fn rosters_longer_than_the_bound_are_refused() {
         let roster = encode_roster(1, 0, &[[1; 32], [2; 32], [3; 32]]);
-        assert!(decode(roster.clone(), 3).is_ok());
-        assert!(matches!(decode(roster, 2), Err(MeshError::Malformed(_))));
+        assert!(decode(roster.clone(), limits(3)).is_ok());
+        assert!(matches!(
+            decode(roster, limits(2)),
+            Err(MeshError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_repair_is_the_frame_with_a_fresh_ttl_and_one_more_hop() {
+        let frame = Frame {
+            ttl: 1,
+            hops: 3,
+            id: FrameId {
+                kind: FrameKind::Broadcast,
+                origin: [1; 32],
+                seq: 5,
+                cells: 4,
+                origin_cell: 2,
+            },
+            signature: [7; 64],
+            body: Bytes::from_static(b"body"),
+        };
+        let repair = repair_from(&frame.encode()).unwrap();
+        let LinkMessage::Repair(back) = decode(repair, limits(4)).unwrap() else {
+            panic!("not a repair");
+        };
+        assert_eq!(
+            (back.ttl, back.hops, back.id, back.body),
+            (2, 4, frame.id, frame.body)
+        );
+        assert!(repair_from(&encode_digest(&[])).is_none());
+    }
+
+    #[test]
+    fn digests_and_pulls_round_trip_and_are_bounded() {
+        let ids = vec![([1; 32], 9), ([2; 32], u64::MAX)];
+        let LinkMessage::Digest(back) = decode(encode_digest(&ids), limits(2)).unwrap() else {
+            panic!("not a digest");
+        };
+        assert_eq!(back, ids);
+        let LinkMessage::Pull(back) = decode(encode_pull(&ids), limits(2)).unwrap() else {
+            panic!("not a pull");
+        };
+        assert_eq!(back, ids);
+        assert!(matches!(
+            decode(encode_pull(&ids), limits(1)),
+            Err(MeshError::Malformed(_))
+        ));
     }
 
     proptest! {
         #[test]
         fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let _ = decode(Bytes::from(bytes), 8);
+            let _ = decode(Bytes::from(bytes), limits(8));
         }
     }
 }

@@ -77,15 +77,19 @@ impl<A: FrameAuth> Overlay<A> {
             FrameKind::Broadcast => {
                 let message = frame.encode();
                 self.send_to_links(LinkKind::Members, self.me, &message, out);
+                self.keep_for_repair((self.me, id.seq), message, now, out);
             }
         }
         Ok(())
     }
 
+    /// A frame from `from` (`message`: its bytes); `repaired`: sent in answer to a pull.
     pub(super) fn on_frame(
         &mut self,
         from: PeerKey,
         frame: Frame,
+        message: Bytes,
+        repaired: bool,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
@@ -130,8 +134,12 @@ impl<A: FrameAuth> Overlay<A> {
         self.seen.insert(&origin, seq, now);
         match frame.id.kind {
             FrameKind::Broadcast => {
+                if repaired {
+                    self.metrics.repaired += 1;
+                }
                 self.deliver(&frame, false, from, out);
-                self.forward_broadcast(from, &frame, now, out);
+                self.forward_broadcast(from, &frame, repaired, now, out);
+                self.keep_for_repair((origin, seq), message, now, out);
             }
             FrameKind::Direct(target) if target == self.me => {
                 self.deliver(&frame, true, from, out);
@@ -191,10 +199,13 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
+    /// Forwards an accepted broadcast one step along the eager path. A repaired frame (one
+    /// this peer pulled) goes on as if it had come eagerly, without a backup delay.
     pub(super) fn forward_broadcast(
         &mut self,
         from: PeerKey,
         frame: &Frame,
+        repaired: bool,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
@@ -220,7 +231,7 @@ impl<A: FrameAuth> Overlay<A> {
             LinkKind::Bridges
         } else {
             match from_role {
-                LinkRole::Bridge { slot, .. } if slot > 0 => {
+                LinkRole::Bridge { slot, .. } if slot > 0 && !repaired => {
                     delay_slot = Some(slot);
                     LinkKind::Intra
                 }

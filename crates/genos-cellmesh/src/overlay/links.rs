@@ -47,6 +47,7 @@ impl<A: FrameAuth> Overlay<A> {
             link.up = true;
             link.since = now;
         }
+        self.backoff.remove(&peer);
         if cell_mate {
             self.learn(peer, now);
         }

@@ -97,6 +97,13 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     fn insert_known(&mut self, peer: PeerKey, seeds: PeerSeeds, now: Instant) {
+        if self
+            .backoff
+            .get(&peer)
+            .is_some_and(|backoff| !backoff.retrying && now < backoff.until)
+        {
+            return;
+        }
         if self.roster.len() >= self.config.max_roster {
             self.metrics.roster_full += 1;
             return;
@@ -162,12 +169,77 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
+    /// A link closed or failed. One that was up is taken for the peer gone (it is forgotten
+    /// until it announces again). One whose setup failed is left out of the roster for a
+    /// backoff (doubling) and tried again, three times; then the peer is left out until its
+    /// presence would have expired (`peer_timeout`), however often a relay replays it.
+    pub(super) fn on_link_down(&mut self, peer: PeerKey, now: Instant) {
+        self.dirty = true;
+        let was_up = self.links.remove(&peer).is_some_and(|link| link.up);
+        self.roster.remove(&peer);
+        if was_up {
+            return;
+        }
+        self.metrics.setup_failures += 1;
+        if !self.backoff.contains_key(&peer) && self.backoff.len() >= self.config.max_roster {
+            return;
+        }
+        let entry = self.backoff.entry(peer).or_insert(Backoff {
+            failures: 0,
+            until: now,
+            retrying: false,
+        });
+        entry.failures = entry.failures.saturating_add(1);
+        entry.retrying = false;
+        entry.until = if entry.failures >= 3 {
+            now + self.config.peer_timeout
+        } else {
+            let until = now + self.config.retry_backoff * (1u32 << (entry.failures - 1));
+            self.next_retry = Some(self.next_retry.map_or(until, |at| at.min(until)));
+            until
+        };
+    }
+
+    /// Puts the peers whose backoff ended back in the roster for another try; forgets the
+    /// ones given up on whose time is over.
+    pub(super) fn retry_failed(&mut self, now: Instant) {
+        self.next_retry = None;
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        self.backoff.retain(|peer, backoff| {
+            if backoff.retrying {
+                return now < backoff.until + Duration::from_secs(60);
+            }
+            if now < backoff.until {
+                if backoff.failures < 3 {
+                    next = Some(next.map_or(backoff.until, |at| at.min(backoff.until)));
+                }
+                return true;
+            }
+            if backoff.failures >= 3 {
+                return false;
+            }
+            backoff.retrying = true;
+            due.push(*peer);
+            true
+        });
+        self.next_retry = next;
+        for peer in due {
+            self.learn(peer, now);
+        }
+        self.dirty = true;
+    }
+
     pub(super) fn my_cell_size(&self) -> usize {
         self.members.len().max(1)
     }
 
     pub(super) fn expire(&mut self, now: Instant) {
         let timeout = self.config.peer_timeout;
+        // Backoffs whose time is long over (given up on, or retried without news).
+        self.backoff.retain(|_, backoff| {
+            now < backoff.until + timeout || (!backoff.retrying && backoff.failures < 3)
+        });
         let links = &self.links;
         let before = self.roster.len();
         self.roster.retain(|peer, known| {

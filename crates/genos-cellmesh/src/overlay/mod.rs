@@ -19,6 +19,7 @@ use crate::{MeshError, OverlayConfig, PeerKey, assign_cell, cell_count};
 mod frames;
 mod links;
 mod membership;
+mod repair;
 
 const SIGNING_LABEL: &[u8] = b"genos/cellmesh/v1/frame";
 
@@ -44,6 +45,18 @@ pub struct OverlayMetrics {
     pub discovery_received: u64,
     /// Announces ignored because the roster was full.
     pub roster_full: u64,
+    /// Digests sent (lazy repair: ids of recently accepted broadcasts).
+    pub digests_sent: u64,
+    /// Pulls sent for broadcasts heard of but missing.
+    pub pulls_sent: u64,
+    /// Frames sent in answer to pulls.
+    pub repairs_sent: u64,
+    /// Broadcasts this peer got through repair rather than the eager path.
+    pub repaired: u64,
+    /// Bytes of digests, pulls and repair answers sent (part of `bytes_sent`).
+    pub repair_bytes_sent: u64,
+    /// Links whose setup failed (retried after a backoff).
+    pub setup_failures: u64,
 }
 
 /// What a link is for.
@@ -96,6 +109,17 @@ struct Known {
     cell_seed: u64,
     cell: u32,
     last_seen: Instant,
+}
+
+/// A peer whose link setup failed: left out of the roster (and so of every plan) until
+/// `until`, however often its announce is heard (relays replay presence that outlives its
+/// peer).
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    failures: u8,
+    until: Instant,
+    /// Put back in the roster for another try (cleared when it fails again).
+    retrying: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +200,11 @@ pub struct Overlay<A> {
     slots: Vec<(u32, u8)>,
     /// (cells, cell) the slots were computed for.
     slots_for: (u32, u32),
+    repair: repair::RepairState,
+    /// Peers whose link setup failed, bounded by `max_roster`.
+    backoff: KeyMap<PeerKey, Backoff>,
+    /// When the next of them is due to be tried again.
+    next_retry: Option<Instant>,
     metrics: OverlayMetrics,
 }
 
@@ -219,6 +248,9 @@ impl<A: FrameAuth> Overlay<A> {
             is_leader: false,
             slots: Vec::new(),
             slots_for: (0, 0),
+            repair: repair::RepairState::new(hash_seed),
+            backoff: key_map(hash_seed),
+            next_retry: None,
             metrics: OverlayMetrics::default(),
         }
     }
@@ -295,11 +327,7 @@ impl<A: FrameAuth> Overlay<A> {
                 count,
             } => self.on_announce(peer, topic, (epoch, cells), count, now, &mut out),
             Input::LinkUp { peer } => self.on_link_up(peer, now, &mut out),
-            Input::LinkDown { peer } => {
-                self.links.remove(&peer);
-                self.roster.remove(&peer);
-                self.dirty = true;
-            }
+            Input::LinkDown { peer } => self.on_link_down(peer, now),
             Input::Received { from, message } => self.on_message(from, message, now, &mut out),
             Input::Tick => {
                 if self.wake.is_some_and(|wake| now >= wake) {
@@ -417,7 +445,12 @@ impl<A: FrameAuth> Overlay<A> {
             self.drop_frame(from, DropReason::TooLarge, out);
             return;
         }
-        let decoded = match wire::decode(message, self.config.max_roster_message) {
+        let limits = wire::ListLimits {
+            roster: self.config.max_roster_message,
+            ids: self.config.max_digest_ids,
+        };
+        let raw = message.clone();
+        let decoded = match wire::decode(message, limits) {
             Ok(decoded) => decoded,
             Err(_) => {
                 self.drop_frame(from, DropReason::Malformed, out);
@@ -438,12 +471,16 @@ impl<A: FrameAuth> Overlay<A> {
                     }
                 }
             }
-            LinkMessage::Frame(frame) => self.on_frame(from, frame, now, out),
+            LinkMessage::Frame(frame) => self.on_frame(from, frame, raw, false, now, out),
+            LinkMessage::Repair(frame) => self.on_frame(from, frame, raw, true, now, out),
+            LinkMessage::Digest(ids) => self.on_digest(from, ids, now),
+            LinkMessage::Pull(ids) => self.on_pull(from, ids, out),
         }
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.run_due_forwards(now, out);
+        self.run_repair(now, out);
         if self.next_tick.is_none_or(|tick| now < tick) {
             return;
         }
@@ -492,6 +529,9 @@ impl<A: FrameAuth> Overlay<A> {
             }
         }
         self.resize_from_census(now, out);
+        if self.next_retry.is_some_and(|at| now >= at) {
+            self.retry_failed(now);
+        }
         if self.dirty {
             self.replan(now, out);
         }
@@ -500,10 +540,10 @@ impl<A: FrameAuth> Overlay<A> {
 
     fn schedule_wake(&mut self, out: &mut Vec<Output>) {
         let pending = self.pending_order.peek().map(|Reverse((due, ..))| *due);
-        let want = match (self.next_tick, pending) {
-            (Some(tick), Some(due)) => Some(tick.min(due)),
-            (tick, due) => tick.or(due),
-        };
+        let want = [self.next_tick, pending, self.repair.next_wake()]
+            .into_iter()
+            .flatten()
+            .min();
         if let Some(want) = want {
             if self.wake.is_none_or(|wake| want < wake) {
                 self.wake = Some(want);

@@ -296,6 +296,14 @@ pub fn run(scenario: &Scenario) -> Report {
         let tail: Vec<f64> = outcomes.iter().rev().take(10).map(|(_, _, r)| *r).collect();
         figures.after_repair_ratio = Some(tail.iter().sum::<f64>() / tail.len().max(1) as f64);
         figures.crashed = crashed.len();
+        eprintln!(
+            "DEBUG digests {} pulls {} repairs {} repaired {} setup_failures {}",
+            net.sum_metric(|m| m.digests_sent),
+            net.sum_metric(|m| m.pulls_sent),
+            net.sum_metric(|m| m.repairs_sent),
+            net.sum_metric(|m| m.repaired),
+            net.sum_metric(|m| m.setup_failures)
+        );
     }
     if crash_count > 0 {
         phases.push(("crash and repair", phase_start.elapsed().as_secs_f64()));

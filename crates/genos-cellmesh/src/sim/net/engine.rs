@@ -282,8 +282,12 @@ impl<A: FrameAuth> Net<A> {
                 );
             }
             Output::WakeAt(when) => {
-                let at = u64::try_from(when.saturating_duration_since(self.base).as_micros())
-                    .unwrap_or(u64::MAX);
+                // Rounded up: a tick a fraction of a microsecond early would find the overlay
+                // not yet due, and it asks for each wake only once.
+                let since = when.saturating_duration_since(self.base);
+                let at = u64::try_from(since.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .saturating_add(u64::from(since.subsec_nanos() % 1_000 != 0));
                 self.input_at(at.max(self.now), i, Input::Tick);
             }
             Output::Deliver(delivery) => self.record(i, &delivery),
