@@ -14,9 +14,10 @@
 //!
 //! - **repair** `[4]` then a frame's layout after its tag: a frame sent in answer to a pull
 //!   (the receiver forwards it without a backup delay; see `overlay/repair.rs`).
-//! - **digest** `[5][count 2]([origin 32][seq 8])*`: ids of broadcasts the sender accepted
-//!   lately, so a peer the eager path missed learns what to pull.
-//! - **pull** `[6][count 2]([origin 32][seq 8])*`: the ids of a digest the sender lacks.
+//! - **digest** `[5][count 2]([origin tag 8][seq 8])*`: ids of broadcasts the sender accepted
+//!   lately (an origin tag is the first 8 bytes of its key), so a peer the eager path missed
+//!   learns what to pull.
+//! - **pull** `[6][count 2]([origin tag 8][seq 8])*`: the ids of a digest the sender lacks.
 //!
 //! All integers are big-endian. Decoding checks every length and never allocates more than
 //! the message holds.
@@ -32,8 +33,17 @@ const TAG_REPAIR: u8 = 4;
 const TAG_DIGEST: u8 = 5;
 const TAG_PULL: u8 = 6;
 
-/// A broadcast's id: (origin, sequence number).
-pub(crate) type FrameKey = (PeerKey, u64);
+/// A broadcast's id in digests and pulls: (the first 8 bytes of its origin's key, sequence
+/// number). 16 bytes instead of 40; the frame itself still names its origin in full and is
+/// checked against it.
+pub(crate) type ShortId = (u64, u64);
+
+/// The short form of an origin's key used in [`ShortId`]s.
+pub(crate) fn origin_tag(origin: &PeerKey) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(origin.get(..8).unwrap_or(&[0; 8]));
+    u64::from_be_bytes(head)
+}
 
 /// Length of a signature on a frame.
 pub(crate) const SIGNATURE_LEN: usize = 64;
@@ -181,8 +191,8 @@ pub(crate) enum LinkMessage {
     },
     /// A frame answering a pull.
     Repair(Frame),
-    Digest(Vec<FrameKey>),
-    Pull(Vec<FrameKey>),
+    Digest(Vec<ShortId>),
+    Pull(Vec<ShortId>),
 }
 
 /// A stored frame message turned into a repair answer: tag `repair`, a fresh TTL of 2 (one
@@ -200,23 +210,23 @@ pub(crate) fn repair_from(message: &[u8]) -> Option<Bytes> {
     Some(buf.freeze())
 }
 
-fn encode_ids(tag: u8, ids: &[FrameKey]) -> Bytes {
+fn encode_ids(tag: u8, ids: &[ShortId]) -> Bytes {
     let count = ids.len().min(usize::from(u16::MAX));
-    let mut buf = BytesMut::with_capacity(3 + 40 * count);
+    let mut buf = BytesMut::with_capacity(3 + 16 * count);
     buf.put_u8(tag);
     buf.put_u16(u16::try_from(count).unwrap_or(u16::MAX));
     for (origin, seq) in ids.iter().take(count) {
-        buf.put_slice(origin);
+        buf.put_u64(*origin);
         buf.put_u64(*seq);
     }
     buf.freeze()
 }
 
-pub(crate) fn encode_digest(ids: &[FrameKey]) -> Bytes {
+pub(crate) fn encode_digest(ids: &[ShortId]) -> Bytes {
     encode_ids(TAG_DIGEST, ids)
 }
 
-pub(crate) fn encode_pull(ids: &[FrameKey]) -> Bytes {
+pub(crate) fn encode_pull(ids: &[ShortId]) -> Bytes {
     encode_ids(TAG_PULL, ids)
 }
 
@@ -310,14 +320,14 @@ pub(crate) struct ListLimits {
     pub(crate) ids: usize,
 }
 
-fn decode_ids(reader: &mut Reader, max: usize) -> Result<Vec<FrameKey>, MeshError> {
+fn decode_ids(reader: &mut Reader, max: usize) -> Result<Vec<ShortId>, MeshError> {
     let count = usize::from(reader.u16()?);
     if count > max {
         return Err(MeshError::Malformed("id list too long"));
     }
     let mut ids = Vec::with_capacity(count);
     for _ in 0..count {
-        ids.push((reader.array::<32>()?, reader.u64()?));
+        ids.push((reader.u64()?, reader.u64()?));
     }
     Ok(ids)
 }
@@ -470,7 +480,7 @@ mod tests {
 
     #[test]
     fn digests_and_pulls_round_trip_and_are_bounded() {
-        let ids = vec![([1; 32], 9), ([2; 32], u64::MAX)];
+        let ids = vec![(1, 9), (u64::MAX, u64::MAX)];
         let LinkMessage::Digest(back) = decode(encode_digest(&ids), limits(2)).unwrap() else {
             panic!("not a digest");
         };

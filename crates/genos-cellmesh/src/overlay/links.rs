@@ -168,15 +168,18 @@ impl<A: FrameAuth> Overlay<A> {
             seed: self.my_seeds.bridge,
         });
         members.sort_by_key(|member| member.key);
-        self.is_leader = members
-            .iter()
-            .min_by_key(|member| (member.seed, member.key))
-            .is_some_and(|leader| leader.key == self.me);
         // Slots depend only on this cell's members and the cell count: most re-plans (a
         // remote roster changed, a link came up) leave them as they are.
         let settled = self
             .cells_since
             .is_some_and(|since| now.saturating_duration_since(since) >= self.config.bridge_settle);
+        // Only a settled peer may lead: a newcomer that has not heard its cell mates yet
+        // would otherwise post a census of one (or beacon) over the real leader's.
+        self.is_leader = settled
+            && members
+                .iter()
+                .min_by_key(|member| (member.seed, member.key))
+                .is_some_and(|leader| leader.key == self.me);
         if members != self.members || self.slots_for != (cells, my_cell) {
             self.members = members;
             self.slots_for = (0, 0);

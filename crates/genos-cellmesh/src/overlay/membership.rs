@@ -45,7 +45,10 @@ impl<A: FrameAuth> Overlay<A> {
         });
         let first_announce = self.jittered(self.config.announce_interval);
         self.next_announce = Some(now + first_announce);
-        let first_census = self.jittered(self.config.census_interval);
+        // The first census of a view comes soon (once the roster settled), so cell 0's
+        // leader can size the new view from fresh counts; then every census interval.
+        let settle = self.config.bridge_settle;
+        let first_census = settle + self.jittered(settle);
         self.next_census = Some(now + first_census);
         self.dirty = true;
         out.push(Output::Event(OverlayEvent::CellsChanged {
@@ -290,10 +293,16 @@ impl<A: FrameAuth> Overlay<A> {
         let stale = period.mul_f64(2.5);
         self.census
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
-        if !self.is_leader || self.my_cell != 0 || now.saturating_duration_since(since) < period {
+        if !self.is_leader || self.my_cell != 0 {
             return;
         }
-        let Some(estimate) = self.census_estimate() else {
+        // A one-cell room is its leader's roster: no census needed.
+        let estimate = if self.cells == 1 {
+            Some(self.my_cell_size())
+        } else {
+            self.census_estimate()
+        };
+        let Some(estimate) = estimate else {
             return;
         };
         let sizing = self.config.sizing;
@@ -302,7 +311,17 @@ impl<A: FrameAuth> Overlay<A> {
         // a third of the estimate (a 10% crash must not reshuffle every cell).
         let low = cell_count(estimate.saturating_mul(3) / 4, sizing);
         let high = cell_count(estimate.saturating_mul(4) / 3, sizing);
-        if self.cells < low.min(high) || self.cells > low.max(high) {
+        let wrong = self.cells < low.min(high) || self.cells > low.max(high);
+        // Way off (a room forming: twice the cells or more, or half): move once the
+        // view's first census is in; otherwise wait a census interval between moves.
+        let way_off =
+            target >= self.cells.saturating_mul(2) || target.saturating_mul(2) <= self.cells;
+        let hold = if way_off {
+            self.config.bridge_settle * 3
+        } else {
+            period
+        };
+        if wrong && now.saturating_duration_since(since) >= hold {
             self.epoch = self.epoch.saturating_add(1);
             self.set_cells(target, now, out);
             // Tell the room now (this peer may not lead cell 0 of the new view, whose leader

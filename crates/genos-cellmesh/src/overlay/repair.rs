@@ -1,6 +1,7 @@
 //! Lazy repair, in the spirit of Plumtree: the eager path (origin cell -> bridges -> remote
-//! cells) carries every broadcast once; besides it, each peer tells two links (a bridge and
-//! a cell mate, picked anew each time) the ids it accepted lately. A peer that hears of an id
+//! cells) carries every broadcast once; besides it, each peer tells four links (a random
+//! bridge, the two cell mates after it in key order, a ring, and a random cell mate) the ids
+//! it accepted lately, each id in two consecutive digests. A peer that hears of an id
 //! it lacks waits `repair_wait` (the eager path, backups included, usually wins), then pulls
 //! the frame from a peer that offered it, and forwards what it pulled as if it had come
 //! eagerly (a frame from another cell into its own cell, a frame of its own cell over its
@@ -14,13 +15,15 @@
 use std::collections::VecDeque;
 
 use super::*;
-use crate::wire::FrameKey;
+use crate::wire::{ShortId, origin_tag};
 
 /// Answers one kept frame gives at most (a peer pulling it again and again gets nothing
 /// more; honest pullers ask at most three peers once each).
 const MAX_ANSWERS: u8 = 4;
 /// Peers a missing id may be pulled from, in the order they offered it.
 const MAX_SOURCES: usize = 3;
+/// Pulls for one missing id at most.
+const MAX_PULLS: usize = 3;
 
 #[derive(Debug)]
 struct Kept {
@@ -39,15 +42,21 @@ struct Wanted {
 /// The repair state of one peer.
 #[derive(Debug)]
 pub(super) struct RepairState {
-    kept: KeyMap<FrameKey, Kept>,
-    kept_order: VecDeque<(Instant, FrameKey)>,
+    kept: KeyMap<ShortId, Kept>,
+    kept_order: VecDeque<(Instant, ShortId)>,
     kept_bytes: usize,
+    /// Full keys of the origins of kept or seen broadcasts, by tag (bounded like the
+    /// sequence windows; at the bound it starts afresh).
+    origins: KeyMap<u64, PeerKey>,
     /// Ids accepted since the last digest, oldest first.
-    fresh: Vec<FrameKey>,
+    fresh: Vec<ShortId>,
+    /// The ids of the last digest: named once more in the next one (to other links), so a
+    /// peer that missed a frame rarely misses every digest naming it.
+    previous: Vec<ShortId>,
     next_digest: Option<Instant>,
-    wanted: KeyMap<FrameKey, Wanted>,
+    wanted: KeyMap<ShortId, Wanted>,
     /// Due times of `wanted`; entries for ids since resolved stay until their time.
-    wanted_order: BinaryHeap<Reverse<(Instant, PeerKey, u64)>>,
+    wanted_order: BinaryHeap<Reverse<(Instant, u64, u64)>>,
 }
 
 impl RepairState {
@@ -56,7 +65,9 @@ impl RepairState {
             kept: key_map(hash_seed),
             kept_order: VecDeque::new(),
             kept_bytes: 0,
+            origins: key_map(hash_seed),
             fresh: Vec::new(),
+            previous: Vec::new(),
             next_digest: None,
             wanted: key_map(hash_seed),
             wanted_order: BinaryHeap::new(),
@@ -78,26 +89,41 @@ impl<A: FrameAuth> Overlay<A> {
         !self.config.digest_interval.is_zero()
     }
 
+    /// Whether the broadcast `id` names was accepted already (an origin never heard of has
+    /// nothing accepted).
+    fn has_accepted(&self, id: ShortId) -> bool {
+        self.repair
+            .origins
+            .get(&id.0)
+            .is_some_and(|origin| self.seen.check(origin, id.1).is_err())
+    }
+
     /// Remembers an accepted broadcast (as `message`, the bytes it came in) to answer pulls
     /// and to name in the next digest.
     pub(super) fn keep_for_repair(
         &mut self,
-        key: FrameKey,
+        key: (PeerKey, u64),
         message: Bytes,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
         let _ = out;
-        self.repair.wanted.remove(&key);
+        let tag = origin_tag(&key.0);
+        let id = (tag, key.1);
+        self.repair.wanted.remove(&id);
         if !self.repair_on() {
             return;
         }
         let state = &mut self.repair;
+        if !state.origins.contains_key(&tag) && state.origins.len() >= self.config.max_origins {
+            state.origins.clear();
+        }
+        state.origins.insert(tag, key.0);
         state.kept_bytes += message.len();
         if state
             .kept
             .insert(
-                key,
+                id,
                 Kept {
                     message,
                     answers: 0,
@@ -105,14 +131,14 @@ impl<A: FrameAuth> Overlay<A> {
             )
             .is_none()
         {
-            state.kept_order.push_back((now, key));
+            state.kept_order.push_back((now, id));
         }
         self.trim_kept(now);
         let state = &mut self.repair;
         if state.fresh.len() >= self.config.max_digest_ids {
             state.fresh.remove(0);
         }
-        state.fresh.push(key);
+        state.fresh.push(id);
         if state.next_digest.is_none() {
             state.next_digest = Some(now + self.config.digest_interval);
         }
@@ -136,12 +162,13 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     /// A digest from `from`: schedule pulls for the ids this peer lacks.
-    pub(super) fn on_digest(&mut self, from: PeerKey, ids: Vec<FrameKey>, now: Instant) {
+    pub(super) fn on_digest(&mut self, from: PeerKey, ids: Vec<ShortId>, now: Instant) {
         if !self.repair_on() || self.phase != Phase::Running {
             return;
         }
+        let mine = origin_tag(&self.me);
         for key in ids {
-            if key.0 == self.me || self.seen.check(&key.0, key.1).is_err() {
+            if key.0 == mine || self.has_accepted(key) {
                 continue;
             }
             match self.repair.wanted.get_mut(&key) {
@@ -176,7 +203,7 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     /// A pull from `from`: answer with the frames still kept.
-    pub(super) fn on_pull(&mut self, from: PeerKey, ids: Vec<FrameKey>, out: &mut Vec<Output>) {
+    pub(super) fn on_pull(&mut self, from: PeerKey, ids: Vec<ShortId>, out: &mut Vec<Output>) {
         for key in ids {
             let Some(kept) = self.repair.kept.get_mut(&key) else {
                 continue;
@@ -200,35 +227,55 @@ impl<A: FrameAuth> Overlay<A> {
         }
         self.trim_kept(now);
         if self.repair.next_digest.is_some_and(|at| now >= at) {
-            self.repair.next_digest = None;
-            let ids = std::mem::take(&mut self.repair.fresh);
+            let fresh = std::mem::take(&mut self.repair.fresh);
+            let mut ids = std::mem::replace(&mut self.repair.previous, fresh.clone());
+            ids.extend(fresh);
+            let max = self.config.max_digest_ids.max(1);
+            if ids.len() > max {
+                ids.drain(..ids.len() - max);
+            }
+            // Keep the timer going while the last ids still wait for their second digest.
+            self.repair.next_digest =
+                (!self.repair.previous.is_empty()).then(|| now + self.config.digest_interval);
             if !ids.is_empty() {
                 self.send_digest(&ids, out);
             }
         }
-        let mut pulls: Vec<(PeerKey, Vec<FrameKey>)> = Vec::new();
+        let mut pulls: Vec<(PeerKey, Vec<ShortId>)> = Vec::new();
         while let Some(Reverse((due, origin, seq))) = self.repair.wanted_order.peek().copied() {
             if due > now {
                 break;
             }
             self.repair.wanted_order.pop();
             let key = (origin, seq);
-            let Some(wanted) = self.repair.wanted.get_mut(&key) else {
-                continue;
-            };
-            if wanted.due != due {
+            if self
+                .repair
+                .wanted
+                .get(&key)
+                .is_none_or(|wanted| wanted.due != due)
+            {
                 continue;
             }
-            if self.seen.check(&origin, seq).is_err() {
+            if self.has_accepted(key) {
                 self.repair.wanted.remove(&key);
                 continue;
             }
+            let Some(wanted) = self.repair.wanted.get_mut(&key) else {
+                continue;
+            };
             // Ask the next peer that offered it over a link still up, then wait again.
             let links = &self.links;
             let mut source = None;
-            while let Some(peer) = wanted.sources.get(wanted.tries).copied() {
+            // Three pulls at most, going round the peers that offered it (a pull or its
+            // answer may be lost).
+            while wanted.tries < MAX_PULLS {
+                let peer = wanted
+                    .sources
+                    .get(wanted.tries % wanted.sources.len().max(1))
+                    .copied();
                 wanted.tries += 1;
-                if links.get(&peer).is_some_and(|link| link.up) {
+                if let Some(peer) = peer.filter(|peer| links.get(peer).is_some_and(|link| link.up))
+                {
                     source = Some(peer);
                     break;
                 }
@@ -255,33 +302,49 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// One digest to a random bridge and a random cell mate (two of either if the other
-    /// kind is missing).
-    fn send_digest(&mut self, ids: &[FrameKey], out: &mut Vec<Output>) {
+    /// One digest to a random bridge, to the two cell mates that follow this peer in key
+    /// order (a ring: every peer hears each id from its two predecessors, so a peer that
+    /// missed a frame is all but sure to hear of it), and to one cell mate at random.
+    fn send_digest(&mut self, ids: &[ShortId], out: &mut Vec<Output>) {
         let cache = self.link_cache();
-        let mut targets: Vec<PeerKey> = Vec::with_capacity(2);
-        let pick = |list: &[PeerKey], fraction: f64| -> Option<PeerKey> {
-            let index = (fraction * list.len() as f64) as usize;
-            list.get(index.min(list.len().saturating_sub(1))).copied()
-        };
-        let (a, b) = (self.random_fraction(), self.random_fraction());
-        match (cache.bridges.is_empty(), cache.intra.is_empty()) {
-            (false, false) => {
-                targets.extend(pick(&cache.bridges, a));
-                targets.extend(pick(&cache.intra, b));
+        let mut targets: Vec<PeerKey> = Vec::with_capacity(3);
+        if !cache.bridges.is_empty() {
+            let index = (self.random_fraction() * cache.bridges.len() as f64) as usize;
+            targets.extend(cache.bridges.get(index.min(cache.bridges.len() - 1)));
+        }
+        self.link_cache = Some(cache);
+        let mine = self
+            .members
+            .iter()
+            .position(|member| member.key == self.me)
+            .unwrap_or(0);
+        let count = self.members.len();
+        let ring_end = targets.len() + 2;
+        for step in 1..count {
+            if targets.len() >= ring_end {
+                break;
             }
-            (false, true) | (true, false) => {
-                let list = if cache.bridges.is_empty() {
-                    &cache.intra
-                } else {
-                    &cache.bridges
-                };
-                targets.extend(pick(list, a));
-                if let Some(other) = pick(list, b).filter(|peer| !targets.contains(peer)) {
-                    targets.push(other);
+            let Some(member) = self.members.get((mine + step) % count) else {
+                break;
+            };
+            let up = self
+                .links
+                .get(&member.key)
+                .is_some_and(|link| link.up && link.role == LinkRole::Intra);
+            if up {
+                targets.push(member.key);
+            }
+        }
+        // And one cell mate at random: a peer whose two predecessors crashed together
+        // (unnoticed for seconds) still hears of what it missed.
+        let cache = self.link_cache();
+        if !cache.intra.is_empty() {
+            let index = (self.random_fraction() * cache.intra.len() as f64) as usize;
+            if let Some(peer) = cache.intra.get(index.min(cache.intra.len() - 1)) {
+                if !targets.contains(peer) {
+                    targets.push(*peer);
                 }
             }
-            (true, true) => {}
         }
         self.link_cache = Some(cache);
         if targets.is_empty() {

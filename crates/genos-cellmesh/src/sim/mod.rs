@@ -30,5 +30,5 @@ pub use rng::Rng;
 pub use scenario::{Scenario, ScenarioError};
 pub use stats::{Histogram, Stats};
 
-pub use net::{Health, Net, NetConfig};
+pub use net::{Health, Net, NetConfig, RelayCounters};
 pub use run::run;

@@ -45,11 +45,31 @@ pub fn run(scenario: &Scenario) -> Report {
     let window = scenario.join_window_ms * 1_000;
     for i in 0..scenario.peers {
         let at = net.random_u64_below(window + 1);
-        net.start_at(at, i, scenario.warm.then_some(cells));
+        net.start_at(at, i, (!scenario.cold_start).then_some(cells));
     }
     let second = 1_000_000u64;
     let warm_end = scenario.warmup_s * second;
-    net.run_until(warm_end);
+    let restart_at = (scenario.relay_restart_s > 0).then_some(scenario.relay_restart_s * second);
+    // Cold start: check every 5 simulated seconds, once everyone arrived, whether the room
+    // converged (one view, every cell link and bridge up).
+    let mut converged_s = None;
+    let mut t = 0;
+    let poll = 5 * second;
+    while t < warm_end {
+        let from = t;
+        t = (t + poll).min(warm_end);
+        if let Some(at) = restart_at.filter(|at| *at > from && *at <= t) {
+            net.run_until(at);
+            net.restart_relay();
+        }
+        net.run_until(t);
+        if scenario.cold_start && converged_s.is_none() && t >= window {
+            let health = net.health();
+            if health.cell_counts == 1 && health.missing_intra == 0 && health.unbridged_pairs == 0 {
+                converged_s = Some(t as f64 / second as f64);
+            }
+        }
+    }
     let mut phases = vec![("join and warm-up", started.elapsed().as_secs_f64())];
     let steady_start = Instant::now();
     let mut phase_start = Instant::now();
@@ -61,8 +81,16 @@ pub fn run(scenario: &Scenario) -> Report {
     }
     // A quiet stretch to measure the discovery load of a formed overlay.
     let before_discovery = net.sum_metric(|m| m.discovery_received);
+    let before_relay = net.relay_counters().published;
     let steady_end = warm_end + scenario.steady_s * second;
+    if let Some(at) = restart_at.filter(|at| *at > warm_end && *at <= steady_end) {
+        net.run_until(at);
+        net.restart_relay();
+    }
     net.run_until(steady_end);
+    let relay_events_per_peer_min = (net.relay_counters().published - before_relay) as f64
+        / net.alive_count().max(1) as f64
+        / (scenario.steady_s.max(1) as f64 / 60.0);
     let discovery_per_peer_per_min = (net.sum_metric(|m| m.discovery_received) - before_discovery)
         as f64
         / net.alive_count().max(1) as f64
@@ -72,13 +100,20 @@ pub fn run(scenario: &Scenario) -> Report {
     let before_forwarded = net.sum_metric(|m| m.forwarded);
     let before_delivered = net.sum_metric(|m| m.delivered);
     let before_bytes = net.sum_metric(|m| m.bytes_sent);
+    let before_repair_bytes = net.sum_metric(|m| m.repair_bytes_sent);
+    let before_digests = net.sum_metric(|m| m.digests_sent);
+    let before_repaired = net.sum_metric(|m| m.repaired);
     net.reset_tracking();
     let spread = (scenario.broadcast_window_s * second) / scenario.broadcasts.max(1) as u64;
     let mut ids = Vec::new();
+    let mut broadcasts_refused = 0;
     for n in 0..scenario.broadcasts {
         let at = warm_end + n as u64 * spread;
         net.run_until(at);
-        ids.extend(net.broadcast_from_random(payload(n as u64, scenario.payload_bytes)));
+        match net.broadcast_from_random(payload(n as u64, scenario.payload_bytes)) {
+            Some(id) => ids.push(id),
+            None => broadcasts_refused += 1,
+        }
     }
     let phase_end = warm_end + scenario.broadcast_window_s * second + 5 * second;
     net.run_until(phase_end);
@@ -112,6 +147,8 @@ pub fn run(scenario: &Scenario) -> Report {
     let duplicates = net.sum_metric(|m| m.duplicates) - before_dup;
     let forwarded = net.sum_metric(|m| m.forwarded) - before_forwarded;
     let degrees = net.live_degrees();
+    let bytes_sent = net.sum_metric(|m| m.bytes_sent) - before_bytes;
+    let repair_bytes = net.sum_metric(|m| m.repair_bytes_sent) - before_repair_bytes;
 
     let mut figures = RunFigures {
         connections: Stats::of(degrees.iter().map(|d| *d as f64)),
@@ -126,9 +163,7 @@ pub fn run(scenario: &Scenario) -> Report {
         duplicates_per_delivery: duplicates as f64 / delivered.max(1) as f64,
         messages_per_broadcast: forwarded as f64 / ids.len().max(1) as f64,
         time_to_full_ms: Stats::of(time_to_full.into_iter()),
-        bytes_sent_per_peer_per_s: (net.sum_metric(|m| m.bytes_sent) - before_bytes) as f64
-            / live
-            / phase_seconds,
+        bytes_sent_per_peer_per_s: bytes_sent as f64 / live / phase_seconds,
         discovery_per_peer_per_min,
         directed_sent: 0,
         directed_delivered: 0,
@@ -141,11 +176,27 @@ pub fn run(scenario: &Scenario) -> Report {
         wall_seconds: 0.0,
         phase_seconds: Vec::new(),
         churn: None,
+        broadcasts_refused,
+        directed_refused: 0,
+        after_crash_sent: 0,
+        after_crash_complete: 0,
+        converged_s,
+        digests_per_peer_per_s: (net.sum_metric(|m| m.digests_sent) - before_digests) as f64
+            / live
+            / phase_seconds,
+        repair_byte_share: repair_bytes as f64 / bytes_sent.max(1) as f64,
+        repaired_fault_free: net.sum_metric(|m| m.repaired) - before_repaired,
+        repaired_after_crash: 0,
+        relay_events_per_peer_min,
+        relay_refused: 0,
+        lost_messages: 0,
+        setup_failures: 0,
+        detect_s: scenario.detect_ms as f64 / 1_000.0,
     };
 
     // Directed sends between random pairs.
     let before_directed = net.directed_delivered();
-    let mut t = phase_end;
+    t = phase_end;
     let mut sent = 0;
     for _ in 0..scenario.directed {
         t += 10_000;
@@ -153,8 +204,12 @@ pub fn run(scenario: &Scenario) -> Report {
         let (Some(a), Some(b)) = (net.random_live(), net.random_live()) else {
             break;
         };
-        if a != b && net.send_now(a, b) {
-            sent += 1;
+        if a != b {
+            if net.send_now(a, b) {
+                sent += 1;
+            } else {
+                figures.directed_refused += 1;
+            }
         }
     }
     if scenario.directed > 0 {
@@ -181,7 +236,8 @@ pub fn run(scenario: &Scenario) -> Report {
             let at = start + n as u64 * step;
             while next_broadcast <= at {
                 net.run_until(next_broadcast);
-                ids.extend(net.broadcast_from_random(payload(n as u64, 64)));
+                // A refused broadcast stays in the list as a failure.
+                ids.push(net.broadcast_from_random(payload(n as u64, 64)));
                 next_broadcast += second;
             }
             net.run_until(at);
@@ -200,8 +256,10 @@ pub fn run(scenario: &Scenario) -> Report {
         net.run_until(t);
         let outcomes: Vec<(usize, usize)> = ids
             .iter()
-            .filter_map(|id| net.broadcast_outcome(id))
-            .map(|(got, live, ..)| (got, live))
+            .map(|id| {
+                id.and_then(|id| net.broadcast_outcome(&id))
+                    .map_or((0, 1), |(got, live, ..)| (got, live))
+            })
             .collect();
         figures.churn = Some(super::report::ChurnFigures {
             departures: churn_events,
@@ -238,21 +296,32 @@ pub fn run(scenario: &Scenario) -> Report {
             net.crash(*i);
         }
         let mut ids = Vec::new();
+        let before_repaired = net.sum_metric(|m| m.repaired);
         let step = second / scenario.after_crash_broadcasts.max(1) as u64;
         for n in 0..scenario.after_crash_broadcasts {
             net.run_until(crash_at + n as u64 * step);
-            ids.extend(net.broadcast_from_random(payload(n as u64, 64)));
+            ids.push(net.broadcast_from_random(payload(n as u64, 64)));
         }
         net.run_until(crash_at + 2 * second);
         if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
-            for id in &ids {
+            for id in ids.iter().flatten() {
                 net.explain_missing(id);
             }
         }
-        let ratios: Vec<f64> = ids
+        // A refused broadcast counts as reaching nobody.
+        let outcomes: Vec<(usize, usize)> = ids
             .iter()
-            .filter_map(|id| net.broadcast_outcome(id))
-            .map(|(got, alive, ..)| got as f64 / alive.max(1) as f64)
+            .map(|id| {
+                id.and_then(|id| net.broadcast_outcome(&id))
+                    .map_or((0, 1), |(got, alive, ..)| (got, alive))
+            })
+            .collect();
+        figures.after_crash_sent = outcomes.len();
+        figures.after_crash_complete = outcomes.iter().filter(|(got, alive)| got == alive).count();
+        figures.repaired_after_crash = net.sum_metric(|m| m.repaired) - before_repaired;
+        let ratios: Vec<f64> = outcomes
+            .iter()
+            .map(|(got, alive)| *got as f64 / (*alive).max(1) as f64)
             .collect();
         figures.after_crash_ratio = Some(ratios.iter().sum::<f64>() / ratios.len().max(1) as f64);
         net.reset_tracking();
@@ -296,19 +365,14 @@ pub fn run(scenario: &Scenario) -> Report {
         let tail: Vec<f64> = outcomes.iter().rev().take(10).map(|(_, _, r)| *r).collect();
         figures.after_repair_ratio = Some(tail.iter().sum::<f64>() / tail.len().max(1) as f64);
         figures.crashed = crashed.len();
-        eprintln!(
-            "DEBUG digests {} pulls {} repairs {} repaired {} setup_failures {}",
-            net.sum_metric(|m| m.digests_sent),
-            net.sum_metric(|m| m.pulls_sent),
-            net.sum_metric(|m| m.repairs_sent),
-            net.sum_metric(|m| m.repaired),
-            net.sum_metric(|m| m.setup_failures)
-        );
     }
     if crash_count > 0 {
         phases.push(("crash and repair", phase_start.elapsed().as_secs_f64()));
     }
     phase_start = Instant::now();
+    figures.relay_refused = net.relay_counters().refused;
+    figures.lost_messages = net.lost();
+    figures.setup_failures = net.sum_metric(|m| m.setup_failures);
     figures.events = net.events_processed();
     figures.wall_seconds = started.elapsed().as_secs_f64();
 

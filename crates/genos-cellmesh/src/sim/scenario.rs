@@ -33,11 +33,45 @@ pub struct Scenario {
     pub jitter_ms: u64,
     /// How long a crash takes to notice (the transport's heartbeat timeout), milliseconds.
     pub detect_ms: u64,
-    /// Peers start knowing the cell count (a room that has been running). With `false` they
-    /// bootstrap from the lobby beacon, or alone.
-    pub warm: bool,
-    /// Peers join spread over this many milliseconds.
+    /// No peer is given the cell count: each bootstraps from the lobby (a stored beacon, or
+    /// alone after a wait), as in a real room. With `false` every peer starts knowing the
+    /// final count (a room that has been running; kinder than reality).
+    pub cold_start: bool,
+    /// Peers arrive spread over this many milliseconds.
     pub join_window_ms: u64,
+    /// Relays store presence (addressable events replaced per author and topic, with an
+    /// expiry): a new subscriber gets the unexpired announces of its topic at once. With
+    /// `false`, announces are ephemeral (heard only by those subscribed when they are sent).
+    pub stored_presence: bool,
+    /// How long a stored announce stays valid (its NIP-40 expiry), seconds. Clients drop
+    /// expired presence themselves (not every relay does).
+    pub presence_expiry_s: u64,
+    /// Events a peer may publish to the relay per minute (nostr-relay-builder's default is
+    /// 60, as a bucket of 60 refilled over a minute); 0 for no limit. Announces beyond it are
+    /// refused (lost); link signaling waits for tokens (the driver paces it).
+    pub relay_events_per_min: u32,
+    /// Relay events each end of a link setup publishes (offer or answer, and its candidates).
+    pub signals_per_link: u32,
+    /// Link setups between two peers that already hold links send their signals through the
+    /// mesh (sealed directed frames) instead of the relay: only a peer's first links cost
+    /// relay events. With `false` every setup goes through the relay and its rate limit.
+    pub signal_via_mesh: bool,
+    /// The relay restarts this many seconds into the run (0 for never): stored presence and
+    /// subscriptions are lost; clients reconnect after `relay_reconnect_ms`, resubscribe and
+    /// publish their presence again; announces in between are lost.
+    pub relay_restart_s: u64,
+    /// How long clients take to reconnect after a relay restart, milliseconds.
+    pub relay_reconnect_ms: u64,
+    /// One-way trips a link setup takes: offer and answer through the relay (4), ICE checks
+    /// (2), DTLS (4), SCTP (2) and the channel open (1) make 13.
+    pub link_setup_trips: u32,
+    /// Fraction of link setups that fail (ICE or DTLS never completes).
+    pub link_failure: f64,
+    /// How long a failed setup takes to be reported, milliseconds.
+    pub link_failure_ms: u64,
+    /// Fraction of frames and repair messages lost on links (a bounded queue shedding, a
+    /// link reset); hellos and rosters are not lost.
+    pub loss: f64,
     /// Simulated seconds before measuring.
     pub warmup_s: u64,
     /// Simulated seconds after warm-up, with no traffic, over which discovery load is measured.
@@ -70,6 +104,8 @@ pub struct Scenario {
     pub fixed_cell: bool,
     /// Render a picture of cells and bridges (only for rooms of up to 400 peers).
     pub picture: bool,
+    /// A wall-clock goal for the whole run, seconds (0 for none): checked by `--check`.
+    pub wall_goal_s: u64,
 }
 
 impl Default for Scenario {
@@ -81,8 +117,19 @@ impl Default for Scenario {
             latency_ms: 20,
             jitter_ms: 20,
             detect_ms: 3_000,
-            warm: true,
+            cold_start: true,
             join_window_ms: 2_000,
+            stored_presence: true,
+            presence_expiry_s: 95,
+            relay_events_per_min: 60,
+            signals_per_link: 2,
+            signal_via_mesh: true,
+            relay_restart_s: 0,
+            relay_reconnect_ms: 2_000,
+            link_setup_trips: 13,
+            link_failure: 0.02,
+            link_failure_ms: 5_000,
+            loss: 0.001,
             warmup_s: 40,
             steady_s: 60,
             broadcasts: 100,
@@ -98,6 +145,7 @@ impl Default for Scenario {
             max_cell: 100,
             fixed_cell: false,
             picture: true,
+            wall_goal_s: 0,
         }
     }
 }
@@ -124,6 +172,17 @@ impl Scenario {
         }
         if !(0.0..=1.0).contains(&self.churn_per_minute) || self.churn_s > 3_600 {
             return invalid("churn_per_minute must be 0 to 1 and churn_s at most an hour");
+        }
+        if !(0.0..=0.5).contains(&self.link_failure) || !(0.0..=0.5).contains(&self.loss) {
+            return invalid("link_failure and loss must be 0 to 0.5");
+        }
+        if self.link_setup_trips > 100 || self.link_failure_ms > 600_000 {
+            return invalid("link_setup_trips at most 100, link_failure_ms at most 10 minutes");
+        }
+        if self.presence_expiry_s > 86_400 || self.relay_reconnect_ms > 600_000 {
+            return invalid(
+                "presence_expiry_s at most a day, relay_reconnect_ms at most 10 minutes",
+            );
         }
         if !(0.0..=0.9).contains(&self.crash_fraction) {
             return invalid("crash_fraction must be 0 to 0.9");

@@ -9,6 +9,138 @@ impl<A: FrameAuth> Net<A> {
         self.config.latency_us + self.rng.below(self.config.jitter_us + 1)
     }
 
+    fn chance(&mut self, probability: f64) -> bool {
+        probability > 0.0 && (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= probability
+    }
+
+    /// Takes `n` tokens from peer `i`'s relay bucket (refilled at the per-minute rate up to
+    /// a minute's worth). `pace`: a driver that waits for them (the tokens may go into debt;
+    /// returns how long to wait); otherwise the event is refused when short (None).
+    fn take_tokens(&mut self, i: usize, n: u32, pace: bool) -> Option<u64> {
+        let per_min = self.config.relay_events_per_min;
+        if per_min == 0 {
+            return Some(0);
+        }
+        let now = self.now;
+        let peer = &mut self.peers[i];
+        let rate_per_us = f64::from(per_min) / 60e6;
+        let elapsed = now.saturating_sub(peer.tokens_at) as f64;
+        peer.tokens = (peer.tokens + elapsed * rate_per_us).min(f64::from(per_min));
+        peer.tokens_at = now;
+        let need = f64::from(n);
+        if peer.tokens >= need {
+            peer.tokens -= need;
+            return Some(0);
+        }
+        if !pace {
+            return None;
+        }
+        peer.tokens -= need;
+        Some((-peer.tokens / rate_per_us).ceil() as u64)
+    }
+
+    /// A relay-signaled setup between `a` and `b` is over (up or failed).
+    fn setup_over(&mut self, a: usize, b: usize, relay: bool) {
+        if relay {
+            for end in [a, b] {
+                let peer = &mut self.peers[end];
+                peer.relay_setups = peer.relay_setups.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Issues the connects peer `i`'s driver held back (through the mesh if it now holds a
+    /// link, else the next two through the relay).
+    fn release_deferred(&mut self, i: usize) {
+        if !self.peers[i].alive || self.peers[i].deferred.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.peers[i].deferred);
+        for other in held {
+            let key = self.peers[other].key;
+            if self.peers[other].alive || !self.peers[other].gone {
+                self.apply(i, Output::Connect(key));
+            } else {
+                // Gone while held back: the setup fails like any other to a dead peer.
+                let at = self.now + self.config.detect_us;
+                self.input_at(at, i, Input::LinkDown { peer: key });
+            }
+        }
+    }
+
+    fn relay_up(&self) -> bool {
+        self.now >= self.relay_down_until
+    }
+
+    /// Peer `i` publishes its presence on `topic`: stored (replacing its previous one) and
+    /// fanned out to the topic's subscribers, unless refused or the relay is down.
+    fn publish(&mut self, i: usize, topic: MeshTopic, view: (u32, u32, u32)) {
+        let (cells, epoch, count) = view;
+        if !self.relay_up() || self.take_tokens(i, 1, false).is_none() {
+            self.relay.refused += 1;
+            return;
+        }
+        self.relay.published += 1;
+        if self.config.stored_presence {
+            self.announced
+                .entry(topic)
+                .or_default()
+                .insert(i, (self.now, cells, epoch, count));
+        }
+        let subscribers = self.topics.get(&topic).cloned().unwrap_or_default();
+        for subscriber in subscribers {
+            if subscriber != i {
+                // Publisher -> relay -> subscriber.
+                let at = self.now + self.latency() + self.latency();
+                self.relay.delivered += 1;
+                self.schedule(
+                    at,
+                    Event::Announced {
+                        to: subscriber,
+                        from: i,
+                        topic,
+                        cells,
+                        epoch,
+                        count,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The unexpired stored presence of `topic` for a new subscriber `i`.
+    fn replay_stored(&mut self, i: usize, topic: MeshTopic) {
+        if !self.config.stored_presence || !self.relay_up() {
+            return;
+        }
+        let now = self.now;
+        let expiry = self.config.presence_expiry_us;
+        let recent: Vec<(usize, u32, u32, u32)> = self
+            .announced
+            .get(&topic)
+            .into_iter()
+            .flatten()
+            .filter(|(peer, (at, ..))| **peer != i && now.saturating_sub(*at) < expiry)
+            .map(|(peer, (_, cells, epoch, count))| (*peer, *cells, *epoch, *count))
+            .collect();
+        // A stored query: one round trip, then the events.
+        let at = self.now + self.latency() + self.latency();
+        for (peer, cells, epoch, count) in recent {
+            self.relay.delivered += 1;
+            self.schedule(
+                at,
+                Event::Announced {
+                    to: i,
+                    from: peer,
+                    topic,
+                    cells,
+                    epoch,
+                    count,
+                },
+            );
+        }
+    }
+
     pub(super) fn schedule(&mut self, at: u64, event: Event) {
         self.seq += 1;
         let slot = match self.free.pop() {
@@ -65,6 +197,8 @@ impl<A: FrameAuth> Net<A> {
                     _ => "message",
                 },
                 Event::Establish { .. } => "establish",
+                Event::SetupFailed { .. } => "setup failed",
+                Event::RelayBack => "relay back",
             };
             *self.event_kinds.entry(kind).or_default() += 1;
         }
@@ -129,8 +263,40 @@ impl<A: FrameAuth> Net<A> {
                     );
                 }
             }
-            Event::Establish { a, b } => {
+            Event::SetupFailed { a, b, relay } => {
+                self.setup_over(a, b, relay);
                 if self.links.get(&pair(a, b)) != Some(&LinkState::Opening) {
+                    return;
+                }
+                self.links.remove(&pair(a, b));
+                for (me, other) in [(a, b), (b, a)] {
+                    if self.is_alive(me) {
+                        let key = self.peers[other].key;
+                        self.feed(me, Input::LinkDown { peer: key });
+                    }
+                }
+            }
+            Event::RelayBack => {
+                // Every live client resubscribes (nothing stored yet) and publishes its
+                // presence again, which reaches the others' fresh subscriptions.
+                for i in 0..self.peers.len() {
+                    if !self.peers[i].alive {
+                        continue;
+                    }
+                    let published: Vec<(MeshTopic, (u32, u32, u32))> = self.peers[i]
+                        .published
+                        .iter()
+                        .map(|(topic, view)| (*topic, *view))
+                        .collect();
+                    for (topic, view) in published {
+                        self.publish(i, topic, view);
+                    }
+                }
+            }
+            Event::Establish { a, b, relay } => {
+                self.setup_over(a, b, relay);
+                if self.links.get(&pair(a, b)) != Some(&LinkState::Opening) {
+                    self.release_deferred(a);
                     return;
                 }
                 if self.is_alive(a) && self.is_alive(b) {
@@ -143,6 +309,8 @@ impl<A: FrameAuth> Net<A> {
                     let (ka, kb) = (self.peers[a].key, self.peers[b].key);
                     self.feed(a, Input::LinkUp { peer: kb });
                     self.feed(b, Input::LinkUp { peer: ka });
+                    self.release_deferred(a);
+                    self.release_deferred(b);
                 } else {
                     self.links.remove(&pair(a, b));
                     for (me, other) in [(a, b), (b, a)] {
@@ -180,30 +348,7 @@ impl<A: FrameAuth> Net<A> {
             Output::Subscribe(topic) => {
                 if self.peers[i].topics.insert(topic) {
                     self.topics.entry(topic).or_default().push(i);
-                    let now = self.now;
-                    let memory = self.announce_memory_us;
-                    let recent: Vec<(usize, u32, u32, u32)> = self
-                        .announced
-                        .get(&topic)
-                        .into_iter()
-                        .flatten()
-                        .filter(|(peer, (at, ..))| **peer != i && now.saturating_sub(*at) < memory)
-                        .map(|(peer, (_, cells, epoch, count))| (*peer, *cells, *epoch, *count))
-                        .collect();
-                    for (peer, cells, epoch, count) in recent {
-                        let at = self.now + self.latency() + self.latency();
-                        self.schedule(
-                            at,
-                            Event::Announced {
-                                to: i,
-                                from: peer,
-                                topic,
-                                cells,
-                                epoch,
-                                count,
-                            },
-                        );
-                    }
+                    self.replay_stored(i, topic);
                 }
             }
             Output::Unsubscribe(topic) => {
@@ -212,6 +357,7 @@ impl<A: FrameAuth> Net<A> {
                         list.retain(|member| *member != i);
                     }
                 }
+                self.peers[i].published.remove(&topic);
             }
             Output::Announce {
                 topic,
@@ -219,28 +365,8 @@ impl<A: FrameAuth> Net<A> {
                 epoch,
                 count,
             } => {
-                self.announced
-                    .entry(topic)
-                    .or_default()
-                    .insert(i, (self.now, cells, epoch, count));
-                let subscribers = self.topics.get(&topic).cloned().unwrap_or_default();
-                for subscriber in subscribers {
-                    if subscriber != i {
-                        // Publisher -> relay -> subscriber.
-                        let at = self.now + self.latency() + self.latency();
-                        self.schedule(
-                            at,
-                            Event::Announced {
-                                to: subscriber,
-                                from: i,
-                                topic,
-                                cells,
-                                epoch,
-                                count,
-                            },
-                        );
-                    }
-                }
+                self.peers[i].published.insert(topic, (cells, epoch, count));
+                self.publish(i, topic, (cells, epoch, count));
             }
             Output::Connect(peer) => {
                 let Some(&other) = self.index.get(&peer) else {
@@ -250,15 +376,63 @@ impl<A: FrameAuth> Net<A> {
                 if other == i || self.links.contains_key(&key) {
                     return;
                 }
+                let via_mesh = self.config.signal_via_mesh
+                    && !self.peers[i].adjacent.is_empty()
+                    && !self.peers[other].adjacent.is_empty();
+                // The driver signals its first links through the relay, two at a time, and
+                // holds the rest back until a link is up (then they go through the mesh).
+                if self.config.signal_via_mesh && !via_mesh && self.peers[i].relay_setups >= 2 {
+                    if !self.peers[i].deferred.contains(&other) {
+                        self.peers[i].deferred.push(other);
+                    }
+                    return;
+                }
                 self.links.insert(key, LinkState::Opening);
-                // Offer, answer and ICE checks: about three one-way trips.
-                let at = self.now + 3 * self.latency();
-                self.schedule(at, Event::Establish { a: i, b: other });
+                let wait = if via_mesh {
+                    // Offer and answer as directed frames: about two hops each way instead
+                    // of publisher -> relay -> subscriber.
+                    self.latency() + self.latency()
+                } else {
+                    let signals = self.config.signals_per_link;
+                    self.relay.published += 2 * u64::from(signals);
+                    self.peers[i].relay_setups += 1;
+                    self.peers[other].relay_setups += 1;
+                    self.take_tokens(i, signals, true)
+                        .unwrap_or(0)
+                        .max(self.take_tokens(other, signals, true).unwrap_or(0))
+                };
+                let relay = !via_mesh;
+                let mut setup = wait;
+                for _ in 0..self.config.setup_trips {
+                    setup += self.latency();
+                }
+                if self.chance(self.config.link_failure) {
+                    let at = self.now + wait + self.config.link_failure_us;
+                    self.schedule(
+                        at,
+                        Event::SetupFailed {
+                            a: i,
+                            b: other,
+                            relay,
+                        },
+                    );
+                } else {
+                    let at = self.now + setup;
+                    self.schedule(
+                        at,
+                        Event::Establish {
+                            a: i,
+                            b: other,
+                            relay,
+                        },
+                    );
+                }
             }
             Output::Disconnect(peer) => {
                 let Some(&other) = self.index.get(&peer) else {
                     return;
                 };
+                self.peers[i].deferred.retain(|held| *held != other);
                 if self.links.remove(&pair(i, other)).is_some() {
                     self.peers[i].adjacent.remove(&other);
                     self.peers[other].adjacent.remove(&i);
@@ -271,6 +445,12 @@ impl<A: FrameAuth> Net<A> {
                 let Some(&other) = self.index.get(&to) else {
                     return;
                 };
+                // Frames (1), repairs (4), digests (5) and pulls (6) may be lost.
+                let lossy = matches!(message.first(), Some(1 | 4 | 5 | 6));
+                if lossy && self.chance(self.config.loss) {
+                    self.lost += 1;
+                    return;
+                }
                 let at = self.now + self.latency();
                 self.schedule(
                     at,

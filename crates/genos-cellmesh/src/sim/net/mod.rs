@@ -22,7 +22,7 @@ use crate::{
     SimAuth,
 };
 
-/// Timing of the simulated network.
+/// The simulated network: timing, link setup, loss and the relay's rules.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct NetConfig {
@@ -32,24 +32,66 @@ pub struct NetConfig {
     pub jitter_us: u64,
     /// Time to notice a crashed peer's links down, microseconds.
     pub detect_us: u64,
+    /// One-way trips a link setup takes.
+    pub setup_trips: u32,
+    /// Fraction of link setups that fail.
+    pub link_failure: f64,
+    /// Time for a failed setup to be reported, microseconds.
+    pub link_failure_us: u64,
+    /// Fraction of frames and repair messages lost.
+    pub loss: f64,
+    /// Relays store presence (replayed to new subscribers until it expires).
+    pub stored_presence: bool,
+    /// Lifetime of stored presence, microseconds.
+    pub presence_expiry_us: u64,
+    /// Events a peer may publish per minute (0: no limit).
+    pub relay_events_per_min: u32,
+    /// Relay events each end of a link setup publishes.
+    pub signals_per_link: u32,
+    /// Setups between peers that both hold links signal through the mesh.
+    pub signal_via_mesh: bool,
+    /// Time for clients to reconnect after a relay restart, microseconds.
+    pub relay_reconnect_us: u64,
 }
 
 impl NetConfig {
-    /// Latency, jitter and crash detection delay in milliseconds.
+    /// Latency, jitter and crash detection delay in milliseconds; links set up in three
+    /// one-way trips and never fail, nothing is lost, relays store presence for 95 s
+    /// without a rate limit (the kind network of unit tests).
     pub fn new(latency_ms: u64, jitter_ms: u64, detect_ms: u64) -> Self {
         Self {
             latency_us: latency_ms * 1_000,
             jitter_us: jitter_ms * 1_000,
             detect_us: detect_ms * 1_000,
+            setup_trips: 3,
+            link_failure: 0.0,
+            link_failure_us: 5_000_000,
+            loss: 0.0,
+            stored_presence: true,
+            presence_expiry_us: 95_000_000,
+            relay_events_per_min: 0,
+            signals_per_link: 2,
+            signal_via_mesh: false,
+            relay_reconnect_us: 2_000_000,
         }
     }
 
-    /// From a scenario's milliseconds.
+    /// Everything from a scenario.
     pub fn from_scenario(scenario: &Scenario) -> Self {
         Self {
             latency_us: scenario.latency_ms * 1_000,
             jitter_us: scenario.jitter_ms * 1_000,
             detect_us: scenario.detect_ms * 1_000,
+            setup_trips: scenario.link_setup_trips,
+            link_failure: scenario.link_failure,
+            link_failure_us: scenario.link_failure_ms * 1_000,
+            loss: scenario.loss,
+            stored_presence: scenario.stored_presence,
+            presence_expiry_us: scenario.presence_expiry_s * 1_000_000,
+            relay_events_per_min: scenario.relay_events_per_min,
+            signals_per_link: scenario.signals_per_link,
+            signal_via_mesh: scenario.signal_via_mesh,
+            relay_reconnect_us: scenario.relay_reconnect_ms * 1_000,
         }
     }
 }
@@ -81,7 +123,16 @@ enum Event {
     Establish {
         a: usize,
         b: usize,
+        relay: bool,
     },
+    /// A link setup that failed is reported to both ends.
+    SetupFailed {
+        a: usize,
+        b: usize,
+        relay: bool,
+    },
+    /// The relay comes back after a restart: clients resubscribe and publish again.
+    RelayBack,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +154,28 @@ struct SimPeer<A> {
     // Ordered: a crash schedules its link-downs in the same order every run.
     topics: BTreeSet<MeshTopic>,
     adjacent: BTreeSet<usize>,
+    /// Its presence on each topic it announced on (republished after a relay restart).
+    published: BTreeMap<MeshTopic, (u32, u32, u32)>,
+    /// Its relay rate-limit bucket: tokens (may go negative: signaling waits), and when it
+    /// was last refilled.
+    tokens: f64,
+    tokens_at: u64,
+    /// Setups it signals through the relay right now, and the connects its driver holds
+    /// back until a link is up (then they signal through the mesh).
+    relay_setups: u32,
+    deferred: Vec<usize>,
+}
+
+/// Relay traffic counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayCounters {
+    /// Events peers published (announces, lobby posts, link signaling).
+    pub published: u64,
+    /// Announces the relay refused (rate limit) or lost (while restarting).
+    pub refused: u64,
+    /// Events delivered to subscribers (fan-out and stored replays).
+    pub delivered: u64,
 }
 
 /// What a relay keeps of an announce: (when, cells, epoch, count).
@@ -150,7 +223,11 @@ pub struct Net<A = SimAuth> {
     /// subscriber hears the recent announces at once (replaceable events with an expiry, in
     /// Nostr terms).
     announced: HashMap<MeshTopic, BTreeMap<usize, StoredAnnounce>>,
-    announce_memory_us: u64,
+    /// Until when the relay is down (restarting).
+    relay_down_until: u64,
+    relay: RelayCounters,
+    /// Messages lost on links.
+    lost: u64,
     rng: Rng,
     peers: Vec<SimPeer<A>>,
     index: KeyMap<PeerKey, usize>,
@@ -224,6 +301,11 @@ impl<A: FrameAuth> Net<A> {
                 gone: false,
                 topics: BTreeSet::new(),
                 adjacent: BTreeSet::new(),
+                published: BTreeMap::new(),
+                tokens: f64::from(config.relay_events_per_min),
+                tokens_at: 0,
+                relay_setups: 0,
+                deferred: Vec::new(),
             });
         }
         Self {
@@ -235,7 +317,9 @@ impl<A: FrameAuth> Net<A> {
             events: Vec::new(),
             free: Vec::new(),
             announced: HashMap::new(),
-            announce_memory_us: u64::try_from(overlay.peer_timeout.as_micros()).unwrap_or(u64::MAX),
+            relay_down_until: 0,
+            relay: RelayCounters::default(),
+            lost: 0,
             rng,
             peers: list,
             index,
@@ -362,6 +446,11 @@ impl<A: FrameAuth> Net<A> {
             return;
         }
         self.feed(i, Input::Leave);
+        // Leaving replaces the stored presence with a short-lived tombstone: gone for
+        // newcomers at once.
+        for stored in self.announced.values_mut() {
+            stored.remove(&i);
+        }
         if let Some(peer) = self.peers.get_mut(i) {
             peer.alive = false;
             peer.gone = true;
@@ -378,6 +467,24 @@ impl<A: FrameAuth> Net<A> {
     /// it (a newcomer still joining is not expected to get it). Default 0: every live peer.
     pub fn set_settle(&mut self, settle_us: u64) {
         self.settle_us = settle_us;
+    }
+
+    /// Messages lost on links so far.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Relay traffic so far.
+    pub fn relay_counters(&self) -> RelayCounters {
+        self.relay
+    }
+
+    /// The relay restarts now: stored presence and subscriptions are lost; clients come
+    /// back after the reconnect delay and publish their presence again.
+    pub fn restart_relay(&mut self) {
+        self.announced.clear();
+        self.relay_down_until = self.now + self.config.relay_reconnect_us;
+        self.schedule(self.relay_down_until, Event::RelayBack);
     }
 
     /// Peers never started yet (spares a scenario can bring in later).
