@@ -281,6 +281,23 @@ fn ci() -> Result<(), String> {
     run("cargo", &["test", "--workspace", "--doc"])?;
     run(
         "cargo",
+        &[
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "genos-cellmesh",
+            "--features",
+            "sim",
+            "--example",
+            "simulate",
+            "--",
+            "crates/genos-cellmesh/scenarios/ci-300.toml",
+            "--check",
+        ],
+    )?;
+    run(
+        "cargo",
         &["nextest", "run", "--workspace", "--all-features"],
     )
 }

@@ -1,16 +1,20 @@
 //! Plays a simulation scenario and prints the report: `cargo run --release -p genos-cellmesh
-//! --features sim --example simulate -- scenarios/100.toml [OUT_DIR]` (with OUT_DIR, the SVG
-//! histograms, and for small rooms the picture of cells and bridges, are written there).
+//! --features sim --example simulate -- scenarios/100.toml [OUT_DIR] [--check]` (with
+//! OUT_DIR, the SVG histograms, and for small rooms the picture of cells and bridges, are
+//! written there; with `--check` the exit status is 1 when a goal is missed).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use genos_cellmesh::sim::{Scenario, run};
 
 fn main() {
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: simulate SCENARIO.toml");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let check = args.iter().any(|arg| arg == "--check");
+    let mut paths = args.iter().filter(|arg| *arg != "--check");
+    let Some(path) = paths.next() else {
+        eprintln!("usage: simulate SCENARIO.toml [OUT_DIR] [--check]");
         std::process::exit(2);
     };
-    let scenario = match std::fs::read_to_string(&path)
+    let scenario = match std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|text| Scenario::from_toml(&text).map_err(|e| e.to_string()))
     {
@@ -22,7 +26,7 @@ fn main() {
     };
     let report = run(&scenario);
     println!("{}", report.to_text());
-    if let Some(dir) = std::env::args().nth(2).map(std::path::PathBuf::from) {
+    if let Some(dir) = paths.next().map(std::path::PathBuf::from) {
         match report.write_svgs(&dir) {
             Ok(written) => {
                 for path in written {
@@ -34,5 +38,15 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    }
+    let missed: Vec<String> = report
+        .goals()
+        .into_iter()
+        .filter(|(_, _, met)| !met)
+        .map(|(name, figure, _)| format!("{name} ({figure})"))
+        .collect();
+    if check && !missed.is_empty() {
+        eprintln!("goals not met: {}", missed.join("; "));
+        std::process::exit(1);
     }
 }

@@ -49,7 +49,7 @@ pub struct OverlayConfig {
     /// Period of the housekeeping tick (re-planning, expiry, census). Default 500 ms.
     pub tick_interval: Duration,
     /// How long the bridge endpoint of slot `j > 0` waits, times `j`, before forwarding a
-    /// frame into its cell; it forwards only if no cell mate did first. Default 150 ms.
+    /// frame into its cell; it forwards only if no cell mate did first. Default 100 ms.
     pub backup_delay: Duration,
     /// How often a peer tells four of its links (a random bridge, the two cell mates after
     /// it in key order and a random cell mate) the ids of the broadcasts it accepted in its last two digest periods: lazy
@@ -125,7 +125,7 @@ impl Default for OverlayConfig {
             bridge_settle: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(15),
             tick_interval: Duration::from_millis(500),
-            backup_delay: Duration::from_millis(150),
+            backup_delay: Duration::from_millis(100),
             digest_interval: Duration::from_millis(200),
             repair_wait: Duration::from_millis(250),
             repair_window: Duration::from_secs(2),

@@ -149,6 +149,8 @@ pub struct Delivery {
     pub hops: u8,
     /// Sent to this peer only.
     pub directed: bool,
+    /// Came through lazy repair (pulled after the eager path missed this peer).
+    pub repaired: bool,
     /// The metadata, as sent.
     pub meta: Bytes,
     /// The payload, as sent.

@@ -12,8 +12,17 @@
 //! bridge end, its cell mates), whatever the room's size. Of the `k` bridge ends that
 //! receive it in a cell, slot 0 forwards at once and slot `j` only after `j` backup delays
 //! and only if no cell mate forwarded first, so redundancy costs few duplicates. Directed
-//! frames go towards the target's cell over one bridge, never flooded. Frames carry a TTL
-//! and are deduplicated by (origin, sequence number).
+//! frames go towards the target's cell along two paths from the origin (two bridges, or the
+//! target and a cell mate), never flooded. Frames carry a TTL and are deduplicated by
+//! (origin, sequence number).
+//!
+//! **Repair.** The eager paths are fixed, so a dead bridge or a lost message would leave
+//! peers without a frame until the plan is repaired. Beside them runs lazy repair, in the
+//! spirit of Plumtree: every peer sends the ids it accepted lately (16 bytes each) to a
+//! random bridge, its two successors in its cell's key order and a random cell mate; a peer
+//! that hears of an id it lacks waits briefly, pulls the frame from a peer that offered it
+//! and forwards it on as if it had come eagerly. A 30% crash then costs a pull round trip,
+//! not the seconds until the crash is noticed.
 //!
 //! **Trust.** Each frame is signed by its origin and its body sealed before it leaves (the
 //! room's key for broadcasts, a key only origin and target share for directed frames), so

@@ -133,6 +133,12 @@ impl Frame {
     }
 
     pub(crate) fn encode(&self) -> Bytes {
+        self.encode_tagged(false)
+    }
+
+    /// The frame as a repair message (`repair`: it came through repair, so whoever gets it
+    /// next counts it as repaired too and forwards it without a backup delay).
+    pub(crate) fn encode_tagged(&self, repair: bool) -> Bytes {
         let target_len = if matches!(self.id.kind, FrameKind::Direct(_)) {
             32
         } else {
@@ -140,7 +146,7 @@ impl Frame {
         };
         let mut buf =
             BytesMut::with_capacity(4 + 48 + target_len + SIGNATURE_LEN + self.body.len());
-        buf.put_u8(TAG_FRAME);
+        buf.put_u8(if repair { TAG_REPAIR } else { TAG_FRAME });
         buf.put_u8(self.ttl);
         buf.put_u8(self.hops);
         buf.put_u8(self.id.kind.byte());

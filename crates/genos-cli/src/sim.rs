@@ -43,11 +43,11 @@ pub fn run(
             println!("wrote {}", path.display());
         }
     }
-    let missed: Vec<&str> = report
+    let missed: Vec<String> = report
         .goals()
         .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(name, _)| name)
+        .filter(|(_, _, ok)| !ok)
+        .map(|(name, figure, _)| format!("{name} ({figure})"))
         .collect();
     if check && !missed.is_empty() {
         return Err(format!("goals not met: {}", missed.join("; ")));

@@ -70,7 +70,7 @@ impl<A: FrameAuth> Overlay<A> {
         };
         match kind {
             FrameKind::Direct(target) => {
-                if !self.route_direct(&frame, target, self.me, out) {
+                if !self.route_direct(&frame, target, self.me, 2, out) {
                     return Err(MeshError::Unroutable);
                 }
             }
@@ -137,19 +137,19 @@ impl<A: FrameAuth> Overlay<A> {
                 if repaired {
                     self.metrics.repaired += 1;
                 }
-                self.deliver(&frame, false, from, out);
+                self.deliver(&frame, false, repaired, from, out);
                 self.forward_broadcast(from, &frame, repaired, now, out);
                 self.keep_for_repair((origin, seq), message, now, out);
             }
             FrameKind::Direct(target) if target == self.me => {
-                self.deliver(&frame, true, from, out);
+                self.deliver(&frame, true, false, from, out);
             }
             FrameKind::Direct(target) => {
                 if frame.ttl <= 1 {
                     self.drop_frame(from, DropReason::BadTtl, out);
                     return;
                 }
-                if !self.route_direct(&frame.next_hop(), target, from, out) {
+                if !self.route_direct(&frame.next_hop(), target, from, 1, out) {
                     self.drop_frame(from, DropReason::Unroutable, out);
                 }
             }
@@ -180,6 +180,7 @@ impl<A: FrameAuth> Overlay<A> {
         &mut self,
         frame: &Frame,
         directed: bool,
+        repaired: bool,
         from: PeerKey,
         out: &mut Vec<Output>,
     ) {
@@ -191,6 +192,7 @@ impl<A: FrameAuth> Overlay<A> {
                     seq: frame.id.seq,
                     hops: frame.hops,
                     directed,
+                    repaired,
                     meta,
                     payload,
                 }));
@@ -240,7 +242,8 @@ impl<A: FrameAuth> Overlay<A> {
                 LinkRole::Intra => return,
             }
         };
-        let message = frame.next_hop().encode();
+        // What a repair brought goes on marked as repaired.
+        let message = frame.next_hop().encode_tagged(repaired);
         match delay_slot {
             Some(slot) => self.schedule_forward(frame, message, from, slot, now, out),
             None => {
@@ -291,54 +294,77 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// Sends a directed frame one step closer to `target`; false if there is no way.
+    /// Sends a directed frame one step closer to `target` over up to `paths` different next
+    /// hops (the origin uses two, so one lost message or dead forwarder does not lose it;
+    /// the target keeps the first copy); false if there is no way.
     pub(super) fn route_direct(
         &mut self,
         frame: &Frame,
         target: PeerKey,
         from: PeerKey,
+        paths: usize,
         out: &mut Vec<Output>,
     ) -> bool {
         let up = |links: &KeyMap<PeerKey, Link>, peer: &PeerKey| {
             *peer != from && links.get(peer).is_some_and(|link| link.up)
         };
-        let next_hop = if up(&self.links, &target) {
-            Some(target)
-        } else {
-            let target_cell = self.cell_of(&target);
-            if target_cell == self.my_cell {
-                None
-            } else {
-                let bridge = self
-                    .links
-                    .iter()
-                    .filter(|(peer, link)| {
-                        link.up
-                            && **peer != from
-                            && matches!(link.role, LinkRole::Bridge { cell, .. } if cell == target_cell)
-                    })
-                    .map(|(peer, _)| *peer)
-                    .min();
-                bridge.or_else(|| {
-                    slot_holders(
-                        &self.members,
-                        self.my_cell,
-                        target_cell,
-                        self.config.bridges_per_pair,
-                    )
-                    .into_iter()
-                    .find(|holder| up(&self.links, holder))
-                })
-            }
-        };
-        match next_hop {
-            Some(peer) => {
-                self.metrics.forwarded += 1;
-                let message = frame.encode();
-                self.send(peer, message, out);
-                true
-            }
-            None => false,
+        let mut hops: Vec<PeerKey> = Vec::with_capacity(paths);
+        if up(&self.links, &target) {
+            hops.push(target);
         }
+        let target_cell = self.cell_of(&target);
+        if target_cell == self.my_cell {
+            // A cell mate relays (cells are a full mesh): the second path.
+            if hops.len() < paths {
+                let cache = self.link_cache();
+                let relay = cache
+                    .intra
+                    .iter()
+                    .filter(|peer| **peer != target && **peer != from)
+                    .min()
+                    .copied();
+                self.link_cache = Some(cache);
+                hops.extend(relay);
+            }
+        } else {
+            let mut bridges: Vec<PeerKey> = self
+                .links
+                .iter()
+                .filter(|(peer, link)| {
+                    link.up
+                        && **peer != from
+                        && matches!(link.role, LinkRole::Bridge { cell, .. } if cell == target_cell)
+                })
+                .map(|(peer, _)| *peer)
+                .collect();
+            bridges.sort_unstable();
+            let holders = slot_holders(
+                &self.members,
+                self.my_cell,
+                target_cell,
+                self.config.bridges_per_pair,
+            );
+            for peer in bridges
+                .into_iter()
+                .chain(holders.into_iter().filter(|holder| up(&self.links, holder)))
+            {
+                if hops.len() >= paths {
+                    break;
+                }
+                if !hops.contains(&peer) {
+                    hops.push(peer);
+                }
+            }
+        }
+        hops.truncate(paths);
+        if hops.is_empty() {
+            return false;
+        }
+        let message = frame.encode();
+        for peer in hops {
+            self.metrics.forwarded += 1;
+            self.send(peer, message.clone(), out);
+        }
+        true
     }
 }

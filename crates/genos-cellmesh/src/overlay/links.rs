@@ -190,8 +190,16 @@ impl<A: FrameAuth> Overlay<A> {
         }
 
         let mut wanted: HashMap<PeerKey, LinkRole> = HashMap::new();
+        // A cell more than twice the largest cell size is a view about to be resized (a room
+        // forming from one cell): keep the links it has but open no new ones until then.
+        let bound = match self.config.sizing {
+            crate::Sizing::Auto { max_cell } => max_cell,
+            crate::Sizing::Fixed(size) => size,
+        };
+        let oversized = self.members.len() > 2 * usize::try_from(bound).unwrap_or(usize::MAX);
         for member in &self.members {
-            if member.key != self.me {
+            let linked = self.links.contains_key(&member.key);
+            if member.key != self.me && (!oversized || linked) {
                 wanted.insert(member.key, LinkRole::Intra);
             }
         }

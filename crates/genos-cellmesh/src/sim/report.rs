@@ -19,12 +19,15 @@ pub struct RunFigures {
     pub connections: Stats,
     /// Their histogram.
     pub connections_histogram: Histogram,
-    /// Hops to delivery of the fault-free broadcasts.
+    /// Hops to delivery of the fault-free broadcasts, eager path (repaired deliveries are
+    /// counted in `max_hops_with_repair` and `time_to_full_with_repair_ms`).
     pub hops: Stats,
     /// Their histogram.
     pub hops_histogram: Histogram,
-    /// Most hops any delivery took.
+    /// Most hops any eager delivery took.
     pub max_hops: u8,
+    /// Most hops any delivery took, repaired ones included.
+    pub max_hops_with_repair: u8,
     /// Mean fraction of live peers each fault-free broadcast reached.
     pub delivery_ratio: f64,
     /// Broadcasts that reached every live peer.
@@ -37,8 +40,12 @@ pub struct RunFigures {
     pub duplicates_per_delivery: f64,
     /// Frames sent on links per fault-free broadcast, all peers together.
     pub messages_per_broadcast: f64,
-    /// Time from sending to the last peer's delivery, milliseconds.
+    /// Time from sending to the last eager delivery (what the eager path takes without
+    /// faults; a peer it missed is repaired later), milliseconds, over every broadcast.
     pub time_to_full_ms: Stats,
+    /// Time from sending to the last delivery, repairs included, over the broadcasts that
+    /// reached every live peer, milliseconds.
+    pub time_to_full_with_repair_ms: Stats,
     /// Bytes each peer sent per second during the broadcasts.
     pub bytes_sent_per_peer_per_s: f64,
     /// Discovery messages (announces, rosters, census) each peer heard per minute.
@@ -249,8 +256,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "time to full delivery ms: mean {:.0}, p99 {:.0}, max {:.0}",
-            o.time_to_full_ms.mean, o.time_to_full_ms.p99, o.time_to_full_ms.max
+            "time to the last eager delivery ms: mean {:.0}, p99 {:.0}, max {:.0}; with repairs (complete broadcasts): mean {:.0}, p99 {:.0}, max {:.0}",
+            o.time_to_full_ms.mean,
+            o.time_to_full_ms.p99,
+            o.time_to_full_ms.max,
+            o.time_to_full_with_repair_ms.mean,
+            o.time_to_full_with_repair_ms.p99,
+            o.time_to_full_with_repair_ms.max
         );
         let _ = writeln!(
             s,
@@ -381,19 +393,26 @@ impl Report {
                 format!("{} of {sent}", o.fully_delivered),
                 o.fully_delivered == sent && !o.delivered_twice,
             ),
-            ("at most 4 hops", format!("{}", o.max_hops), o.max_hops <= 4),
+            (
+                "at most 4 hops (eager path)",
+                format!("{} ({} with repair)", o.max_hops, o.max_hops_with_repair),
+                o.max_hops <= 4,
+            ),
             (
                 "duplicates per delivery <= 1",
                 format!("{:.3}", o.duplicates_per_delivery),
                 o.duplicates_per_delivery <= 1.0,
             ),
             (
-                "time to the last delivery <= 250 ms (median broadcast)",
+                "time to the last delivery <= 250 ms (eager path, p99 broadcast)",
                 format!(
-                    "p50 {:.0} ms (p99 {:.0}, max {:.0})",
-                    o.time_to_full_ms.p50, o.time_to_full_ms.p99, o.time_to_full_ms.max
+                    "p99 {:.0} ms, max {:.0} (with repairs: p50 {:.0}, max {:.0})",
+                    o.time_to_full_ms.p99,
+                    o.time_to_full_ms.max,
+                    o.time_to_full_with_repair_ms.p50,
+                    o.time_to_full_with_repair_ms.max
                 ),
-                o.time_to_full_ms.p50 <= 250.0,
+                o.time_to_full_ms.count > 0 && o.time_to_full_ms.p99 <= 250.0,
             ),
         ];
         let directed = o.directed_sent + o.directed_refused;

@@ -123,7 +123,9 @@ pub fn run(scenario: &Scenario) -> Report {
     let mut full = 0usize;
     let mut twice = false;
     let mut time_to_full = Vec::new();
+    let mut time_to_full_eager = Vec::new();
     let mut max_hops = 0u8;
+    let mut max_hops_eager = 0u8;
     for id in &ids {
         if let Some((got, alive, hops, time, again)) = net.broadcast_outcome(id) {
             ratio_sum += got as f64 / alive.max(1) as f64;
@@ -133,6 +135,10 @@ pub fn run(scenario: &Scenario) -> Report {
             }
             twice |= again;
             max_hops = max_hops.max(hops);
+        }
+        if let Some((hops, time)) = net.eager_outcome(id) {
+            max_hops_eager = max_hops_eager.max(hops);
+            time_to_full_eager.push(time as f64 / 1_000.0);
         }
     }
     if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
@@ -155,14 +161,16 @@ pub fn run(scenario: &Scenario) -> Report {
         connections_histogram: Histogram::from_values(degrees.iter().map(|d| *d as u64)),
         hops: hops.stats(),
         hops_histogram: hops,
-        max_hops,
+        max_hops: max_hops_eager,
+        max_hops_with_repair: max_hops,
         delivery_ratio: ratio_sum / ids.len().max(1) as f64,
         fully_delivered: full,
         broadcasts: ids.len(),
         delivered_twice: twice,
         duplicates_per_delivery: duplicates as f64 / delivered.max(1) as f64,
         messages_per_broadcast: forwarded as f64 / ids.len().max(1) as f64,
-        time_to_full_ms: Stats::of(time_to_full.into_iter()),
+        time_to_full_ms: Stats::of(time_to_full_eager.into_iter()),
+        time_to_full_with_repair_ms: Stats::of(time_to_full.into_iter()),
         bytes_sent_per_peer_per_s: bytes_sent as f64 / live / phase_seconds,
         discovery_per_peer_per_min,
         directed_sent: 0,

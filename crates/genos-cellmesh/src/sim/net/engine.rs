@@ -499,7 +499,11 @@ impl<A: FrameAuth> Net<A> {
                     tracked.count += 1;
                     tracked.last_at = now;
                     tracked.max_hops = tracked.max_hops.max(delivery.hops);
-                    self.hops.add(u64::from(delivery.hops));
+                    if !delivery.repaired {
+                        tracked.eager_last_at = now;
+                        tracked.eager_max_hops = tracked.eager_max_hops.max(delivery.hops);
+                        self.hops.add(u64::from(delivery.hops));
+                    }
                 } else {
                     // Delivered twice to the application: the overlay's dedup failed.
                     tracked.count = usize::MAX / 2;

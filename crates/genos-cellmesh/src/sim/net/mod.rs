@@ -206,6 +206,9 @@ struct Tracked {
     count: usize,
     last_at: u64,
     max_hops: u8,
+    /// The same over deliveries of the eager path only (no repair).
+    eager_last_at: u64,
+    eager_max_hops: u8,
 }
 
 /// Many overlays on a simulated network. `A` is how they sign and seal: [`SimAuth`] for

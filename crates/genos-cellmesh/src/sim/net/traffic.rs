@@ -45,6 +45,8 @@ impl<A: FrameAuth> Net<A> {
                 count: 1,
                 last_at: self.now,
                 max_hops: 0,
+                eager_last_at: self.now,
+                eager_max_hops: 0,
             },
         );
         Some((key, seq))
@@ -77,7 +79,8 @@ impl<A: FrameAuth> Net<A> {
     }
 
     /// For a tracked broadcast: (live peers that got it, live peers, max hops, time to the
-    /// last delivery in microseconds, delivered twice anywhere or altered).
+    /// last delivery in microseconds, delivered twice anywhere or altered). Hops and time
+    /// count every delivery, repaired ones too; see [`Self::eager_outcome`].
     pub fn broadcast_outcome(&self, id: &(PeerKey, u64)) -> Option<(usize, usize, u8, u64, bool)> {
         let tracked = self.tracked.get(id)?;
         let twice = tracked.count >= usize::MAX / 4 || tracked.corrupted;
@@ -100,7 +103,17 @@ impl<A: FrameAuth> Net<A> {
         ))
     }
 
-    /// Forgets tracked broadcasts and the hop histogram.
+    /// For a tracked broadcast, over the deliveries of the eager path (no repair): (max
+    /// hops, time to the last such delivery in microseconds).
+    pub fn eager_outcome(&self, id: &(PeerKey, u64)) -> Option<(u8, u64)> {
+        let tracked = self.tracked.get(id)?;
+        Some((
+            tracked.eager_max_hops,
+            tracked.eager_last_at.saturating_sub(tracked.sent_at),
+        ))
+    }
+
+    /// Forgets tracked broadcasts and the hop histogram (eager deliveries only).
     pub fn reset_tracking(&mut self) -> Histogram {
         self.tracked.clear();
         std::mem::take(&mut self.hops)
