@@ -52,9 +52,23 @@ impl<A: FrameAuth> Net<A> {
         Some((key, seq))
     }
 
-    /// Originates a tracked broadcast from a random live peer now.
+    /// Originates a tracked broadcast from a random live peer now: a settled one (see
+    /// [`Net::set_settle`]; a newcomer still joining cannot send yet). None if the overlay
+    /// refused (or no peer is settled).
     pub fn broadcast_from_random(&mut self, payload: Bytes) -> Option<(PeerKey, u64)> {
-        let origin = self.random_live()?;
+        let now = self.now;
+        let settle = self.settle_us;
+        let settled: Vec<usize> = (0..self.peers.len())
+            .filter(|i| {
+                let peer = &self.peers[*i];
+                peer.alive && now.saturating_sub(peer.started_at) >= settle
+            })
+            .collect();
+        if settled.is_empty() {
+            return None;
+        }
+        let pick = self.rng.below(settled.len() as u64) as usize;
+        let origin = *settled.get(pick)?;
         self.broadcast_now(origin, payload)
     }
 
