@@ -51,8 +51,8 @@ pub struct OverlayConfig {
     /// How long the bridge endpoint of slot `j > 0` waits, times `j`, before forwarding a
     /// frame into its cell; it forwards only if no cell mate did first. Default 100 ms.
     pub backup_delay: Duration,
-    /// How often a peer tells four of its links (a random bridge, the two cell mates after
-    /// it in key order and a random cell mate) the ids of the broadcasts it accepted in its last two digest periods: lazy
+    /// How often a peer tells four of its links (a random bridge, the cell mates one step
+    /// and half a cell after it in key order, and a random cell mate) the ids of the broadcasts it accepted in its last two digest periods: lazy
     /// repair, so a
     /// peer the eager path missed (a dead bridge, a lost message) learns what to pull.
     /// Default 200 ms; `Duration::ZERO` turns repair off.

@@ -19,7 +19,8 @@
 //! **Repair.** The eager paths are fixed, so a dead bridge or a lost message would leave
 //! peers without a frame until the plan is repaired. Beside them runs lazy repair, in the
 //! spirit of Plumtree: every peer sends the ids it accepted lately (16 bytes each) to a
-//! random bridge, its two successors in its cell's key order and a random cell mate; a peer
+//! random bridge, the cell mates one step and half a cell after it in key order and a
+//! random cell mate; a peer
 //! that hears of an id it lacks waits briefly, pulls the frame from a peer that offered it
 //! and forwards it on as if it had come eagerly. A 30% crash then costs a pull round trip,
 //! not the seconds until the crash is noticed.

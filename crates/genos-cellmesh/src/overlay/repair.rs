@@ -1,7 +1,7 @@
 //! Lazy repair, in the spirit of Plumtree: the eager path (origin cell -> bridges -> remote
 //! cells) carries every broadcast once; besides it, each peer tells four links (a random
-//! bridge, the two cell mates after it in key order, a ring, and a random cell mate) the ids
-//! it accepted lately, each id in two consecutive digests. A peer that hears of an id
+//! bridge, the cell mates one step and half a cell after it in key order, and a random cell
+//! mate) the ids it accepted lately, each id in two consecutive digests. A peer that hears of an id
 //! it lacks waits `repair_wait` (the eager path, backups included, usually wins), then pulls
 //! the frame from a peer that offered it, and forwards what it pulled as if it had come
 //! eagerly (a frame from another cell into its own cell, a frame of its own cell over its
@@ -50,6 +50,8 @@ pub(super) struct RepairState {
     origins: KeyMap<u64, PeerKey>,
     /// Ids accepted since the last digest, oldest first.
     fresh: Vec<ShortId>,
+    /// Missing ids given up on (every pull unanswered), for debugging output.
+    given_up: u64,
     /// The ids of the last digest: named once more in the next one (to other links), so a
     /// peer that missed a frame rarely misses every digest naming it.
     previous: Vec<ShortId>,
@@ -67,6 +69,7 @@ impl RepairState {
             kept_bytes: 0,
             origins: key_map(hash_seed),
             fresh: Vec::new(),
+            given_up: 0,
             previous: Vec::new(),
             next_digest: None,
             wanted: key_map(hash_seed),
@@ -85,6 +88,23 @@ impl RepairState {
 }
 
 impl<A: FrameAuth> Overlay<A> {
+    /// Repair state in a line, for the simulator's debugging output.
+    #[cfg(feature = "sim")]
+    pub(crate) fn repair_summary(&self) -> String {
+        format!(
+            "kept {} wanted {} given up {} fresh {} digests {} pulls {} repaired {} dropped {} dup {}",
+            self.repair.kept.len(),
+            self.repair.given_up,
+            self.repair.wanted.len(),
+            self.repair.fresh.len(),
+            self.metrics.digests_sent,
+            self.metrics.pulls_sent,
+            self.metrics.repaired,
+            self.metrics.dropped,
+            self.metrics.duplicates
+        )
+    }
+
     fn repair_on(&self) -> bool {
         !self.config.digest_interval.is_zero()
     }
@@ -282,6 +302,7 @@ impl<A: FrameAuth> Overlay<A> {
             }
             let Some(source) = source else {
                 self.repair.wanted.remove(&key);
+                self.repair.given_up += 1;
                 continue;
             };
             let next = now + self.config.repair_wait;
@@ -302,9 +323,10 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// One digest to a random bridge, to the two cell mates that follow this peer in key
-    /// order (a ring: every peer hears each id from its two predecessors, so a peer that
-    /// missed a frame is all but sure to hear of it), and to one cell mate at random.
+    /// One digest to a random bridge, to the cell mates one step and half a cell on in key
+    /// order (a ring with chords: every peer hears each id from two fixed predecessors far
+    /// apart, so a peer that missed a frame is all but sure to hear of it), and to one cell
+    /// mate at random.
     fn send_digest(&mut self, ids: &[ShortId], out: &mut Vec<Output>) {
         let cache = self.link_cache();
         let mut targets: Vec<PeerKey> = Vec::with_capacity(3);
@@ -319,20 +341,25 @@ impl<A: FrameAuth> Overlay<A> {
             .position(|member| member.key == self.me)
             .unwrap_or(0);
         let count = self.members.len();
-        let ring_end = targets.len() + 2;
-        for step in 1..count {
-            if targets.len() >= ring_end {
-                break;
-            }
-            let Some(member) = self.members.get((mine + step) % count) else {
-                break;
-            };
-            let up = self
-                .links
-                .get(&member.key)
-                .is_some_and(|link| link.up && link.role == LinkRole::Intra);
-            if up {
-                targets.push(member.key);
+        // Two ring successors: the next cell mate in key order and the one half a cell on
+        // (a chord), each the first with an up link from there. A run of neighbours that all
+        // missed a frame still hears of it from across the ring.
+        for start in [1, (count / 2).max(1)] {
+            for step in start..start + count {
+                let Some(member) = self.members.get((mine + step) % count.max(1)) else {
+                    break;
+                };
+                let up = member.key != self.me
+                    && self
+                        .links
+                        .get(&member.key)
+                        .is_some_and(|link| link.up && link.role == LinkRole::Intra);
+                if up {
+                    if !targets.contains(&member.key) {
+                        targets.push(member.key);
+                    }
+                    break;
+                }
             }
         }
         // And one cell mate at random: a peer whose two predecessors crashed together

@@ -229,9 +229,10 @@ impl<A: FrameAuth> Net<A> {
                     .map(|(k, r)| format!("{}:{:?}", self.index.get(&k).copied().unwrap_or(0), r))
                     .collect();
                 eprintln!(
-                    "missing: peer {i} cell {} (origin {origin} cell {}), roster {}, leader {}, links {}: {}",
+                    "missing: peer {i} cell {} (origin {origin} cell {}), {}, roster {}, leader {}, links {}: {}",
                     o.cell(),
                     oo.cell(),
+                    o.repair_summary(),
                     o.roster_len(),
                     o.is_leader(),
                     roles.len(),
