@@ -43,6 +43,8 @@ pub struct BaselineFigures {
     pub duplicates_per_delivery: f64,
     /// Delivery ratio right after the crash.
     pub after_crash_ratio: f64,
+    /// Delivery ratio with no crash (below 1 only through message loss).
+    pub delivery_ratio: f64,
     /// Announces each peer hears per minute (every peer hears every announce).
     pub discovery_per_peer_per_min: f64,
     /// Time from sending to the last peer's delivery, milliseconds.
@@ -59,6 +61,8 @@ const SAMPLED_ORIGINS: usize = 20;
 pub(crate) struct Latency {
     pub(crate) base_us: u64,
     pub(crate) jitter_us: u64,
+    /// Fraction of messages lost (the overlay's loss model; neither baseline repairs).
+    pub(crate) loss: f64,
 }
 
 impl Baseline {
@@ -140,6 +144,10 @@ fn play_one(
                     to: usize,
                     hops: u8| {
         played.messages += 1;
+        if latency.loss > 0.0 && (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= latency.loss
+        {
+            return;
+        }
         let arrive = at + latency.base_us + rng.below(latency.jitter_us + 1);
         queue.push(Reverse((arrive, to as u32, from as u32, hops)));
     };
@@ -197,6 +205,7 @@ fn play(graph: &Graph, crashed: &[usize], seed: u64, latency: Latency) -> Baseli
     let mut duplicates = 0.0;
     let mut messages = 0.0;
     let mut times = Vec::new();
+    let mut reached = 0.0;
     for _ in 0..SAMPLED_ORIGINS {
         let origin = rng.below(peers as u64) as usize;
         let played = play_one(graph, origin, &no_dead, latency, &mut rng);
@@ -206,6 +215,7 @@ fn play(graph: &Graph, crashed: &[usize], seed: u64, latency: Latency) -> Baseli
         }
         duplicates += played.messages.saturating_sub(deliveries) as f64 / deliveries.max(1) as f64;
         messages += played.messages as f64;
+        reached += played.reached as f64 / peers.max(1) as f64;
         if played.reached == peers {
             times.push(played.last_us as f64 / 1_000.0);
         }
@@ -234,6 +244,7 @@ fn play(graph: &Graph, crashed: &[usize], seed: u64, latency: Latency) -> Baseli
         hops_histogram,
         duplicates_per_delivery: duplicates / SAMPLED_ORIGINS as f64,
         after_crash_ratio: ratio / SAMPLED_ORIGINS as f64,
+        delivery_ratio: reached / SAMPLED_ORIGINS as f64,
         discovery_per_peer_per_min: 0.0,
         time_to_full_ms: Stats::of(times.into_iter()),
         messages_per_broadcast: messages / SAMPLED_ORIGINS as f64,

@@ -174,9 +174,11 @@ impl Report {
             "", "cellmesh", "full mesh", "GenosRTC", "vs full", "vs GenosRTC"
         );
         let mut row = |name: &str, ours: f64, full: f64, genos: f64| {
+            // Ratios of peers reached need four decimals to tell 0.999 from 1.
+            let places = if name.contains("(ratio)") { 4 } else { 2 };
             let _ = writeln!(
                 s,
-                "{:<34} {:>12.2} {:>12.2} {:>12.2} {:>10} {:>10}",
+                "{:<34} {:>12.places$} {:>12.places$} {:>12.places$} {:>10} {:>10}",
                 name,
                 ours,
                 full,
@@ -240,6 +242,12 @@ impl Report {
             o.discovery_per_peer_per_min,
             f.discovery_per_peer_per_min,
             g.discovery_per_peer_per_min,
+        );
+        row(
+            "delivered, no crash (ratio)",
+            o.delivery_ratio,
+            f.delivery_ratio,
+            g.delivery_ratio,
         );
         if let Some(after) = o.after_crash_ratio {
             row(

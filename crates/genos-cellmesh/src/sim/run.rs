@@ -388,6 +388,7 @@ pub fn run(scenario: &Scenario) -> Report {
     let latency = super::baseline::Latency {
         base_us: scenario.latency_ms * 1_000,
         jitter_us: scenario.jitter_ms * 1_000,
+        loss: scenario.loss,
     };
     let mut full_mesh =
         Baseline::FullMesh.figures(scenario.peers, &crashed, scenario.seed, latency);
