@@ -39,12 +39,7 @@ fn main() {
             }
         }
     }
-    let missed: Vec<String> = report
-        .goals()
-        .into_iter()
-        .filter(|(_, _, met)| !met)
-        .map(|(name, figure, _)| format!("{name} ({figure})"))
-        .collect();
+    let missed = report.missed_goals();
     if check && !missed.is_empty() {
         eprintln!("goals not met: {}", missed.join("; "));
         std::process::exit(1);

@@ -425,21 +425,25 @@ mod tests {
         ListLimits { roster: n, ids: n }
     }
 
-    #[test]
-    fn frames_round_trip_with_the_body_unchanged() {
-        let frame = Frame {
-            ttl: 4,
-            hops: 1,
+    fn frame(kind: FrameKind, ttl: u8, hops: u8, body: &'static [u8]) -> Frame {
+        Frame {
+            ttl,
+            hops,
             id: FrameId {
-                kind: FrameKind::Direct([9; 32]),
+                kind,
                 origin: [1; 32],
                 seq: 77,
                 cells: 10,
                 origin_cell: 3,
             },
             signature: [5; 64],
-            body: Bytes::from_static(b"\x00\x01binary\xff"),
-        };
+            body: Bytes::from_static(body),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_with_the_body_unchanged() {
+        let frame = frame(FrameKind::Direct([9; 32]), 4, 1, b"\x00\x01binary\xff");
         let LinkMessage::Frame(back) = decode(frame.encode(), limits(16)).unwrap() else {
             panic!("not a frame");
         };
@@ -460,19 +464,7 @@ mod tests {
 
     #[test]
     fn a_repair_is_the_frame_with_a_fresh_ttl_and_one_more_hop() {
-        let frame = Frame {
-            ttl: 1,
-            hops: 3,
-            id: FrameId {
-                kind: FrameKind::Broadcast,
-                origin: [1; 32],
-                seq: 5,
-                cells: 4,
-                origin_cell: 2,
-            },
-            signature: [7; 64],
-            body: Bytes::from_static(b"body"),
-        };
+        let frame = frame(FrameKind::Broadcast, 1, 3, b"body");
         let repair = repair_from(&frame.encode()).unwrap();
         let LinkMessage::Repair(back) = decode(repair, limits(4)).unwrap() else {
             panic!("not a repair");

@@ -43,12 +43,7 @@ pub fn run(
             println!("wrote {}", path.display());
         }
     }
-    let missed: Vec<String> = report
-        .goals()
-        .into_iter()
-        .filter(|(_, _, ok)| !ok)
-        .map(|(name, figure, _)| format!("{name} ({figure})"))
-        .collect();
+    let missed = report.missed_goals();
     if check && !missed.is_empty() {
         return Err(format!("goals not met: {}", missed.join("; ")));
     }

@@ -335,6 +335,7 @@ mod tests {
         let latency = Latency {
             base_us: 20_000,
             jitter_us: 20_000,
+            loss: 0.0,
         };
         let full = Baseline::FullMesh.figures(50, &[], 1, latency);
         assert_eq!(full.hops.max, 1.0);

@@ -489,6 +489,15 @@ impl Report {
         goals
     }
 
+    /// The goals this run missed, each with its figure (empty when all are met).
+    pub fn missed_goals(&self) -> Vec<String> {
+        self.goals()
+            .into_iter()
+            .filter(|(_, _, met)| !met)
+            .map(|(name, figure, _)| format!("{name} ({figure})"))
+            .collect()
+    }
+
     /// SVG histograms of connections and hops: the overlay beside the GenosRTC layout on a
     /// shared axis per row (a full mesh would be a single bar at N-1 connections, 1 hop).
     pub fn histograms_svg(&self) -> String {

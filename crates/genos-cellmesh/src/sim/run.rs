@@ -20,6 +20,19 @@ fn payload(id: u64, len: usize) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// (live peers reached, live peers) of each broadcast; a refused one (None) reached nobody.
+fn reached<A: FrameAuth>(
+    net: &Net<A>,
+    ids: &[Option<(crate::PeerKey, u64)>],
+) -> Vec<(usize, usize)> {
+    ids.iter()
+        .map(|id| {
+            id.and_then(|id| net.broadcast_outcome(&id))
+                .map_or((0, 1), |(got, live, ..)| (got, live))
+        })
+        .collect()
+}
+
 /// Plays `scenario` and reports the overlay beside its baselines.
 pub fn run(scenario: &Scenario) -> Report {
     let started = Instant::now();
@@ -262,13 +275,7 @@ pub fn run(scenario: &Scenario) -> Report {
         }
         t = start + scenario.churn_s * second + 5 * second;
         net.run_until(t);
-        let outcomes: Vec<(usize, usize)> = ids
-            .iter()
-            .map(|id| {
-                id.and_then(|id| net.broadcast_outcome(&id))
-                    .map_or((0, 1), |(got, live, ..)| (got, live))
-            })
-            .collect();
+        let outcomes = reached(&net, &ids);
         figures.churn = Some(super::report::ChurnFigures {
             departures: churn_events,
             arrivals: churn_events,
@@ -316,14 +323,7 @@ pub fn run(scenario: &Scenario) -> Report {
                 net.explain_missing(id);
             }
         }
-        // A refused broadcast counts as reaching nobody.
-        let outcomes: Vec<(usize, usize)> = ids
-            .iter()
-            .map(|id| {
-                id.and_then(|id| net.broadcast_outcome(&id))
-                    .map_or((0, 1), |(got, alive, ..)| (got, alive))
-            })
-            .collect();
+        let outcomes = reached(&net, &ids);
         figures.after_crash_sent = outcomes.len();
         figures.after_crash_complete = outcomes.iter().filter(|(got, alive)| got == alive).count();
         figures.repaired_after_crash = net.sum_metric(|m| m.repaired) - before_repaired;
