@@ -102,6 +102,9 @@ pub struct RunFigures {
     pub setup_failures: u64,
     /// The crash detection delay, seconds (repair is due two seconds after it).
     pub detect_s: f64,
+    /// Across the crash: (seconds after it a broadcast was sent, fraction of live peers it
+    /// reached), the first second's broadcasts then one probe a second.
+    pub crash_timeline: Vec<(f64, f64)>,
 }
 
 /// A churn phase: peers leaving and arriving at a steady rate while broadcasts go out.
@@ -369,6 +372,9 @@ impl Report {
         if let Some(picture) = &self.picture {
             files.push((format!("{stem}-cells.svg"), picture.clone()));
         }
+        if !self.overlay.crash_timeline.is_empty() {
+            files.push((format!("{stem}-crash.svg"), self.crash_svg()));
+        }
         let mut written = Vec::new();
         for (name, svg) in files {
             let path = dir.join(name);
@@ -496,6 +502,79 @@ impl Report {
             .filter(|(_, _, met)| !met)
             .map(|(name, figure, _)| format!("{name} ({figure})"))
             .collect()
+    }
+
+    /// SVG of delivery across the crash: each broadcast's share of live peers reached by the
+    /// time it sent, with the detection delay marked.
+    pub fn crash_svg(&self) -> String {
+        let points = &self.overlay.crash_timeline;
+        let (w, h, left, top) = (640.0, 300.0, 60.0, 40.0);
+        let (pw, ph) = (w - left - 20.0, h - top - 40.0);
+        let span = points.iter().map(|(t, _)| *t).fold(1.0, f64::max);
+        let low = points
+            .iter()
+            .map(|(_, r)| *r)
+            .fold(1.0, f64::min)
+            .min(0.98)
+            .max(0.0);
+        let x = |t: f64| left + pw * t / span;
+        let y = |r: f64| top + ph * (1.0 - (r - low) / (1.0 - low).max(1e-9));
+        let mut s = format!(
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="#fff"/>"##
+        );
+        let _ = write!(
+            s,
+            r##"<text x="10" y="18" font-size="13">{}: {} of {} peers crash at 0 s; share of live peers each broadcast reached</text>"##,
+            self.scenario.name, self.overlay.crashed, self.scenario.peers
+        );
+        let _ = write!(
+            s,
+            r##"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="#333"/>"##,
+            top + ph,
+            left + pw,
+            top + ph,
+            top + ph
+        );
+        for (value, label) in [(1.0, "1"), (low, "")] {
+            let label = if label.is_empty() {
+                format!("{low:.3}")
+            } else {
+                label.to_string()
+            };
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
+                left - 5.0,
+                y(value) + 4.0
+            );
+        }
+        let detect = self.overlay.detect_s;
+        if detect <= span {
+            let _ = write!(
+                s,
+                r##"<line x1="{0:.1}" y1="{top}" x2="{0:.1}" y2="{1}" stroke="#c05a2a" stroke-dasharray="4 3"/><text x="{0:.1}" y="{2}" fill="#c05a2a">crash noticed</text>"##,
+                x(detect),
+                top + ph,
+                top - 4.0
+            );
+        }
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="end">{span:.0} s</text><text x="{left}" y="{}">0 s</text>"##,
+            left + pw,
+            top + ph + 15.0,
+            top + ph + 15.0
+        );
+        for (t, r) in points {
+            let _ = write!(
+                s,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="#2a7ab9"><title>{t:.2} s: {r:.4}</title></circle>"##,
+                x(*t),
+                y(*r)
+            );
+        }
+        s.push_str("</svg>");
+        s
     }
 
     /// SVG histograms of connections and hops: the overlay beside the GenosRTC layout on a

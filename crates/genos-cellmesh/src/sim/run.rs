@@ -78,6 +78,9 @@ pub fn run(scenario: &Scenario) -> Report {
         net.run_until(t);
         if scenario.cold_start && converged_s.is_none() && t >= window {
             let health = net.health();
+            if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
+                tracing_health(&format!("t={} s", t / second), &net);
+            }
             if health.cell_counts == 1 && health.missing_intra == 0 && health.unbridged_pairs == 0 {
                 converged_s = Some(t as f64 / second as f64);
             }
@@ -213,6 +216,7 @@ pub fn run(scenario: &Scenario) -> Report {
         lost_messages: 0,
         setup_failures: 0,
         detect_s: scenario.detect_ms as f64 / 1_000.0,
+        crash_timeline: Vec::new(),
     };
 
     // Directed sends between random pairs.
@@ -332,6 +336,12 @@ pub fn run(scenario: &Scenario) -> Report {
             .map(|(got, alive)| *got as f64 / (*alive).max(1) as f64)
             .collect();
         figures.after_crash_ratio = Some(ratios.iter().sum::<f64>() / ratios.len().max(1) as f64);
+        let step_s = step as f64 / second as f64;
+        figures.crash_timeline = ratios
+            .iter()
+            .enumerate()
+            .map(|(n, ratio)| (n as f64 * step_s, *ratio))
+            .collect();
         net.reset_tracking();
         let mut probes = Vec::new();
         for s in 1..=scenario.repair_s {
@@ -349,6 +359,9 @@ pub fn run(scenario: &Scenario) -> Report {
                     .map(|(got, alive, ..)| (*s, got == alive, got as f64 / alive.max(1) as f64))
             })
             .collect();
+        figures
+            .crash_timeline
+            .extend(outcomes.iter().map(|(s, _, ratio)| (*s as f64, *ratio)));
         // Repaired: from this probe on, every probe reached every live peer.
         let mut repaired_at = None;
         for (s, all, _) in outcomes.iter().rev() {

@@ -106,6 +106,9 @@ pub struct Scenario {
     pub picture: bool,
     /// A wall-clock goal for the whole run, seconds (0 for none): checked by `--check`.
     pub wall_goal_s: u64,
+    /// The overlay's lazy repair (digests and pulls). `false` shows what the eager paths
+    /// alone deliver.
+    pub lazy_repair: bool,
 }
 
 impl Default for Scenario {
@@ -146,6 +149,7 @@ impl Default for Scenario {
             fixed_cell: false,
             picture: true,
             wall_goal_s: 0,
+            lazy_repair: true,
         }
     }
 }
@@ -221,6 +225,9 @@ impl Scenario {
             }
         };
         config.max_roster = config.max_roster.max(self.peers + 16).min(200_000);
+        if !self.lazy_repair {
+            config.digest_interval = std::time::Duration::ZERO;
+        }
         config
     }
 }
