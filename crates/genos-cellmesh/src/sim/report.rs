@@ -515,8 +515,7 @@ impl Report {
             .iter()
             .map(|(_, r)| *r)
             .fold(1.0, f64::min)
-            .min(0.98)
-            .max(0.0);
+            .clamp(0.0, 0.98);
         let x = |t: f64| left + pw * t / span;
         let y = |r: f64| top + ph * (1.0 - (r - low) / (1.0 - low).max(1e-9));
         let mut s = format!(
