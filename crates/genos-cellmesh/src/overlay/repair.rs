@@ -17,9 +17,11 @@ use std::collections::VecDeque;
 use super::*;
 use crate::wire::{ShortId, origin_tag};
 
-/// Answers one kept frame gives at most (a peer pulling it again and again gets nothing
-/// more; honest pullers ask at most three peers once each).
-const MAX_ANSWERS: u8 = 4;
+/// Answers one kept frame gives at most: after a mass crash a peer that got a frame early is
+/// offered to (and pulled by) several cell mates that missed it; beyond this, pulls go
+/// unanswered (the puller asks the next peer that offered it), which bounds what a peer
+/// pulling again and again can draw.
+const MAX_ANSWERS: u8 = 16;
 /// Peers a missing id may be pulled from, in the order they offered it.
 const MAX_SOURCES: usize = 3;
 /// Pulls for one missing id at most.
@@ -52,6 +54,8 @@ pub(super) struct RepairState {
     fresh: Vec<ShortId>,
     /// Missing ids given up on (every pull unanswered), for debugging output.
     given_up: u64,
+    /// Every other digest goes to ring successors one further on.
+    odd_round: bool,
     /// The ids of the last digest: named once more in the next one (to other links), so a
     /// peer that missed a frame rarely misses every digest naming it.
     previous: Vec<ShortId>,
@@ -70,6 +74,7 @@ impl RepairState {
             origins: key_map(hash_seed),
             fresh: Vec::new(),
             given_up: 0,
+            odd_round: false,
             previous: Vec::new(),
             next_digest: None,
             wanted: key_map(hash_seed),
@@ -327,9 +332,9 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     /// One digest to a random bridge, to the cell mates one step and half a cell on in key
-    /// order (a ring with chords: every peer hears each id from two fixed predecessors far
-    /// apart, so a peer that missed a frame is all but sure to hear of it), and to one cell
-    /// mate at random.
+    /// order (two steps and half a cell plus one in every other digest: a ring with chords,
+    /// so every peer hears each id from four fixed predecessors far apart and a peer that
+    /// missed a frame is all but sure to hear of it), and to one cell mate at random.
     fn send_digest(&mut self, ids: &[ShortId], out: &mut Vec<Output>) {
         let cache = self.link_cache();
         let mut targets: Vec<PeerKey> = Vec::with_capacity(3);
@@ -347,7 +352,12 @@ impl<A: FrameAuth> Overlay<A> {
         // Two ring successors: the next cell mate in key order and the one half a cell on
         // (a chord), each the first with an up link from there. A run of neighbours that all
         // missed a frame still hears of it from across the ring.
-        for start in [1, (count / 2).max(1)] {
+        // Alternate digests go one further (2 and half + 1), so each id reaches four fixed
+        // successors over its two digests: a peer misses it only if all four predecessors
+        // died together (a mass crash is noticed only seconds later).
+        let shift = usize::from(self.repair.odd_round);
+        self.repair.odd_round = !self.repair.odd_round;
+        for start in [1 + shift, (count / 2).max(1) + shift] {
             for step in start..start + count {
                 let Some(member) = self.members.get((mine + step) % count.max(1)) else {
                     break;

@@ -321,13 +321,71 @@ pub fn run(scenario: &Scenario) -> Report {
             net.run_until(crash_at + n as u64 * step);
             ids.push(net.broadcast_from_random(payload(n as u64, 64)));
         }
-        net.run_until(crash_at + 2 * second);
+        // Every broadcast is judged 2 s after it was sent (the first second's as well as the
+        // probes, one a second from then on): what it reached by then is what counts.
+        let judge_after = 2 * second;
+        let first_sent: Vec<u64> = (0..ids.len() as u64).map(|n| crash_at + n * step).collect();
+        let mut first_outcomes: Vec<(usize, usize)> = vec![(0, 1); ids.len()];
+        let mut probes: Vec<(u64, Option<(crate::PeerKey, u64)>)> = Vec::new();
+        let mut probe_outcomes: Vec<(u64, bool, f64)> = Vec::new();
+        // (when, what): a probe to send (its second) or a broadcast to judge.
+        #[derive(Clone, Copy)]
+        enum Step {
+            Probe(u64),
+            JudgeFirst(usize),
+            JudgeProbe(usize),
+        }
+        let mut plan: Vec<(u64, Step)> = first_sent
+            .iter()
+            .enumerate()
+            .map(|(n, sent)| (sent + judge_after, Step::JudgeFirst(n)))
+            .collect();
+        plan.extend((1..=scenario.repair_s).map(|s| (crash_at + s * second, Step::Probe(s))));
+        plan.sort_by_key(|(at, _)| *at);
+        let mut next = 0;
+        while next < plan.len() {
+            let Some(&(at, step)) = plan.get(next) else {
+                break;
+            };
+            next += 1;
+            net.run_until(at);
+            match step {
+                Step::JudgeFirst(n) => {
+                    if let (Some(slot), Some(id)) = (first_outcomes.get_mut(n), ids.get(n)) {
+                        *slot = reached(&net, std::slice::from_ref(id))
+                            .first()
+                            .copied()
+                            .unwrap_or((0, 1));
+                    }
+                }
+                Step::Probe(second_after) => {
+                    let id = net.broadcast_from_random(payload(second_after, 64));
+                    probes.push((second_after, id));
+                    let judge = (at + judge_after, Step::JudgeProbe(probes.len() - 1));
+                    let place = plan.partition_point(|(when, _)| *when <= judge.0);
+                    plan.insert(place.max(next), judge);
+                }
+                Step::JudgeProbe(n) => {
+                    if let Some((second_after, id)) = probes.get(n) {
+                        let (got, alive) = reached(&net, std::slice::from_ref(id))
+                            .first()
+                            .copied()
+                            .unwrap_or((0, 1));
+                        probe_outcomes.push((
+                            *second_after,
+                            got == alive,
+                            got as f64 / alive.max(1) as f64,
+                        ));
+                    }
+                }
+            }
+        }
         if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
             for id in ids.iter().flatten() {
                 net.explain_missing(id);
             }
         }
-        let outcomes = reached(&net, &ids);
+        let outcomes = first_outcomes;
         figures.after_crash_sent = outcomes.len();
         figures.after_crash_complete = outcomes.iter().filter(|(got, alive)| got == alive).count();
         figures.repaired_after_crash = net.sum_metric(|m| m.repaired) - before_repaired;
@@ -343,22 +401,7 @@ pub fn run(scenario: &Scenario) -> Report {
             .map(|(n, ratio)| (n as f64 * step_s, *ratio))
             .collect();
         net.reset_tracking();
-        let mut probes = Vec::new();
-        for s in 1..=scenario.repair_s {
-            let at = crash_at + s * second;
-            net.run_until(at);
-            if let Some(id) = net.broadcast_from_random(payload(s, 64)) {
-                probes.push((s, id));
-            }
-        }
-        net.run_until(crash_at + (scenario.repair_s + 3) * second);
-        let outcomes: Vec<(u64, bool, f64)> = probes
-            .iter()
-            .filter_map(|(s, id)| {
-                net.broadcast_outcome(id)
-                    .map(|(got, alive, ..)| (*s, got == alive, got as f64 / alive.max(1) as f64))
-            })
-            .collect();
+        let outcomes = probe_outcomes;
         figures
             .crash_timeline
             .extend(outcomes.iter().map(|(s, _, ratio)| (*s as f64, *ratio)));

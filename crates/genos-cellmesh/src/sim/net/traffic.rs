@@ -229,7 +229,10 @@ impl<A: FrameAuth> Net<A> {
                     .map(|(k, r)| format!("{}:{:?}", self.index.get(&k).copied().unwrap_or(0), r))
                     .collect();
                 eprintln!(
-                    "missing: peer {i} cell {} (origin {origin} cell {}), {}, roster {}, leader {}, links {}: {}",
+                    "missing: peer {i} {:?} seq {} tag {:x} cell {} (origin {origin} cell {}), {}, roster {}, leader {}, links {}: {}",
+                    &self.peers[i].key[..4],
+                    id.1,
+                    u64::from_be_bytes(id.0[..8].try_into().unwrap_or([0; 8])),
                     o.cell(),
                     oo.cell(),
                     o.repair_summary(),
