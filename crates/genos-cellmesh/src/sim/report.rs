@@ -94,6 +94,9 @@ pub struct RunFigures {
     /// Relay events each peer published per minute in the quiet stretch (announces, lobby
     /// posts, link signaling).
     pub relay_events_per_peer_min: f64,
+    /// The same over the warm-up (the room forming: announces, lobby posts, link
+    /// signaling through the relay), per peer per minute of warm-up.
+    pub relay_events_forming: f64,
     /// Relay events refused (rate limit) or lost (restart) over the run.
     pub relay_refused: u64,
     /// Messages lost on links over the run.
@@ -329,8 +332,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "relay: {:.2} events published per peer per minute (quiet stretch), {} refused or lost; links: {} setups failed, {} messages lost",
-            o.relay_events_per_peer_min, o.relay_refused, o.setup_failures, o.lost_messages
+            "relay: {:.2} events published per peer per minute while forming, {:.2} in the quiet stretch, {} refused or lost; links: {} setups failed, {} messages lost",
+            o.relay_events_forming,
+            o.relay_events_per_peer_min,
+            o.relay_refused,
+            o.setup_failures,
+            o.lost_messages
         );
         if self.scenario.cold_start {
             let _ = writeln!(

@@ -98,6 +98,10 @@ pub fn run(scenario: &Scenario) -> Report {
     // A quiet stretch to measure the discovery load of a formed overlay.
     let before_discovery = net.sum_metric(|m| m.discovery_received);
     let before_relay = net.relay_counters().published;
+    // Relay events while the room formed (every peer there from its arrival on).
+    let relay_events_forming = before_relay as f64
+        / scenario.peers.max(1) as f64
+        / (scenario.warmup_s.max(1) as f64 / 60.0);
     let steady_end = warm_end + scenario.steady_s * second;
     if let Some(at) = restart_at.filter(|at| *at > warm_end && *at <= steady_end) {
         net.run_until(at);
@@ -212,6 +216,7 @@ pub fn run(scenario: &Scenario) -> Report {
         repaired_fault_free: net.sum_metric(|m| m.repaired) - before_repaired,
         repaired_after_crash: 0,
         relay_events_per_peer_min,
+        relay_events_forming,
         relay_refused: 0,
         lost_messages: 0,
         setup_failures: 0,
