@@ -66,6 +66,7 @@ pub fn run(scenario: &Scenario) -> Report {
     // Cold start: check every 5 simulated seconds, once everyone arrived, whether the room
     // converged (one view, every cell link and bridge up).
     let mut converged_s = None;
+    let mut last_health = None;
     let mut t = 0;
     let poll = 5 * second;
     while t < warm_end {
@@ -84,6 +85,7 @@ pub fn run(scenario: &Scenario) -> Report {
             if health.cell_counts == 1 && health.missing_intra == 0 && health.unbridged_pairs == 0 {
                 converged_s = Some(t as f64 / second as f64);
             }
+            last_health = Some(health);
         }
     }
     let mut phases = vec![("join and warm-up", started.elapsed().as_secs_f64())];
@@ -209,6 +211,7 @@ pub fn run(scenario: &Scenario) -> Report {
         after_crash_sent: 0,
         after_crash_complete: 0,
         converged_s,
+        health_after_warmup: last_health,
         digests_per_peer_per_s: (net.sum_metric(|m| m.digests_sent) - before_digests) as f64
             / live
             / phase_seconds,
