@@ -83,6 +83,9 @@ pub struct RunFigures {
     pub after_crash_complete: usize,
     /// Cold start: simulated seconds until one view with every cell link and bridge up.
     pub converged_s: Option<f64>,
+    /// Cold start: how complete the overlay was at the last check (the end of warm-up, or
+    /// when it converged).
+    pub health_after_warmup: Option<super::net::Health>,
     /// Lazy repair during the fault-free broadcasts: digests sent per peer per second.
     pub digests_per_peer_per_s: f64,
     /// Share of the bytes sent that were digests, pulls and repairs (fault-free phase).
@@ -350,6 +353,16 @@ impl Report {
                         "after {t:.0} s"
                     ))
             );
+            if let (None, Some(health)) = (o.converged_s, &o.health_after_warmup) {
+                let _ = writeln!(
+                    s,
+                    "at the end of warm-up: {} view(s), {} cell links missing, {} cell pairs unbridged, fewest bridges per pair {}",
+                    health.cell_counts,
+                    health.missing_intra,
+                    health.unbridged_pairs,
+                    health.min_bridges.unwrap_or(0)
+                );
+            }
         }
         for (name, figure, ok) in self.goals() {
             let _ = writeln!(
