@@ -77,7 +77,7 @@ impl<A: FrameAuth> Overlay<A> {
             FrameKind::Broadcast => {
                 let message = frame.encode();
                 self.send_to_links(LinkKind::Members, self.me, &message, out);
-                self.keep_for_repair((self.me, id.seq), message, now, out);
+                self.keep_for_repair((self.me, id.seq), message, now);
             }
         }
         Ok(())
@@ -139,7 +139,7 @@ impl<A: FrameAuth> Overlay<A> {
                 }
                 self.deliver(&frame, false, repaired, from, out);
                 self.forward_broadcast(from, &frame, repaired, now, out);
-                self.keep_for_repair((origin, seq), message, now, out);
+                self.keep_for_repair((origin, seq), message, now);
             }
             FrameKind::Direct(target) if target == self.me => {
                 self.deliver(&frame, true, false, from, out);

@@ -85,10 +85,7 @@ impl RepairState {
     /// The earliest time repair needs a tick.
     pub(super) fn next_wake(&self) -> Option<Instant> {
         let pull = self.wanted_order.peek().map(|Reverse((due, ..))| *due);
-        match (self.next_digest, pull) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.next_digest.into_iter().chain(pull).min()
     }
 }
 
@@ -99,8 +96,8 @@ impl<A: FrameAuth> Overlay<A> {
         format!(
             "kept {} wanted {} given up {} fresh {} digests {} pulls {} repaired {} dropped {} dup {}",
             self.repair.kept.len(),
-            self.repair.given_up,
             self.repair.wanted.len(),
+            self.repair.given_up,
             self.repair.fresh.len(),
             self.metrics.digests_sent,
             self.metrics.pulls_sent,
@@ -108,6 +105,15 @@ impl<A: FrameAuth> Overlay<A> {
             self.metrics.dropped,
             self.metrics.duplicates
         )
+    }
+
+    /// One of `list` at random (None if it is empty).
+    fn random_pick(&mut self, list: &[PeerKey]) -> Option<PeerKey> {
+        if list.is_empty() {
+            return None;
+        }
+        let index = (self.random_fraction() * list.len() as f64) as usize;
+        list.get(index.min(list.len() - 1)).copied()
     }
 
     fn repair_on(&self) -> bool {
@@ -128,14 +134,7 @@ impl<A: FrameAuth> Overlay<A> {
 
     /// Remembers an accepted broadcast (as `message`, the bytes it came in) to answer pulls
     /// and to name in the next digest.
-    pub(super) fn keep_for_repair(
-        &mut self,
-        key: (PeerKey, u64),
-        message: Bytes,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        let _ = out;
+    pub(super) fn keep_for_repair(&mut self, key: (PeerKey, u64), message: Bytes, now: Instant) {
         let tag = origin_tag(&key.0);
         let id = (tag, key.1);
         self.repair.wanted.remove(&id);
@@ -337,11 +336,10 @@ impl<A: FrameAuth> Overlay<A> {
     /// missed a frame is all but sure to hear of it), and to one cell mate at random.
     fn send_digest(&mut self, ids: &[ShortId], out: &mut Vec<Output>) {
         let cache = self.link_cache();
-        let mut targets: Vec<PeerKey> = Vec::with_capacity(3);
-        if !cache.bridges.is_empty() {
-            let index = (self.random_fraction() * cache.bridges.len() as f64) as usize;
-            targets.extend(cache.bridges.get(index.min(cache.bridges.len() - 1)));
-        }
+        let mut targets: Vec<PeerKey> = Vec::with_capacity(4);
+        targets.extend(self.random_pick(&cache.bridges));
+        // Drawn here to keep the order of draws (bridge, then cell mate) of every run.
+        let random_mate = self.random_pick(&cache.intra);
         self.link_cache = Some(cache);
         let mine = self
             .members
@@ -375,18 +373,11 @@ impl<A: FrameAuth> Overlay<A> {
                 }
             }
         }
-        // And one cell mate at random: a peer whose two predecessors crashed together
+        // And one cell mate at random: a peer whose ring predecessors crashed together
         // (unnoticed for seconds) still hears of what it missed.
-        let cache = self.link_cache();
-        if !cache.intra.is_empty() {
-            let index = (self.random_fraction() * cache.intra.len() as f64) as usize;
-            if let Some(peer) = cache.intra.get(index.min(cache.intra.len() - 1)) {
-                if !targets.contains(peer) {
-                    targets.push(*peer);
-                }
-            }
+        if let Some(peer) = random_mate.filter(|peer| !targets.contains(peer)) {
+            targets.push(peer);
         }
-        self.link_cache = Some(cache);
         if targets.is_empty() {
             return;
         }

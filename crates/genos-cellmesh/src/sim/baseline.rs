@@ -144,8 +144,7 @@ fn play_one(
                     to: usize,
                     hops: u8| {
         played.messages += 1;
-        if latency.loss > 0.0 && (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= latency.loss
-        {
+        if rng.chance(latency.loss) {
             return;
         }
         let arrive = at + latency.base_us + rng.below(latency.jitter_us + 1);

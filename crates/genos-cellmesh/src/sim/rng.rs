@@ -18,6 +18,12 @@ impl Rng {
         mix64(self.0)
     }
 
+    /// True with probability `probability` (never for 0; a draw only when above 0, so a
+    /// switched-off model leaves the sequence alone).
+    pub fn chance(&mut self, probability: f64) -> bool {
+        probability > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= probability
+    }
+
     /// Uniform in `0..bound` (0 when `bound` is 0).
     pub fn below(&mut self, bound: u64) -> u64 {
         if bound == 0 {

@@ -25,12 +25,13 @@ fn reached<A: FrameAuth>(
     net: &Net<A>,
     ids: &[Option<(crate::PeerKey, u64)>],
 ) -> Vec<(usize, usize)> {
-    ids.iter()
-        .map(|id| {
-            id.and_then(|id| net.broadcast_outcome(&id))
-                .map_or((0, 1), |(got, live, ..)| (got, live))
-        })
-        .collect()
+    ids.iter().map(|id| reached_one(net, id)).collect()
+}
+
+/// (live peers reached, live peers) of one broadcast; a refused one reached nobody.
+fn reached_one<A: FrameAuth>(net: &Net<A>, id: &Option<(crate::PeerKey, u64)>) -> (usize, usize) {
+    id.and_then(|id| net.broadcast_outcome(&id))
+        .map_or((0, 1), |(got, live, ..)| (got, live))
 }
 
 /// Plays `scenario` and reports the overlay beside its baselines.
@@ -360,10 +361,7 @@ pub fn run(scenario: &Scenario) -> Report {
             match step {
                 Step::JudgeFirst(n) => {
                     if let (Some(slot), Some(id)) = (first_outcomes.get_mut(n), ids.get(n)) {
-                        *slot = reached(&net, std::slice::from_ref(id))
-                            .first()
-                            .copied()
-                            .unwrap_or((0, 1));
+                        *slot = reached_one(&net, id);
                     }
                 }
                 Step::Probe(second_after) => {
@@ -375,10 +373,7 @@ pub fn run(scenario: &Scenario) -> Report {
                 }
                 Step::JudgeProbe(n) => {
                     if let Some((second_after, id)) = probes.get(n) {
-                        let (got, alive) = reached(&net, std::slice::from_ref(id))
-                            .first()
-                            .copied()
-                            .unwrap_or((0, 1));
+                        let (got, alive) = reached_one(&net, id);
                         probe_outcomes.push((
                             *second_after,
                             got == alive,
@@ -393,11 +388,13 @@ pub fn run(scenario: &Scenario) -> Report {
                 net.explain_missing(id);
             }
         }
-        let outcomes = first_outcomes;
-        figures.after_crash_sent = outcomes.len();
-        figures.after_crash_complete = outcomes.iter().filter(|(got, alive)| got == alive).count();
+        figures.after_crash_sent = first_outcomes.len();
+        figures.after_crash_complete = first_outcomes
+            .iter()
+            .filter(|(got, alive)| got == alive)
+            .count();
         figures.repaired_after_crash = net.sum_metric(|m| m.repaired) - before_repaired;
-        let ratios: Vec<f64> = outcomes
+        let ratios: Vec<f64> = first_outcomes
             .iter()
             .map(|(got, alive)| *got as f64 / (*alive).max(1) as f64)
             .collect();
@@ -409,13 +406,14 @@ pub fn run(scenario: &Scenario) -> Report {
             .map(|(n, ratio)| (n as f64 * step_s, *ratio))
             .collect();
         net.reset_tracking();
-        let outcomes = probe_outcomes;
-        figures
-            .crash_timeline
-            .extend(outcomes.iter().map(|(s, _, ratio)| (*s as f64, *ratio)));
+        figures.crash_timeline.extend(
+            probe_outcomes
+                .iter()
+                .map(|(s, _, ratio)| (*s as f64, *ratio)),
+        );
         // Repaired: from this probe on, every probe reached every live peer.
         let mut repaired_at = None;
-        for (s, all, _) in outcomes.iter().rev() {
+        for (s, all, _) in probe_outcomes.iter().rev() {
             if *all {
                 repaired_at = Some(*s);
             } else {
@@ -425,7 +423,7 @@ pub fn run(scenario: &Scenario) -> Report {
         figures.time_to_repair_s = repaired_at.map(|s| s as f64);
         if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
             tracing_health("after repair", &net);
-            for (s, all, r) in &outcomes {
+            for (s, all, r) in &probe_outcomes {
                 if !*all {
                     #[allow(clippy::print_stderr)]
                     {
@@ -434,7 +432,12 @@ pub fn run(scenario: &Scenario) -> Report {
                 }
             }
         }
-        let tail: Vec<f64> = outcomes.iter().rev().take(10).map(|(_, _, r)| *r).collect();
+        let tail: Vec<f64> = probe_outcomes
+            .iter()
+            .rev()
+            .take(10)
+            .map(|(_, _, r)| *r)
+            .collect();
         figures.after_repair_ratio = Some(tail.iter().sum::<f64>() / tail.len().max(1) as f64);
         figures.crashed = crashed.len();
     }

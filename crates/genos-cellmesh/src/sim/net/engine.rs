@@ -9,10 +9,6 @@ impl<A: FrameAuth> Net<A> {
         self.config.latency_us + self.rng.below(self.config.jitter_us + 1)
     }
 
-    fn chance(&mut self, probability: f64) -> bool {
-        probability > 0.0 && (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= probability
-    }
-
     /// Takes `n` tokens from peer `i`'s relay bucket (refilled at the per-minute rate up to
     /// a minute's worth). `pace`: a driver that waits for them (the tokens may go into debt;
     /// returns how long to wait); otherwise the event is refused when short (None).
@@ -58,7 +54,7 @@ impl<A: FrameAuth> Net<A> {
         let held = std::mem::take(&mut self.peers[i].deferred);
         for other in held {
             let key = self.peers[other].key;
-            if self.peers[other].alive || !self.peers[other].gone {
+            if !self.peers[other].gone {
                 self.apply(i, Output::Connect(key));
             } else {
                 // Gone while held back: the setup fails like any other to a dead peer.
@@ -406,7 +402,7 @@ impl<A: FrameAuth> Net<A> {
                 for _ in 0..self.config.setup_trips {
                     setup += self.latency();
                 }
-                if self.chance(self.config.link_failure) {
+                if self.rng.chance(self.config.link_failure) {
                     let at = self.now + wait + self.config.link_failure_us;
                     self.schedule(
                         at,
@@ -447,7 +443,7 @@ impl<A: FrameAuth> Net<A> {
                 };
                 // Frames (1), repairs (4), digests (5) and pulls (6) may be lost.
                 let lossy = matches!(message.first(), Some(1 | 4 | 5 | 6));
-                if lossy && self.chance(self.config.loss) {
+                if lossy && self.rng.chance(self.config.loss) {
                     self.lost += 1;
                     return;
                 }
