@@ -31,6 +31,7 @@ async fn aiortc_answers_and_echoes() {
         Some(ConnectionEvent::Signal(bytes)) => serde_json::from_slice(&bytes).unwrap(),
         other => panic!("expected the offer, got {other:?}"),
     };
+    assert_eq!(offer["type"], "offer", "our first signal must be the offer");
     let mut candidates = Vec::new();
     // Wait as long as it takes for the first candidate (a loaded machine is slow), then
     // until the candidates stop coming.

@@ -95,7 +95,7 @@ impl Connection for WebRtcConnection {
                     .set_local_description(answer.clone())
                     .await
                     .map_err(|e| setup_error("cannot apply the answer", e))?;
-                shared.emit_signal(&Signal::Answer { sdp: answer.sdp });
+                shared.emit_description(Signal::Answer { sdp: answer.sdp });
                 Ok(())
             }
             Signal::Answer { sdp } => {

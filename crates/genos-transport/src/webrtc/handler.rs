@@ -26,7 +26,7 @@ impl PeerConnectionEventHandler for Handler {
             return;
         };
         match event.candidate.to_json() {
-            Ok(init) => shared.emit_signal(&Signal::Candidate {
+            Ok(init) => shared.emit_candidate(Signal::Candidate {
                 candidate: init.into(),
             }),
             Err(error) => tracing::debug!(%error, "skipping an unencodable candidate"),

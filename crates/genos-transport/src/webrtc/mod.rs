@@ -67,8 +67,18 @@ fn advertised_max_message(sdp: &str) -> usize {
         })
 }
 
-/// Candidates held while waiting for the remote description.
+/// Candidates held while waiting for the remote description, and local candidates held
+/// until our own description has gone out.
 const MAX_EARLY_CANDIDATES: usize = 64;
+
+/// Keeps our signals in the order a remote needs: description first, then candidates.
+/// webrtc starts gathering inside `set_local_description`, so its first candidate can be
+/// reported before we emit the offer or answer; such candidates wait here.
+#[derive(Default)]
+struct LocalSignals {
+    description_sent: bool,
+    held: Vec<Signal>,
+}
 
 /// The WebRTC transport. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -100,6 +110,7 @@ pub(crate) struct Shared {
     /// The remote's advertised largest message (SDP `a=max-message-size`).
     pub(crate) remote_max_message: AtomicUsize,
     early_candidates: Mutex<Vec<webrtc::peer_connection::RTCIceCandidateInit>>,
+    local_signals: Mutex<LocalSignals>,
     control: Mutex<Option<Arc<dyn RtcDataChannel>>>,
     closing: AtomicBool,
 }
@@ -132,6 +143,31 @@ impl Shared {
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot encode a signaling message"),
+        }
+    }
+
+    /// Emits our offer or answer, then the candidates gathered before it.
+    fn emit_description(&self, description: Signal) {
+        let mut local = self.local_signals.lock().unwrap_or_else(|p| p.into_inner());
+        self.emit_signal(&description);
+        for candidate in local.held.drain(..) {
+            self.emit_signal(&candidate);
+        }
+        local.description_sent = true;
+    }
+
+    /// Emits a local candidate, or holds it until our description has gone out. Beyond
+    /// [`MAX_EARLY_CANDIDATES`] held, further ones are dropped (ICE still finds a path
+    /// through those sent and peer-reflexive discovery).
+    fn emit_candidate(&self, candidate: Signal) {
+        let mut local = self.local_signals.lock().unwrap_or_else(|p| p.into_inner());
+        if local.description_sent {
+            drop(local);
+            self.emit_signal(&candidate);
+        } else if local.held.len() < MAX_EARLY_CANDIDATES {
+            local.held.push(candidate);
+        } else {
+            tracing::warn!("too many candidates before our description: one was dropped");
         }
     }
 
@@ -218,6 +254,7 @@ impl Transport for WebRtcTransport {
             remote_set: AtomicBool::new(false),
             remote_max_message: AtomicUsize::new(RFC8841_DEFAULT_MAX_MESSAGE),
             early_candidates: Mutex::new(Vec::new()),
+            local_signals: Mutex::new(LocalSignals::default()),
             control: Mutex::new(None),
             closing: AtomicBool::new(false),
         });
@@ -240,7 +277,7 @@ impl Transport for WebRtcTransport {
                 .set_local_description(offer.clone())
                 .await
                 .map_err(|e| setup_error("cannot apply the offer", e))?;
-            shared.emit_signal(&Signal::Offer { sdp: offer.sdp });
+            shared.emit_description(Signal::Offer { sdp: offer.sdp });
         }
         Ok((WebRtcConnection { shared }, stream))
     }
