@@ -147,14 +147,7 @@ impl<A: FrameAuth> Overlay<A> {
 
     /// The members of `cell` this peer knows (itself not included).
     pub(super) fn known_members_of(&self, cell: u32) -> Vec<Member> {
-        self.roster
-            .iter()
-            .filter(|(_, known)| known.cell == cell)
-            .map(|(key, known)| Member {
-                key: *key,
-                seed: known.seed,
-            })
-            .collect()
+        self.roster.members_of(cell).collect()
     }
 
     pub(super) fn replan(&mut self, now: Instant, out: &mut Vec<Output>) {
@@ -162,12 +155,16 @@ impl<A: FrameAuth> Overlay<A> {
         let my_cell = self.my_cell;
         let cells = self.cells;
         let k = self.config.bridges_per_pair;
+        // In key order (the roster's index), with this peer in its place.
         let mut members = self.known_members_of(my_cell);
-        members.push(Member {
-            key: self.me,
-            seed: self.my_seeds.bridge,
-        });
-        members.sort_by_key(|member| member.key);
+        let mine = members.partition_point(|member| member.key < self.me);
+        members.insert(
+            mine,
+            Member {
+                key: self.me,
+                seed: self.my_seeds.bridge,
+            },
+        );
         // Slots depend only on this cell's members and the cell count: most re-plans (a
         // remote roster changed, a link came up) leave them as they are.
         let settled = self

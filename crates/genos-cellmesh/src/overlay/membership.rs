@@ -12,9 +12,7 @@ impl<A: FrameAuth> Overlay<A> {
         self.cells = cells;
         self.cells_since = Some(now);
         self.my_cell = cell_from_seed(self.my_seeds.cell, cells);
-        for known in self.roster.values_mut() {
-            known.cell = cell_from_seed(known.cell_seed, cells);
-        }
+        self.roster.recell(cells);
         let roles: Vec<(PeerKey, LinkRole)> = self
             .links
             .keys()
@@ -90,13 +88,7 @@ impl<A: FrameAuth> Overlay<A> {
         if *peer == self.me {
             return true;
         }
-        match self.roster.get_mut(peer) {
-            Some(known) => {
-                known.last_seen = now;
-                true
-            }
-            None => false,
-        }
+        self.roster.touch(peer, now)
     }
 
     fn insert_known(&mut self, peer: PeerKey, seeds: PeerSeeds, now: Instant) {
@@ -244,14 +236,13 @@ impl<A: FrameAuth> Overlay<A> {
             now < backoff.until + timeout || (!backoff.retrying && backoff.failures < 3)
         });
         let links = &self.links;
-        let before = self.roster.len();
-        self.roster.retain(|peer, known| {
+        let removed = self.roster.retain(|peer, last_seen| {
             if links.get(peer).is_some_and(|link| link.up) {
-                known.last_seen = now;
+                *last_seen = now;
             }
-            now.saturating_duration_since(known.last_seen) < timeout
+            now.saturating_duration_since(*last_seen) < timeout
         });
-        if self.roster.len() != before {
+        if removed > 0 {
             self.dirty = true;
         }
     }

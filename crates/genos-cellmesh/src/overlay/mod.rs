@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use self::roster::{Known, Roster};
 use crate::assign::{PeerSeeds, cell_from_seed, peer_seeds};
 use crate::auth::FrameAuth;
 use crate::io::{Delivery, DropReason, Input, MeshTopic, Output, OverlayEvent};
@@ -20,6 +21,7 @@ mod frames;
 mod links;
 mod membership;
 mod repair;
+mod roster;
 
 const SIGNING_LABEL: &[u8] = b"genos/cellmesh/v1/frame";
 
@@ -103,14 +105,6 @@ struct LinkCache {
     all: Vec<PeerKey>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Known {
-    seed: u64,
-    cell_seed: u64,
-    cell: u32,
-    last_seen: Instant,
-}
-
 /// A peer whose link setup failed: left out of the roster (and so of every plan) until
 /// `until`, however often its announce is heard (relays replay presence that outlives its
 /// peer).
@@ -169,7 +163,7 @@ pub struct Overlay<A> {
     cells: u32,
     my_cell: u32,
     cells_since: Option<Instant>,
-    roster: KeyMap<PeerKey, Known>,
+    roster: Roster,
     links: KeyMap<PeerKey, Link>,
     /// Up links by role, rebuilt after any link change (the frame path reads them).
     link_cache: Option<LinkCache>,
@@ -227,7 +221,7 @@ impl<A: FrameAuth> Overlay<A> {
             cells: 0,
             my_cell: 0,
             cells_since: None,
-            roster: key_map(hash_seed),
+            roster: Roster::new(hash_seed),
             links: key_map(hash_seed),
             link_cache: None,
             topics: BTreeSet::new(),
