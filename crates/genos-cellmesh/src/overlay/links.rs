@@ -150,8 +150,19 @@ impl<A: FrameAuth> Overlay<A> {
         self.roster.members_of(cell).collect()
     }
 
+    /// A cell more than twice the largest cell size is a view about to be resized (a room
+    /// forming from one cell).
+    pub(super) fn oversized(&self) -> bool {
+        let bound = match self.config.sizing {
+            crate::Sizing::Auto { max_cell } => max_cell,
+            crate::Sizing::Fixed(size) => size,
+        };
+        self.members.len() > 2 * usize::try_from(bound).unwrap_or(usize::MAX)
+    }
+
     pub(super) fn replan(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.dirty = false;
+        self.last_replan = Some(now);
         let my_cell = self.my_cell;
         let cells = self.cells;
         let k = self.config.bridges_per_pair;
@@ -187,17 +198,22 @@ impl<A: FrameAuth> Overlay<A> {
         }
 
         let mut wanted: HashMap<PeerKey, LinkRole> = HashMap::new();
-        // A cell more than twice the largest cell size is a view about to be resized (a room
-        // forming from one cell): keep the links it has but open no new ones until then.
-        let bound = match self.config.sizing {
-            crate::Sizing::Auto { max_cell } => max_cell,
-            crate::Sizing::Fixed(size) => size,
-        };
-        let oversized = self.members.len() > 2 * usize::try_from(bound).unwrap_or(usize::MAX);
-        for member in &self.members {
-            let linked = self.links.contains_key(&member.key);
-            if member.key != self.me && (!oversized || linked) {
-                wanted.insert(member.key, LinkRole::Intra);
+        if self.oversized() {
+            // Keep the links to cell mates it has, open no new ones until the resize.
+            for peer in self.links.keys() {
+                if self
+                    .roster
+                    .get(peer)
+                    .is_some_and(|known| known.cell == my_cell)
+                {
+                    wanted.insert(*peer, LinkRole::Intra);
+                }
+            }
+        } else {
+            for member in &self.members {
+                if member.key != self.me {
+                    wanted.insert(member.key, LinkRole::Intra);
+                }
             }
         }
         let mut topics: BTreeSet<MeshTopic> = BTreeSet::new();

@@ -189,6 +189,8 @@ pub struct Overlay<A> {
     next_expiry: Option<Instant>,
     wake: Option<Instant>,
     dirty: bool,
+    /// When the plan was last made (an oversized cell re-plans less often).
+    last_replan: Option<Instant>,
     members: Vec<Member>,
     is_leader: bool,
     slots: Vec<(u32, u8)>,
@@ -238,6 +240,7 @@ impl<A: FrameAuth> Overlay<A> {
             next_expiry: None,
             wake: None,
             dirty: false,
+            last_replan: None,
             members: Vec::new(),
             is_leader: false,
             slots: Vec::new(),
@@ -367,8 +370,10 @@ impl<A: FrameAuth> Overlay<A> {
                 return out;
             }
         }
-        if self.dirty && self.phase == Phase::Running && self.links.len() < 2 {
-            // Alone or nearly: plan at once rather than at the next tick.
+        // Alone or nearly: plan at once rather than at the next tick. Not in an oversized
+        // cell, which opens no links: a newcomer there would re-plan on every one of the
+        // thousands of announces a relay replays to it.
+        if self.dirty && self.phase == Phase::Running && self.links.len() < 2 && !self.oversized() {
             self.replan(now, &mut out);
         }
         self.schedule_wake(&mut out);
@@ -526,7 +531,13 @@ impl<A: FrameAuth> Overlay<A> {
         if self.next_retry.is_some_and(|at| now >= at) {
             self.retry_failed(now);
         }
-        if self.dirty {
+        // An oversized cell (a room forming as one cell, about to be resized) opens no new
+        // links, and each plan reads every member: plan it every few ticks, not each.
+        let oversized_wait = self.oversized()
+            && self
+                .last_replan
+                .is_some_and(|at| now < at + self.config.tick_interval * 4);
+        if self.dirty && !oversized_wait {
             self.replan(now, out);
         }
         self.close_unwanted(now, out);
