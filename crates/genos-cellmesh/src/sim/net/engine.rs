@@ -9,30 +9,31 @@ impl<A: FrameAuth> Net<A> {
         self.config.latency_us + self.rng.below(self.config.jitter_us + 1)
     }
 
-    /// Takes `n` tokens from peer `i`'s relay bucket (refilled at the per-minute rate up to
-    /// a minute's worth). `pace`: a driver that waits for them (the tokens may go into debt;
-    /// returns how long to wait); otherwise the event is refused when short (None).
-    fn take_tokens(&mut self, i: usize, n: u32, pace: bool) -> Option<u64> {
+    /// Takes `n` tokens from peer `i`'s share of its relay budget for `budget` (each share
+    /// refilled at its rate up to a minute's worth). Signaling waits for them (the tokens may
+    /// go into debt; returns how long to wait); presence is refused when short (None).
+    fn take_tokens(&mut self, i: usize, n: u32, budget: Budget) -> Option<u64> {
         let per_min = self.config.relay_events_per_min;
         if per_min == 0 {
             return Some(0);
         }
         let now = self.now;
-        let peer = &mut self.peers[i];
-        let rate_per_us = f64::from(per_min) / 60e6;
-        let elapsed = now.saturating_sub(peer.tokens_at) as f64;
-        peer.tokens = (peer.tokens + elapsed * rate_per_us).min(f64::from(per_min));
-        peer.tokens_at = now;
+        let share = budget.share(per_min);
+        let bucket = &mut self.peers[i].buckets[budget as usize];
+        let rate_per_us = share / 60e6;
+        let elapsed = now.saturating_sub(bucket.at) as f64;
+        bucket.tokens = (bucket.tokens + elapsed * rate_per_us).min(share);
+        bucket.at = now;
         let need = f64::from(n);
-        if peer.tokens >= need {
-            peer.tokens -= need;
+        if bucket.tokens >= need {
+            bucket.tokens -= need;
             return Some(0);
         }
-        if !pace {
+        if budget == Budget::Presence {
             return None;
         }
-        peer.tokens -= need;
-        Some((-peer.tokens / rate_per_us).ceil() as u64)
+        bucket.tokens -= need;
+        Some((-bucket.tokens / rate_per_us).ceil() as u64)
     }
 
     /// A relay-signaled setup between `a` and `b` is over (up or failed).
@@ -72,7 +73,7 @@ impl<A: FrameAuth> Net<A> {
     /// fanned out to the topic's subscribers, unless refused or the relay is down.
     fn publish(&mut self, i: usize, topic: MeshTopic, view: (u32, u32, u32)) {
         let (cells, epoch, count) = view;
-        if !self.relay_up() || self.take_tokens(i, 1, false).is_none() {
+        if !self.relay_up() || self.take_tokens(i, 1, Budget::Presence).is_none() {
             self.relay.refused += 1;
             return;
         }
@@ -393,9 +394,12 @@ impl<A: FrameAuth> Net<A> {
                     self.relay.published += 2 * u64::from(signals);
                     self.peers[i].relay_setups += 1;
                     self.peers[other].relay_setups += 1;
-                    self.take_tokens(i, signals, true)
+                    self.take_tokens(i, signals, Budget::Signaling)
                         .unwrap_or(0)
-                        .max(self.take_tokens(other, signals, true).unwrap_or(0))
+                        .max(
+                            self.take_tokens(other, signals, Budget::Signaling)
+                                .unwrap_or(0),
+                        )
                 };
                 let relay = !via_mesh;
                 let mut setup = wait;
