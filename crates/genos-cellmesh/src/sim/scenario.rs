@@ -47,8 +47,9 @@ pub struct Scenario {
     /// expired presence themselves (not every relay does).
     pub presence_expiry_s: u64,
     /// Events a peer may publish to the relay per minute (nostr-relay-builder's default is
-    /// 60, as a bucket of 60 refilled over a minute); 0 for no limit. Announces beyond it are
-    /// refused (lost); link signaling waits for tokens (the driver paces it).
+    /// 60, as a bucket of 60 refilled over a minute); 0 for no limit. The driver keeps a
+    /// sixth for presence (announces beyond that share are refused, lost) and paces link
+    /// signaling within the rest (it waits for tokens).
     pub relay_events_per_min: u32,
     /// Relay events each end of a link setup publishes (offer or answer, and its candidates).
     pub signals_per_link: u32,
