@@ -166,8 +166,13 @@ impl<A: FrameAuth> Overlay<A> {
 
     /// A link closed or failed. One that was up is taken for the peer gone (it is forgotten
     /// until it announces again). One whose setup failed is left out of the roster for a
-    /// backoff (doubling) and tried again, three times; then the peer is left out until its
-    /// presence would have expired (`peer_timeout`), however often a relay replays it.
+    /// backoff (`retry_backoff`, doubling with each failure, at most `peer_timeout`)
+    /// however often a relay replays its presence. The first two failures are retried when
+    /// the backoff ends; after the third the peer is tried again only once it is heard
+    /// again after the backoff (8 s, 16 s, ...): a live peer announces within an announce
+    /// interval, a gone one is heard only if a relay replays its stored presence. (Waiting
+    /// out `peer_timeout` after three failures left a few of 500,000 cell links missing for
+    /// minutes at 10,000 peers, with 2% of setups failing.)
     pub(super) fn on_link_down(&mut self, peer: PeerKey, now: Instant) {
         self.dirty = true;
         let was_up = self.links.remove(&peer).is_some_and(|link| link.up);
@@ -186,13 +191,13 @@ impl<A: FrameAuth> Overlay<A> {
         });
         entry.failures = entry.failures.saturating_add(1);
         entry.retrying = false;
-        entry.until = if entry.failures >= 3 {
-            now + self.config.peer_timeout
-        } else {
-            let until = now + self.config.retry_backoff * (1u32 << (entry.failures - 1));
+        let doubling = 1u32 << (entry.failures - 1).min(16);
+        let backoff = (self.config.retry_backoff * doubling).min(self.config.peer_timeout);
+        entry.until = now + backoff;
+        if entry.failures < 3 {
+            let until = entry.until;
             self.next_retry = Some(self.next_retry.map_or(until, |at| at.min(until)));
-            until
-        };
+        }
     }
 
     /// Puts the peers whose backoff ended back in the roster for another try; forgets the
@@ -212,7 +217,9 @@ impl<A: FrameAuth> Overlay<A> {
                 return true;
             }
             if backoff.failures >= 3 {
-                return false;
+                // Tried again when heard again; kept (until `expire`) so the next failure
+                // doubles the wait.
+                return true;
             }
             backoff.retrying = true;
             due.push(*peer);
@@ -324,5 +331,79 @@ impl<A: FrameAuth> Overlay<A> {
                 count: 0,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use std::time::{Duration, Instant};
+
+    use crate::auth::SimAuth;
+    use crate::{Input, MeshTopic, Output, Overlay, OverlayConfig, PeerKey};
+
+    fn connects_to(outputs: &[Output], peer: PeerKey) -> bool {
+        outputs
+            .iter()
+            .any(|output| matches!(output, Output::Connect(to) if *to == peer))
+    }
+
+    fn announce(peer: PeerKey) -> Input {
+        Input::Announced {
+            peer,
+            topic: MeshTopic::Cell { cells: 1, cell: 0 },
+            cells: 1,
+            epoch: 0,
+            count: 0,
+        }
+    }
+
+    #[test]
+    fn a_peer_failing_three_setups_is_tried_again_when_heard_after_its_backoff() {
+        let config = OverlayConfig::default();
+        let backoff = config.retry_backoff;
+        let me = [1; 32];
+        let other = [2; 32];
+        let mut overlay = Overlay::new(config, [9; 32], SimAuth::new(me), 3);
+        let mut now = Instant::now();
+        overlay.handle(
+            Input::Start {
+                cells_hint: Some(1),
+            },
+            now,
+        );
+        assert!(connects_to(&overlay.handle(announce(other), now), other));
+        // Two failures are retried on their own, after 2 s and 4 s.
+        for wait in [backoff, backoff * 2] {
+            now += Duration::from_secs(5);
+            overlay.handle(Input::LinkDown { peer: other }, now);
+            let before = overlay.handle(Input::Tick, now + wait / 2);
+            assert!(!connects_to(&before, other), "retried before its backoff");
+            now += wait;
+            assert!(connects_to(&overlay.handle(Input::Tick, now), other));
+        }
+        // The third: left out (replays of its presence ignored) for 8 s, then tried again
+        // as soon as it is heard; not minutes later, when its presence would have expired.
+        now += Duration::from_secs(5);
+        overlay.handle(Input::LinkDown { peer: other }, now);
+        let replay = overlay.handle(announce(other), now + backoff);
+        assert!(!connects_to(&replay, other), "a replay undid the backoff");
+        let quiet = overlay.handle(Input::Tick, now + backoff * 5);
+        assert!(
+            !connects_to(&quiet, other),
+            "tried again without being heard"
+        );
+        now += backoff * 5;
+        let heard = overlay.handle(announce(other), now);
+        let tick = overlay.handle(Input::Tick, now + Duration::from_secs(1));
+        assert!(connects_to(&heard, other) || connects_to(&tick, other));
+        // A fourth failure waits twice as long.
+        now += Duration::from_secs(5);
+        overlay.handle(Input::LinkDown { peer: other }, now);
+        let early = overlay.handle(announce(other), now + backoff * 6);
+        assert!(
+            !connects_to(&early, other),
+            "the fourth backoff did not double"
+        );
     }
 }
