@@ -98,6 +98,8 @@ pub(crate) struct Driver<S: Signaling, T: Transport> {
     conns: HashMap<PeerId, Conn<T::Connection>>,
     /// A channel reported by a task, held while the machine decides on it.
     opened: Option<(PeerId, u64, ChannelOf<T>)>,
+    /// Unreliable channels that came before their link (at most one per peer).
+    held_datagrams: HashMap<PeerId, (u64, ChannelOf<T>)>,
     notes: mpsc::Sender<Note<T::Connection>>,
     reader_notes: mpsc::Sender<(PeerId, u64, ReaderNote)>,
     outgoing: mpsc::Sender<(PeerId, Bytes)>,
@@ -123,6 +125,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             transport: Arc::new(transport),
             conns: HashMap::new(),
             opened: None,
+            held_datagrams: HashMap::new(),
             notes,
             reader_notes,
             outgoing,
@@ -320,10 +323,30 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     });
                 }
             }
+            Action::HoldDatagrams { peer, dial } => {
+                if let Some((_, _, channel)) =
+                    self.opened.take_if(|(p, d, _)| *p == peer && *d == dial)
+                {
+                    if let Some((_, old)) = self.held_datagrams.insert(peer, (dial, channel)) {
+                        tokio::spawn(async move { old.close().await });
+                    }
+                }
+            }
             Action::AttachDatagrams { peer, dial } => {
-                let channel = self.opened.take_if(|(p, d, _)| *p == peer && *d == dial);
+                let channel = self
+                    .opened
+                    .take_if(|(p, d, _)| *p == peer && *d == dial)
+                    .map(|(_, _, channel)| channel)
+                    .or_else(|| {
+                        let (held_dial, held) = self.held_datagrams.remove(&peer)?;
+                        if held_dial == dial {
+                            return Some(held);
+                        }
+                        tokio::spawn(async move { held.close().await });
+                        None
+                    });
                 let link = self.router.link(&peer).filter(|l| l.dial == dial);
-                if let (Some((_, _, channel)), Some(link)) = (channel, link) {
+                if let (Some(channel), Some(link)) = (channel, link) {
                     if link.attach_datagrams(Box::new(Datagrams(channel.clone()))) {
                         tokio::spawn(read_datagrams(link, channel, self.shared.clone()));
                     } else {
@@ -471,6 +494,15 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
     }
 
     fn retire(&mut self, peer: PeerId, dial: u64, close_after: Duration) {
+        if self
+            .held_datagrams
+            .get(&peer)
+            .is_some_and(|(held_dial, _)| *held_dial == dial)
+        {
+            if let Some((_, held)) = self.held_datagrams.remove(&peer) {
+                tokio::spawn(async move { held.close().await });
+            }
+        }
         let link = self.router.remove(&peer, dial);
         let conn = match self.conns.get(&peer) {
             Some(conn) if conn.dial == dial => self.conns.remove(&peer),

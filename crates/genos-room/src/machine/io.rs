@@ -110,8 +110,12 @@ pub(crate) enum Action {
     /// (Dialling side) open link `dial`'s unreliable channel; report
     /// [`Input::DatagramsOffered`].
     OpenDatagrams { peer: PeerId, dial: u64 },
-    /// Give link `dial` the unreliable channel just reported.
+    /// Give link `dial` the unreliable channel just reported, or the one held for it.
     AttachDatagrams { peer: PeerId, dial: u64 },
+    /// (Answering side) keep the unreliable channel just reported for attempt `dial` until
+    /// its link is up: channels are separate SCTP streams, so the datagram channel can
+    /// arrive before the link channel. Replaces one held before; dropped with the attempt.
+    HoldDatagrams { peer: PeerId, dial: u64 },
     /// Close the channel just reported for attempt `dial`: it is not wanted.
     DropChannel { peer: PeerId, dial: u64 },
     /// Stop routing to attempt `dial`'s link and close its connection after `close_after`

@@ -71,6 +71,9 @@ struct Attempt {
     started: Instant,
     /// The peer sent a signal of this attempt (for an answering side, its offer).
     heard_back: bool,
+    /// (Answering side) the unreliable channel came before the link channel; the driver
+    /// holds it until the link is up.
+    datagrams_held: bool,
 }
 
 impl Attempt {
@@ -165,6 +168,12 @@ impl RoomMachine {
                     (Some(false), LINK_LABEL) => self.establish(peer, dial, now),
                     (Some(true), DATAGRAM_LABEL) => {
                         self.out.push(Action::AttachDatagrams { peer, dial });
+                    }
+                    (Some(false), DATAGRAM_LABEL) => {
+                        if let Some(attempt) = self.attempts.get_mut(&peer) {
+                            attempt.datagrams_held = true;
+                        }
+                        self.out.push(Action::HoldDatagrams { peer, dial });
                     }
                     _ => self.out.push(Action::DropChannel { peer, dial }),
                 }
@@ -409,6 +418,7 @@ impl RoomMachine {
                 stage: Stage::Connecting { early: Vec::new() },
                 started: now,
                 heard_back: false,
+                datagrams_held: false,
             },
         );
         self.out.push(Action::Connect { peer, dial, role });
@@ -424,6 +434,13 @@ impl RoomMachine {
         }
         self.hellos.remove(&peer);
         self.out.push(Action::Establish { peer, dial });
+        if self
+            .attempts
+            .get(&peer)
+            .is_some_and(|a| a.role == Role::Answerer && a.datagrams_held)
+        {
+            self.out.push(Action::AttachDatagrams { peer, dial });
+        }
         if self
             .attempts
             .get(&peer)

@@ -65,6 +65,9 @@ struct World {
     counters: BTreeMap<Counter, u64>,
     signals_sent: u64,
     max_actions: usize,
+    /// The answering side hears of the link channel after the unreliable one (separate
+    /// SCTP streams are not ordered with each other).
+    datagrams_first: bool,
 }
 
 impl World {
@@ -84,6 +87,7 @@ impl World {
             counters: BTreeMap::new(),
             signals_sent: 0,
             max_actions: 0,
+            datagrams_first: false,
         }
     }
 
@@ -248,7 +252,12 @@ impl World {
                             dial,
                             label: crate::wire::LINK_LABEL.to_owned(),
                         };
-                        self.schedule(LATENCY * 3 + extra, local, opened);
+                        let link_after = if self.datagrams_first {
+                            LATENCY * 5
+                        } else {
+                            LATENCY * 3
+                        };
+                        self.schedule(link_after + extra, local, opened);
                     }
                 },
                 b"answer" => {
@@ -282,6 +291,7 @@ impl World {
             Action::AttachDatagrams { peer, dial } => {
                 self.datagrams.insert((local, peer), dial);
             }
+            Action::HoldDatagrams { .. } => {}
             Action::Retire { peer, dial, .. } => {
                 if self.links.get(&(local, peer)) == Some(&dial) {
                     self.links.remove(&(local, peer));
@@ -365,6 +375,29 @@ fn thirty_peers_joining_at_once_form_a_full_mesh_from_one_announce() {
     assert_eq!(
         w.count(Counter::DialsStarted),
         30 * 29 + w.count(Counter::DialsBusy)
+    );
+}
+
+#[test]
+fn an_unreliable_channel_arriving_before_the_link_is_kept_and_attached() {
+    let mut w = world(6, limits());
+    w.datagrams_first = true;
+    w.announce_all();
+    let mut formed = false;
+    for _ in 0..20 {
+        if w.run_until_mesh(w.elapsed() + Duration::from_secs(1))
+            .is_some()
+        {
+            formed = true;
+            break;
+        }
+        w.hear_all();
+    }
+    assert!(formed, "a full mesh");
+    w.run_until(w.elapsed() + Duration::from_millis(200));
+    assert_eq!(
+        w.datagrams, w.links,
+        "unreliable channels on both ends of every link"
     );
 }
 
