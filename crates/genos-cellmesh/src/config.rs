@@ -76,8 +76,8 @@ pub struct OverlayConfig {
     /// the oldest ids out; longer lists received are dropped as malformed. Default 256.
     pub max_digest_ids: usize,
     /// How long after a link that never came up (setup failed) the peer is tried again;
-    /// doubled at each further failure, and the peer forgotten after the third (until it
-    /// announces again). Default 2 s.
+    /// doubled at each further failure (at most `peer_timeout`). After the third the peer
+    /// is tried again only once it is heard after the backoff. Default 2 s.
     pub retry_backoff: Duration,
     /// Peers remembered at most (own cell and the cells this peer bridges to). At the bound,
     /// announces of unknown peers are ignored (and counted) until entries expire. Default 4,096.
