@@ -38,12 +38,6 @@ pub trait Harness: Send + Sync + 'static {
     /// the peer id it joins as (backends that sign, like Nostr, own the identity).
     fn backend(&self) -> impl Future<Output = (Self::Backend, PeerId)> + Send;
 
-    /// Whether the backend tells a newcomer about peers that announced before it joined.
-    /// Backends that re-announce periodically may answer `false`: the check is skipped.
-    fn retains_presence(&self) -> bool {
-        false
-    }
-
     /// Waits until everything sent so far has reached the sessions' inboxes. The default
     /// waits half a second; backends that can tell should say so exactly.
     fn settle(&self) -> impl Future<Output = ()> + Send {
@@ -162,11 +156,9 @@ pub async fn presence_can_be_updated<H: Harness>(harness: &H) {
     .await;
 }
 
-/// A newcomer learns of peers that announced before it joined (when the backend says so).
+/// A newcomer learns at once of peers that announced before it joined: presence is stored,
+/// so nobody has to announce again for a newcomer to find them.
 pub async fn newcomer_learns_existing_presence<H: Harness>(harness: &H) {
-    if !harness.retains_presence() {
-        return;
-    }
     let topic = test_topic("newcomer");
     let (a, _a_events) = join(harness, topic).await;
     a.announce(Bytes::from_static(b"old-timer")).await.unwrap();
@@ -177,6 +169,105 @@ pub async fn newcomer_learns_existing_presence<H: Harness>(harness: &H) {
     })
     .await;
     assert_eq!(peer, a.local_peer());
+}
+
+/// Everything `events` reports up to the message `marker` from `from`. The marker is sent
+/// after the newcomer joined, so it comes after whatever the medium had stored for it.
+async fn events_until_marker<E>(events: &mut E, from: PeerId, marker: &[u8]) -> Vec<SignalEvent>
+where
+    E: futures::Stream<Item = SignalEvent> + Unpin,
+{
+    let mut seen = Vec::new();
+    wait_for(events, "the marker", |event| match &event {
+        SignalEvent::Message { from: f, payload } if *f == from && payload == marker => Some(()),
+        _ => {
+            seen.push(event);
+            None
+        }
+    })
+    .await;
+    seen
+}
+
+/// A newcomer is offered a peer's latest presence only: each announce replaces the last.
+pub async fn newcomer_sees_only_the_latest_presence<H: Harness>(harness: &H) {
+    let topic = test_topic("latest");
+    let (a, _a_events) = join(harness, topic).await;
+    a.announce(Bytes::from_static(b"v1")).await.unwrap();
+    a.announce(Bytes::from_static(b"v2")).await.unwrap();
+    harness.settle().await;
+    let (b, mut b_events) = join(harness, topic).await;
+    a.send_to(b.local_peer(), Bytes::from_static(b"marker"))
+        .await
+        .unwrap();
+    let seen = events_until_marker(&mut b_events, a.local_peer(), b"marker").await;
+    let presences: Vec<Bytes> = seen
+        .into_iter()
+        .filter_map(|event| match event {
+            SignalEvent::PeerSeen { peer, presence } if peer == a.local_peer() => Some(presence),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(presences, vec![Bytes::from_static(b"v2")]);
+}
+
+/// A peer that left is not offered to newcomers (its presence is gone, not just stale).
+pub async fn departed_peer_is_not_offered_to_newcomers<H: Harness>(harness: &H) {
+    let topic = test_topic("departed");
+    let (a, _a_events) = join(harness, topic).await;
+    let (witness, _witness_events) = join(harness, topic).await;
+    a.announce(Bytes::from_static(b"leaving soon"))
+        .await
+        .unwrap();
+    witness
+        .announce(Bytes::from_static(b"staying"))
+        .await
+        .unwrap();
+    harness.settle().await;
+    a.leave().await.unwrap();
+    harness.settle().await;
+    let (b, mut b_events) = join(harness, topic).await;
+    witness
+        .send_to(b.local_peer(), Bytes::from_static(b"marker"))
+        .await
+        .unwrap();
+    let seen = events_until_marker(&mut b_events, witness.local_peer(), b"marker").await;
+    assert!(
+        seen.iter().any(
+            |e| matches!(e, SignalEvent::PeerSeen { peer, .. } if *peer == witness.local_peer())
+        ),
+        "the newcomer must be offered the peer that stayed: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, SignalEvent::PeerSeen { peer, .. } if *peer == a.local_peer())),
+        "the newcomer was offered a peer that left: {seen:?}"
+    );
+}
+
+/// A peer that vanished without leaving (a crash) is still offered to newcomers until its
+/// presence expires: the medium cannot tell a crash from a quiet peer.
+pub async fn crashed_peer_is_offered_until_expiry<H: Harness>(harness: &H) {
+    let topic = test_topic("crashed");
+    let (a, a_events) = join(harness, topic).await;
+    let crashed = a.local_peer();
+    a.announce(Bytes::from_static(b"about to crash"))
+        .await
+        .unwrap();
+    harness.settle().await;
+    drop((a, a_events));
+    let (_b, mut b_events) = join(harness, topic).await;
+    let presence = wait_for(
+        &mut b_events,
+        "the crashed peer's presence",
+        |event| match event {
+            SignalEvent::PeerSeen { peer, presence } if peer == crashed => Some(presence),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(presence, Bytes::from_static(b"about to crash"));
 }
 
 /// A directed message reaches its addressee intact, and nobody else.
@@ -406,6 +497,9 @@ macro_rules! signaling_conformance {
             presence_is_seen,
             presence_can_be_updated,
             newcomer_learns_existing_presence,
+            newcomer_sees_only_the_latest_presence,
+            departed_peer_is_not_offered_to_newcomers,
+            crashed_peer_is_offered_until_expiry,
             direct_message_reaches_only_addressee,
             topics_are_isolated,
             messages_arrive_exactly_once,

@@ -11,9 +11,14 @@
 //! - **partitions**: [`MemorySignaling::partition`] cuts all traffic between groups of peers
 //!   (counted in [`HubStats::dropped_partition`]) until [`MemorySignaling::heal`].
 //!
-//! Presence is retained: a peer joining a topic is told, at once, of every member that has
-//! announced. This stands in for the periodic re-announcing a real medium needs. A session
-//! dropped without [`SignalSession::leave`] disappears silently, like a crashed peer.
+//! Presence is stored with the rules of the Nostr backend's stored presence: one presence per
+//! peer per topic, replaced by each announce, expiring [`MemorySignalingConfig::presence_ttl`]
+//! after it. A peer joining a topic finds every unexpired stored presence in its inbox when
+//! `join` returns (no latency or loss on that answer, as on a relay). A
+//! session dropped without [`SignalSession::leave`] stops silently, like a crashed peer, and
+//! its presence is still offered to newcomers until it expires; `leave` removes it at once
+//! (the Nostr backend replaces it with a tombstone). Unlike a relay, the hub does not ask the
+//! session to refresh: [`SignalSession::announce`] once keeps presence for its lifetime.
 //!
 //! Bounds: payloads above [`MemorySignalingConfig::max_message_size`] are refused; a topic holds at most
 //! [`MemorySignalingConfig::max_peers_per_topic`] peers; each session's inbox holds
@@ -56,6 +61,10 @@ pub struct MemorySignalingConfig {
     pub max_peers_per_topic: usize,
     /// Delayed deliveries pending at once across the hub. Default 65,536.
     pub max_in_flight: usize,
+    /// How long a presence stays stored after its last announce. Default 11 min, as the
+    /// Nostr backend's. At most `max_peers_per_topic` presences are stored per topic; when
+    /// full, the one closest to expiring makes room.
+    pub presence_ttl: Duration,
 }
 
 impl Default for MemorySignalingConfig {
@@ -69,6 +78,7 @@ impl Default for MemorySignalingConfig {
             inbox_capacity: 1024,
             max_peers_per_topic: 4096,
             max_in_flight: 65_536,
+            presence_ttl: Duration::from_secs(660),
         }
     }
 }
@@ -97,6 +107,12 @@ impl MemorySignalingConfig {
     /// Sets each session's inbox capacity.
     pub fn with_inbox_capacity(mut self, events: usize) -> Self {
         self.inbox_capacity = events;
+        self
+    }
+
+    /// Sets how long presence stays stored after an announce.
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
         self
     }
 
@@ -150,12 +166,18 @@ struct Counters {
 
 struct Member {
     inbox: Inbox,
-    presence: Option<Bytes>,
+}
+
+/// A peer's presence as the hub keeps it, past the session when it crashed.
+struct StoredPresence {
+    presence: Bytes,
+    expires: tokio::time::Instant,
 }
 
 #[derive(Default)]
 struct HubState {
     topics: HashMap<Topic, HashMap<PeerId, Member>>,
+    stored: HashMap<Topic, HashMap<PeerId, StoredPresence>>,
     /// Peer -> partition group; peers in different groups cannot reach each other.
     partition: HashMap<PeerId, usize>,
 }
@@ -378,6 +400,16 @@ impl Hub {
             if members.remove(&peer).is_none() {
                 return;
             }
+            if say_goodbye && let Some(stored) = state.stored.get_mut(&topic) {
+                // A goodbye replaces the stored presence (a tombstone on a relay).
+                stored.remove(&peer);
+                if stored.is_empty() {
+                    state.stored.remove(&topic);
+                }
+            }
+            let Some(members) = state.topics.get_mut(&topic) else {
+                return;
+            };
             let members = std::mem::take(members);
             let deliveries = if say_goodbye {
                 members
@@ -418,7 +450,7 @@ impl Signaling for MemorySignaling {
         let (inbox, events) = Inbox::new(hub.config.inbox_capacity);
         // The hub is in-process: nothing to seal against, so the seal key is not needed.
         let (topic, local_peer) = (request.topic, request.local_peer);
-        let deliveries = {
+        let deliveries: Vec<Delivery> = {
             let mut state = hub.lock_state();
             let members = state.topics.entry(topic).or_default();
             if members.contains_key(&local_peer) {
@@ -429,40 +461,80 @@ impl Signaling for MemorySignaling {
                     limit: hub.config.max_peers_per_topic,
                 });
             }
-            members.insert(
-                local_peer,
-                Member {
-                    inbox,
-                    presence: None,
-                },
-            );
-            // Retained presence: tell the newcomer about everyone who has announced.
+            members.insert(local_peer, Member { inbox });
+            // Stored presence: tell the newcomer about every unexpired one.
+            let now = tokio::time::Instant::now();
+            if let Some(stored) = state.stored.get_mut(&topic) {
+                stored.retain(|_, s| s.expires > now);
+            }
             let state = &*state;
-            let members = state.topics.get(&topic);
-            members
-                .into_iter()
-                .flat_map(|members| members.iter())
+            let (Some(members), Some(stored)) =
+                (state.topics.get(&topic), state.stored.get(&topic))
+            else {
+                return Ok(hub.finish_join(topic, local_peer, events));
+            };
+            stored
+                .iter()
                 .filter(|(peer, _)| **peer != local_peer)
-                .filter_map(|(peer, member)| {
-                    let presence = member.presence.clone()?;
+                .filter_map(|(peer, stored)| {
                     let event = SignalEvent::PeerSeen {
                         peer: *peer,
-                        presence,
+                        presence: stored.presence.clone(),
                     };
-                    hub.route(state, members?, *peer, local_peer, event)
+                    hub.route(state, members, *peer, local_peer, event)
                 })
                 .collect()
         };
-        hub.dispatch(deliveries);
+        // Stored presence is in the inbox when join returns, without latency or loss, as a
+        // relay answers the stored query before it confirms the subscription.
+        for delivery in deliveries {
+            hub.place(delivery);
+        }
+        Ok(hub.finish_join(topic, local_peer, events))
+    }
+}
+
+impl Hub {
+    fn finish_join(
+        self: &Arc<Self>,
+        topic: Topic,
+        peer: PeerId,
+        events: MemoryEvents,
+    ) -> (MemorySession, MemoryEvents) {
         let session = MemorySession {
             inner: Arc::new(SessionInner {
-                hub: hub.clone(),
+                hub: self.clone(),
                 topic,
-                peer: local_peer,
+                peer,
                 left: Mutex::new(false),
             }),
         };
-        Ok((session, events))
+        (session, events)
+    }
+
+    /// Stores `peer`'s presence, making room (expired first, then the one closest to
+    /// expiring) when the topic is full.
+    fn store_presence(&self, state: &mut HubState, topic: Topic, peer: PeerId, presence: Bytes) {
+        let now = tokio::time::Instant::now();
+        let stored = state.stored.entry(topic).or_default();
+        if !stored.contains_key(&peer) && stored.len() >= self.config.max_peers_per_topic {
+            stored.retain(|_, s| s.expires > now);
+            if stored.len() >= self.config.max_peers_per_topic
+                && let Some(oldest) = stored
+                    .iter()
+                    .min_by_key(|(_, s)| s.expires)
+                    .map(|(peer, _)| *peer)
+            {
+                stored.remove(&oldest);
+            }
+        }
+        stored.insert(
+            peer,
+            StoredPresence {
+                presence,
+                expires: now + self.config.presence_ttl,
+            },
+        );
     }
 }
 
@@ -516,13 +588,8 @@ impl MemorySession {
         let hub = &inner.hub;
         let deliveries: Vec<Delivery> = {
             let mut state = hub.lock_state();
-            if let Some(presence) = store_presence
-                && let Some(me) = state
-                    .topics
-                    .get_mut(&inner.topic)
-                    .and_then(|members| members.get_mut(&inner.peer))
-            {
-                me.presence = Some(presence);
+            if let Some(presence) = store_presence {
+                hub.store_presence(&mut state, inner.topic, inner.peer, presence);
             }
             let state = &*state;
             let Some(members) = state.topics.get(&inner.topic) else {

@@ -30,10 +30,6 @@ impl Harness for MemoryHarness {
         (self.hub.clone(), random_peer())
     }
 
-    fn retains_presence(&self) -> bool {
-        true
-    }
-
     async fn settle(&self) {
         self.hub.wait_idle().await;
     }
@@ -56,10 +52,6 @@ mod with_latency {
 
         async fn backend(&self) -> (MemorySignaling, PeerId) {
             (self.hub.clone(), random_peer())
-        }
-
-        fn retains_presence(&self) -> bool {
-            true
         }
 
         async fn settle(&self) {

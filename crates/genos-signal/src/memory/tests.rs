@@ -1,6 +1,6 @@
 //! The in-memory hub alone.
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use super::*;
 
@@ -119,4 +119,51 @@ fn invalid_config_is_refused() {
     let err =
         MemorySignaling::try_new(MemorySignalingConfig::default().with_loss(1.5, 0)).unwrap_err();
     assert!(matches!(err, SignalError::InvalidConfig(_)));
+}
+
+/// Stored presence outlives a crashed session until its lifetime ends, then is forgotten;
+/// a full topic makes room by dropping the presence closest to expiring.
+#[tokio::test(start_paused = true)]
+async fn stored_presence_expires_and_is_bounded() {
+    let config = MemorySignalingConfig::default()
+        .with_presence_ttl(Duration::from_secs(60))
+        .with_max_peers_per_topic(2);
+    let hub = MemorySignaling::new(config);
+    let seen_by_newcomer = |n: u8| {
+        let hub = hub.clone();
+        async move {
+            let (session, mut events) = hub.join(JoinRequest::new(TOPIC, peer(n))).await.unwrap();
+            let mut seen = Vec::new();
+            while let Some(Some(SignalEvent::PeerSeen { peer, .. })) = events.next().now_or_never()
+            {
+                seen.push(peer);
+            }
+            seen.sort();
+            session.leave().await.unwrap();
+            seen
+        }
+    };
+    let (a, a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+    a.announce(Bytes::from_static(b"a")).await.unwrap();
+    drop((a, a_events));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(
+        seen_by_newcomer(9).await,
+        vec![peer(1)],
+        "kept after the crash"
+    );
+    let (b, _b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+    b.announce(Bytes::from_static(b"b")).await.unwrap();
+    // Full (two stored); the third presence evicts a's, the closest to expiring.
+    let (c, _c_events) = hub.join(JoinRequest::new(TOPIC, peer(3))).await.unwrap();
+    c.announce(Bytes::from_static(b"c")).await.unwrap();
+    c.leave().await.unwrap();
+    assert_eq!(
+        seen_by_newcomer(9).await,
+        vec![peer(2)],
+        "a evicted, c left"
+    );
+    drop(b);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(seen_by_newcomer(9).await, Vec::<PeerId>::new(), "expired");
 }

@@ -61,11 +61,28 @@ pub struct NostrConfig {
     pub relay_queue: usize,
     /// Queued events older than this are not sent after a reconnect. Default 60 s.
     pub queued_event_max_age: Duration,
-    /// Offsets after `announce` at which presence is published again. Default 2 s and 6 s.
+    /// Offsets after `announce` at which presence is published again. Default none: stored
+    /// presence is there for anyone who subscribes later, so a burst adds nothing.
     pub announce_burst: Vec<Duration>,
-    /// Steady re-announce interval after the burst. Default 60 s: one event per relay per
-    /// peer per minute.
+    /// Steady re-announce (refresh) interval. Default 5 min: 0.2 events per relay per peer
+    /// per minute. With ephemeral presence (`stored_presence` off) set it near 60 s, as
+    /// newcomers then learn of existing peers only from their refreshes.
     pub announce_interval: Duration,
+    /// Publish presence as an addressable event that relays store and replace (one per peer
+    /// per topic), so a newcomer learns of everyone at once from a query. Default on. Relays
+    /// that refuse stored events get the same presence as an ephemeral event instead.
+    pub stored_presence: bool,
+    /// Lifetime of stored presence (its NIP-40 `expiration`). Default 11 min: two refreshes
+    /// and a minute of slack. A peer that vanishes without leaving is offered to newcomers
+    /// for at most this long; expired presence is dropped by the client whatever the relay
+    /// serves.
+    pub presence_ttl: Duration,
+    /// Lifetime of the tombstone that replaces stored presence on leave. Default 60 s.
+    pub tombstone_ttl: Duration,
+    /// Stored presence events asked of each relay on (re)subscription (the filter's
+    /// `limit`; relays serve the newest). Default 512. Peers beyond it are learned when they
+    /// refresh, or when they hear our presence and dial us.
+    pub max_stored_presence: usize,
     /// Replay guard (skew window and remembered ids).
     pub replay: ReplayGuardConfig,
 }
@@ -92,8 +109,12 @@ impl Default for NostrConfig {
             incoming_capacity: 1024,
             relay_queue: 64,
             queued_event_max_age: Duration::from_secs(60),
-            announce_burst: vec![Duration::from_secs(2), Duration::from_secs(6)],
-            announce_interval: Duration::from_secs(60),
+            announce_burst: Vec::new(),
+            announce_interval: Duration::from_secs(300),
+            stored_presence: true,
+            presence_ttl: Duration::from_secs(660),
+            tombstone_ttl: Duration::from_secs(60),
+            max_stored_presence: 512,
             replay: ReplayGuardConfig::default(),
         }
     }
@@ -131,6 +152,21 @@ impl NostrConfig {
         self
     }
 
+    /// Sets the presence refresh interval and the stored presence's lifetime.
+    pub fn with_presence(mut self, refresh: Duration, ttl: Duration) -> Self {
+        self.announce_interval = refresh;
+        self.presence_ttl = ttl;
+        self
+    }
+
+    /// Publishes presence as ephemeral events only (never stored), refreshed every
+    /// `refresh`: for relays known to refuse or mishandle stored events.
+    pub fn with_ephemeral_presence(mut self, refresh: Duration) -> Self {
+        self.stored_presence = false;
+        self.announce_interval = refresh;
+        self
+    }
+
     pub(super) fn validate(&self) -> Result<(), SignalError> {
         let invalid = |what: &str| Err(SignalError::InvalidConfig(what.to_owned()));
         if self.inbox_capacity == 0 || self.incoming_capacity == 0 || self.relay_queue == 0 {
@@ -141,6 +177,14 @@ impl NostrConfig {
         }
         if self.announce_interval.is_zero() {
             return invalid("announce_interval must not be zero");
+        }
+        if self.stored_presence
+            && (self.presence_ttl <= self.announce_interval
+                || self.tombstone_ttl < Duration::from_secs(1))
+        {
+            return invalid(
+                "presence_ttl must exceed announce_interval and tombstone_ttl be at least 1 s",
+            );
         }
         for url in &self.relays {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {

@@ -75,6 +75,9 @@ pub struct RelayHealth {
     pub ok_samples: u64,
     /// The last error or refusal message.
     pub last_error: Option<String>,
+    /// Whether our presence goes to this relay as stored events. Turns false when the relay
+    /// refuses one; it then gets ephemeral presence.
+    pub stores_presence: bool,
 }
 
 impl RelayHealth {
@@ -94,6 +97,7 @@ impl RelayHealth {
             ok_latency: None,
             ok_samples: 0,
             last_error: None,
+            stores_presence: true,
         }
     }
 

@@ -77,6 +77,9 @@ pub struct NostrSignaling {
     identity: Arc<Identity>,
     keys: Keys,
     config: Arc<NostrConfig>,
+    /// The last stored presence `created_at` of this identity, shared by its sessions so a
+    /// quick rejoin's presence is newer than the tombstone it replaces.
+    stored_clock: Arc<Mutex<u64>>,
 }
 
 impl std::fmt::Debug for NostrSignaling {
@@ -99,6 +102,7 @@ impl NostrSignaling {
             identity: Arc::new(identity),
             keys: Keys::new(secret),
             config: Arc::new(config),
+            stored_clock: Arc::new(Mutex::new(0)),
         })
     }
 
@@ -121,6 +125,9 @@ struct Shared {
     seal: SealKey,
     config: Arc<NostrConfig>,
     kind: Kind,
+    /// The addressable kind of stored presence.
+    presence_kind: Kind,
+    stored_clock: Arc<Mutex<u64>>,
     room_tag: String,
     counters: Counters,
     presence: Mutex<Option<Bytes>>,
@@ -167,6 +174,8 @@ impl Signaling for NostrSignaling {
             seal,
             config: self.config.clone(),
             kind: Kind::Custom(wire::kind_for(&topic)),
+            presence_kind: Kind::Custom(wire::presence_kind_for(&topic)),
+            stored_clock: self.stored_clock.clone(),
             room_tag: wire::room_tag(&topic),
             counters: Counters::default(),
             presence: Mutex::new(None),
@@ -194,6 +203,7 @@ impl Signaling for NostrSignaling {
             guard: ReplayGuard::new(self.config.replay),
             inbox,
             me_tag: wire::peer_tag(&topic, &request.local_peer),
+            stored_seen: router::StoredSeen::default(),
         };
         tokio::spawn(router.run(incoming_rx));
         tokio::spawn(announcer(Arc::downgrade(&shared)));

@@ -4,7 +4,8 @@
 use super::*;
 
 impl Shared {
-    /// Builds, seals and signs an event.
+    /// Builds, seals and signs an event. Presence and goodbye become stored presence and its
+    /// tombstone (with the ephemeral form as fallback) when stored presence is on.
     pub(super) fn build(
         &self,
         kind: ContentKind,
@@ -24,7 +25,32 @@ impl Shared {
             Some(peer) => wire::peer_tag(&self.topic, &peer),
             None => self.room_tag.clone(),
         };
-        let template = EventBuilder::new(self.kind, text).tag(Tag::custom("x", [tag]));
+        let ephemeral =
+            self.sign(EventBuilder::new(self.kind, text.clone()).tag(Tag::custom("x", [tag])))?;
+        let stored = to.is_none()
+            && self.config.stored_presence
+            && matches!(kind, ContentKind::Presence | ContentKind::Bye);
+        if !stored {
+            return Ok(ephemeral);
+        }
+        let created_at = self.next_stored_at();
+        let lifetime = if kind == ContentKind::Bye {
+            self.config.tombstone_ttl
+        } else {
+            self.config.presence_ttl
+        };
+        let expires = created_at.saturating_add(lifetime.as_secs().max(1));
+        let template = EventBuilder::new(self.presence_kind, text)
+            .tag(Tag::identifier(self.room_tag.clone()))
+            .tag(Tag::custom("x", [self.room_tag.clone()]))
+            .tag(Tag::expiration(Timestamp::from(expires)))
+            .custom_created_at(Timestamp::from(created_at));
+        let mut outgoing = self.sign(template)?;
+        outgoing.fallback = Some(Box::new(ephemeral));
+        Ok(outgoing)
+    }
+
+    fn sign(&self, template: EventBuilder) -> Result<Outgoing, SignalError> {
         let event = template
             .clone()
             .finalize(&self.keys)
@@ -33,7 +59,17 @@ impl Shared {
             event: Arc::new(event),
             template: Arc::new(template),
             created: Instant::now(),
+            fallback: None,
         })
+    }
+
+    /// A `created_at` for stored presence: now, or one second past the last one, because
+    /// relays keep a replaced event when the new one is not strictly newer.
+    fn next_stored_at(&self) -> u64 {
+        let mut last = self.stored_clock.lock().unwrap_or_else(|p| p.into_inner());
+        let at = Timestamp::now().as_secs().max(last.saturating_add(1));
+        *last = at;
+        at
     }
 
     pub(super) fn publish(&self, outgoing: Outgoing) {
@@ -89,10 +125,20 @@ impl Shared {
         let (commands, receiver) = mpsc::channel(self.config.relay_queue);
         let health = Arc::new(Mutex::new(RelayHealth::new(url)));
         let me = wire::peer_tag(&self.topic, &self.peer);
-        let filter = Filter::new()
-            .kind(self.kind)
-            .custom_tags(SingleLetterTag::LOWERCASE_X, [self.room_tag.clone(), me])
-            .since(Timestamp::now() - Duration::from_secs(10));
+        let mut filters = vec![
+            Filter::new()
+                .kind(self.kind)
+                .custom_tags(SingleLetterTag::LOWERCASE_X, [self.room_tag.clone(), me])
+                .since(Timestamp::now() - Duration::from_secs(10)),
+        ];
+        if self.config.stored_presence {
+            filters.push(
+                Filter::new()
+                    .kind(self.presence_kind)
+                    .custom_tags(SingleLetterTag::LOWERCASE_X, [self.room_tag.clone()])
+                    .limit(self.config.max_stored_presence),
+            );
+        }
         let weak = Arc::downgrade(self);
         let presence: PresenceSource =
             Arc::new(move || weak.upgrade().and_then(|shared| shared.fresh_presence()));
@@ -102,7 +148,7 @@ impl Shared {
                 "genos-{}",
                 hex::encode(rand::random::<[u8; 8]>())
             )),
-            filter,
+            filters,
             keys: self.keys.clone(),
             config: self.config.clone(),
             health: health.clone(),

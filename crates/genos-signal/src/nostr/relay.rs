@@ -22,6 +22,19 @@ pub(crate) struct Outgoing {
     pub(crate) event: Arc<Event>,
     pub(crate) template: Arc<EventBuilder>,
     pub(crate) created: Instant,
+    /// For stored presence and tombstones: the same content as an ephemeral event, sent
+    /// instead to relays that refuse stored events.
+    pub(crate) fallback: Option<Box<Outgoing>>,
+}
+
+impl Outgoing {
+    /// The ephemeral form of this event (itself when it has none).
+    pub(crate) fn into_ephemeral(self) -> Outgoing {
+        match self.fallback {
+            Some(fallback) => *fallback,
+            None => self,
+        }
+    }
 }
 
 pub(crate) enum Command {
@@ -40,7 +53,9 @@ pub(crate) type PresenceSource = Arc<dyn Fn() -> Option<Outgoing> + Send + Sync>
 pub(crate) struct Worker {
     pub(crate) url: String,
     pub(crate) subscription: SubscriptionId,
-    pub(crate) filter: Filter,
+    /// Live signaling since a few seconds ago, and (with stored presence) the topic's stored
+    /// presence, which a `since` filter would never return.
+    pub(crate) filters: Vec<Filter>,
     pub(crate) keys: Keys,
     pub(crate) config: Arc<NostrConfig>,
     pub(crate) health: Arc<Mutex<RelayHealth>>,
@@ -68,6 +83,8 @@ struct Link {
     pow: Option<u8>,
     rate_limited_until: Option<Instant>,
     rate_backoff: Duration,
+    /// The relay refused a stored event: send it ephemeral fallbacks from now on.
+    stored_refused: bool,
 }
 
 const AWAITING_OK_LIMIT: usize = 256;
@@ -105,6 +122,7 @@ impl Worker {
             pow: None,
             rate_limited_until: None,
             rate_backoff: Duration::from_secs(5),
+            stored_refused: false,
         };
         loop {
             self.set_state(RelayState::Connecting);
@@ -192,7 +210,7 @@ impl Worker {
         link.authenticated = false;
         link.auth_retries = 0;
         link.challenge = None;
-        let request = ClientMessage::req(self.subscription.clone(), vec![self.filter.clone()]);
+        let request = ClientMessage::req(self.subscription.clone(), self.filters.clone());
         if let Err(error) = sink.send(WsMessage::text(request.as_json())).await {
             return Ended::Lost(format!("subscribe: {error}"));
         }
@@ -245,6 +263,11 @@ impl Worker {
 
     /// Turns an outgoing event into wire text (mining proof of work if this relay wants it).
     async fn prepare(&self, link: &mut Link, outgoing: Outgoing, to_send: &mut Vec<String>) {
+        let outgoing = if link.stored_refused {
+            outgoing.into_ephemeral()
+        } else {
+            outgoing
+        };
         if let Some(until) = link.rate_limited_until {
             if Instant::now() < until {
                 self.update(|h| h.publish_dropped += 1);
@@ -415,7 +438,7 @@ impl Worker {
                 }
                 if message.starts_with("auth-required:") && self.authenticate(link, to_send) {
                     let request =
-                        ClientMessage::req(self.subscription.clone(), vec![self.filter.clone()]);
+                        ClientMessage::req(self.subscription.clone(), self.filters.clone());
                     to_send.push(request.as_json());
                     return None;
                 }
@@ -451,6 +474,19 @@ impl Worker {
     ) -> Option<Ended> {
         let prefix = message.split(':').next().unwrap_or_default().trim();
         tracing::debug!(relay = %self.url, message, "relay refused an event");
+        let refuses_stored = !matches!(
+            prefix,
+            "pow" | "auth-required" | "rate-limited" | "duplicate"
+        );
+        if refuses_stored && let Some(outgoing) = outgoing.as_ref().filter(|o| o.fallback.is_some())
+        {
+            // A relay that will not store our presence still relays ephemeral events.
+            tracing::info!(relay = %self.url, message, "relay refuses stored presence: falling back to ephemeral");
+            link.stored_refused = true;
+            self.update(|h| h.stores_presence = false);
+            self.prepare(link, outgoing.clone(), to_send).await;
+            return None;
+        }
         match prefix {
             "pow" => {
                 let required = first_number(message);

@@ -1,6 +1,8 @@
 //! The router of one session: checks every incoming event (signature, kind, tag, seal,
 //! replay) and hands what passes to the application's inbox.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// Verifies incoming events and turns them into [`SignalEvent`]s.
@@ -9,6 +11,37 @@ pub(super) struct Router {
     pub(super) guard: ReplayGuard,
     pub(super) inbox: Inbox,
     pub(super) me_tag: String,
+    pub(super) stored_seen: StoredSeen,
+}
+
+/// The newest stored presence `created_at` seen per peer, so the same stored event from
+/// several relays (or an older one from a slow relay) is reported once. Bounded: when full,
+/// it starts over, and a peer's current presence may be reported once more.
+#[derive(Default)]
+pub(super) struct StoredSeen {
+    newest: HashMap<PeerId, u64>,
+}
+
+impl StoredSeen {
+    const CAPACITY: usize = 8192;
+
+    /// Whether `created_at` is newer than anything seen from `peer`; remembers it if so.
+    pub(super) fn is_newer(&mut self, peer: PeerId, created_at: u64) -> bool {
+        match self.newest.get_mut(&peer) {
+            Some(newest) if *newest >= created_at => false,
+            Some(newest) => {
+                *newest = created_at;
+                true
+            }
+            None => {
+                if self.newest.len() >= Self::CAPACITY {
+                    self.newest.clear();
+                }
+                self.newest.insert(peer, created_at);
+                true
+            }
+        }
+    }
 }
 
 impl Router {
@@ -46,6 +79,9 @@ impl Router {
             .find(|tag| tag.kind() == "x")
             .and_then(|tag| tag.content());
         let to_room = tag == Some(self.shared.room_tag.as_str());
+        if event.kind == self.shared.presence_kind && self.shared.config.stored_presence {
+            return self.check_stored(event, to_room);
+        }
         let to_me = tag == Some(self.me_tag.as_str());
         if event.kind != self.shared.kind || !(to_room || to_me) || event.verify().is_err() {
             bump(&counters.dropped_invalid);
@@ -97,6 +133,72 @@ impl Router {
                 bump(&counters.dropped_invalid);
                 None
             }
+        }
+    }
+
+    /// Checks stored presence or a tombstone: its `d` tag, its NIP-40 expiration (some relays
+    /// serve expired events), a `created_at` not from the future and newer than what we have
+    /// of that peer. Its content may be as old as the presence lifetime, so it bypasses the
+    /// replay guard's window; the seal still binds it to its author and topic.
+    fn check_stored(&mut self, event: &Event, to_room: bool) -> Option<SignalEvent> {
+        let counters = &self.shared.counters;
+        let room_tag = self.shared.room_tag.as_str();
+        let has_d = event
+            .tags
+            .iter()
+            .any(|tag| tag.kind() == "d" && tag.content() == Some(room_tag));
+        let expires = event
+            .tags
+            .iter()
+            .find(|tag| tag.kind() == "expiration")
+            .and_then(|tag| tag.content())
+            .and_then(|value| value.parse::<u64>().ok());
+        let (Some(expires), true, true) = (expires, has_d, to_room) else {
+            bump(&counters.dropped_invalid);
+            return None;
+        };
+        let now_s = now_ms() / 1000;
+        if expires <= now_s {
+            bump(&counters.dropped_expired);
+            return None;
+        }
+        let skew_s = self.shared.config.replay.skew_ms / 1000;
+        if event.created_at.as_secs() > now_s.saturating_add(skew_s) {
+            bump(&counters.dropped_replay);
+            return None;
+        }
+        if event.verify().is_err() {
+            bump(&counters.dropped_invalid);
+            return None;
+        }
+        let sender = PeerId::from_bytes(event.pubkey.to_bytes());
+        let Ok(content) = wire::open_content(
+            &self.shared.seal,
+            &self.shared.topic,
+            sender,
+            &event.content,
+            self.shared.config.max_event_size,
+        ) else {
+            bump(&counters.dropped_unsealed);
+            return None;
+        };
+        if content.to.is_some() || content.kind == ContentKind::Message {
+            bump(&counters.dropped_invalid);
+            return None;
+        }
+        if !self
+            .stored_seen
+            .is_newer(sender, event.created_at.as_secs())
+        {
+            bump(&counters.duplicates);
+            return None;
+        }
+        match content.kind {
+            ContentKind::Presence => Some(SignalEvent::PeerSeen {
+                peer: sender,
+                presence: Bytes::from(content.payload),
+            }),
+            _ => Some(SignalEvent::PeerGone { peer: sender }),
         }
     }
 }

@@ -123,7 +123,8 @@ impl SignalSession for NostrSession {
         let dropped = stats.dropped_invalid
             + stats.dropped_unsealed
             + stats.dropped_replay
-            + stats.dropped_overflow;
+            + stats.dropped_overflow
+            + stats.dropped_expired;
         crate::SignalHealth::new(media, stats.published, stats.delivered, dropped)
     }
 

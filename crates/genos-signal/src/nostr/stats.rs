@@ -22,6 +22,9 @@ pub struct NostrStats {
     pub dropped_replay: u64,
     /// Events dropped because the application's inbox was full.
     pub dropped_overflow: u64,
+    /// Stored presence (or tombstones) past their NIP-40 expiration, which some relays
+    /// still serve.
+    pub dropped_expired: u64,
 }
 
 #[derive(Default)]
@@ -34,6 +37,7 @@ pub(super) struct Counters {
     pub(super) dropped_unsealed: AtomicU64,
     pub(super) dropped_replay: AtomicU64,
     pub(super) dropped_overflow: AtomicU64,
+    pub(super) dropped_expired: AtomicU64,
 }
 
 impl Counters {
@@ -48,6 +52,7 @@ impl Counters {
             dropped_unsealed: get(&self.dropped_unsealed),
             dropped_replay: get(&self.dropped_replay),
             dropped_overflow: get(&self.dropped_overflow),
+            dropped_expired: get(&self.dropped_expired),
         }
     }
 }

@@ -279,3 +279,239 @@ async fn a_slow_relay_is_muted() {
     .expect("the slow relay was never muted");
     assert!(muted > Duration::from_millis(100), "{muted:?}");
 }
+
+fn stored_event(
+    keys: &Keys,
+    topic: &Topic,
+    seal: &SealKey,
+    kind: ContentKind,
+    created_at: u64,
+    expires: u64,
+    payload: &[u8],
+) -> Event {
+    let sender = PeerId::from_bytes(keys.public_key().to_bytes());
+    let content = Content {
+        version: wire::CONTENT_VERSION,
+        kind,
+        id: rand::random(),
+        timestamp_ms: created_at * 1000,
+        to: None,
+        payload: payload.to_vec(),
+    };
+    let text = wire::seal_content(seal, topic, sender, &content).unwrap();
+    let room = wire::room_tag(topic);
+    EventBuilder::new(Kind::Custom(wire::presence_kind_for(topic)), text)
+        .tag(Tag::identifier(room.clone()))
+        .tag(Tag::custom("x", [room]))
+        .tag(Tag::expiration(Timestamp::from(expires)))
+        .custom_created_at(Timestamp::from(created_at))
+        .finalize(keys)
+        .unwrap()
+}
+
+/// Stored presence from a relay: expired presence is dropped by the client (some relays
+/// serve it), the same event from a second copy and an older one are not reported again, a
+/// tombstone reports the peer gone, and presence without an expiration is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_presence_is_checked_for_expiry_and_freshness() {
+    let topic = Topic::from_bytes(rand::random());
+    let room_key = SealKey::generate();
+    let (alice, bob, carol) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let now = now_ms() / 1000;
+    let expired = stored_event(
+        &alice,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        now - 700,
+        now - 40,
+        b"old",
+    );
+    let fresh = stored_event(
+        &bob,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        now - 100,
+        now + 560,
+        b"bob v2",
+    );
+    let older = stored_event(
+        &bob,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        now - 400,
+        now + 260,
+        b"bob v1",
+    );
+    let present = stored_event(
+        &carol,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        now - 10,
+        now + 650,
+        b"carol",
+    );
+    let tombstone = stored_event(
+        &carol,
+        &topic,
+        &room_key,
+        ContentKind::Bye,
+        now - 5,
+        now + 55,
+        b"",
+    );
+    let sender = PeerId::from_bytes(alice.public_key().to_bytes());
+    let content = Content {
+        version: wire::CONTENT_VERSION,
+        kind: ContentKind::Presence,
+        id: [9; 16],
+        timestamp_ms: now * 1000,
+        to: None,
+        payload: b"no expiry".to_vec(),
+    };
+    let text = wire::seal_content(&room_key, &topic, sender, &content).unwrap();
+    let unexpiring = EventBuilder::new(Kind::Custom(wire::presence_kind_for(&topic)), text)
+        .tag(Tag::identifier(wire::room_tag(&topic)))
+        .tag(Tag::custom("x", [wire::room_tag(&topic)]))
+        .finalize(&alice)
+        .unwrap();
+    let url = scripted_relay(move |sub| {
+        vec![
+            event_message(sub, &expired),
+            event_message(sub, &fresh),
+            event_message(sub, &fresh),
+            event_message(sub, &older),
+            event_message(sub, &unexpiring),
+            event_message(sub, &present),
+            format!(r#"["EOSE", "{sub}"]"#),
+            event_message(sub, &tombstone),
+        ]
+    })
+    .await;
+    let me = Identity::generate();
+    let peer = me.peer_id();
+    let backend = NostrSignaling::new(me, NostrConfig::with_relays([url])).unwrap();
+    let request = JoinRequest::new(topic, peer).with_seal_key(room_key);
+    let (session, mut events) = backend.join(request).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+            .await
+            .expect("the relay's events")
+            .unwrap();
+        seen.push(event);
+    }
+    let bob_id = PeerId::from_bytes(bob.public_key().to_bytes());
+    let carol_id = PeerId::from_bytes(carol.public_key().to_bytes());
+    assert_eq!(
+        seen,
+        vec![
+            SignalEvent::PeerSeen {
+                peer: bob_id,
+                presence: Bytes::from_static(b"bob v2")
+            },
+            SignalEvent::PeerSeen {
+                peer: carol_id,
+                presence: Bytes::from_static(b"carol")
+            },
+            SignalEvent::PeerGone { peer: carol_id },
+        ]
+    );
+    let stats = session.stats();
+    assert_eq!(stats.dropped_expired, 1, "{stats:?}");
+    assert_eq!(
+        stats.duplicates, 2,
+        "the second copy and the older one: {stats:?}"
+    );
+    assert_eq!(stats.dropped_invalid, 1, "no expiration: {stats:?}");
+    session.leave().await.unwrap();
+}
+
+/// A relay that refuses stored events (`blocked:` for addressable kinds) and acknowledges
+/// everything else; reports the kind and content of every event it gets.
+async fn relay_refusing_stored_events() -> (String, tokio::sync::mpsc::Receiver<(u16, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (accepted, accepted_rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(socket).await.unwrap();
+        while let Some(Ok(WsMessage::Text(text))) = ws.next().await {
+            let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+            let reply = if value[0] == "REQ" {
+                format!(r#"["EOSE","{}"]"#, value[1].as_str().unwrap())
+            } else if value[0] == "EVENT" {
+                let id = value[1]["id"].as_str().unwrap();
+                let kind = value[1]["kind"].as_u64().unwrap();
+                let content = value[1]["content"].as_str().unwrap().to_owned();
+                let _ = accepted.send((kind as u16, content)).await;
+                if kind >= 30_000 {
+                    format!(r#"["OK","{id}",false,"blocked: no stored events here"]"#)
+                } else {
+                    format!(r#"["OK","{id}",true,""]"#)
+                }
+            } else {
+                continue;
+            };
+            if ws.send(WsMessage::text(reply)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (url, accepted_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refusing_stored_presence_gets_ephemeral_presence() {
+    let (url, mut accepted) = relay_refusing_stored_events().await;
+    let identity = Identity::generate();
+    let peer = identity.peer_id();
+    let topic = Topic::from_bytes(rand::random());
+    let backend = NostrSignaling::new(identity, NostrConfig::with_relays([url])).unwrap();
+    let (session, _events) = backend.join(JoinRequest::new(topic, peer)).await.unwrap();
+    // The kinds under which each presence payload reached the relay, until `payload` came
+    // as an ephemeral event.
+    let key = wire::fallback_key(&topic);
+    let mut kinds_until_ephemeral = async |payload: &[u8]| {
+        let mut kinds = Vec::new();
+        loop {
+            let (kind, content) = tokio::time::timeout(Duration::from_secs(20), accepted.recv())
+                .await
+                .expect("presence at the relay")
+                .unwrap();
+            let opened = wire::open_content(&key, &topic, peer, &content, 1 << 16).unwrap();
+            if opened.payload == payload {
+                kinds.push(kind);
+                if kind == wire::kind_for(&topic) {
+                    return kinds;
+                }
+            }
+        }
+    };
+    session.announce(Bytes::from_static(b"here")).await.unwrap();
+    // Stored first (twice when the re-announce after the subscription races the announce),
+    // refused, then ephemeral.
+    let kinds = kinds_until_ephemeral(b"here").await;
+    let (ephemeral, stored) = kinds.split_last().unwrap();
+    assert_eq!(*ephemeral, wire::kind_for(&topic));
+    assert!(
+        !stored.is_empty() && stored.iter().all(|k| *k == wire::presence_kind_for(&topic)),
+        "{kinds:?}"
+    );
+    let health = &session.relays()[0];
+    assert!(!health.stores_presence, "{health:?}");
+    assert_eq!(health.state, RelayState::Connected, "not muted: {health:?}");
+    // From now on presence goes out ephemeral at once, with no refusal first.
+    session
+        .announce(Bytes::from_static(b"again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds_until_ephemeral(b"again").await,
+        [wire::kind_for(&topic)]
+    );
+    session.leave().await.unwrap();
+}

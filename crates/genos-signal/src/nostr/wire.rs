@@ -4,6 +4,10 @@
 //! kind    = 20000 + (u16be(topic[0..2]) mod 10000)         (ephemeral: relays do not store it)
 //! tag     = ["x", hex(topic)]                               presence and goodbye
 //!         = ["x", hex(SHA-256("genos/v1/nostr-peer" || topic || peer id))]   addressed messages
+//!
+//! stored presence (and the tombstone that replaces it on leave):
+//! kind    = 30000 + (u16be(topic[0..2]) mod 10000)         (addressable: stored, replaced)
+//! tags    = ["d", hex(topic)], ["x", hex(topic)], ["expiration", unix seconds]   (NIP-40)
 //! content = base64(envelope), envelope = seal(signal key, purpose Signaling,
 //!           sender = event pubkey, extra = topic, postcard(Content))
 //! ```
@@ -28,6 +32,12 @@ pub(crate) const CONTENT_VERSION: u8 = 1;
 pub(crate) fn kind_for(topic: &Topic) -> u16 {
     let [a, b, ..] = *topic.as_bytes();
     20_000 + u16::from_be_bytes([a, b]) % 10_000
+}
+
+/// Addressable event kind for a topic's stored presence: relays keep the newest event per
+/// (author, kind, `d` tag), so each peer has one presence per topic.
+pub(crate) fn presence_kind_for(topic: &Topic) -> u16 {
+    kind_for(topic) + 10_000
 }
 
 /// The tag value of the room topic.
@@ -183,10 +193,11 @@ mod tests {
     }
 
     #[test]
-    fn kinds_are_ephemeral_and_tags_distinct() {
+    fn kinds_are_ephemeral_or_addressable_and_tags_distinct() {
         for byte in [0u8, 0x7f, 0xff] {
             let topic = Topic::from_bytes([byte; 32]);
             assert!((20_000..30_000).contains(&kind_for(&topic)));
+            assert!((30_000..40_000).contains(&presence_kind_for(&topic)));
             let peer = PeerId::from_bytes([byte; 32]);
             assert_ne!(room_tag(&topic), peer_tag(&topic, &peer));
         }
