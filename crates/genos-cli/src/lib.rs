@@ -10,10 +10,15 @@
 //! - `genos chat`, `genos send FILE`, `genos recv`: a terminal chat and a file transfer
 //!   ([`transfer`]: parts, temporary file, SHA-256 check, rename) over a room.
 //! - `genos relay`: run your own relay (the embedded one) until Ctrl-C.
+//! - `genos swarm --peers N`: N real peers in this process join one room at once over a
+//!   relay (embedded unless `--relay`), WebRTC on 127.0.0.1, then broadcast and send to
+//!   single peers at a rate; prints what formed and how it delivered, or one JSON object
+//!   with `--json` ([`swarm`]).
 //! - `genos sim [SCENARIO.toml]`: the cellular-mesh simulator ([`sim`]): thousands of
 //!   simulated peers, the overlay's figures beside a full mesh and the GenosRTC layout, SVG
 //!   pictures with `--out`.
 
 pub mod demo;
 pub mod sim;
+pub mod swarm;
 pub mod transfer;

@@ -87,6 +87,36 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// N real peers in this process join one room at once over a relay (an embedded one
+    /// unless --relay is given), WebRTC on 127.0.0.1; then broadcasts and directed sends at
+    /// a rate. Prints how the room formed and how it delivered (one JSON object with --json).
+    Swarm {
+        /// Peers in the room.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(2..=128))]
+        peers: u16,
+        /// The room's topology. Only the full mesh is built; the cellular topology is not
+        /// yet driven by rooms.
+        #[arg(long, value_enum, default_value_t = Topology::Mesh)]
+        topology: Topology,
+        /// Broadcasts, each from a random peer to all.
+        #[arg(long, default_value_t = 50)]
+        broadcasts: usize,
+        /// Directed sends, each from a random peer to another.
+        #[arg(long, default_value_t = 50)]
+        directed: usize,
+        /// Sends per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Payload bytes per send (at least 17).
+        #[arg(long, default_value_t = 256)]
+        payload: usize,
+        /// Meet over this relay instead of an embedded one (ws:// or wss://).
+        #[arg(long)]
+        relay: Option<String>,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Runs a Nostr relay for signaling ("run your own relay") until interrupted.
     Relay {
         /// Address to listen on.
@@ -99,6 +129,13 @@ enum Command {
         #[arg(long)]
         auth: bool,
     },
+}
+
+/// How a swarm's room links its peers.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Topology {
+    /// Every peer links to every other (rooms up to 128 peers).
+    Mesh,
 }
 
 /// Which room to join, and how.
@@ -196,6 +233,23 @@ fn main() -> ExitCode {
                 relay,
             } => run_demo(usize::from(peers), usize::from(file_mib) << 20, relay).await,
             Command::Chat { room } => run_chat(room).await,
+            Command::Swarm {
+                peers,
+                topology: Topology::Mesh,
+                broadcasts,
+                directed,
+                rate,
+                payload,
+                relay,
+                json,
+            } => {
+                let mut plan = genos_cli::swarm::SwarmPlan::default();
+                plan.broadcasts = broadcasts;
+                plan.directed = directed;
+                plan.rate = rate;
+                plan.payload_bytes = payload;
+                run_swarm(usize::from(peers), plan, relay, json).await
+            }
             Command::Send { file, room, peers } => run_send(file, room, peers).await,
             Command::Recv { room, out } => run_recv(room, out).await,
             // Handled before the runtime starts.
@@ -223,6 +277,84 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_swarm(
+    peers: usize,
+    plan: genos_cli::swarm::SwarmPlan,
+    relay: Option<String>,
+    json: bool,
+) -> Result<(), String> {
+    let embedded = match relay {
+        Some(_) => None,
+        None => Some(
+            EmbeddedRelay::start(EmbeddedRelayConfig::default())
+                .await
+                .map_err(|e| format!("cannot start the embedded relay: {e}"))?,
+        ),
+    };
+    let relay_url = match (&embedded, relay) {
+        (Some(embedded), _) => embedded.url().to_owned(),
+        (None, Some(url)) => url,
+        (None, None) => return Err("no relay".into()),
+    };
+    let room = "swarm-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
+    let config = RoomConfig::new("genos-swarm", room).with_password("swarm password");
+    if !json {
+        println!("genos swarm: {peers} peers join one password room at once over {relay_url}");
+        println!("(WebRTC on 127.0.0.1; the room key is derived once and shared by the peers)");
+    }
+    let derive = std::time::Instant::now();
+    let key = config.derive_key().await.map_err(|e| e.to_string())?;
+    let derived = derive.elapsed();
+    let mut backends = Vec::new();
+    for _ in 0..peers {
+        let identity = genos::crypto::Identity::generate();
+        let id = identity.peer_id();
+        let signaling =
+            NostrSignaling::new(identity, NostrConfig::with_relays([relay_url.clone()]))
+                .map_err(|e| e.to_string())?;
+        backends.push((signaling, id));
+    }
+    let transport = WebRtcTransport::new(WebRtcConfig::loopback()).map_err(|e| e.to_string())?;
+    let report = genos_cli::swarm::run(
+        backends,
+        transport,
+        &key,
+        config.limits,
+        &plan,
+        |formed| {
+            if !json {
+                println!(
+                    "  the room formed after {formed:.1?}; sending {} broadcasts and {} directed sends at {}/s",
+                    plan.broadcasts, plan.directed, plan.rate
+                );
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!(
+            "summary: {} peers ({}), {:.1} connections per peer (max {}), formed in {:.0} ms (key derived once in {derived:.0?}); broadcasts delivered {:.4}, directed {:.4}, misdelivered {}; delivery p50 {:.2} ms, p99 {:.2} ms; signaling {:.1} events per peer to join, {:.2} per peer per minute after; RSS {:.0} MiB",
+            report.peers,
+            report.topology,
+            report.connections_mean,
+            report.connections_max,
+            report.join_all_ms,
+            report.delivered_ratio,
+            report.directed_delivered_ratio,
+            report.misdelivered,
+            report.delivery_p50_ms,
+            report.delivery_p99_ms,
+            report.relay_events_per_peer_join,
+            report.relay_events_per_peer_min,
+            report.rss_mib,
+        );
+    }
+    Ok(())
 }
 
 async fn run_relay(config: EmbeddedRelayConfig) -> Result<(), String> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use genos_crypto::KeyParams;
+use genos_crypto::{KeyError, KeyParams, RoomKey};
 use zeroize::Zeroizing;
 
 /// Largest application message by default (256 MiB).
@@ -96,6 +96,14 @@ impl RoomConfig {
     /// Whether the room has a password (is end-to-end encrypted).
     pub fn is_encrypted(&self) -> bool {
         self.password.is_some()
+    }
+
+    /// Derives the room key (Argon2id for a password room, on a background thread), for
+    /// callers that derive it once and join several times with
+    /// [`Room::join_with_key`](crate::Room::join_with_key).
+    pub async fn derive_key(&self) -> Result<RoomKey, KeyError> {
+        let password = self.password.as_ref().map(|p| p.as_slice());
+        RoomKey::derive_async(&self.app_id, &self.room_id, password, &self.key_params).await
     }
 }
 

@@ -100,14 +100,7 @@ impl Room {
         local_peer: PeerId,
         config: RoomConfig,
     ) -> Result<Self, RoomError> {
-        let password = config.password.as_ref().map(|p| p.as_slice());
-        let key = RoomKey::derive_async(
-            &config.app_id,
-            &config.room_id,
-            password,
-            &config.key_params,
-        )
-        .await?;
+        let key = config.derive_key().await?;
         Self::join_with_key(signaling, transport, local_peer, &key, config.limits).await
     }
 
