@@ -45,4 +45,24 @@ pub enum TransportError {
     /// Local: a resource limit of the backend was reached (pending offers, sockets, ...).
     #[error("transport resource limit reached: {0}")]
     ResourceLimit(String),
+    /// A TURN server answered an allocation with an error: wrong credentials (401), quota
+    /// (486), ...
+    #[error("TURN server {server} refused the allocation: {reason}")]
+    TurnRefused {
+        /// The TURN URL.
+        server: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// A TURN server could not be reached or did not answer in time.
+    #[error("TURN server {server} unreachable: {reason}")]
+    TurnUnreachable {
+        /// The TURN URL.
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A TURN URL this backend cannot use (webrtc 0.21: `turn:` over UDP only).
+    #[error("unsupported TURN URL {0}: only turn: over UDP is supported")]
+    TurnUnsupported(String),
 }

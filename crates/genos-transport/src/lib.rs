@@ -62,6 +62,8 @@ pub mod webrtc;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(all(feature = "conformance", feature = "webrtc"))]
+pub mod turn_server;
 
 pub use error::TransportError;
 pub use shared::EventStream;

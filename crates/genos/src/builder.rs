@@ -1,11 +1,13 @@
 //! `Genos::builder()`: a room on the default backends.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use genos_crypto::{Identity, KeyParams};
 use genos_room::{Room, RoomConfig, RoomLimits};
 use genos_signal::nostr::{NostrConfig, NostrSignaling};
-use genos_transport::webrtc::{IceServer, WebRtcConfig, WebRtcTransport};
+use genos_transport::TransportError;
+use genos_transport::webrtc::{IceServer, WebRtcConfig, WebRtcTransport, check_turn};
 
 /// Entry point of the default stack.
 #[derive(Debug, Clone, Copy)]
@@ -93,8 +95,32 @@ impl GenosBuilder {
         self
     }
 
+    /// Adds a TURN server (`turn:host:port`, over UDP) with its credentials.
+    pub fn turn(
+        mut self,
+        url: impl Into<String>,
+        username: impl Into<String>,
+        credential: impl Into<String>,
+    ) -> Self {
+        self.webrtc
+            .ice_servers
+            .push(IceServer::turn(url, username, credential));
+        self
+    }
+
+    /// Connects through TURN only (see [`WebRtcConfig::relay_only`]): peers never learn each
+    /// other's addresses. [`GenosBuilder::join`] first allocates on the TURN servers, so a
+    /// wrong password or an unreachable server fails the join with
+    /// [`TransportError::TurnRefused`](genos_transport::TransportError::TurnRefused) or
+    /// [`TransportError::TurnUnreachable`](genos_transport::TransportError::TurnUnreachable)
+    /// instead of links that never connect.
+    pub fn relay_only(mut self) -> Self {
+        self.webrtc.relay_only = true;
+        self
+    }
+
     /// Connects on this machine only: binds 127.0.0.1 and uses no STUN/TURN server. For
-    /// tests, demos and same-host peers.
+    /// tests, demos and same-host peers. TURN servers added after it are kept.
     pub fn same_host_only(mut self) -> Self {
         self.webrtc = self.webrtc.same_host_only();
         self
@@ -148,7 +174,28 @@ impl GenosBuilder {
         let mut nostr = self.nostr;
         nostr.relays.extend(self.relays);
         let signaling = NostrSignaling::new(identity, nostr)?;
+        if self.webrtc.relay_only {
+            check_relays(&self.webrtc.ice_servers).await?;
+        }
         let transport = WebRtcTransport::new(self.webrtc)?;
         Ok(Room::join(signaling, transport, peer, self.room).await?)
     }
+}
+
+/// How long a TURN server has to answer the allocation made before a relay-only join.
+const TURN_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// For a relay-only join: at least one TURN server must grant an allocation.
+async fn check_relays(servers: &[IceServer]) -> Result<(), GenosError> {
+    let mut last = TransportError::InvalidConfig("relay-only needs a TURN server".to_owned());
+    for server in servers
+        .iter()
+        .filter(|s| s.urls.iter().any(|url| url.starts_with("turn")))
+    {
+        match check_turn(server, TURN_CHECK_TIMEOUT).await {
+            Ok(_) => return Ok(()),
+            Err(error) => last = error,
+        }
+    }
+    Err(last.into())
 }

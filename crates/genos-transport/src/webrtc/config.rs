@@ -79,6 +79,13 @@ pub struct WebRtcConfig {
     /// Silence after which the link reports `Failed`: the bound on noticing a peer that
     /// vanished without closing. Default 15 s.
     pub ice_failed_timeout: Option<Duration>,
+    /// Offer and use relay (TURN) candidates only: traffic always goes through a TURN server
+    /// of [`WebRtcConfig::ice_servers`], and this peer's addresses never reach the other
+    /// side. Default off. Only `turn:` URLs over UDP are used (webrtc 0.21 skips `turns:` and
+    /// `?transport=tcp`); with none that works no candidate is gathered and connections fail
+    /// after the ICE timeout, so check the server first with
+    /// [`check_turn`](super::check_turn) (the facade does at join).
+    pub relay_only: bool,
 }
 
 impl Default for WebRtcConfig {
@@ -98,11 +105,19 @@ impl Default for WebRtcConfig {
             ice_keepalive: Some(Duration::from_secs(2)),
             ice_disconnected_timeout: Some(Duration::from_secs(5)),
             ice_failed_timeout: Some(Duration::from_secs(15)),
+            relay_only: false,
         }
     }
 }
 
 impl WebRtcConfig {
+    /// Uses `server` and only relay candidates through it (see [`WebRtcConfig::relay_only`]).
+    pub fn with_relay_only(mut self, server: IceServer) -> Self {
+        self.ice_servers = vec![server];
+        self.relay_only = true;
+        self
+    }
+
     /// Same-machine settings: bind 127.0.0.1, no STUN/TURN (nothing leaves the host).
     pub fn loopback() -> Self {
         Self::default().same_host_only()

@@ -17,6 +17,7 @@ mod connection;
 mod handler;
 mod interfaces;
 mod signal;
+mod turn;
 
 use std::net::IpAddr;
 
@@ -29,8 +30,8 @@ use tokio::sync::{mpsc, watch};
 use webrtc::data_channel::{DataChannel as RtcDataChannel, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    SettingEngineBuilder,
+    RTCIceServer, RTCIceTransportPolicy, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
 };
 
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
@@ -42,6 +43,7 @@ pub use self::connection::{WebRtcConnection, WebRtcEvents};
 use self::handler::{Handler, watch_control};
 pub use self::interfaces::IpFilter;
 use self::signal::Signal;
+pub use self::turn::check_turn;
 use crate::shared::Counters;
 use crate::{
     Connection, ConnectionEvent, ConnectionState, ConnectionStats, Reliability, Role, Transport,
@@ -229,6 +231,11 @@ impl Transport for WebRtcTransport {
             .with_configuration(
                 RTCConfigurationBuilder::new()
                     .with_ice_servers(ice_servers)
+                    .with_ice_transport_policy(if config.relay_only {
+                        RTCIceTransportPolicy::Relay
+                    } else {
+                        RTCIceTransportPolicy::All
+                    })
                     .build(),
             )
             .with_setting_engine(settings)
