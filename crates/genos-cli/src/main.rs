@@ -156,6 +156,18 @@ struct RoomArgs {
     /// Connect on this machine only (127.0.0.1, no STUN server).
     #[arg(long)]
     local: bool,
+    /// A TURN server (`turn:host:port`, UDP) to relay through when a direct path fails.
+    #[arg(long, requires_all = ["turn_user", "turn_pass"])]
+    turn: Option<String>,
+    /// The TURN username.
+    #[arg(long)]
+    turn_user: Option<String>,
+    /// The TURN password.
+    #[arg(long)]
+    turn_pass: Option<String>,
+    /// Connect through the TURN server only: peers never learn each other's addresses.
+    #[arg(long, requires = "turn")]
+    relay_only: bool,
 }
 
 impl RoomArgs {
@@ -166,6 +178,13 @@ impl RoomArgs {
         }
         if self.local {
             builder = builder.same_host_only();
+        }
+        if let (Some(url), Some(user), Some(pass)) = (&self.turn, &self.turn_user, &self.turn_pass)
+        {
+            builder = builder.turn(url, user, pass);
+        }
+        if self.relay_only {
+            builder = builder.relay_only();
         }
         builder
     }
