@@ -298,25 +298,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// The relay to meet on: `relay`, or an embedded one started here (kept alive by the
+/// returned handle).
+async fn relay_or_embedded(
+    relay: Option<String>,
+) -> Result<(Option<EmbeddedRelay>, String), String> {
+    match relay {
+        Some(url) => Ok((None, url)),
+        None => {
+            let embedded = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+                .await
+                .map_err(|e| format!("cannot start the embedded relay: {e}"))?;
+            let url = embedded.url().to_owned();
+            Ok((Some(embedded), url))
+        }
+    }
+}
+
+/// `count` Nostr backends on `relay_url`, each with a fresh identity.
+fn nostr_peers(
+    count: usize,
+    relay_url: &str,
+) -> Result<Vec<(NostrSignaling, genos::crypto::PeerId)>, String> {
+    (0..count)
+        .map(|_| {
+            let identity = genos::crypto::Identity::generate();
+            let id = identity.peer_id();
+            NostrSignaling::new(identity, NostrConfig::with_relays([relay_url]))
+                .map(|signaling| (signaling, id))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 async fn run_swarm(
     peers: usize,
     plan: genos_cli::swarm::SwarmPlan,
     relay: Option<String>,
     json: bool,
 ) -> Result<(), String> {
-    let embedded = match relay {
-        Some(_) => None,
-        None => Some(
-            EmbeddedRelay::start(EmbeddedRelayConfig::default())
-                .await
-                .map_err(|e| format!("cannot start the embedded relay: {e}"))?,
-        ),
-    };
-    let relay_url = match (&embedded, relay) {
-        (Some(embedded), _) => embedded.url().to_owned(),
-        (None, Some(url)) => url,
-        (None, None) => return Err("no relay".into()),
-    };
+    let (_embedded, relay_url) = relay_or_embedded(relay).await?;
     let room = "swarm-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
     let config = RoomConfig::new("genos-swarm", room).with_password("swarm password");
     if !json {
@@ -326,15 +347,7 @@ async fn run_swarm(
     let derive = std::time::Instant::now();
     let key = config.derive_key().await.map_err(|e| e.to_string())?;
     let derived = derive.elapsed();
-    let mut backends = Vec::new();
-    for _ in 0..peers {
-        let identity = genos::crypto::Identity::generate();
-        let id = identity.peer_id();
-        let signaling =
-            NostrSignaling::new(identity, NostrConfig::with_relays([relay_url.clone()]))
-                .map_err(|e| e.to_string())?;
-        backends.push((signaling, id));
-    }
+    let backends = nostr_peers(peers, &relay_url)?;
     let transport = WebRtcTransport::new(WebRtcConfig::loopback()).map_err(|e| e.to_string())?;
     let report = genos_cli::swarm::run(
         backends,
@@ -538,32 +551,12 @@ async fn run_recv(args: RoomArgs, out: PathBuf) -> Result<(), String> {
 }
 
 async fn run_demo(peers: usize, file_bytes: usize, relay: Option<String>) -> Result<(), String> {
-    let embedded = match relay {
-        Some(_) => None,
-        None => Some(
-            EmbeddedRelay::start(EmbeddedRelayConfig::default())
-                .await
-                .map_err(|e| format!("cannot start the embedded relay: {e}"))?,
-        ),
-    };
-    let relay_url = match (&embedded, relay) {
-        (Some(embedded), _) => embedded.url().to_owned(),
-        (None, Some(url)) => url,
-        (None, None) => return Err("no relay".into()),
-    };
+    let (_embedded, relay_url) = relay_or_embedded(relay).await?;
     println!("genos demo: {peers} peers meet over the Nostr relay at {relay_url}");
     println!("(password room: signaling and data sealed end to end; WebRTC on 127.0.0.1)");
     let room = "demo-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
     let config = RoomConfig::new("genos-demo", room).with_password("demo password");
-    let mut backends = Vec::new();
-    for _ in 0..peers {
-        let identity = genos::crypto::Identity::generate();
-        let id = identity.peer_id();
-        let signaling =
-            NostrSignaling::new(identity, NostrConfig::with_relays([relay_url.clone()]))
-                .map_err(|e| e.to_string())?;
-        backends.push((signaling, id));
-    }
+    let backends = nostr_peers(peers, &relay_url)?;
     let transport = WebRtcTransport::new(WebRtcConfig::loopback()).map_err(|e| e.to_string())?;
     let report = demo::run(
         backends,
