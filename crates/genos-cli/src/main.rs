@@ -168,6 +168,10 @@ struct RoomArgs {
     /// Connect through the TURN server only: peers never learn each other's addresses.
     #[arg(long, requires = "turn")]
     relay_only: bool,
+    /// Do not keep or refresh the extended relay list (~/.cache/genos/relays.json, from a
+    /// relay directory at most daily); it is used only with the built-in relays anyway.
+    #[arg(long)]
+    no_relay_discovery: bool,
 }
 
 impl RoomArgs {
@@ -185,6 +189,9 @@ impl RoomArgs {
         }
         if self.relay_only {
             builder = builder.relay_only();
+        }
+        if self.no_relay_discovery {
+            builder = builder.relay_discovery(genos::signal::nostr::RelayDiscovery::Off);
         }
         builder
     }

@@ -9,13 +9,15 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use genos_crypto::Identity;
 use genos_signal::nostr::{
-    EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrEvents, NostrSession, NostrSignaling,
-    RelayState, read_relay_cache, write_relay_cache,
+    DEFAULT_RELAY_DIRECTORY, EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrEvents,
+    NostrSession, NostrSignaling, RelayDiscovery, RelayState, read_relay_cache, write_relay_cache,
 };
 use genos_signal::{JoinRequest, SignalSession, Signaling, Topic};
 use support::deliver;
@@ -120,10 +122,18 @@ async fn a_muted_relay_is_replaced_from_the_extended_list() {
 
 /// Serves one HTTP response to every connection.
 async fn serve_http(body: String) -> String {
+    serve_http_counting(body).await.0
+}
+
+/// Serves one HTTP response to every connection, counting them.
+async fn serve_http_counting(body: String) -> (String, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/relays", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             let body = body.clone();
             tokio::spawn(async move {
                 let mut request = [0u8; 1024];
@@ -136,7 +146,7 @@ async fn serve_http(body: String) -> String {
             });
         }
     });
-    url
+    (url, served)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,4 +176,71 @@ fn a_corrupt_cache_is_ignored() {
     std::fs::write(&cache, vec![b' '; 100 * 1024]).unwrap();
     assert!(read_relay_cache(&cache).is_empty());
     assert!(read_relay_cache(&dir.path().join("missing.json")).is_empty());
+}
+
+/// The directory is asked at most once per `directory_refresh`: a fresh cache is used as it
+/// is, a stale one is refreshed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_is_asked_at_most_once_per_refresh_period() {
+    let first = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let listed = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let (directory, served) = serve_http_counting(format!(r#"["{}"]"#, listed.url())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("nested").join("relays.json");
+    let mut settings = config(&[first.url()]).with_relay_cache(&cache);
+    settings.directory_url = Some(directory);
+    // Each join dials the listed relay only after deciding about the directory.
+    for expected in [1, 1] {
+        let (session, _events) = join(settings.clone(), Topic::from_bytes(rand::random())).await;
+        wait_connected(&session, listed.url()).await;
+        assert_eq!(served.load(Ordering::SeqCst), expected);
+        session.leave().await.unwrap();
+    }
+    assert_eq!(read_relay_cache(&cache), vec![listed.url().to_owned()]);
+    // Two days later the cache is stale and the directory is asked again.
+    let stale = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 60 * 60);
+    std::fs::File::options()
+        .write(true)
+        .open(&cache)
+        .unwrap()
+        .set_modified(stale)
+        .unwrap();
+    let (session, _events) = join(settings, Topic::from_bytes(rand::random())).await;
+    wait_connected(&session, listed.url()).await;
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn relay_discovery_is_on_with_the_built_in_relays_and_off_with_named_ones() {
+    let default = NostrConfig::default();
+    assert_eq!(
+        default.effective_directory().as_deref(),
+        Some(DEFAULT_RELAY_DIRECTORY)
+    );
+    if std::env::var_os("HOME").is_some() || std::env::var_os("XDG_CACHE_HOME").is_some() {
+        let cache = default.effective_relay_cache().unwrap();
+        assert!(cache.ends_with("genos/relays.json"), "{}", cache.display());
+    }
+    let named = NostrConfig::with_relays(["ws://127.0.0.1:1"]);
+    assert_eq!(named.effective_directory(), None);
+    assert_eq!(named.effective_relay_cache(), None);
+    let asked = named.clone().with_relay_discovery(RelayDiscovery::On);
+    assert_eq!(
+        asked.effective_directory().as_deref(),
+        Some(DEFAULT_RELAY_DIRECTORY)
+    );
+    let off = NostrConfig::default()
+        .with_relay_cache("/tmp/relays.json")
+        .with_relay_discovery(RelayDiscovery::Off);
+    assert_eq!(off.effective_directory(), None);
+    assert_eq!(off.effective_relay_cache(), None);
+    let explicit = named.with_relay_cache("/tmp/relays.json");
+    assert_eq!(
+        explicit.effective_relay_cache().as_deref(),
+        Some(std::path::Path::new("/tmp/relays.json"))
+    );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use genos_crypto::{Identity, KeyParams};
 use genos_room::{Room, RoomConfig, RoomLimits};
-use genos_signal::nostr::{NostrConfig, NostrSignaling};
+use genos_signal::nostr::{NostrConfig, NostrSignaling, RelayDiscovery};
 use genos_transport::TransportError;
 use genos_transport::webrtc::{IceServer, WebRtcConfig, WebRtcTransport, check_turn};
 
@@ -147,6 +147,14 @@ impl GenosBuilder {
     /// Joins as the identity stored in `path`, created (mode 0600) on first use.
     pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.identity = Some(IdentitySource::File(path.into()));
+        self
+    }
+
+    /// Whether to keep an extended relay list (a cache file refreshed daily from a relay
+    /// directory, dialled in the background). Default [`RelayDiscovery::Auto`]: on with the
+    /// built-in relays, off when relays are named with [`GenosBuilder::relay`].
+    pub fn relay_discovery(mut self, discovery: RelayDiscovery) -> Self {
+        self.nostr.relay_discovery = discovery;
         self
     }
 

@@ -10,6 +10,26 @@ pub const DEFAULT_RELAYS: &[&str] = &[
     "wss://relay.primal.net",
 ];
 
+/// The relay directory used when relay discovery is on and no `directory_url` is given:
+/// nostr.watch's list of relays online now (a JSON array of relay URLs).
+pub const DEFAULT_RELAY_DIRECTORY: &str = "https://api.nostr.watch/v1/online";
+
+/// Whether a session keeps an extended relay list (cached on disk, refreshed from a relay
+/// directory at most once per [`NostrConfig::directory_refresh`]) and dials it in the
+/// background.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayDiscovery {
+    /// On when the session uses the built-in relays ([`NostrConfig::relays`] empty), off
+    /// when relays are named: naming relays says which relays to use. Default.
+    #[default]
+    Auto,
+    /// Always on: the default directory and cache fill in what is not set.
+    On,
+    /// Never: no cache file is read or written, no directory is contacted.
+    Off,
+}
+
 /// Settings of a [`NostrSignaling`] backend. Every default is commented with its reason.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -17,12 +37,20 @@ pub struct NostrConfig {
     /// Relays to connect to at once. Empty: [`DEFAULT_RELAYS`].
     pub relays: Vec<String>,
     /// A JSON file (an array of relay URLs) holding the extended relay list; read at join,
-    /// dialled in the background. Default none.
+    /// dialled in the background. Default none: with discovery on, the user's cache folder
+    /// (`$XDG_CACHE_HOME/genos/relays.json`, else `~/.cache/genos/relays.json`).
     pub relay_cache: Option<PathBuf>,
     /// A relay directory (http:// or https://, answering a JSON array of relay URLs) from
-    /// which the extended list is refreshed in the background after join, and written to
-    /// `relay_cache` when set. Default none (no directory traffic unless asked for).
+    /// which the extended list is refreshed in the background after join, and written to the
+    /// cache. Default none: with discovery on, [`DEFAULT_RELAY_DIRECTORY`].
     pub directory_url: Option<String>,
+    /// Whether the extended relay list is used where `relay_cache` and `directory_url` are
+    /// not set. Default [`RelayDiscovery::Auto`]: on with the built-in relays, off with named
+    /// ones. [`RelayDiscovery::Off`] also ignores explicit `relay_cache` and `directory_url`.
+    pub relay_discovery: RelayDiscovery,
+    /// The directory is asked again only when the cache file is older than this. Default
+    /// 24 h: relay lists change slowly and directories are shared by everyone.
+    pub directory_refresh: Duration,
     /// Relays to keep active when an extended list is available. Default 5: enough that two
     /// or three may fail without peers losing each other, few enough to be polite.
     pub redundancy: usize,
@@ -93,6 +121,8 @@ impl Default for NostrConfig {
             relays: Vec::new(),
             relay_cache: None,
             directory_url: None,
+            relay_discovery: RelayDiscovery::Auto,
+            directory_refresh: Duration::from_secs(24 * 60 * 60),
             redundancy: 5,
             background_delay: (Duration::from_millis(500), Duration::from_secs(3)),
             connect_timeout: Duration::from_secs(5),
@@ -152,6 +182,41 @@ impl NostrConfig {
         self
     }
 
+    /// Sets whether the extended relay list is used (see [`RelayDiscovery`]).
+    pub fn with_relay_discovery(mut self, discovery: RelayDiscovery) -> Self {
+        self.relay_discovery = discovery;
+        self
+    }
+
+    fn discovery_on(&self) -> bool {
+        match self.relay_discovery {
+            RelayDiscovery::Auto => self.relays.is_empty(),
+            RelayDiscovery::On => true,
+            RelayDiscovery::Off => false,
+        }
+    }
+
+    /// The extended relay list's cache file this configuration uses, if any.
+    pub fn effective_relay_cache(&self) -> Option<PathBuf> {
+        if self.relay_discovery == RelayDiscovery::Off {
+            return None;
+        }
+        self.relay_cache
+            .clone()
+            .or_else(|| self.discovery_on().then(default_relay_cache).flatten())
+    }
+
+    /// The relay directory this configuration refreshes the extended list from, if any.
+    pub fn effective_directory(&self) -> Option<String> {
+        if self.relay_discovery == RelayDiscovery::Off {
+            return None;
+        }
+        self.directory_url.clone().or_else(|| {
+            self.discovery_on()
+                .then(|| DEFAULT_RELAY_DIRECTORY.to_owned())
+        })
+    }
+
     /// Sets the presence refresh interval and the stored presence's lifetime.
     pub fn with_presence(mut self, refresh: Duration, ttl: Duration) -> Self {
         self.announce_interval = refresh;
@@ -195,4 +260,18 @@ impl NostrConfig {
         }
         Ok(())
     }
+}
+
+/// `$XDG_CACHE_HOME/genos/relays.json`, else `$HOME/.cache/genos/relays.json`; none without
+/// either variable.
+fn default_relay_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })?;
+    Some(base.join("genos").join("relays.json"))
 }

@@ -52,7 +52,7 @@ use nostr::prelude::*;
 use tokio::sync::{Notify, mpsc};
 
 pub use self::cache::{read_relay_cache, write_relay_cache};
-pub use self::config::{DEFAULT_RELAYS, NostrConfig};
+pub use self::config::{DEFAULT_RELAY_DIRECTORY, DEFAULT_RELAYS, NostrConfig, RelayDiscovery};
 pub use self::directory::fetch_relay_directory;
 #[cfg(feature = "relay")]
 pub use self::embedded::{EmbeddedRelay, EmbeddedRelayConfig};
@@ -207,8 +207,10 @@ impl Signaling for NostrSignaling {
         };
         tokio::spawn(router.run(incoming_rx));
         tokio::spawn(announcer(Arc::downgrade(&shared)));
-        if self.config.relay_cache.is_some() || self.config.directory_url.is_some() {
-            let cached = self.config.relay_cache.as_deref().map(read_relay_cache);
+        let cache = self.config.effective_relay_cache();
+        let directory = self.config.effective_directory();
+        if cache.is_some() || directory.is_some() {
+            let cached = cache.as_deref().map(read_relay_cache);
             tokio::spawn(extend(
                 Arc::downgrade(&shared),
                 initial.clone(),

@@ -214,8 +214,18 @@ pub(super) async fn announcer(shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// After a jittered delay: refreshes the extended list from the directory (when configured,
-/// saving it to the cache file), then connects to relays from it until enough are active,
+/// Whether the cache file was written less than `refresh` ago (then the directory is not
+/// asked again).
+fn cache_is_fresh(cache: Option<&std::path::Path>, refresh: Duration) -> bool {
+    cache
+        .and_then(|path| std::fs::metadata(path).ok())
+        .and_then(|metadata| metadata.modified().ok())
+        .and_then(|modified| modified.elapsed().ok())
+        .is_some_and(|age| age < refresh)
+}
+
+/// After a jittered delay: refreshes the extended list from the directory (when configured
+/// and the cache is older than `directory_refresh`, saving it to the cache file), then connects to relays from it until enough are active,
 /// and later replaces muted relays from what is left of it.
 pub(super) async fn extend(
     shared: std::sync::Weak<Shared>,
@@ -235,7 +245,11 @@ pub(super) async fn extend(
     };
     tokio::time::sleep(delay).await;
     let mut known = cached;
-    if let Some(url) = &config.directory_url {
+    let cache = config.effective_relay_cache();
+    let directory = config
+        .effective_directory()
+        .filter(|_| !cache_is_fresh(cache.as_deref(), config.directory_refresh));
+    if let Some(url) = &directory {
         match fetch_relay_directory(url, config.connect_timeout).await {
             Ok(listed) => {
                 for relay in listed {
@@ -243,10 +257,14 @@ pub(super) async fn extend(
                         known.push(relay);
                     }
                 }
-                if let Some(path) = &config.relay_cache
-                    && let Err(error) = write_relay_cache(path, &known)
-                {
-                    tracing::warn!(%error, path = %path.display(), "cannot write the relay cache");
+                if let Some(path) = &cache {
+                    let written = path
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| write_relay_cache(path, &known));
+                    if let Err(error) = written {
+                        tracing::warn!(%error, path = %path.display(), "cannot write the relay cache");
+                    }
                 }
             }
             Err(error) => tracing::info!(%error, "relay directory refresh failed"),
