@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use genos::room::RoomEvent;
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos::transport::TransportError;
 use genos::transport::turn_server::{TURN_PASSWORD, TURN_USER, TurnServer};
