@@ -210,11 +210,11 @@ impl Signaling for NostrSignaling {
         let cache = self.config.effective_relay_cache();
         let directory = self.config.effective_directory();
         if cache.is_some() || directory.is_some() {
-            let cached = cache.as_deref().map(read_relay_cache);
             tokio::spawn(extend(
                 Arc::downgrade(&shared),
                 initial.clone(),
-                cached.unwrap_or_default(),
+                cache,
+                directory,
             ));
         }
         let session = NostrSession {

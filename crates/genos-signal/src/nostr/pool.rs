@@ -224,13 +224,15 @@ fn cache_is_fresh(cache: Option<&std::path::Path>, refresh: Duration) -> bool {
         .is_some_and(|age| age < refresh)
 }
 
-/// After a jittered delay: refreshes the extended list from the directory (when configured
-/// and the cache is older than `directory_refresh`, saving it to the cache file), then connects to relays from it until enough are active,
-/// and later replaces muted relays from what is left of it.
+/// After a jittered delay: reads the extended list from `cache`, refreshes it from
+/// `directory` when the cache is older than `directory_refresh` (saving it to the cache), then
+/// connects to relays from it until enough are active, and later replaces muted relays from
+/// what is left of it.
 pub(super) async fn extend(
     shared: std::sync::Weak<Shared>,
     initial: Vec<String>,
-    cached: Vec<String>,
+    cache: Option<std::path::PathBuf>,
+    directory: Option<String>,
 ) {
     let Some(strong) = shared.upgrade() else {
         return;
@@ -244,11 +246,9 @@ pub(super) async fn extend(
         low
     };
     tokio::time::sleep(delay).await;
-    let mut known = cached;
-    let cache = config.effective_relay_cache();
-    let directory = config
-        .effective_directory()
-        .filter(|_| !cache_is_fresh(cache.as_deref(), config.directory_refresh));
+    let mut known = cache.as_deref().map(read_relay_cache).unwrap_or_default();
+    let directory =
+        directory.filter(|_| !cache_is_fresh(cache.as_deref(), config.directory_refresh));
     if let Some(url) = &directory {
         match fetch_relay_directory(url, config.connect_timeout).await {
             Ok(listed) => {
