@@ -33,6 +33,11 @@ pub struct OverlayConfig {
     /// How long a newcomer waits for a beacon (the cell count) before it assumes it is alone
     /// and starts a one-cell room. Default 12 s.
     pub bootstrap_wait: Duration,
+    /// How often cell 0's leader posts the room's view (epoch, cell count) on the lobby.
+    /// Default 4 s (a third of `bootstrap_wait`, so a newcomer hears one live even where
+    /// the signaling layer keeps nothing); where the signaling layer stores presence (Nostr
+    /// rooms), a newcomer gets the last beacon at once and this can be minutes.
+    pub beacon_interval: Duration,
     /// How long a newcomer keeps listening to the lobby after the first census entry or
     /// beacon before it joins the view with the most peers. Default 2 s.
     pub bootstrap_listen: Duration,
@@ -120,6 +125,7 @@ impl Default for OverlayConfig {
             peer_timeout: Duration::from_secs(95),
             census_interval: Duration::from_secs(60),
             bootstrap_wait: Duration::from_secs(12),
+            beacon_interval: Duration::from_secs(4),
             bootstrap_listen: Duration::from_secs(2),
             linger: Duration::from_secs(10),
             bridge_settle: Duration::from_secs(3),

@@ -14,7 +14,7 @@ use crate::{MeshError, PeerKey};
 pub enum MeshTopic {
     /// The room-wide topic every peer listens to. Only cell leaders post there: each its
     /// cell's size once per census interval (the census), and cell 0's leader a beacon
-    /// every `bootstrap_wait / 3` with the room's (epoch, cell count). About C + 15
+    /// every `beacon_interval` with the room's (epoch, cell count). About C + 15
     /// messages a minute.
     Lobby,
     /// Where the members of `cell` (out of `cells`) announce themselves.

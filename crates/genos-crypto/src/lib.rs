@@ -47,7 +47,9 @@ pub use envelope::{
 pub use identity::{Identity, IdentityError, Signature, SignatureError};
 pub use peer_id::{ParsePeerIdError, PeerId};
 pub use replay::{ReplayError, ReplayGuard, ReplayGuardConfig};
-pub use room_key::{KeyError, KeyParams, MAX_NAME_LEN, MAX_PASSWORD_LEN, RoomKey};
+pub use room_key::{
+    KeyError, KeyParams, MAX_NAME_LEN, MAX_PASSWORD_LEN, MAX_SUB_TOPIC_LABEL, RoomKey,
+};
 
 #[cfg(test)]
 mod vectors;

@@ -14,6 +14,9 @@ const SALT_LABEL: &[u8] = b"genos/v1/room-salt";
 const NO_PASSWORD_LABEL: &[u8] = b"genos/v1/no-password";
 const TOPIC_INFO: &[u8] = b"genos/v1/topic";
 const PEER_TOPIC_INFO: &[u8] = b"genos/v1/peer-topic";
+const SUB_TOPIC_INFO: &[u8] = b"genos/v1/sub-topic/";
+/// Longest label [`RoomKey::sub_topic`] takes; longer labels are cut to it.
+pub const MAX_SUB_TOPIC_LABEL: usize = 64;
 const SIGNAL_SEAL_INFO: &[u8] = b"genos/v1/signal-seal";
 const DATA_SEAL_INFO: &[u8] = b"genos/v1/data-seal";
 
@@ -87,6 +90,7 @@ pub enum KeyError {
 }
 
 /// The keys of one room, derived once per join. Zeroized on drop; `Debug` hides secrets.
+#[derive(Clone)]
 pub struct RoomKey {
     prk: Zeroizing<[u8; 32]>,
     topic: [u8; 32],
@@ -224,6 +228,38 @@ impl RoomKey {
         if let Ok(hkdf) = Hkdf::<Sha256>::from_prk(self.prk.as_ref()) {
             // 32 bytes is always a valid HKDF-SHA256 output length.
             let _ = hkdf.expand(&info, &mut out);
+        }
+        out
+    }
+
+    /// A topic of its own for one part of the room, named by `label` (at most
+    /// [`MAX_SUB_TOPIC_LABEL`] bytes are used): large rooms split discovery over such topics
+    /// (the cellular mesh's lobby and cells) so a peer hears its part, not the whole room.
+    /// Like [`RoomKey::topic`], it reveals nothing of the room to whoever cannot derive the
+    /// key.
+    ///
+    /// ```
+    /// use genos_crypto::{KeyParams, RoomKey};
+    ///
+    /// let key = RoomKey::derive("app", "room", None, &KeyParams::default())?;
+    /// assert_ne!(key.sub_topic(b"lobby"), key.topic());
+    /// assert_ne!(key.sub_topic(b"lobby"), key.sub_topic(b"cell/4/1"));
+    /// assert_eq!(key.sub_topic(b"lobby"), key.sub_topic(b"lobby"));
+    /// # Ok::<(), genos_crypto::KeyError>(())
+    /// ```
+    pub fn sub_topic(&self, label: &[u8]) -> [u8; 32] {
+        let label = label.get(..MAX_SUB_TOPIC_LABEL).unwrap_or(label);
+        let mut info = [0u8; SUB_TOPIC_INFO.len() + MAX_SUB_TOPIC_LABEL];
+        let len = SUB_TOPIC_INFO.len() + label.len();
+        let (prefix, rest) = info.split_at_mut(SUB_TOPIC_INFO.len());
+        prefix.copy_from_slice(SUB_TOPIC_INFO);
+        if let Some(dest) = rest.get_mut(..label.len()) {
+            dest.copy_from_slice(label);
+        }
+        let mut out = [0u8; 32];
+        if let Ok(hkdf) = Hkdf::<Sha256>::from_prk(self.prk.as_ref()) {
+            // 32 bytes is always a valid HKDF-SHA256 output length.
+            let _ = hkdf.expand(info.get(..len).unwrap_or(&info), &mut out);
         }
         out
     }

@@ -163,6 +163,10 @@ pub struct SendReport {
     pub sent: Vec<PeerId>,
     /// Peers the message could not reach, and why.
     pub failed: Vec<(PeerId, RoomError)>,
+    /// (Cells rooms) the message went into the cellular overlay, which carries it on: a
+    /// broadcast's `sent` lists only the peers linked directly (the rest of the room gets
+    /// it through them), and a directed send's `sent` the targets it was routed towards.
+    pub via_overlay: bool,
 }
 
 /// The sending side a channel needs from its room.

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use genos_crypto::{KeyError, KeyParams, RoomKey};
+use genos_cellmesh::OverlayConfig;
+use genos_crypto::{Identity, KeyError, KeyParams, RoomKey};
 use zeroize::Zeroizing;
 
 /// Largest application message by default (256 MiB).
@@ -30,6 +31,8 @@ pub struct RoomConfig {
     pub(crate) room_id: String,
     pub(crate) password: Option<Zeroizing<Vec<u8>>>,
     pub(crate) key_params: KeyParams,
+    pub(crate) topology: Topology,
+    pub(crate) identity: Option<Identity>,
     /// Limits and timings; public so callers can tune any of them.
     pub limits: RoomLimits,
 }
@@ -40,6 +43,7 @@ impl std::fmt::Debug for RoomConfig {
             .field("app_id", &self.app_id)
             .field("room_id", &self.room_id)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("topology", &self.topology)
             .field("limits", &self.limits)
             .finish()
     }
@@ -54,6 +58,8 @@ impl RoomConfig {
             room_id: room_id.into(),
             password: None,
             key_params: KeyParams::default(),
+            topology: Topology::FullMesh,
+            identity: None,
             limits: RoomLimits::default(),
         }
     }
@@ -68,6 +74,26 @@ impl RoomConfig {
     pub fn with_key_params(mut self, params: KeyParams) -> Self {
         self.key_params = params;
         self
+    }
+
+    /// How peers of the room link up (default [`Topology::FullMesh`]). Every peer of a room
+    /// must use the same.
+    pub fn with_topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// The identity this peer signs with. Required by [`Topology::Cells`] (frames other
+    /// peers forward are signed by their origin); its peer id must be the one the room is
+    /// joined as.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The room's topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
     /// How long a connected peer may stay silent before it is reported as timed out.
@@ -104,6 +130,79 @@ impl RoomConfig {
     pub async fn derive_key(&self) -> Result<RoomKey, KeyError> {
         let password = self.password.as_ref().map(|p| p.as_slice());
         RoomKey::derive_async(&self.app_id, &self.room_id, password, &self.key_params).await
+    }
+}
+
+/// How the peers of a room link up.
+///
+/// ```
+/// use genos_room::{CellsSettings, RoomConfig, Topology};
+///
+/// let config = RoomConfig::new("my-app", "stadium")
+///     .with_topology(Topology::Cells(CellsSettings::default()));
+/// assert!(matches!(config.topology(), Topology::Cells(_)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub enum Topology {
+    /// Every peer links to every other (at most [`RoomLimits::max_peers`]): one hop, the
+    /// lowest latency, for rooms up to about a hundred peers.
+    #[default]
+    FullMesh,
+    /// The cellular mesh (`genos-cellmesh`): cells of about sqrt(N) peers, a full mesh
+    /// inside each, every pair of cells joined by a few bridges; peers discover each other
+    /// on per-cell signaling topics. Links per peer grow like sqrt(N); messages travel at
+    /// most three hops, each signed by its origin, directed ones sealed for their target.
+    Cells(CellsSettings),
+}
+
+/// Settings of a [`Topology::Cells`] room: the overlay's, tuned for real rooms.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CellsSettings {
+    /// The overlay's settings. The defaults differ from [`OverlayConfig::default`] (which
+    /// suits the simulator, whose relays keep nothing) where a real signaling layer stores
+    /// presence: a newcomer gets the lobby's and its cell's stored presence as it joins, so
+    /// it waits 3 s (not 12 s) for a view before it assumes it is alone; announces and the
+    /// census are refreshed every 5 minutes and the beacon every minute (relay
+    /// citizenship: a few events per peer per hour); bridges settle after 1 s.
+    pub overlay: OverlayConfig,
+    /// Payload bytes per overlay frame: larger messages are cut into chunks of this size,
+    /// each signed and forwarded on its own, and reassembled by each receiver. Default
+    /// 16 KiB; at most [`MAX_MESH_CHUNK`].
+    pub chunk_size: usize,
+    /// Overlay frames a link queues for sending; beyond it frames are dropped (counted in
+    /// [`crate::RoomStats::mesh_dropped`]) and lazy repair recovers them from other peers.
+    /// A sender waits while any of its links holds more than half this. Default 1,024.
+    pub link_queue: usize,
+    /// Messages being reassembled from overlay chunks at once, over all senders; at the
+    /// bound the oldest is dropped (counted). Default 64.
+    pub max_partial_messages: usize,
+    /// How long a partly received message waits for its missing chunks. Default 30 s.
+    pub partial_timeout: Duration,
+}
+
+/// Largest [`CellsSettings::chunk_size`]: an overlay frame (chunk, headers, signature,
+/// seals) must fit one link frame.
+pub const MAX_MESH_CHUNK: usize = 48 << 10;
+
+impl Default for CellsSettings {
+    fn default() -> Self {
+        let mut overlay = OverlayConfig::default();
+        overlay.bootstrap_wait = Duration::from_secs(3);
+        overlay.bootstrap_listen = Duration::from_millis(500);
+        overlay.bridge_settle = Duration::from_secs(1);
+        overlay.announce_interval = Duration::from_secs(300);
+        overlay.peer_timeout = Duration::from_secs(700);
+        overlay.census_interval = Duration::from_secs(300);
+        overlay.beacon_interval = Duration::from_secs(60);
+        Self {
+            overlay,
+            chunk_size: 16 << 10,
+            link_queue: 1024,
+            max_partial_messages: 64,
+            partial_timeout: Duration::from_secs(30),
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! connection's events: transport signals it emits go straight to signaling (they carry no
 //! decision), state changes and opened channels come back to the machine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
 use genos_crypto::PeerId;
+use genos_cellmesh::{Input as MeshInput, Output as MeshOutput, OverlayEvent};
 use genos_signal::{SignalEvent, SignalSession, Signaling};
 use genos_transport::{
     Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, Role, Transport,
@@ -25,6 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::datagram::{Datagrams, read_datagrams};
 use crate::link::{Link, ReaderNote, TransportIo, read_link, write_link};
 use crate::machine::{Action, Counter, Input, RoomMachine};
+use crate::mesh::{MeshLayer, TopicNote};
+use crate::RoomEvent;
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::stats::bump;
@@ -82,6 +85,23 @@ pub(crate) enum Note<C: Connection> {
 /// What a link's reader tells the driver.
 pub(crate) type ReaderNotes = mpsc::Receiver<(PeerId, u64, ReaderNote)>;
 
+/// What the driver hands the room machine or the overlay next: one queue, so neither is
+/// called from inside the other.
+enum Work {
+    Machine(Input),
+    Overlay(MeshInput),
+}
+
+/// The queues of a cells room's driver.
+pub(crate) struct MeshQueues<S: SignalSession> {
+    /// Overlay messages read off links.
+    pub(crate) inbox: mpsc::Receiver<(PeerId, Bytes)>,
+    /// Sends of the room's channels.
+    pub(crate) commands: mpsc::Receiver<MeshInput>,
+    /// Reports of the overlay's topic tasks.
+    pub(crate) topics: mpsc::Receiver<TopicNote<S>>,
+}
+
 /// A peer's current connection.
 struct Conn<C> {
     dial: u64,
@@ -103,6 +123,11 @@ pub(crate) struct Driver<S: Signaling, T: Transport> {
     notes: mpsc::Sender<Note<T::Connection>>,
     reader_notes: mpsc::Sender<(PeerId, u64, ReaderNote)>,
     outgoing: mpsc::Sender<(PeerId, Bytes)>,
+    /// (Cells rooms) the overlay.
+    mesh: Option<MeshLayer<S>>,
+    /// Overlay messages a link queues (cells rooms).
+    mesh_queue: usize,
+    work: VecDeque<Work>,
 }
 
 impl<S: Signaling, T: Transport> Driver<S, T> {
@@ -129,8 +154,18 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             notes,
             reader_notes,
             outgoing,
+            mesh: None,
+            mesh_queue: 1,
+            work: VecDeque::new(),
         };
         (driver, note_rx, reader_rx)
+    }
+
+    /// Makes this a cells room driven by `mesh`.
+    pub(crate) fn with_mesh(mut self, mesh: MeshLayer<S>, link_queue: usize) -> Self {
+        self.mesh = Some(mesh);
+        self.mesh_queue = link_queue;
+        self
     }
 
     pub(crate) async fn run(
@@ -139,11 +174,23 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
         mut commands: mpsc::Receiver<Command>,
         mut notes: mpsc::Receiver<Note<T::Connection>>,
         mut reader_notes: ReaderNotes,
+        mesh_queues: Option<MeshQueues<S::Session>>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut signaling_open = true;
+        let cells = mesh_queues.is_some();
+        let (mut mesh_inbox, mut mesh_commands, mut mesh_topics) = match mesh_queues {
+            Some(q) => (Some(q.inbox), Some(q.commands), Some(q.topics)),
+            None => (None, None, None),
+        };
+        if cells {
+            self.push_overlay(MeshInput::Start { cells_hint: None });
+            self.run_work().await;
+        }
         loop {
+            let wake = self.mesh.as_ref().and_then(|m| m.wake);
+            let wake_at = tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now));
             tokio::select! {
                 command = commands.recv() => {
                     let done = command.map(|Command::Leave(done)| done);
@@ -171,8 +218,33 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     };
                     self.feed(input).await;
                 }
+                Some((from, message)) = recv_some(&mut mesh_inbox), if cells => {
+                    self.push_overlay(MeshInput::Received { from: *from.as_bytes(), message });
+                    self.run_work().await;
+                }
+                Some(command) = recv_some(&mut mesh_commands), if cells => {
+                    self.push_overlay(command);
+                    self.run_work().await;
+                }
+                Some(note) = recv_some(&mut mesh_topics), if cells => {
+                    let input = self.mesh.as_mut().and_then(|mesh| mesh.on_note(note));
+                    if let Some(input) = input {
+                        self.push_overlay(input);
+                        self.run_work().await;
+                    }
+                }
+                () = tokio::time::sleep_until(wake_at), if wake.is_some() => {
+                    if let Some(mesh) = self.mesh.as_mut() {
+                        mesh.wake = None;
+                    }
+                    self.push_overlay(MeshInput::Tick);
+                    self.run_work().await;
+                }
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    if let Some(mesh) = self.mesh.as_ref() {
+                        mesh.publish_status();
+                    }
                     for link in self.router.links() {
                         let input = Input::LinkHeard {
                             peer: link.peer,
@@ -282,11 +354,91 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
         }
     }
 
-    /// Hands one input to the machine and carries out its actions.
+    /// Hands one input to the machine and carries out its actions (and whatever they lead
+    /// the overlay to).
     async fn feed(&mut self, input: Input) {
-        let actions = self.machine.handle(input, Instant::now());
-        for action in actions {
-            self.execute(action).await;
+        self.work.push_back(Work::Machine(input));
+        self.run_work().await;
+    }
+
+    fn push_overlay(&mut self, input: MeshInput) {
+        if self.mesh.is_some() {
+            self.work.push_back(Work::Overlay(input));
+        }
+    }
+
+    /// Runs queued inputs until none is left. Each input's outputs are carried out before
+    /// the next input; the room machine and the overlay feed each other through the queue.
+    async fn run_work(&mut self) {
+        while let Some(work) = self.work.pop_front() {
+            match work {
+                Work::Machine(input) => {
+                    let actions = self.machine.handle(input, Instant::now());
+                    for action in actions {
+                        self.execute(action).await;
+                    }
+                }
+                Work::Overlay(input) => {
+                    let Some(mesh) = self.mesh.as_mut() else {
+                        continue;
+                    };
+                    let outputs = mesh.overlay.handle(input, Instant::now());
+                    for output in outputs {
+                        self.carry_out(output);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out one of the overlay's outputs.
+    fn carry_out(&mut self, output: MeshOutput) {
+        let Some(mesh) = self.mesh.as_mut() else {
+            return;
+        };
+        match output {
+            MeshOutput::Subscribe(topic) => mesh.subscribe(topic),
+            MeshOutput::Unsubscribe(topic) => mesh.unsubscribe(topic),
+            MeshOutput::Announce {
+                topic,
+                cells,
+                epoch,
+                count,
+            } => mesh.announce(topic, cells, epoch, count),
+            MeshOutput::Connect(peer) => {
+                let peer = PeerId::from_bytes(peer);
+                self.work.push_back(Work::Machine(Input::PeerSeen { peer }));
+            }
+            MeshOutput::Disconnect(peer) => {
+                let peer = PeerId::from_bytes(peer);
+                self.work.push_back(Work::Machine(Input::Unwanted { peer }));
+            }
+            MeshOutput::Send { to, message } => {
+                let to = PeerId::from_bytes(to);
+                let queued = self
+                    .router
+                    .link(&to)
+                    .is_some_and(|link| link.queue_mesh(message));
+                if !queued {
+                    bump(&self.shared.counters.mesh_dropped, 1);
+                }
+            }
+            MeshOutput::WakeAt(at) => {
+                mesh.wake = Some(mesh.wake.map_or(at, |wake| wake.min(at)));
+            }
+            MeshOutput::Deliver(delivery) => {
+                if !mesh.deliver(delivery) {
+                    bump(&self.shared.counters.mesh_lost, 1);
+                }
+            }
+            MeshOutput::Event(event) => match event {
+                OverlayEvent::CellsChanged { cells, cell } => {
+                    tracing::debug!(cells, cell, "overlay view changed");
+                    self.shared.emit(RoomEvent::CellsChanged { cells, cell });
+                }
+                other => tracing::debug!(?other, "overlay event"),
+            },
+            _ => {}
         }
     }
 
@@ -477,10 +629,11 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             channel: channel.clone(),
         };
         let codec = FrameCodec::new(shared.data_key.clone(), shared.local, peer);
-        let (link, control) = Link::new(peer, dial, Box::new(io), codec, shared.epoch);
+        let mesh_queue = self.mesh_queue;
+        let (link, queues) = Link::new(peer, dial, Box::new(io), codec, shared.epoch, mesh_queue);
         tokio::spawn(write_link(
             link.clone(),
-            control,
+            queues,
             shared.limits.heartbeat_interval,
         ));
         tokio::spawn(read_link(
@@ -490,6 +643,9 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             self.reader_notes.clone(),
         ));
         self.router.insert(link);
+        self.push_overlay(MeshInput::LinkUp {
+            peer: *peer.as_bytes(),
+        });
         tracing::debug!(peer = %peer.short(), "peer joined");
     }
 
@@ -508,6 +664,13 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             Some(conn) if conn.dial == dial => self.conns.remove(&peer),
             _ => None,
         };
+        // The overlay hears of links (and attempts) that ended and left nothing behind.
+        let ended = link.is_some() || conn.is_some();
+        if ended && self.router.link(&peer).is_none() && !self.conns.contains_key(&peer) {
+            self.push_overlay(MeshInput::LinkDown {
+                peer: *peer.as_bytes(),
+            });
+        }
         match (link, conn) {
             (Some(link), _) => {
                 tokio::spawn(async move {
@@ -523,6 +686,10 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
     async fn leave(&mut self) {
         let shared = self.shared.clone();
         shared.mark_left();
+        if let Some(mesh) = self.mesh.as_mut() {
+            mesh.overlay.handle(MeshInput::Leave, Instant::now());
+            mesh.leave().await;
+        }
         let links = self.router.drain();
         let wait = shared.limits.leave_timeout;
         join_all(links.iter().map(|link| link.goodbye(wait))).await;
@@ -534,6 +701,14 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             conn.connection.close().await;
         }
         shared.close();
+    }
+}
+
+/// The next item of an optional queue; pending forever without one.
+async fn recv_some<M>(queue: &mut Option<mpsc::Receiver<M>>) -> Option<M> {
+    match queue {
+        Some(queue) => queue.recv().await,
+        None => std::future::pending().await,
     }
 }
 

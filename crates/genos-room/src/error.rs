@@ -61,6 +61,20 @@ pub enum RoomError {
         /// What the decoder said.
         reason: String,
     },
+    /// Local: a cells room needs the peer's identity ([`crate::RoomConfig::with_identity`]):
+    /// the frames others forward are signed by their origin.
+    #[error("a cells room needs the peer's identity (RoomConfig::with_identity)")]
+    IdentityRequired,
+    /// Local: the identity given does not belong to the peer id the room is joined as.
+    #[error("the identity does not match the local peer id")]
+    IdentityMismatch,
+    /// Local: a setting is out of its range.
+    #[error("invalid room settings: {0}")]
+    InvalidSettings(String),
+    /// Local: the cellular overlay refused the send (too many targets, or the room is still
+    /// finding its cells). Nothing was sent.
+    #[error("the overlay refused the send: {0}")]
+    Overlay(String),
     /// Local: the room has left; it can no longer send.
     #[error("the room has been left")]
     Left,

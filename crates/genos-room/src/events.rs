@@ -46,6 +46,14 @@ pub enum RoomEvent {
         /// What was wrong.
         error: FrameError,
     },
+    /// (Cells rooms) the overlay's view of the room changed: it now has `cells` cells and
+    /// this peer is in `cell`.
+    CellsChanged {
+        /// Cells in the room.
+        cells: u32,
+        /// This peer's cell.
+        cell: u32,
+    },
     /// This reader fell behind and missed this many events.
     Lagged {
         /// Number of events missed.

@@ -49,6 +49,7 @@ mod error;
 mod events;
 mod link;
 mod machine;
+mod mesh;
 mod reassembly;
 mod registry;
 mod room;
@@ -62,11 +63,13 @@ pub use channel::{
     TypedChannel,
 };
 pub use config::{
-    DEFAULT_MAX_MESSAGE_SIZE, MAX_CHANNEL_NAME_LEN, MAX_METADATA_LEN, RoomConfig, RoomLimits,
+    CellsSettings, DEFAULT_MAX_MESSAGE_SIZE, MAX_CHANNEL_NAME_LEN, MAX_MESH_CHUNK,
+    MAX_METADATA_LEN, RoomConfig, RoomLimits, Topology,
 };
 pub use dial::dial_role;
 pub use error::{FrameError, RoomError};
 pub use events::{LeaveReason, RoomEvent, RoomEvents};
+pub use mesh::MeshStatus;
 pub use room::Room;
 pub use stats::{PeerInfo, RoomStats};
 pub use wire::PROTOCOL_VERSION;

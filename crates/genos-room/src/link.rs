@@ -77,6 +77,9 @@ pub(crate) struct Link {
     /// are not reading.
     reader_blocked: AtomicBool,
     control: mpsc::Sender<Control>,
+    /// (Cells rooms) overlay messages waiting for the writer.
+    mesh: mpsc::Sender<Bytes>,
+    mesh_capacity: usize,
     pings: std::sync::Mutex<HashMap<u64, oneshot::Sender<()>>>,
     bye_acked: Notify,
     ended: watch::Sender<bool>,
@@ -91,8 +94,11 @@ impl Link {
         io: Box<dyn LinkIo>,
         codec: FrameCodec,
         epoch: Instant,
-    ) -> (Arc<Self>, mpsc::Receiver<Control>) {
+        mesh_queue: usize,
+    ) -> (Arc<Self>, LinkQueues) {
         let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let mesh_capacity = mesh_queue.max(1);
+        let (mesh, mesh_rx) = mpsc::channel(mesh_capacity);
         let max_plain = io
             .max_message_size()
             .saturating_sub(OVERHEAD)
@@ -112,13 +118,40 @@ impl Link {
             last_sent_ms: AtomicU64::new(millis(epoch, now)),
             reader_blocked: AtomicBool::new(false),
             control,
+            mesh,
+            mesh_capacity,
             pings: std::sync::Mutex::new(HashMap::new()),
             bye_acked: Notify::new(),
             ended: watch::Sender::new(false),
             joined_at: now,
             counters: LinkCounters::default(),
         };
-        (Arc::new(link), control_rx)
+        let queues = LinkQueues {
+            control: control_rx,
+            mesh: mesh_rx,
+        };
+        (Arc::new(link), queues)
+    }
+
+    /// Queues an overlay message for the writer; false (nothing queued) when the queue is
+    /// full or the message does not fit one frame.
+    pub(crate) fn queue_mesh(&self, message: Bytes) -> bool {
+        message.len() < self.max_plain && self.mesh.try_send(message).is_ok()
+    }
+
+    /// Overlay messages waiting to be sent.
+    pub(crate) fn mesh_backlog(&self) -> usize {
+        self.mesh_capacity.saturating_sub(self.mesh.capacity())
+    }
+
+    /// The most overlay messages the link queues.
+    pub(crate) fn mesh_capacity(&self) -> usize {
+        self.mesh_capacity
+    }
+
+    async fn send_mesh(&self, message: &[u8]) -> Result<(), RoomError> {
+        self.send_sealed(|seq| self.codec.seal_mesh(seq, message))
+            .await
     }
 
     async fn send_sealed(
@@ -311,12 +344,19 @@ fn millis(epoch: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Sends queued control answers and a heartbeat whenever the link has been quiet.
-pub(crate) async fn write_link(
-    link: Arc<Link>,
-    mut control: mpsc::Receiver<Control>,
-    heartbeat: Duration,
-) {
+/// What a link's writer sends besides heartbeats.
+pub(crate) struct LinkQueues {
+    control: mpsc::Receiver<Control>,
+    mesh: mpsc::Receiver<Bytes>,
+}
+
+/// Sends queued control answers and overlay messages, and a heartbeat whenever the link
+/// has been quiet.
+pub(crate) async fn write_link(link: Arc<Link>, queues: LinkQueues, heartbeat: Duration) {
+    let LinkQueues {
+        mut control,
+        mut mesh,
+    } = queues;
     let mut ended = link.ended.subscribe();
     let mut beat = tokio::time::interval(heartbeat.max(Duration::from_millis(10)));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -326,6 +366,11 @@ pub(crate) async fn write_link(
             next = control.recv() => {
                 let Some(next) = next else { break };
                 if link.send_control(next).await.is_err() {
+                    break;
+                }
+            }
+            Some(message) = mesh.recv() => {
+                if link.send_mesh(&message).await.is_err() {
                     break;
                 }
             }
@@ -391,6 +436,17 @@ pub(crate) async fn read_link<C: DataChannel>(
                 let _ = notes.send((link.peer, link.dial, ReaderNote::Bye)).await;
             }
             Frame::ByeAck => link.bye_acked.notify_one(),
+            Frame::Mesh(message) => match shared.mesh_inbox() {
+                // Waits while the driver is behind: backpressure to the peer.
+                Some(inbox) => {
+                    let _ = inbox.send((link.peer, message)).await;
+                }
+                None => reject(
+                    &shared,
+                    link.peer,
+                    FrameError::Malformed("overlay message in a full-mesh room".into()),
+                ),
+            },
             Frame::Chunk(chunk) => match reassembler.push(chunk) {
                 Ok(Pushed::Complete(done)) => {
                     let message = Message {

@@ -12,14 +12,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::driver::{Command, Driver};
+use crate::driver::{Command, Driver, MeshQueues};
 use crate::machine::RoomMachine;
+use crate::mesh::{MESH_COMMANDS, MESH_INBOX, MeshLayer, MeshStatus, StatusCell};
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::wire::Presence;
 use crate::{
     Channel, PeerInfo, RoomConfig, RoomError, RoomEvent, RoomEvents, RoomLimits, RoomStats,
-    TypedChannel, lock,
+    Topology, TypedChannel, lock,
 };
 
 /// The parts of a room key a room uses.
@@ -29,11 +30,19 @@ pub(crate) struct Keys {
     pub(crate) data: SealKey,
 }
 
+/// What a cells room needs to join: its settings, its identity and the room key.
+pub(crate) struct CellsJoin {
+    pub(crate) settings: crate::CellsSettings,
+    pub(crate) identity: genos_crypto::Identity,
+    pub(crate) key: RoomKey,
+}
+
 struct Handle {
     shared: Arc<Shared>,
     router: Arc<Router>,
     health: Box<dyn Fn() -> SignalHealth + Send + Sync>,
     commands: mpsc::Sender<Command>,
+    mesh_status: Option<Arc<StatusCell>>,
     first_events: std::sync::Mutex<Option<broadcast::Receiver<RoomEvent>>>,
 }
 
@@ -101,24 +110,45 @@ impl Room {
         config: RoomConfig,
     ) -> Result<Self, RoomError> {
         let key = config.derive_key().await?;
-        Self::join_with_key(signaling, transport, local_peer, &key, config.limits).await
+        Self::join_with_key(signaling, transport, local_peer, &key, &config).await
     }
 
     /// Joins with a room key derived beforehand (for callers that derive it once and join
-    /// several times).
+    /// several times); `config` gives the limits, topology and identity (its ids and
+    /// password are not read again).
     pub async fn join_with_key<S: Signaling, T: Transport>(
         signaling: S,
         transport: T,
         local_peer: PeerId,
         key: &RoomKey,
-        limits: RoomLimits,
+        config: &RoomConfig,
     ) -> Result<Self, RoomError> {
+        let cells = match &config.topology {
+            Topology::Cells(settings) => {
+                let identity = config.identity.clone().ok_or(RoomError::IdentityRequired)?;
+                if identity.peer_id() != local_peer {
+                    return Err(RoomError::IdentityMismatch);
+                }
+                if settings.chunk_size == 0 || settings.chunk_size > crate::MAX_MESH_CHUNK {
+                    return Err(RoomError::InvalidSettings(format!(
+                        "chunk_size must be 1 to {} bytes",
+                        crate::MAX_MESH_CHUNK
+                    )));
+                }
+                Some(CellsJoin {
+                    settings: settings.clone(),
+                    identity,
+                    key: key.clone(),
+                })
+            }
+            _ => None,
+        };
         let keys = Keys {
             topic: Topic::from_bytes(key.topic()),
             signal: key.signal_key().clone(),
             data: key.data_key().clone(),
         };
-        Self::join_parts(signaling, transport, local_peer, keys, limits).await
+        Self::join_parts(signaling, transport, local_peer, keys, config.limits, cells).await
     }
 
     pub(crate) async fn join_parts<S: Signaling, T: Transport>(
@@ -127,29 +157,70 @@ impl Room {
         local_peer: PeerId,
         keys: Keys,
         limits: RoomLimits,
+        cells: Option<CellsJoin>,
     ) -> Result<Self, RoomError> {
+        let signaling = Arc::new(signaling);
         let request = JoinRequest::new(keys.topic, local_peer).with_seal_key(keys.signal);
         let (session, signals) = signaling.join(request).await?;
-        session.announce(Presence::current().encode()).await?;
+        // A cells room's peers announce on the overlay's topics only; the room's topic is
+        // their inbox for dialling.
+        if cells.is_none() {
+            session.announce(Presence::current().encode()).await?;
+        }
         let (shared, first_events) = Shared::new(local_peer, limits, keys.data);
         let shared = Arc::new(shared);
-        let router = Arc::new(Router::new(shared.clone()));
+        let mut router = Router::new(shared.clone());
         let health_of = session.clone();
         let health = Box::new(move || health_of.health());
         let machine = RoomMachine::new(local_peer, limits, rand::random());
-        let (driver, notes, reader_notes) =
+        let mut mesh_parts = None;
+        if let Some(cells) = cells {
+            let (inbox, inbox_rx) = mpsc::channel(MESH_INBOX);
+            let (mesh_commands, commands_rx) = mpsc::channel(MESH_COMMANDS);
+            shared.set_mesh_inbox(inbox);
+            let (layer, topics_rx) = MeshLayer::new(
+                &cells.settings,
+                cells.identity,
+                cells.key,
+                signaling.clone(),
+                shared.clone(),
+            );
+            router = router.with_mesh(mesh_commands, cells.settings.chunk_size);
+            let queues = MeshQueues {
+                inbox: inbox_rx,
+                commands: commands_rx,
+                topics: topics_rx,
+            };
+            mesh_parts = Some((layer, queues, cells.settings.link_queue));
+        }
+        let router = Arc::new(router);
+        let (mut driver, notes, reader_notes) =
             Driver::<S, T>::new(machine, shared.clone(), router.clone(), session, transport);
+        let mut mesh_status = None;
+        let mut mesh_queues = None;
+        if let Some((layer, queues, link_queue)) = mesh_parts {
+            mesh_status = Some(layer.status.clone());
+            mesh_queues = Some(queues);
+            driver = driver.with_mesh(layer, link_queue);
+        }
         let (commands, command_rx) = mpsc::channel(4);
-        tokio::spawn(driver.run(signals, command_rx, notes, reader_notes));
+        tokio::spawn(driver.run(signals, command_rx, notes, reader_notes, mesh_queues));
         Ok(Self {
             handle: Arc::new(Handle {
                 shared,
                 router,
                 health,
                 commands,
+                mesh_status,
                 first_events: std::sync::Mutex::new(Some(first_events)),
             }),
         })
+    }
+
+    /// (Cells rooms) the overlay's latest state: cells, links by role, roster, counters.
+    /// `None` in a full-mesh room, and until the overlay's first report (100 ms).
+    pub fn mesh_status(&self) -> Option<MeshStatus> {
+        self.handle.mesh_status.as_ref().and_then(|cell| cell.get())
     }
 
     /// This peer's id.

@@ -2,17 +2,22 @@
 //! driver's `Establish` and `Retire` actions) and the sending side of every channel.
 //!
 //! In a full-mesh room each connected peer is routed over its own link. Channels read the
-//! table directly, so sending never waits on the driver.
+//! table directly, so sending never waits on the driver. In a cells room a message is cut
+//! into overlay chunks handed to the driver, whose overlay routes them (`mesh/`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, join_all};
+use genos_cellmesh::Input as MeshInput;
 use genos_crypto::PeerId;
+use tokio::sync::mpsc;
 
-use crate::channel::{self, SendOptions, SendReport, Target};
+use crate::channel::{self, Progress, SendOptions, SendReport, Target};
+use crate::mesh::wire::ChunkMeta;
 use crate::link::Link;
 use crate::shared::Shared;
 use crate::stats::bump;
@@ -23,7 +28,14 @@ pub(crate) struct Router {
     shared: Arc<Shared>,
     links: RwLock<HashMap<PeerId, Arc<Link>>>,
     next_message: AtomicU64,
+    /// (Cells rooms) where sends go, and the chunk size.
+    mesh: Option<(mpsc::Sender<MeshInput>, usize)>,
 }
+
+/// A cells-room sender waits at most this long in total for its links' overlay queues to
+/// drain below half before it queues anyway (frames beyond a full queue are dropped and
+/// repaired).
+const MESH_PACING_LIMIT: Duration = Duration::from_secs(10);
 
 impl Router {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
@@ -31,7 +43,147 @@ impl Router {
             shared,
             links: RwLock::new(HashMap::new()),
             next_message: AtomicU64::new(0),
+            mesh: None,
         }
+    }
+
+    /// Makes this a cells room's router: sends become overlay commands to `commands`, in
+    /// chunks of `chunk_size` bytes.
+    pub(crate) fn with_mesh(mut self, commands: mpsc::Sender<MeshInput>, chunk_size: usize) -> Self {
+        self.mesh = Some((commands, chunk_size.max(1)));
+        self
+    }
+
+    /// Waits while any link holds more than half its overlay queue (a large message must
+    /// not overrun the queues and lean on repair), at most until `deadline`.
+    async fn mesh_pace(&self, deadline: Instant) {
+        loop {
+            let busy = self
+                .read()
+                .values()
+                .any(|link| link.mesh_backlog() > link.mesh_capacity() / 2);
+            if !busy || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Sends through the overlay (cells rooms): checked like any send before.
+    async fn send_mesh(
+        &self,
+        commands: &mpsc::Sender<MeshInput>,
+        chunk_size: usize,
+        channel: &str,
+        payload: Bytes,
+        options: SendOptions,
+    ) -> Result<SendReport, RoomError> {
+        let shared = &self.shared;
+        let unreliable = options.unreliable;
+        if unreliable && payload.len() > chunk_size {
+            return Err(RoomError::MessageTooLarge {
+                size: payload.len(),
+                limit: chunk_size,
+            });
+        }
+        let local = shared.local;
+        let targets: Option<Vec<PeerId>> = match options.target {
+            Target::All => None,
+            Target::Peer(peer) => Some(vec![peer]),
+            Target::Peers(mut peers) => {
+                peers.sort();
+                peers.dedup();
+                Some(peers)
+            }
+        };
+        let mut report = SendReport {
+            via_overlay: true,
+            ..SendReport::default()
+        };
+        let targets = match targets {
+            Some(mut peers) => {
+                if let Some(at) = peers.iter().position(|p| *p == local) {
+                    peers.remove(at);
+                    report.failed.push((local, RoomError::UnknownPeer(local)));
+                }
+                if peers.is_empty() {
+                    return Ok(report);
+                }
+                Some(peers)
+            }
+            None => None,
+        };
+        let message = self.next_message.fetch_add(1, Ordering::Relaxed);
+        let total = payload.len();
+        let deadline = Instant::now() + MESH_PACING_LIMIT;
+        let mut offset = 0;
+        loop {
+            let end = (offset + chunk_size).min(total);
+            let header = ChunkMeta {
+                channel: channel.to_owned(),
+                message,
+                offset: offset as u64,
+                total: total as u64,
+                meta: (offset == 0)
+                    .then(|| options.meta.as_ref().map(|m| m.to_vec()))
+                    .flatten(),
+                unreliable,
+            };
+            let meta = header.encode();
+            let chunk = payload.slice(offset..end);
+            let input = match &targets {
+                None => MeshInput::Broadcast {
+                    meta,
+                    payload: chunk,
+                },
+                Some(peers) if peers.len() == 1 => MeshInput::SendTo {
+                    target: *peers.first().map_or(local.as_bytes(), |p| p.as_bytes()),
+                    meta,
+                    payload: chunk,
+                },
+                Some(peers) => MeshInput::SendToMany {
+                    targets: peers.iter().map(|p| *p.as_bytes()).collect(),
+                    meta,
+                    payload: chunk,
+                },
+            };
+            self.mesh_pace(deadline).await;
+            if commands.send(input).await.is_err() {
+                return Err(RoomError::Left);
+            }
+            offset = end;
+            if let Some(progress) = options.progress.as_ref() {
+                let peer = match &targets {
+                    Some(peers) if peers.len() == 1 => peers.first().copied().unwrap_or(local),
+                    _ => local,
+                };
+                progress(Progress {
+                    peer,
+                    message,
+                    done: offset as u64,
+                    total: total as u64,
+                });
+            }
+            if offset >= total {
+                break;
+            }
+        }
+        let counters = &shared.counters;
+        if unreliable {
+            bump(&counters.datagrams_sent, 1);
+        } else {
+            bump(&counters.messages_sent, 1);
+            bump(&counters.bytes_sent, total as u64);
+        }
+        report.sent = match targets {
+            Some(peers) => peers,
+            None => {
+                let mut linked: Vec<PeerId> = self.read().keys().copied().collect();
+                linked.sort();
+                linked
+            }
+        };
+        Ok(report)
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HashMap<PeerId, Arc<Link>>> {
@@ -100,6 +252,11 @@ impl channel::Sender for Router {
                     size: meta.len(),
                     limit: MAX_METADATA_LEN,
                 });
+            }
+            if let Some((commands, chunk_size)) = &self.mesh {
+                return self
+                    .send_mesh(commands, *chunk_size, channel, payload, options)
+                    .await;
             }
             let targets: Vec<(PeerId, Option<Arc<Link>>)> = match options.target {
                 Target::All => self

@@ -3,11 +3,12 @@
 //! `channel.rs`, `link.rs` and `router.rs`, which all read it; it imports none of them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
+use bytes::Bytes;
 use genos_crypto::{PeerId, SealKey};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::registry::Registry;
 use crate::stats::Counters;
@@ -22,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     pub(crate) registry: Arc<Mutex<Registry>>,
     pub(crate) counters: Counters,
+    /// (Cells rooms) where links hand overlay messages to the driver.
+    mesh_inbox: OnceLock<mpsc::Sender<(PeerId, Bytes)>>,
     events: Mutex<Option<broadcast::Sender<RoomEvent>>>,
     left: AtomicBool,
 }
@@ -42,10 +45,21 @@ impl Shared {
             epoch: Instant::now(),
             registry: Arc::new(Mutex::new(Registry::new(limits))),
             counters: Counters::default(),
+            mesh_inbox: OnceLock::new(),
             events: Mutex::new(Some(events)),
             left: AtomicBool::new(false),
         };
         (shared, first)
+    }
+
+    /// Where links hand overlay messages (cells rooms only).
+    pub(crate) fn mesh_inbox(&self) -> Option<&mpsc::Sender<(PeerId, Bytes)>> {
+        self.mesh_inbox.get()
+    }
+
+    /// Makes this a cells room whose links hand overlay messages to `inbox`.
+    pub(crate) fn set_mesh_inbox(&self, inbox: mpsc::Sender<(PeerId, Bytes)>) {
+        let _ = self.mesh_inbox.set(inbox);
     }
 
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {

@@ -44,6 +44,18 @@ pub struct RoomStats {
     pub datagrams_lost: u64,
     /// Unreliable messages dropped here: the channel's queue was full, or the room left.
     pub datagrams_dropped: u64,
+    /// (Cells rooms) overlay frames handed to the application (chunks of messages, from any
+    /// origin, through any path).
+    pub mesh_delivered: u64,
+    /// (Cells rooms) links crossed by those frames, summed: divided by `mesh_delivered`, the
+    /// mean hop count.
+    pub mesh_hops: u64,
+    /// (Cells rooms) overlay frames dropped because a link's send queue was full (lazy
+    /// repair recovers them from other peers).
+    pub mesh_dropped: u64,
+    /// (Cells rooms) messages lost here: partly received when their wait ran out or the
+    /// reassembly bound was reached, or their channel's queue was full.
+    pub mesh_lost: u64,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +76,10 @@ pub(crate) struct Counters {
     pub(crate) datagrams_received: AtomicU64,
     pub(crate) datagrams_lost: AtomicU64,
     pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) mesh_delivered: AtomicU64,
+    pub(crate) mesh_hops: AtomicU64,
+    pub(crate) mesh_dropped: AtomicU64,
+    pub(crate) mesh_lost: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {
@@ -90,6 +106,10 @@ impl Counters {
             datagrams_received: get(&self.datagrams_received),
             datagrams_lost: get(&self.datagrams_lost),
             datagrams_dropped: get(&self.datagrams_dropped),
+            mesh_delivered: get(&self.mesh_delivered),
+            mesh_hops: get(&self.mesh_hops),
+            mesh_dropped: get(&self.mesh_dropped),
+            mesh_lost: get(&self.mesh_lost),
         }
     }
 }

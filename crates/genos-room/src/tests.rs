@@ -209,6 +209,7 @@ async fn a_peer_with_another_data_key_is_never_heard() {
         id(1),
         keys(key.data_key().clone()),
         limits,
+        None,
     )
     .await
     .unwrap();
@@ -218,6 +219,7 @@ async fn a_peer_with_another_data_key_is_never_heard() {
         id(2),
         keys(SealKey::generate()),
         limits,
+        None,
     )
     .await
     .unwrap();

@@ -97,6 +97,8 @@ enum Header<'a> {
         #[serde(borrow)]
         meta: Option<&'a [u8]>,
     },
+    /// (Cells rooms) one message of the cellular overlay; its bytes follow.
+    Mesh,
 }
 
 /// A frame as received.
@@ -108,6 +110,8 @@ pub(crate) enum Frame {
     Bye,
     ByeAck,
     Chunk(Chunk),
+    /// A message of the cellular overlay (cells rooms).
+    Mesh(Bytes),
 }
 
 /// A message of an unreliable channel, as received.
@@ -191,6 +195,13 @@ impl FrameCodec {
         data: &[u8],
     ) -> Result<Bytes, RoomError> {
         self.seal_buffer(seq, plaintext(encoded_header, data))
+    }
+
+    /// Seals a message of the cellular overlay as frame `seq`.
+    pub(crate) fn seal_mesh(&self, seq: u64, message: &[u8]) -> Result<Bytes, RoomError> {
+        let header =
+            postcard::to_stdvec(&Header::Mesh).map_err(|e| RoomError::Encode(e.to_string()))?;
+        self.seal_buffer(seq, plaintext(&header, message))
     }
 
     /// Seals `buffer` (reserved envelope header, then the plaintext) as frame `seq`.
@@ -290,6 +301,7 @@ impl FrameCodec {
             Header::Pong { nonce } => Frame::Pong(nonce),
             Header::Bye => Frame::Bye,
             Header::ByeAck => Frame::ByeAck,
+            Header::Mesh => Frame::Mesh(plain.slice_ref(rest)),
             Header::Datagram { .. } => {
                 return Err(FrameError::Malformed(
                     "datagram on the reliable channel".into(),

@@ -513,10 +513,10 @@ impl<A: FrameAuth> Overlay<A> {
                 count: 0,
             });
         }
-        // The beacon comes several times per bootstrap wait, so a newcomer hears one live
-        // even where the signaling layer does not replay recent announces.
+        // By default the beacon comes several times per bootstrap wait, so a newcomer hears
+        // one live even where the signaling layer does not replay recent announces.
         if self.is_leader && self.my_cell == 0 && self.next_beacon.is_none_or(|at| now >= at) {
-            let next = self.jittered(self.config.bootstrap_wait / 3);
+            let next = self.jittered(self.config.beacon_interval);
             self.next_beacon = Some(now + next);
             self.post_census(now, out);
         }

@@ -15,6 +15,9 @@ use crate::wire::SignalMessage;
 pub(crate) enum Input {
     /// The peer announced itself on the room's topic with our protocol version.
     PeerSeen { peer: PeerId },
+    /// (Cells rooms) the overlay no longer wants a link to the peer: close it and do not
+    /// dial it again until it is wanted (seen or greeted) again.
+    Unwanted { peer: PeerId },
     /// The signaling layer reports the peer gone from the topic.
     PeerGone { peer: PeerId },
     /// The peer said hello: it wants us (the lower id) to dial it.

@@ -139,6 +139,7 @@ impl RoomMachine {
                 }
             }
             Input::PeerGone { peer } => self.on_gone(peer),
+            Input::Unwanted { peer } => self.on_unwanted(peer, now),
             Input::Busy { from, dial } => self.on_busy(from, dial, now),
             Input::TransportSignal {
                 from,
@@ -287,6 +288,21 @@ impl RoomMachine {
                 self.attempts.remove(&peer);
                 self.planner.gone(&peer);
                 self.retire(peer, dial, false, LeaveReason::Left, Duration::ZERO);
+            }
+            None => {
+                self.planner.gone(&peer);
+            }
+        }
+    }
+
+    /// The overlay closed its link to `peer` (or gave up opening it).
+    fn on_unwanted(&mut self, peer: PeerId, now: Instant) {
+        self.hellos.remove(&peer);
+        self.busy_told.remove(&peer);
+        match self.attempts.get(&peer).map(|a| a.dial) {
+            Some(dial) => {
+                let cause = "not wanted by the overlay";
+                self.end(peer, dial, LeaveReason::Left, cause, Duration::ZERO, now);
             }
             None => {
                 self.planner.gone(&peer);

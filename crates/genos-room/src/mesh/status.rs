@@ -1,0 +1,66 @@
+//! What a cells room tells about its overlay ([`crate::Room::mesh_status`]).
+
+use std::sync::Mutex;
+
+use genos_cellmesh::{CryptoAuth, LinkRole, Overlay, OverlayMetrics};
+
+use crate::lock;
+
+/// A snapshot of a cells room's overlay, refreshed by the room every 100 ms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MeshStatus {
+    /// Cells in the room's current view (0 while this peer still listens for the view).
+    pub cells: u32,
+    /// This peer's cell.
+    pub cell: u32,
+    /// Whether this peer leads its cell (posts its census; cell 0's leader beacons).
+    pub leader: bool,
+    /// Links the overlay holds to cell mates.
+    pub intra_links: usize,
+    /// Bridge links to other cells.
+    pub bridge_links: usize,
+    /// Peers the overlay knows (its cell and the cells it bridges to).
+    pub roster: usize,
+    /// Signaling topics joined for the overlay (lobby, own cell, bridge cells).
+    pub topics: usize,
+    /// The overlay's counters.
+    pub metrics: OverlayMetrics,
+}
+
+impl MeshStatus {
+    pub(crate) fn of(overlay: &Overlay<CryptoAuth>, topics: usize) -> Self {
+        let (mut intra_links, mut bridge_links) = (0, 0);
+        for (_, role) in overlay.links() {
+            match role {
+                LinkRole::Intra => intra_links += 1,
+                LinkRole::Bridge { .. } => bridge_links += 1,
+                _ => {}
+            }
+        }
+        Self {
+            cells: overlay.cells(),
+            cell: overlay.cell(),
+            leader: overlay.is_leader(),
+            intra_links,
+            bridge_links,
+            roster: overlay.roster_len(),
+            topics,
+            metrics: overlay.metrics().clone(),
+        }
+    }
+}
+
+/// The latest snapshot, shared with the room handle.
+#[derive(Debug, Default)]
+pub(crate) struct StatusCell(Mutex<Option<MeshStatus>>);
+
+impl StatusCell {
+    pub(crate) fn set(&self, status: MeshStatus) {
+        *lock(&self.0) = Some(status);
+    }
+
+    pub(crate) fn get(&self) -> Option<MeshStatus> {
+        lock(&self.0).clone()
+    }
+}
