@@ -289,6 +289,15 @@ impl DialPlanner {
         self.entries.len()
     }
 
+    /// Whether the peer is still being pursued: wanted, dialled, linked, or cooling down
+    /// before a retry this planner makes on its own.
+    pub(crate) fn pursuing(&self, peer: &PeerId) -> bool {
+        self.entries.get(peer).is_some_and(|entry| match entry.plan {
+            Plan::Cooling { .. } => entry.failures <= MAX_AUTO_RETRIES,
+            _ => true,
+        })
+    }
+
     /// The peer left for good (goodbye or signaling departure): forget it.
     pub(crate) fn gone(&mut self, peer: &PeerId) -> Option<u64> {
         self.entries.remove(peer).and_then(|e| e.plan_dial())

@@ -664,9 +664,11 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             Some(conn) if conn.dial == dial => self.conns.remove(&peer),
             _ => None,
         };
-        // The overlay hears of links (and attempts) that ended and left nothing behind.
-        let ended = link.is_some() || conn.is_some();
-        if ended && self.router.link(&peer).is_none() && !self.conns.contains_key(&peer) {
+        // The overlay hears of every link that went down, and of attempts the machine gave
+        // up on (not of those it replaces or retries on its own: the overlay would take
+        // them for failures and back off).
+        let gave_up = conn.is_some() && !self.machine.pursuing(&peer);
+        if (link.is_some() || gave_up) && self.router.link(&peer).is_none() {
             self.push_overlay(MeshInput::LinkDown {
                 peer: *peer.as_bytes(),
             });

@@ -173,9 +173,15 @@ impl<A: FrameAuth> Overlay<A> {
     /// interval, a gone one is heard only if a relay replays its stored presence. (Waiting
     /// out `peer_timeout` after three failures left a few of 500,000 cell links missing for
     /// minutes at 10,000 peers, with 2% of setups failing.)
+    ///
+    /// A link this overlay no longer holds (it closed it itself) is ignored: the driver's
+    /// report of that close is no news.
     pub(super) fn on_link_down(&mut self, peer: PeerKey, now: Instant) {
+        let Some(link) = self.links.remove(&peer) else {
+            return;
+        };
         self.dirty = true;
-        let was_up = self.links.remove(&peer).is_some_and(|link| link.up);
+        let was_up = link.up;
         self.roster.remove(&peer);
         if was_up {
             return;

@@ -582,6 +582,12 @@ impl RoomMachine {
         self.start_dials(now);
     }
 
+    /// Whether the machine still works on a link to `peer` (an attempt, or a retry it will
+    /// make on its own).
+    pub(crate) fn pursuing(&self, peer: &PeerId) -> bool {
+        self.attempts.contains_key(peer) || self.planner.pursuing(peer)
+    }
+
     fn count(&mut self, counter: Counter) {
         self.out.push(Action::Count(counter));
     }

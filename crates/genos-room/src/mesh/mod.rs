@@ -14,6 +14,8 @@
 
 mod inbox;
 mod status;
+#[cfg(test)]
+mod tests;
 pub(crate) mod wire;
 
 use std::collections::HashMap;

@@ -16,6 +16,10 @@ pub struct MeshStatus {
     pub cell: u32,
     /// Whether this peer leads its cell (posts its census; cell 0's leader beacons).
     pub leader: bool,
+    /// Peers of this peer's cell it knows, itself included.
+    pub cell_members: usize,
+    /// Bridge slots this peer holds (each a bridge link it opens to another cell).
+    pub bridge_slots: usize,
     /// Links the overlay holds to cell mates.
     pub intra_links: usize,
     /// Bridge links to other cells.
@@ -42,6 +46,8 @@ impl MeshStatus {
             cells: overlay.cells(),
             cell: overlay.cell(),
             leader: overlay.is_leader(),
+            cell_members: overlay.cell_members().count(),
+            bridge_slots: overlay.bridge_slots().len(),
             intra_links,
             bridge_links,
             roster: overlay.roster_len(),

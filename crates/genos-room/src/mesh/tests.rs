@@ -1,0 +1,193 @@
+//! Cells rooms on the in-memory backends: the overlay under the real room code, each
+//! behaviour alone. The same runs over Nostr and WebRTC in the workspace's tests/.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::StreamExt;
+use genos_cellmesh::Sizing;
+use genos_crypto::{Identity, KeyParams, PeerId};
+use genos_signal::memory::{MemorySignaling, MemorySignalingConfig};
+use genos_transport::memory::{MemoryTransport, MemoryTransportConfig};
+
+use crate::*;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn settings(cell: u32) -> CellsSettings {
+    let mut settings = CellsSettings::default();
+    settings.overlay.sizing = Sizing::Fixed(cell);
+    settings.overlay.bootstrap_wait = Duration::from_millis(500);
+    settings
+}
+
+fn config(identity: &Identity, settings: &CellsSettings) -> RoomConfig {
+    RoomConfig::new("mesh-tests", "hall")
+        .with_password("pw")
+        .with_key_params(KeyParams::new(64, 1, 1))
+        .with_topology(Topology::Cells(settings.clone()))
+        .with_identity(identity.clone())
+}
+
+struct Net {
+    hub: MemorySignaling,
+    transport: MemoryTransport,
+}
+
+impl Net {
+    fn new() -> Self {
+        Self {
+            hub: MemorySignaling::new(MemorySignalingConfig::default()),
+            transport: MemoryTransport::new(MemoryTransportConfig::default()),
+        }
+    }
+
+    async fn join(&self, identity: &Identity, settings: &CellsSettings) -> Room {
+        let config = config(identity, settings);
+        Room::join(
+            self.hub.clone(),
+            self.transport.clone(),
+            identity.peer_id(),
+            config,
+        )
+        .await
+        .unwrap()
+    }
+}
+
+/// Whether every room sees `cells` cells and holds every link its plan wants.
+fn settled(rooms: &[Room], cells: u32) -> bool {
+    rooms.iter().all(|room| {
+        room.mesh_status().is_some_and(|s| {
+            s.cells == cells
+                && s.cell_members >= 2
+                && s.intra_links + 1 >= s.cell_members
+                && s.bridge_links >= s.bridge_slots
+        })
+    })
+}
+
+async fn wait_settled(rooms: &[Room], cells: u32) {
+    tokio::time::timeout(PATIENCE, async {
+        while !settled(rooms, cells) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        let states: Vec<String> = rooms
+            .iter()
+            .map(|r| match r.mesh_status() {
+                Some(s) => format!(
+                    "cells {} cell {} members {} intra {} slots {} bridges {} roster {} topics {} failures {}",
+                    s.cells, s.cell, s.cell_members, s.intra_links, s.bridge_slots,
+                    s.bridge_links, s.roster, s.topics, s.metrics.setup_failures
+                ),
+                None => "no status".into(),
+            })
+            .collect();
+        panic!("the room never settled on {cells} cells: {states:#?}")
+    });
+}
+
+async fn receive(channel: &Channel, count: usize) -> Vec<Message> {
+    let mut got = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while got.len() < count {
+            got.push(channel.recv().await.expect("channel ended"));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("got {} of {count} messages", got.len()));
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cells_room_forms_cells_and_carries_broadcasts_and_directed_sends() {
+    let net = Net::new();
+    let settings = settings(4);
+    let identities: Vec<Identity> = (0..16).map(|_| Identity::generate()).collect();
+    // The first peer finds the room empty and starts it; the rest find its view stored.
+    let first = net.join(&identities[0], &settings).await;
+    let mut events = first.events();
+    tokio::time::timeout(PATIENCE, async {
+        while !matches!(events.next().await, Some(RoomEvent::CellsChanged { .. })) {}
+    })
+    .await
+    .unwrap();
+    let mut rooms = vec![first];
+    let rest = futures::future::join_all(identities[1..].iter().map(|i| net.join(i, &settings)));
+    rooms.extend(rest.await);
+    wait_settled(&rooms, 4).await;
+    for room in &rooms {
+        let status = room.mesh_status().unwrap();
+        // Cell mates and a few bridges; never the whole room.
+        assert!(status.intra_links + status.bridge_links < 15, "{status:?}");
+    }
+
+    // Every peer broadcasts a message of three chunks; every other peer gets each whole.
+    let channels: Vec<Channel> = rooms.iter().map(|r| r.channel("news").unwrap()).collect();
+    let payload = |i: usize| -> Vec<u8> { (0..40_000).map(|b| (b + i) as u8).collect() };
+    for (i, channel) in channels.iter().enumerate() {
+        let report = channel.send(payload(i)).await.unwrap();
+        assert!(report.via_overlay);
+    }
+    for (i, channel) in channels.iter().enumerate() {
+        let got = receive(channel, 15).await;
+        let senders: HashSet<PeerId> = got.iter().map(|m| m.from).collect();
+        assert_eq!(senders.len(), 15, "peer {i} heard from {} peers", senders.len());
+        assert!(!senders.contains(&rooms[i].local_peer()));
+        for message in got {
+            let sender = rooms.iter().position(|r| r.local_peer() == message.from).unwrap();
+            assert_eq!(message.payload, payload(sender), "corrupt message from {sender}");
+        }
+    }
+
+    // A directed send reaches its target only.
+    let secrets: Vec<Channel> = rooms.iter().map(|r| r.channel("secret").unwrap()).collect();
+    let target = rooms[15].local_peer();
+    secrets[1].send_to(target, "for 15 only").await.unwrap();
+    let got = receive(&secrets[15], 1).await;
+    assert_eq!(&got[0].payload[..], b"for 15 only");
+    assert_eq!(got[0].from, rooms[1].local_peer());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered: u64 = rooms.iter().map(|r| r.stats().mesh_delivered).sum();
+    assert!(delivered >= 15 * 16 * 3 + 1);
+    for (i, room) in rooms.iter().enumerate() {
+        assert_eq!(room.stats().frames_rejected, 0, "peer {i}");
+    }
+    for room in rooms {
+        room.leave().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_cells_room_needs_the_peers_identity() {
+    let net = Net::new();
+    let identity = Identity::generate();
+    let settings = settings(4);
+    let without = RoomConfig::new("mesh-tests", "hall")
+        .with_key_params(KeyParams::new(64, 1, 1))
+        .with_topology(Topology::Cells(settings.clone()));
+    let peer = identity.peer_id();
+    let error = Room::join(net.hub.clone(), net.transport.clone(), peer, without)
+        .await
+        .unwrap_err();
+    assert_eq!(error, RoomError::IdentityRequired);
+    let other = Identity::generate().peer_id();
+    let error = Room::join(
+        net.hub.clone(),
+        net.transport.clone(),
+        other,
+        config(&identity, &settings),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error, RoomError::IdentityMismatch);
+}
