@@ -92,10 +92,9 @@ enum Command {
     /// a rate. Prints how the room formed and how it delivered (one JSON object with --json).
     Swarm {
         /// Peers in the room.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(2..=128))]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(2..=1000))]
         peers: u16,
-        /// The room's topology. Only the full mesh is built; the cellular topology is not
-        /// yet driven by rooms.
+        /// The room's topology.
         #[arg(long, value_enum, default_value_t = Topology::Mesh)]
         topology: Topology,
         /// Broadcasts, each from a random peer to all.
@@ -136,6 +135,8 @@ enum Command {
 enum Topology {
     /// Every peer links to every other (rooms up to 128 peers).
     Mesh,
+    /// The cellular mesh: cells of about sqrt(N) peers joined by bridges.
+    Cells,
 }
 
 /// Which room to join, and how.
@@ -261,7 +262,7 @@ fn main() -> ExitCode {
             Command::Chat { room } => run_chat(room).await,
             Command::Swarm {
                 peers,
-                topology: Topology::Mesh,
+                topology,
                 broadcasts,
                 directed,
                 rate,
@@ -274,7 +275,7 @@ fn main() -> ExitCode {
                 plan.directed = directed;
                 plan.rate = rate;
                 plan.payload_bytes = payload;
-                run_swarm(usize::from(peers), plan, relay, json).await
+                run_swarm(usize::from(peers), topology, plan, relay, json).await
             }
             Command::Send { file, room, peers } => run_send(file, room, peers).await,
             Command::Recv { room, out } => run_recv(room, out).await,
@@ -326,13 +327,12 @@ async fn relay_or_embedded(
 fn nostr_peers(
     count: usize,
     relay_url: &str,
-) -> Result<Vec<(NostrSignaling, genos::crypto::PeerId)>, String> {
+) -> Result<Vec<(NostrSignaling, genos::crypto::Identity)>, String> {
     (0..count)
         .map(|_| {
             let identity = genos::crypto::Identity::generate();
-            let id = identity.peer_id();
-            NostrSignaling::new(identity, NostrConfig::with_relays([relay_url]))
-                .map(|signaling| (signaling, id))
+            NostrSignaling::new(identity.clone(), NostrConfig::with_relays([relay_url]))
+                .map(|signaling| (signaling, identity))
                 .map_err(|e| e.to_string())
         })
         .collect()
@@ -340,13 +340,19 @@ fn nostr_peers(
 
 async fn run_swarm(
     peers: usize,
+    topology: Topology,
     plan: genos_cli::swarm::SwarmPlan,
     relay: Option<String>,
     json: bool,
 ) -> Result<(), String> {
     let (_embedded, relay_url) = relay_or_embedded(relay).await?;
     let room = "swarm-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
-    let config = RoomConfig::new("genos-swarm", room).with_password("swarm password");
+    let mut config = RoomConfig::new("genos-swarm", room).with_password("swarm password");
+    if let Topology::Cells = topology {
+        config = config.with_topology(genos::room::Topology::Cells(Default::default()));
+    } else if peers > 128 {
+        return Err("a full-mesh room holds at most 128 peers; try --topology cells".into());
+    }
     if !json {
         println!("genos swarm: {peers} peers join one password room at once over {relay_url}");
         println!("(WebRTC on 127.0.0.1; the room key is derived once and shared by the peers)");
@@ -360,7 +366,7 @@ async fn run_swarm(
         backends,
         transport,
         &key,
-        config.limits,
+        &config,
         &plan,
         |formed| {
             if !json {
@@ -563,7 +569,10 @@ async fn run_demo(peers: usize, file_bytes: usize, relay: Option<String>) -> Res
     println!("(password room: signaling and data sealed end to end; WebRTC on 127.0.0.1)");
     let room = "demo-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
     let config = RoomConfig::new("genos-demo", room).with_password("demo password");
-    let backends = nostr_peers(peers, &relay_url)?;
+    let backends = nostr_peers(peers, &relay_url)?
+        .into_iter()
+        .map(|(signaling, identity)| (signaling, identity.peer_id()))
+        .collect();
     let transport = WebRtcTransport::new(WebRtcConfig::loopback()).map_err(|e| e.to_string())?;
     let report = demo::run(
         backends,

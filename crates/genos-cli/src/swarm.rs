@@ -3,7 +3,10 @@
 //! it delivered. Written against the room layer, so it runs on any backends (the command
 //! uses the Nostr relay and WebRTC on 127.0.0.1).
 //!
-//! Rooms are a full mesh today; the cellular topology (issue #14) will plug in here.
+//! The room is a full mesh or a cells room ([`Topology`]). A cells room's first peer joins
+//! alone and starts the room; the rest then join at once and find its view stored at the
+//! relay. The room has formed when every peer agrees on the cell count and holds every
+//! link its overlay plans (checked three times, 300 ms apart).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
-use genos::crypto::{PeerId, RoomKey};
-use genos::room::{Room, RoomError, RoomEvent, RoomLimits};
+use genos::crypto::{Identity, PeerId, RoomKey};
+use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology};
 use genos::signal::Signaling;
 use genos::transport::Transport;
 use rand::Rng;
@@ -25,8 +28,10 @@ pub enum SwarmError {
     #[error("room: {0}")]
     Room(#[from] RoomError),
     /// The room did not form within the limit.
-    #[error("the room did not form within {limit:?}: {links} of {wanted} peer links up")]
+    #[error("the room did not form within {limit:?}: {links} of {wanted} peer links up{detail}")]
     NotFormed {
+        /// Peers short of links, one per line (cells rooms).
+        detail: String,
         /// The limit.
         limit: Duration,
         /// Links (counted at both ends) up when it ran out.
@@ -109,6 +114,10 @@ pub struct SwarmReport {
     pub relay_events_per_peer_join: f64,
     /// Resident memory of this process once the room formed, in MiB.
     pub rss_mib: f64,
+    /// (Cells) cells in the room once formed (0 for a full mesh).
+    pub cells: u32,
+    /// (Cells) mean links crossed by the overlay frames peers received (1 for a full mesh).
+    pub hops_mean: f64,
 }
 
 impl SwarmReport {
@@ -121,7 +130,7 @@ impl SwarmReport {
                 "\"delivered_ratio\":{:.6},\"delivery_p50_ms\":{:.3},\"delivery_p99_ms\":{:.3},",
                 "\"directed\":{},\"directed_delivered_ratio\":{:.6},\"misdelivered\":{},",
                 "\"relay_events_per_peer_min\":{:.3},\"relay_events_per_peer_join\":{:.1},",
-                "\"rss_mib\":{:.1}}}"
+                "\"rss_mib\":{:.1},\"cells\":{},\"hops_mean\":{:.3}}}"
             ),
             self.peers,
             self.topology,
@@ -138,6 +147,8 @@ impl SwarmReport {
             self.relay_events_per_peer_min,
             self.relay_events_per_peer_join,
             self.rss_mib,
+            self.cells,
+            self.hops_mean,
         )
     }
 }
@@ -198,13 +209,14 @@ pub fn rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// Runs a swarm: one room per `(signaling, peer id)`, all on `transport`, all with `key`.
-/// `on_formed` is told how long the room took to form, before the traffic starts.
+/// Runs a swarm: one room per `(signaling, identity)`, all on `transport`, all with `key`
+/// and `config` (limits and topology). `on_formed` is told how long the room took to form,
+/// before the traffic starts.
 pub async fn run<S, T>(
-    peers: Vec<(S, PeerId)>,
+    peers: Vec<(S, Identity)>,
     transport: T,
     key: &RoomKey,
-    limits: RoomLimits,
+    config: &RoomConfig,
     plan: &SwarmPlan,
     mut on_formed: impl FnMut(Duration),
 ) -> Result<SwarmReport, SwarmError>
@@ -219,45 +231,50 @@ where
     if !(plan.rate > 0.0 && plan.rate.is_finite()) {
         return Err(SwarmError::InvalidPlan("rate must be a positive number"));
     }
-    let start = Instant::now();
-    let joins = peers
-        .into_iter()
-        .map(|(signaling, id)| Room::join_with_key(signaling, transport.clone(), id, key, limits));
-    let rooms: Vec<Room> = futures::future::join_all(joins)
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-
-    // Form: every room sees every other peer join.
-    let wanted = count * (count - 1);
-    let links = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let formed = futures::future::join_all(rooms.iter().map(|room| {
-        let mut events = room.events();
-        let links = links.clone();
+    let cells = matches!(config.topology(), Topology::Cells(_));
+    let join = |(signaling, identity): (S, Identity)| {
+        let config = config.clone().with_identity(identity.clone());
+        let transport = transport.clone();
         async move {
-            let mut met = HashSet::new();
-            while met.len() < count - 1 {
-                match events.next().await {
-                    Some(RoomEvent::PeerJoined { peer }) => {
-                        if met.insert(peer) {
-                            links.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                    Some(_) => {}
-                    None => return,
-                }
-            }
+            Room::join_with_key(signaling, transport, identity.peer_id(), key, &config).await
         }
-    }));
-    if tokio::time::timeout(plan.form_timeout, formed)
-        .await
-        .is_err()
-    {
-        let links = links.load(std::sync::atomic::Ordering::Relaxed);
+    };
+    let start = Instant::now();
+    let mut peers = peers.into_iter();
+    let mut rooms: Vec<Room> = Vec::with_capacity(count);
+    if cells {
+        // The first peer starts the room; the rest find its view stored at the relay.
+        if let Some(first) = peers.next() {
+            let room = join(first).await?;
+            let mut events = room.events();
+            let started = tokio::time::timeout(plan.form_timeout, async {
+                while let Some(event) = events.next().await {
+                    if matches!(event, RoomEvent::CellsChanged { .. }) {
+                        return;
+                    }
+                }
+            });
+            let _ = started.await;
+            rooms.push(room);
+        }
+    }
+    let joins = futures::future::join_all(peers.map(join)).await;
+    for room in joins {
+        rooms.push(room?);
+    }
+
+    let (formed, links, wanted) = if cells {
+        form_cells(&rooms, plan.form_timeout).await
+    } else {
+        form_mesh(&rooms, plan.form_timeout).await
+    };
+    if !formed {
+        let detail = lacking(&rooms);
         for room in &rooms {
             let _ = room.leave().await;
         }
         return Err(SwarmError::NotFormed {
+            detail,
             limit: plan.form_timeout,
             links,
             wanted,
@@ -266,6 +283,10 @@ where
     let join_all = start.elapsed();
     on_formed(join_all);
     let connections: Vec<usize> = rooms.iter().map(|room| room.peers().len()).collect();
+    let cell_count = rooms
+        .first()
+        .and_then(Room::mesh_status)
+        .map_or(0, |status| status.cells);
     let rss = rss_mib();
     let published = |rooms: &[Room]| -> u64 {
         rooms
@@ -381,6 +402,10 @@ where
     }
     let mut latencies = received.latencies_ms;
     latencies.sort_by(f64::total_cmp);
+    let (frames, hops) = rooms.iter().fold((0u64, 0u64), |(frames, hops), room| {
+        let stats = room.stats();
+        (frames + stats.mesh_delivered, hops + stats.mesh_hops)
+    });
     for room in &rooms {
         let _ = room.leave().await;
     }
@@ -388,7 +413,7 @@ where
     let minutes = traffic.as_secs_f64() / 60.0;
     Ok(SwarmReport {
         peers: count,
-        topology: "mesh",
+        topology: if cells { "cells" } else { "mesh" },
         connections_mean: connections.iter().sum::<usize>() as f64 / count as f64,
         connections_max: connections.iter().copied().max().unwrap_or(0),
         join_all_ms: join_all.as_secs_f64() * 1e3,
@@ -406,7 +431,111 @@ where
         },
         relay_events_per_peer_join: published_at_formed as f64 / count as f64,
         rss_mib: rss,
+        cells: cell_count,
+        hops_mean: if frames == 0 {
+            1.0
+        } else {
+            hops as f64 / frames as f64
+        },
     })
+}
+
+/// Waits until every room saw every other peer join; returns (formed, links, wanted).
+async fn form_mesh(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
+    let count = rooms.len();
+    let wanted = count * (count - 1);
+    let links = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let formed = futures::future::join_all(rooms.iter().map(|room| {
+        let mut events = room.events();
+        let links = links.clone();
+        async move {
+            let mut met = HashSet::new();
+            while met.len() < count - 1 {
+                match events.next().await {
+                    Some(RoomEvent::PeerJoined { peer }) => {
+                        if met.insert(peer) {
+                            links.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        }
+    }));
+    let formed = tokio::time::timeout(limit, formed).await.is_ok();
+    let links = links.load(std::sync::atomic::Ordering::Relaxed);
+    (formed, links, wanted)
+}
+
+/// Links a cells room's peers hold and want: (held, wanted), and whether all agree on the
+/// cell count.
+fn cells_progress(rooms: &[Room]) -> (usize, usize, bool) {
+    let mut held = 0;
+    let mut wanted = 0;
+    let mut views = HashSet::new();
+    for room in rooms {
+        match room.mesh_status() {
+            Some(status) if status.cells > 0 => {
+                views.insert(status.cells);
+                let want_intra = status.cell_members.saturating_sub(1);
+                let planned = status.intra_links + status.bridge_links;
+                // Links from an earlier view linger a while before they close.
+                let extra = room.peers().len().saturating_sub(planned);
+                held += status.intra_links.min(want_intra)
+                    + status.bridge_links.min(status.bridge_slots);
+                wanted += want_intra + status.bridge_slots + extra;
+            }
+            _ => {
+                views.insert(0);
+                wanted += 1;
+            }
+        }
+    }
+    (held, wanted, views.len() == 1)
+}
+
+/// The peers of a cells room short of links, one line each.
+fn lacking(rooms: &[Room]) -> String {
+    let mut lines = String::new();
+    for room in rooms {
+        if let Some(s) = room.mesh_status() {
+            if s.intra_links + 1 < s.cell_members || s.bridge_links < s.bridge_slots {
+                lines.push_str(&format!(
+                    "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} links {}",
+                    room.local_peer().short(),
+                    s.cells,
+                    s.cell,
+                    s.cell_members,
+                    s.intra_links,
+                    s.bridge_slots,
+                    s.bridge_links,
+                    s.roster,
+                    s.metrics.setup_failures,
+                    room.peers().len(),
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// Waits until every peer agrees on the cell count and holds every planned link, three
+/// checks in a row; returns (formed, links, wanted).
+async fn form_cells(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
+    let deadline = Instant::now() + limit;
+    let mut streak = 0;
+    loop {
+        let (held, wanted, agreed) = cells_progress(rooms);
+        streak = if agreed && held == wanted { streak + 1 } else { 0 };
+        if streak >= 3 {
+            return (true, held, wanted);
+        }
+        if Instant::now() >= deadline {
+            return (false, held, wanted);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[cfg(test)]
