@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+use genos::cellmesh::cell_count;
 use genos::crypto::{Identity, PeerId, RoomKey};
 use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology};
 use genos::signal::Signaling;
@@ -263,8 +264,15 @@ where
         rooms.push(room?);
     }
 
-    let (formed, links, wanted) = if cells {
-        form_cells(&rooms, plan.form_timeout).await
+    let (formed, links, wanted) = if let Topology::Cells(settings) = config.topology() {
+        // The cell count the room settles on: the overlay's leader resizes only when the
+        // count is wrong for every size within a third of the room's.
+        let sizing = settings.overlay.sizing;
+        let bounds = (
+            cell_count(count * 3 / 4, sizing),
+            cell_count(count * 4 / 3, sizing),
+        );
+        form_cells(&rooms, bounds, plan.form_timeout).await
     } else {
         form_mesh(&rooms, plan.form_timeout).await
     };
@@ -468,9 +476,9 @@ async fn form_mesh(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
     (formed, links, wanted)
 }
 
-/// Links a cells room's peers hold and want: (held, wanted), and whether all agree on the
-/// cell count.
-fn cells_progress(rooms: &[Room]) -> (usize, usize, bool) {
+/// Links a cells room's peers hold and want: (held, wanted), and whether all agree on a
+/// cell count within `bounds`.
+fn cells_progress(rooms: &[Room], bounds: (u32, u32)) -> (usize, usize, bool) {
     let mut held = 0;
     let mut wanted = 0;
     let mut views = HashSet::new();
@@ -492,7 +500,11 @@ fn cells_progress(rooms: &[Room]) -> (usize, usize, bool) {
             }
         }
     }
-    (held, wanted, views.len() == 1)
+    let settled = views.len() == 1
+        && views
+            .iter()
+            .all(|cells| (bounds.0..=bounds.1).contains(cells));
+    (held, wanted, settled)
 }
 
 /// The peers of a cells room short of links, one line each.
@@ -522,11 +534,11 @@ fn lacking(rooms: &[Room]) -> String {
 
 /// Waits until every peer agrees on the cell count and holds every planned link, three
 /// checks in a row; returns (formed, links, wanted).
-async fn form_cells(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
+async fn form_cells(rooms: &[Room], bounds: (u32, u32), limit: Duration) -> (bool, usize, usize) {
     let deadline = Instant::now() + limit;
     let mut streak = 0;
     loop {
-        let (held, wanted, agreed) = cells_progress(rooms);
+        let (held, wanted, agreed) = cells_progress(rooms, bounds);
         streak = if agreed && held == wanted { streak + 1 } else { 0 };
         if streak >= 3 {
             return (true, held, wanted);

@@ -180,6 +180,13 @@ pub struct CellsSettings {
     pub max_partial_messages: usize,
     /// How long a partly received message waits for its missing chunks. Default 30 s.
     pub partial_timeout: Duration,
+    /// How long presence heard on an overlay topic stands without being heard again (the
+    /// relays' expiry; the Nostr default is 11 minutes). Default 11 minutes.
+    pub presence_ttl: Duration,
+    /// How often the presence standing is handed to the overlay again, as a relay hands
+    /// it to a new subscriber: a peer whose link setups failed is tried again while its
+    /// presence stands. Default 5 s.
+    pub replay_interval: Duration,
 }
 
 /// Largest [`CellsSettings::chunk_size`]: an overlay frame (chunk, headers, signature,
@@ -202,6 +209,8 @@ impl Default for CellsSettings {
             link_queue: 1024,
             max_partial_messages: 64,
             partial_timeout: Duration::from_secs(30),
+            presence_ttl: Duration::from_secs(660),
+            replay_interval: Duration::from_secs(5),
         }
     }
 }

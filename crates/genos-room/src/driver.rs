@@ -242,8 +242,11 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    if let Some(mesh) = self.mesh.as_ref() {
+                    if let Some(mesh) = self.mesh.as_mut() {
                         mesh.publish_status();
+                        for input in mesh.replay(now) {
+                            self.work.push_back(Work::Overlay(input));
+                        }
                     }
                     for link in self.router.links() {
                         let input = Input::LinkHeard {

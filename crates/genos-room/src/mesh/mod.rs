@@ -51,6 +51,9 @@ pub(crate) const MESH_COMMANDS: usize = 64;
 const DELIVERY_QUEUE: usize = 4096;
 /// Topic events queued for the driver.
 const TOPIC_NOTES: usize = 1024;
+/// Presence remembered per room (what the relays hold on the topics this peer follows);
+/// at the bound the entry heard longest ago is forgotten.
+const MAX_PRESENCE: usize = 4096;
 
 /// What a topic's task tells the driver.
 pub(crate) enum TopicNote<S: SignalSession> {
@@ -83,6 +86,14 @@ pub(crate) struct MeshLayer<S: Signaling> {
     /// When the overlay asked to be woken.
     pub(crate) wake: Option<Instant>,
     pub(crate) status: Arc<StatusCell>,
+    /// The presence heard on each followed topic, with when it was last heard: what the
+    /// relays store. Replayed to the overlay every `replay_interval`, as a relay would to a
+    /// new subscriber, so a peer the overlay gave up on after failed setups is tried again
+    /// while its presence stands (not only after its next refresh, minutes later).
+    presence: HashMap<(MeshTopic, PeerId), (MeshPresence, Instant)>,
+    presence_ttl: Duration,
+    replay_interval: Duration,
+    next_replay: Instant,
 }
 
 impl<S: Signaling> MeshLayer<S> {
@@ -124,6 +135,10 @@ impl<S: Signaling> MeshLayer<S> {
             deliveries,
             wake: None,
             status: Arc::new(StatusCell::default()),
+            presence: HashMap::new(),
+            presence_ttl: settings.presence_ttl,
+            replay_interval: settings.replay_interval,
+            next_replay: Instant::now() + settings.replay_interval,
         };
         (layer, note_rx)
     }
@@ -156,6 +171,52 @@ impl<S: Signaling> MeshLayer<S> {
     /// Leaves `topic` (its task leaves the session).
     pub(crate) fn unsubscribe(&mut self, topic: MeshTopic) {
         self.topics.remove(&topic);
+        self.presence.retain(|(t, _), _| *t != topic);
+    }
+
+    /// The presence still standing, as overlay inputs, once per replay interval (nothing
+    /// in between). Forgets presence not heard for the presence lifetime.
+    pub(crate) fn replay(&mut self, now: Instant) -> Vec<MeshInput> {
+        if now < self.next_replay {
+            return Vec::new();
+        }
+        self.next_replay = now + self.replay_interval;
+        let ttl = self.presence_ttl;
+        self.presence
+            .retain(|_, (_, heard)| now.saturating_duration_since(*heard) < ttl);
+        let mut inputs: Vec<MeshInput> = self
+            .presence
+            .iter()
+            .filter(|((topic, _), (p, _))| matches!(topic, MeshTopic::Cell { .. }) && p.count == 0)
+            .map(|((topic, peer), (p, _))| MeshInput::Announced {
+                peer: *peer.as_bytes(),
+                topic: *topic,
+                cells: p.cells,
+                epoch: p.epoch,
+                count: p.count,
+            })
+            .collect();
+        // The same order every time (the overlay's plan does not depend on it, its logs do).
+        inputs.sort_by_key(|input| match input {
+            MeshInput::Announced { peer, .. } => *peer,
+            _ => [0; 32],
+        });
+        inputs
+    }
+
+    fn remember(&mut self, topic: MeshTopic, peer: PeerId, presence: MeshPresence, now: Instant) {
+        let key = (topic, peer);
+        if !self.presence.contains_key(&key) && self.presence.len() >= MAX_PRESENCE {
+            let oldest = self
+                .presence
+                .iter()
+                .min_by_key(|(_, (_, heard))| *heard)
+                .map(|(key, _)| *key);
+            if let Some(oldest) = oldest {
+                self.presence.remove(&oldest);
+            }
+        }
+        self.presence.insert(key, (presence, now));
     }
 
     /// Announces on `topic` now, or once it is joined.
@@ -203,13 +264,21 @@ impl<S: Signaling> MeshLayer<S> {
                 SignalEvent::PeerSeen { peer, presence } => {
                     let presence = MeshPresence::decode(&presence)
                         .filter(|p| p.protocol == PROTOCOL_VERSION)?;
-                    self.topics.contains_key(&topic).then(|| MeshInput::Announced {
+                    if !self.topics.contains_key(&topic) {
+                        return None;
+                    }
+                    self.remember(topic, peer, presence, Instant::now());
+                    Some(MeshInput::Announced {
                         peer: *peer.as_bytes(),
                         topic,
                         cells: presence.cells,
                         epoch: presence.epoch,
                         count: presence.count,
                     })
+                }
+                SignalEvent::PeerGone { peer } => {
+                    self.presence.remove(&(topic, peer));
+                    None
                 }
                 _ => None,
             },
