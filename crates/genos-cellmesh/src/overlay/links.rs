@@ -152,12 +152,22 @@ impl<A: FrameAuth> Overlay<A> {
 
     /// A cell more than twice the largest cell size is a view about to be resized (a room
     /// forming from one cell).
+    /// A cell over twice the size the sizing gives: a room forming (many peers arriving
+    /// in one cell before its leader resizes). For automatic sizing the size is the one for
+    /// a room of this cell's members times the cell count, so a hundred peers arriving at
+    /// once in a one-cell room stop opening links at about ten each, not at a hundred.
     pub(super) fn oversized(&self) -> bool {
+        let members = self.members.len();
         let bound = match self.config.sizing {
-            crate::Sizing::Auto { max_cell } => max_cell,
-            crate::Sizing::Fixed(size) => size,
+            crate::Sizing::Auto { .. } => {
+                let room = members.saturating_mul(usize::try_from(self.cells).unwrap_or(1));
+                let cells = usize::try_from(cell_count(room, self.config.sizing).max(1))
+                    .unwrap_or(usize::MAX);
+                room.div_ceil(cells)
+            }
+            crate::Sizing::Fixed(size) => usize::try_from(size).unwrap_or(usize::MAX),
         };
-        self.members.len() > 2 * usize::try_from(bound).unwrap_or(usize::MAX)
+        members > 2 * bound
     }
 
     pub(super) fn replan(&mut self, now: Instant, out: &mut Vec<Output>) {
