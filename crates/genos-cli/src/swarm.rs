@@ -236,9 +236,7 @@ where
     let join = |(signaling, identity): (S, Identity)| {
         let config = config.clone().with_identity(identity.clone());
         let transport = transport.clone();
-        async move {
-            Room::join_with_key(signaling, transport, identity.peer_id(), key, &config).await
-        }
+        async move { Room::join_with_key(signaling, transport, identity.peer_id(), key, &config).await }
     };
     let start = Instant::now();
     let mut peers = peers.into_iter();
@@ -539,7 +537,11 @@ async fn form_cells(rooms: &[Room], bounds: (u32, u32), limit: Duration) -> (boo
     let mut streak = 0;
     loop {
         let (held, wanted, agreed) = cells_progress(rooms, bounds);
-        streak = if agreed && held == wanted { streak + 1 } else { 0 };
+        streak = if agreed && held == wanted {
+            streak + 1
+        } else {
+            0
+        };
         if streak >= 3 {
             return (true, held, wanted);
         }

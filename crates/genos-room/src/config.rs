@@ -144,6 +144,8 @@ impl RoomConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
+// Set once per join: the size of the settings variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Topology {
     /// Every peer links to every other (at most [`RoomLimits::max_peers`]): one hop, the
     /// lowest latency, for rooms up to about a hundred peers.

@@ -292,10 +292,12 @@ impl DialPlanner {
     /// Whether the peer is still being pursued: wanted, dialled, linked, or cooling down
     /// before a retry this planner makes on its own.
     pub(crate) fn pursuing(&self, peer: &PeerId) -> bool {
-        self.entries.get(peer).is_some_and(|entry| match entry.plan {
-            Plan::Cooling { .. } => entry.failures <= MAX_AUTO_RETRIES,
-            _ => true,
-        })
+        self.entries
+            .get(peer)
+            .is_some_and(|entry| match entry.plan {
+                Plan::Cooling { .. } => entry.failures <= MAX_AUTO_RETRIES,
+                _ => true,
+            })
     }
 
     /// The peer left for good (goodbye or signaling departure): forget it.

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
-use genos_crypto::PeerId;
 use genos_cellmesh::{Input as MeshInput, Output as MeshOutput, OverlayEvent};
+use genos_crypto::PeerId;
 use genos_signal::{SignalEvent, SignalSession, Signaling};
 use genos_transport::{
     Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, Role, Transport,
@@ -23,11 +23,11 @@ use genos_transport::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::RoomEvent;
 use crate::datagram::{Datagrams, read_datagrams};
 use crate::link::{Link, ReaderNote, TransportIo, read_link, write_link};
 use crate::machine::{Action, Counter, Input, RoomMachine};
 use crate::mesh::{MeshLayer, TopicNote};
-use crate::RoomEvent;
 use crate::router::Router;
 use crate::shared::Shared;
 use crate::stats::bump;
@@ -430,7 +430,8 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 mesh.wake = Some(mesh.wake.map_or(at, |wake| wake.min(at)));
             }
             MeshOutput::Deliver(delivery) => {
-                if !mesh.deliver(delivery) {
+                let handed = mesh.deliver(delivery);
+                if !handed {
                     bump(&self.shared.counters.mesh_lost, 1);
                 }
             }

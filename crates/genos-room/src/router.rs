@@ -17,8 +17,8 @@ use genos_crypto::PeerId;
 use tokio::sync::mpsc;
 
 use crate::channel::{self, Progress, SendOptions, SendReport, Target};
-use crate::mesh::wire::ChunkMeta;
 use crate::link::Link;
+use crate::mesh::wire::ChunkMeta;
 use crate::shared::Shared;
 use crate::stats::bump;
 use crate::{MAX_METADATA_LEN, RoomError};
@@ -49,7 +49,11 @@ impl Router {
 
     /// Makes this a cells room's router: sends become overlay commands to `commands`, in
     /// chunks of `chunk_size` bytes.
-    pub(crate) fn with_mesh(mut self, commands: mpsc::Sender<MeshInput>, chunk_size: usize) -> Self {
+    pub(crate) fn with_mesh(
+        mut self,
+        commands: mpsc::Sender<MeshInput>,
+        chunk_size: usize,
+    ) -> Self {
         self.mesh = Some((commands, chunk_size.max(1)));
         self
     }

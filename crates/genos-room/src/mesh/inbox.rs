@@ -86,7 +86,7 @@ impl MeshInbox {
             )));
         }
         let offset = usize::try_from(header.offset).unwrap_or(usize::MAX);
-        let end = offset.checked_add(data.len()).unwrap_or(usize::MAX);
+        let end = offset.saturating_add(data.len());
         if end > total || (data.is_empty() && total > 0) {
             return Err(FrameError::Malformed("chunk outside its message".into()));
         }
@@ -131,7 +131,9 @@ impl MeshInbox {
             return Err(FrameError::Malformed("lost partial message".into()));
         };
         if partial.channel != header.channel || partial.buffer.len() != total {
-            return Err(FrameError::Malformed("chunk disagrees with its message".into()));
+            return Err(FrameError::Malformed(
+                "chunk disagrees with its message".into(),
+            ));
         }
         if !partial.offsets.insert(header.offset) {
             return Err(FrameError::Malformed("chunk repeated".into()));
@@ -222,16 +224,28 @@ mod tests {
         let now = Instant::now();
         let mut inbox = MeshInbox::new(4, 1 << 20, 1 << 20, Duration::from_secs(5));
         let payload: Vec<u8> = (0..10u8).collect();
-        let parts = [(6u64, &payload[6..]), (0, &payload[..3]), (3, &payload[3..6])];
+        let parts = [
+            (6u64, &payload[6..]),
+            (0, &payload[..3]),
+            (3, &payload[3..6]),
+        ];
         let mut outcomes = Vec::new();
         for (offset, data) in parts {
             let (got, evicted) = inbox
-                .push(origin, chunk(9, offset, 10), Bytes::copy_from_slice(data), now)
+                .push(
+                    origin,
+                    chunk(9, offset, 10),
+                    Bytes::copy_from_slice(data),
+                    now,
+                )
                 .unwrap();
             assert_eq!(evicted, 0);
             outcomes.push(got);
         }
-        assert!(matches!(outcomes[0], Assembled::Partial { received: 4, .. }));
+        assert!(matches!(
+            outcomes[0],
+            Assembled::Partial { received: 4, .. }
+        ));
         assert_eq!(
             outcomes[2],
             Assembled::Complete {
@@ -251,11 +265,27 @@ mod tests {
         let now = Instant::now();
         let mut inbox = MeshInbox::new(2, 100, 50, Duration::from_secs(5));
         let data = Bytes::from_static(b"abc");
-        assert!(inbox.push(origin, chunk(1, 0, 60), data.clone(), now).is_err());
-        assert!(inbox.push(origin, chunk(1, 48, 50), data.clone(), now).is_err());
-        inbox.push(origin, chunk(1, 0, 40), data.clone(), now).unwrap();
-        assert!(inbox.push(origin, chunk(1, 0, 40), data.clone(), now).is_err());
-        inbox.push(origin, chunk(2, 0, 40), data.clone(), now).unwrap();
+        assert!(
+            inbox
+                .push(origin, chunk(1, 0, 60), data.clone(), now)
+                .is_err()
+        );
+        assert!(
+            inbox
+                .push(origin, chunk(1, 48, 50), data.clone(), now)
+                .is_err()
+        );
+        inbox
+            .push(origin, chunk(1, 0, 40), data.clone(), now)
+            .unwrap();
+        assert!(
+            inbox
+                .push(origin, chunk(1, 0, 40), data.clone(), now)
+                .is_err()
+        );
+        inbox
+            .push(origin, chunk(2, 0, 40), data.clone(), now)
+            .unwrap();
         // A third message: over both the count and the byte budget; the oldest goes.
         let later = now + Duration::from_millis(1);
         let (_, evicted) = inbox.push(origin, chunk(3, 0, 40), data, later).unwrap();

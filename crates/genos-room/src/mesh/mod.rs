@@ -57,9 +57,17 @@ const MAX_PRESENCE: usize = 4096;
 
 /// What a topic's task tells the driver.
 pub(crate) enum TopicNote<S: SignalSession> {
-    Joined { topic: MeshTopic, session: S },
-    Failed { topic: MeshTopic },
-    Event { topic: MeshTopic, event: SignalEvent },
+    Joined {
+        topic: MeshTopic,
+        session: S,
+    },
+    Failed {
+        topic: MeshTopic,
+    },
+    Event {
+        topic: MeshTopic,
+        event: SignalEvent,
+    },
 }
 
 enum TopicState<S> {
@@ -150,8 +158,8 @@ impl<S: Signaling> MeshLayer<S> {
         }
         let (stop, stopped) = oneshot::channel();
         let signal_topic = Topic::from_bytes(self.key.sub_topic(&topic_label(topic)));
-        let request = JoinRequest::new(signal_topic, self.local)
-            .with_seal_key(self.key.signal_key().clone());
+        let request =
+            JoinRequest::new(signal_topic, self.local).with_seal_key(self.key.signal_key().clone());
         tokio::spawn(run_topic(
             self.signaling.clone(),
             request,
@@ -307,7 +315,8 @@ impl<S: Signaling> MeshLayer<S> {
 
     /// Publishes the overlay's state for [`crate::Room::mesh_status`].
     pub(crate) fn publish_status(&self) {
-        self.status.set(MeshStatus::of(&self.overlay, self.topics.len()));
+        self.status
+            .set(MeshStatus::of(&self.overlay, self.topics.len()));
     }
 }
 
@@ -389,7 +398,11 @@ async fn reassemble(
         bump(&counters.mesh_delivered, 1);
         bump(&counters.mesh_hops, u64::from(delivery.hops));
         let Some(header) = ChunkMeta::decode(&delivery.meta) else {
-            reject(&shared, origin, FrameError::Malformed("overlay chunk header".into()));
+            reject(
+                &shared,
+                origin,
+                FrameError::Malformed("overlay chunk header".into()),
+            );
             continue;
         };
         let unreliable = header.unreliable;

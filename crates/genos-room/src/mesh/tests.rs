@@ -141,11 +141,23 @@ async fn a_cells_room_forms_cells_and_carries_broadcasts_and_directed_sends() {
     for (i, channel) in channels.iter().enumerate() {
         let got = receive(channel, 15).await;
         let senders: HashSet<PeerId> = got.iter().map(|m| m.from).collect();
-        assert_eq!(senders.len(), 15, "peer {i} heard from {} peers", senders.len());
+        assert_eq!(
+            senders.len(),
+            15,
+            "peer {i} heard from {} peers",
+            senders.len()
+        );
         assert!(!senders.contains(&rooms[i].local_peer()));
         for message in got {
-            let sender = rooms.iter().position(|r| r.local_peer() == message.from).unwrap();
-            assert_eq!(message.payload, payload(sender), "corrupt message from {sender}");
+            let sender = rooms
+                .iter()
+                .position(|r| r.local_peer() == message.from)
+                .unwrap();
+            assert_eq!(
+                message.payload,
+                payload(sender),
+                "corrupt message from {sender}"
+            );
         }
     }
 
@@ -158,7 +170,7 @@ async fn a_cells_room_forms_cells_and_carries_broadcasts_and_directed_sends() {
     assert_eq!(got[0].from, rooms[1].local_peer());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let delivered: u64 = rooms.iter().map(|r| r.stats().mesh_delivered).sum();
-    assert!(delivered >= 15 * 16 * 3 + 1);
+    assert!(delivered > 15 * 16 * 3);
     for (i, room) in rooms.iter().enumerate() {
         assert_eq!(room.stats().frames_rejected, 0, "peer {i}");
     }
