@@ -109,6 +109,9 @@ enum Command {
         /// Payload bytes per send (at least 17).
         #[arg(long, default_value_t = 256)]
         payload: usize,
+        /// Seconds over which the peers arrive, evenly spaced (0: all at once).
+        #[arg(long, default_value_t = 0.0)]
+        arrival: f64,
         /// Meet over this relay instead of an embedded one (ws:// or wss://).
         #[arg(long)]
         relay: Option<String>,
@@ -267,10 +270,13 @@ fn main() -> ExitCode {
                 directed,
                 rate,
                 payload,
+                arrival,
                 relay,
                 json,
             } => {
                 let mut plan = genos_cli::swarm::SwarmPlan::default();
+                plan.arrival = std::time::Duration::try_from_secs_f64(arrival)
+                    .map_err(|_| "--arrival must be a number of seconds, 0 or more".to_owned())?;
                 plan.broadcasts = broadcasts;
                 plan.directed = directed;
                 plan.rate = rate;

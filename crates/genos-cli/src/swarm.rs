@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
-use genos::cellmesh::cell_count;
+use genos::cellmesh::{cell_count, planned_links};
 use genos::crypto::{Identity, PeerId, RoomKey};
 use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology};
 use genos::signal::Signaling;
@@ -60,7 +60,9 @@ pub struct SwarmPlan {
     pub rate: f64,
     /// Payload size of each send, at least 17 bytes (the probe header).
     pub payload_bytes: usize,
-    /// Limit on the room forming.
+    /// Period over which the peers arrive (evenly spaced joins); zero: all at once.
+    pub arrival: Duration,
+    /// Limit on the room forming (from the last arrival).
     pub form_timeout: Duration,
     /// How long after the last send to wait for stragglers.
     pub drain_timeout: Duration,
@@ -73,6 +75,7 @@ impl Default for SwarmPlan {
             directed: 50,
             rate: 20.0,
             payload_bytes: 256,
+            arrival: Duration::ZERO,
             form_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
         }
@@ -119,6 +122,9 @@ pub struct SwarmReport {
     pub cells: u32,
     /// (Cells) mean links crossed by the overlay frames peers received (1 for a full mesh).
     pub hops_mean: f64,
+    /// The most links a peer holds in the overlay's plan for these very peers, everyone
+    /// knowing everyone (`genos_cellmesh::planned_links`); peers - 1 for a full mesh.
+    pub connections_planned_max: usize,
 }
 
 impl SwarmReport {
@@ -131,7 +137,8 @@ impl SwarmReport {
                 "\"delivered_ratio\":{:.6},\"delivery_p50_ms\":{:.3},\"delivery_p99_ms\":{:.3},",
                 "\"directed\":{},\"directed_delivered_ratio\":{:.6},\"misdelivered\":{},",
                 "\"relay_events_per_peer_min\":{:.3},\"relay_events_per_peer_join\":{:.1},",
-                "\"rss_mib\":{:.1},\"cells\":{},\"hops_mean\":{:.3}}}"
+                "\"rss_mib\":{:.1},\"cells\":{},\"hops_mean\":{:.3},",
+                "\"connections_planned_max\":{}}}"
             ),
             self.peers,
             self.topology,
@@ -150,6 +157,7 @@ impl SwarmReport {
             self.rss_mib,
             self.cells,
             self.hops_mean,
+            self.connections_planned_max,
         )
     }
 }
@@ -257,7 +265,17 @@ where
             rooms.push(room);
         }
     }
-    let joins = futures::future::join_all(peers.map(join)).await;
+    let remaining = peers.len();
+    let gap = plan.arrival.checked_div(u32::try_from(remaining).unwrap_or(u32::MAX));
+    let joins = futures::future::join_all(peers.enumerate().map(|(i, peer)| {
+        let delay = gap.unwrap_or_default() * u32::try_from(i).unwrap_or(u32::MAX);
+        let join = &join;
+        async move {
+            tokio::time::sleep(delay).await;
+            join(peer).await
+        }
+    }))
+    .await;
     for room in joins {
         rooms.push(room?);
     }
@@ -289,6 +307,17 @@ where
     let join_all = start.elapsed();
     on_formed(join_all);
     let connections: Vec<usize> = rooms.iter().map(|room| room.peers().len()).collect();
+    let connections_planned_max = match config.topology() {
+        Topology::Cells(settings) => {
+            let keys: Vec<[u8; 32]> = rooms.iter().map(|r| *r.local_peer().as_bytes()).collect();
+            planned_links(&key.topic(), &keys, &settings.overlay)
+                .iter()
+                .map(Vec::len)
+                .max()
+                .unwrap_or(0)
+        }
+        _ => count - 1,
+    };
     let cell_count = rooms
         .first()
         .and_then(Room::mesh_status)
@@ -438,6 +467,7 @@ where
         relay_events_per_peer_join: published_at_formed as f64 / count as f64,
         rss_mib: rss,
         cells: cell_count,
+        connections_planned_max,
         hops_mean: if frames == 0 {
             1.0
         } else {
@@ -507,7 +537,11 @@ fn cells_progress(rooms: &[Room], bounds: (u32, u32)) -> (usize, usize, bool) {
 
 /// The peers of a cells room short of links, one line each.
 fn lacking(rooms: &[Room]) -> String {
-    let mut lines = String::new();
+    let mut views: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+    for room in rooms {
+        *views.entry(room.mesh_status().map_or(0, |s| s.cells)).or_default() += 1;
+    }
+    let mut lines = format!("\n  peers by cell count: {views:?}");
     for room in rooms {
         if let Some(s) = room.mesh_status() {
             if s.intra_links + 1 < s.cell_members || s.bridge_links < s.bridge_slots {

@@ -300,11 +300,19 @@ impl<A: FrameAuth> Overlay<A> {
         if !self.is_leader || self.my_cell != 0 {
             return;
         }
-        // A one-cell room is its leader's roster: no census needed.
+        // A one-cell room is its leader's roster: no census needed. A room growing fast
+        // outgrows its census between posts: the leader's own cell, times the cell count,
+        // is an estimate of its own (noisy, so it only counts when it is twice the census).
+        let own = self.my_cell_size().saturating_mul(self.cells as usize);
         let estimate = if self.cells == 1 {
             Some(self.my_cell_size())
         } else {
-            self.census_estimate()
+            match self.census_estimate() {
+                Some(census) if own <= census.saturating_mul(2) => Some(census),
+                Some(_) => Some(own),
+                None if self.oversized() => Some(own),
+                None => None,
+            }
         };
         let Some(estimate) = estimate else {
             return;
