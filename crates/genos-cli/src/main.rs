@@ -112,6 +112,9 @@ enum Command {
         /// Seconds over which the peers arrive, evenly spaced (0: all at once).
         #[arg(long, default_value_t = 0.0)]
         arrival: f64,
+        /// Seconds the room may take to form after the last arrival.
+        #[arg(long, default_value_t = 120)]
+        form_timeout: u64,
         /// Meet over this relay instead of an embedded one (ws:// or wss://).
         #[arg(long)]
         relay: Option<String>,
@@ -271,10 +274,12 @@ fn main() -> ExitCode {
                 rate,
                 payload,
                 arrival,
+                form_timeout,
                 relay,
                 json,
             } => {
                 let mut plan = genos_cli::swarm::SwarmPlan::default();
+                plan.form_timeout = std::time::Duration::from_secs(form_timeout);
                 plan.arrival = std::time::Duration::try_from_secs_f64(arrival)
                     .map_err(|_| "--arrival must be a number of seconds, 0 or more".to_owned())?;
                 plan.broadcasts = broadcasts;

@@ -266,7 +266,9 @@ where
         }
     }
     let remaining = peers.len();
-    let gap = plan.arrival.checked_div(u32::try_from(remaining).unwrap_or(u32::MAX));
+    let gap = plan
+        .arrival
+        .checked_div(u32::try_from(remaining).unwrap_or(u32::MAX));
     let joins = futures::future::join_all(peers.enumerate().map(|(i, peer)| {
         let delay = gap.unwrap_or_default() * u32::try_from(i).unwrap_or(u32::MAX);
         let join = &join;
@@ -281,11 +283,13 @@ where
     }
 
     let (formed, links, wanted) = if let Topology::Cells(settings) = config.topology() {
-        // The cell count the room settles on: the overlay's leader resizes only when the
-        // count is wrong for every size within a third of the room's.
+        // A cell count fit for the room: the overlay's leader resizes when the count is
+        // wrong for every size within a third of the room's (a count at the edge of that
+        // range can stand until the next census), so any count between that for half the
+        // room and that for a third more is a room that formed, not one still growing.
         let sizing = settings.overlay.sizing;
         let bounds = (
-            cell_count(count * 3 / 4, sizing),
+            cell_count(count / 2, sizing),
             cell_count(count * 4 / 3, sizing),
         );
         form_cells(&rooms, bounds, plan.form_timeout).await
@@ -539,7 +543,9 @@ fn cells_progress(rooms: &[Room], bounds: (u32, u32)) -> (usize, usize, bool) {
 fn lacking(rooms: &[Room]) -> String {
     let mut views: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
     for room in rooms {
-        *views.entry(room.mesh_status().map_or(0, |s| s.cells)).or_default() += 1;
+        *views
+            .entry(room.mesh_status().map_or(0, |s| s.cells))
+            .or_default() += 1;
     }
     let mut lines = format!("\n  peers by cell count: {views:?}");
     for room in rooms {
