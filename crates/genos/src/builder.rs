@@ -126,6 +126,14 @@ impl GenosBuilder {
         self
     }
 
+    /// How the room's peers link up: [`genos_room::Topology::FullMesh`] (default) or
+    /// [`genos_room::Topology::Cells`] for large rooms. Every peer of a room must use the
+    /// same.
+    pub fn topology(mut self, topology: genos_room::Topology) -> Self {
+        self.room = self.room.with_topology(topology);
+        self
+    }
+
     /// Replaces the room limits.
     pub fn limits(mut self, limits: RoomLimits) -> Self {
         self.room = self.room.with_limits(limits);
@@ -179,6 +187,7 @@ impl GenosBuilder {
             None => Identity::generate(),
         };
         let peer = identity.peer_id();
+        let room = self.room.with_identity(identity.clone());
         let mut nostr = self.nostr;
         nostr.relays.extend(self.relays);
         let signaling = NostrSignaling::new(identity, nostr)?;
@@ -186,7 +195,7 @@ impl GenosBuilder {
             check_relays(&self.webrtc.ice_servers).await?;
         }
         let transport = WebRtcTransport::new(self.webrtc)?;
-        Ok(Room::join(signaling, transport, peer, self.room).await?)
+        Ok(Room::join(signaling, transport, peer, room).await?)
     }
 }
 

@@ -59,8 +59,9 @@ pub use genos_transport as transport;
 
 pub use genos_crypto::{Identity, PeerId};
 pub use genos_room::{
-    Channel, LeaveReason, Message, PeerInfo, Progress, Room, RoomConfig, RoomError, RoomEvent,
-    RoomEvents, RoomLimits, RoomStats, SendOptions, SendReport, Target, Typed, TypedChannel,
+    CellsSettings, Channel, LeaveReason, MeshStatus, Message, PeerInfo, Progress, Room, RoomConfig,
+    RoomError, RoomEvent, RoomEvents, RoomLimits, RoomStats, SendOptions, SendReport, Target,
+    Topology, Typed, TypedChannel,
 };
 
 #[cfg(all(feature = "nostr", feature = "webrtc"))]
