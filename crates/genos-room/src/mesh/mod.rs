@@ -423,16 +423,7 @@ async fn reassemble(
                 message,
                 received,
                 total,
-            } => {
-                if let Some(progress) = shared.registry().progress(&channel) {
-                    let _ = progress.try_send(Progress {
-                        peer: origin,
-                        message,
-                        done: received,
-                        total,
-                    });
-                }
-            }
+            } => report_progress(&shared, &channel, origin, message, received, total),
             Assembled::Complete {
                 channel,
                 message,
@@ -442,14 +433,7 @@ async fn reassemble(
             } => {
                 let total = payload.len() as u64;
                 if chunked {
-                    if let Some(progress) = shared.registry().progress(&channel) {
-                        let _ = progress.try_send(Progress {
-                            peer: origin,
-                            message,
-                            done: total,
-                            total,
-                        });
-                    }
+                    report_progress(&shared, &channel, origin, message, total, total);
                 }
                 let message = Message {
                     from: origin,
@@ -465,6 +449,25 @@ async fn reassemble(
                 hand_over(&shared, &channel, message).await;
             }
         }
+    }
+}
+
+/// Tells the channel's progress subscriber, if any, without waiting for it.
+fn report_progress(
+    shared: &Shared,
+    channel: &str,
+    peer: PeerId,
+    message: u64,
+    done: u64,
+    total: u64,
+) {
+    if let Some(progress) = shared.registry().progress(channel) {
+        let _ = progress.try_send(Progress {
+            peer,
+            message,
+            done,
+            total,
+        });
     }
 }
 
