@@ -14,24 +14,7 @@ use genos_crypto::PeerId;
 
 use super::wire::ChunkMeta;
 use crate::FrameError;
-
-/// A message made whole, or how far one has come.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Assembled {
-    Complete {
-        channel: String,
-        message: u64,
-        payload: Bytes,
-        meta: Option<Bytes>,
-        chunked: bool,
-    },
-    Partial {
-        channel: String,
-        message: u64,
-        received: u64,
-        total: u64,
-    },
-}
+use crate::reassembly::{Assembled, Pushed};
 
 struct Partial {
     channel: String,
@@ -77,7 +60,7 @@ impl MeshInbox {
         header: ChunkMeta,
         data: Bytes,
         now: Instant,
-    ) -> Result<(Assembled, usize), FrameError> {
+    ) -> Result<(Pushed, usize), FrameError> {
         let total = usize::try_from(header.total).unwrap_or(usize::MAX);
         if total > self.max_message {
             return Err(FrameError::Malformed(format!(
@@ -91,13 +74,13 @@ impl MeshInbox {
             return Err(FrameError::Malformed("chunk outside its message".into()));
         }
         if offset == 0 && data.len() == total {
-            let complete = Assembled::Complete {
+            let complete = Pushed::Complete(Assembled {
                 channel: header.channel,
                 message: header.message,
                 payload: data,
                 meta: header.meta.map(Bytes::from),
                 chunked: false,
-            };
+            });
             return Ok((complete, 0));
         }
         let key = (origin, header.message);
@@ -146,7 +129,7 @@ impl MeshInbox {
         }
         partial.received += data.len() as u64;
         if partial.received < header.total {
-            let progress = Assembled::Partial {
+            let progress = Pushed::Partial {
                 channel: header.channel,
                 message: header.message,
                 received: partial.received,
@@ -158,13 +141,13 @@ impl MeshInbox {
             return Err(FrameError::Malformed("lost partial message".into()));
         };
         self.held_bytes = self.held_bytes.saturating_sub(total);
-        let complete = Assembled::Complete {
+        let complete = Pushed::Complete(Assembled {
             channel: done.channel,
             message: header.message,
             payload: Bytes::from(done.buffer),
             meta: done.meta,
             chunked: true,
-        };
+        });
         Ok((complete, evicted))
     }
 
@@ -242,19 +225,16 @@ mod tests {
             assert_eq!(evicted, 0);
             outcomes.push(got);
         }
-        assert!(matches!(
-            outcomes[0],
-            Assembled::Partial { received: 4, .. }
-        ));
+        assert!(matches!(outcomes[0], Pushed::Partial { received: 4, .. }));
         assert_eq!(
             outcomes[2],
-            Assembled::Complete {
+            Pushed::Complete(Assembled {
                 channel: "files".into(),
                 message: 9,
                 payload: Bytes::from(payload),
                 meta: Some(Bytes::from_static(b"m")),
                 chunked: true,
-            }
+            })
         );
         assert_eq!(inbox.len(), 0);
     }

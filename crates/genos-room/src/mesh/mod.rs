@@ -29,10 +29,11 @@ use genos_crypto::{Identity, PeerId, RoomKey};
 use genos_signal::{JoinRequest, SignalEvent, SignalSession, Signaling, Topic};
 use tokio::sync::{mpsc, oneshot};
 
-use self::inbox::{Assembled, MeshInbox};
+use self::inbox::MeshInbox;
 use self::wire::{ChunkMeta, MeshPresence, topic_label};
 use crate::channel::{Message, Progress};
 use crate::link::reject;
+use crate::reassembly::{Assembled, Pushed};
 use crate::registry::{Route, deliver};
 use crate::shared::Shared;
 use crate::stats::bump;
@@ -418,19 +419,19 @@ async fn reassemble(
             }
         };
         match assembled {
-            Assembled::Partial {
+            Pushed::Partial {
                 channel,
                 message,
                 received,
                 total,
             } => report_progress(&shared, &channel, origin, message, received, total),
-            Assembled::Complete {
+            Pushed::Complete(Assembled {
                 channel,
                 message,
                 payload,
                 meta,
                 chunked,
-            } => {
+            }) => {
                 let total = payload.len() as u64;
                 if chunked {
                     report_progress(&shared, &channel, origin, message, total, total);
