@@ -72,4 +72,4 @@ pub use config::OverlayConfig;
 pub use error::MeshError;
 pub use io::{Delivery, DropReason, Input, MeshTopic, Output, OverlayEvent};
 pub use overlay::{LinkRole, Overlay, OverlayMetrics};
-pub use plan::planned_links;
+pub use plan::{planned_links, planned_links_in};

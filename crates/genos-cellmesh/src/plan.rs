@@ -90,6 +90,18 @@ pub fn planned_links(
     config: &crate::OverlayConfig,
 ) -> Vec<Vec<usize>> {
     let cells = crate::cell_count(peers.len(), config.sizing);
+    planned_links_in(room, peers, cells, config)
+}
+
+/// As [`planned_links`], for a room whose peers agreed on `cells` cells (a census-driven
+/// view may differ from the count automatic sizing gives for exactly these peers).
+pub fn planned_links_in(
+    room: &[u8; 32],
+    peers: &[PeerKey],
+    cells: u32,
+    config: &crate::OverlayConfig,
+) -> Vec<Vec<usize>> {
+    let cells = cells.max(1);
     let k = config.bridges_per_pair;
     let mut by_cell: Vec<Vec<(usize, Member)>> = vec![Vec::new(); cells as usize];
     for (i, key) in peers.iter().enumerate() {

@@ -8,13 +8,13 @@
 //! relay. The room has formed when every peer agrees on the cell count and holds every
 //! link its overlay plans (checked three times, 300 ms apart).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
-use genos::cellmesh::{cell_count, planned_links};
+use genos::cellmesh::{OverlayConfig, cell_count, planned_links_in};
 use genos::crypto::{Identity, PeerId, RoomKey};
 use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology};
 use genos::signal::Signaling;
@@ -282,7 +282,7 @@ where
         rooms.push(room?);
     }
 
-    let (formed, links, wanted) = if let Topology::Cells(settings) = config.topology() {
+    let (formed, links, wanted, detail) = if let Topology::Cells(settings) = config.topology() {
         // A cell count fit for the room: the overlay's leader resizes when the count is
         // wrong for every size within a third of the room's (a count at the edge of that
         // range can stand until the next census), so any count between that for half the
@@ -292,12 +292,19 @@ where
             cell_count(count / 2, sizing),
             cell_count(count * 4 / 3, sizing),
         );
-        form_cells(&rooms, bounds, plan.form_timeout).await
+        form_cells(
+            &rooms,
+            bounds,
+            &key.topic(),
+            &settings.overlay,
+            plan.form_timeout,
+        )
+        .await
     } else {
-        form_mesh(&rooms, plan.form_timeout).await
+        let (formed, links, wanted) = form_mesh(&rooms, plan.form_timeout).await;
+        (formed, links, wanted, String::new())
     };
     if !formed {
-        let detail = lacking(&rooms);
         for room in &rooms {
             let _ = room.leave().await;
         }
@@ -311,10 +318,14 @@ where
     let join_all = start.elapsed();
     on_formed(join_all);
     let connections: Vec<usize> = rooms.iter().map(|room| room.peers().len()).collect();
+    let cell_count = rooms
+        .first()
+        .and_then(Room::mesh_status)
+        .map_or(0, |status| status.cells);
     let connections_planned_max = match config.topology() {
         Topology::Cells(settings) => {
             let keys: Vec<[u8; 32]> = rooms.iter().map(|r| *r.local_peer().as_bytes()).collect();
-            planned_links(&key.topic(), &keys, &settings.overlay)
+            planned_links_in(&key.topic(), &keys, cell_count, &settings.overlay)
                 .iter()
                 .map(Vec::len)
                 .max()
@@ -322,10 +333,6 @@ where
         }
         _ => count - 1,
     };
-    let cell_count = rooms
-        .first()
-        .and_then(Room::mesh_status)
-        .map_or(0, |status| status.cells);
     let rss = rss_mib();
     let published = |rooms: &[Room]| -> u64 {
         rooms
@@ -510,83 +517,115 @@ async fn form_mesh(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
 
 /// Links a cells room's peers hold and want: (held, wanted), and whether all agree on a
 /// cell count within `bounds`.
-fn cells_progress(rooms: &[Room], bounds: (u32, u32)) -> (usize, usize, bool) {
-    let mut held = 0;
-    let mut wanted = 0;
-    let mut views = HashSet::new();
-    for room in rooms {
-        match room.mesh_status() {
-            Some(status) if status.cells > 0 => {
-                views.insert(status.cells);
-                let want_intra = status.cell_members.saturating_sub(1);
-                let planned = status.intra_links + status.bridge_links;
-                // Links from an earlier view linger a while before they close.
-                let extra = room.peers().len().saturating_sub(planned);
-                held += status.intra_links.min(want_intra)
-                    + status.bridge_links.min(status.bridge_slots);
-                wanted += want_intra + status.bridge_slots + extra;
-            }
-            _ => {
-                views.insert(0);
-                wanted += 1;
-            }
-        }
-    }
-    let settled = views.len() == 1
-        && views
-            .iter()
-            .all(|cells| (bounds.0..=bounds.1).contains(cells));
-    (held, wanted, settled)
+/// The room's cells plan as every peer should hold it: the cell count most peers see and,
+/// for that count, the links of `planned_links_in` (from every peer's key, which no single
+/// peer knows). A peer's own status cannot tell: the holder of a bridge slot towards a
+/// smaller cell waits for a link the smaller cell may not have a member to open.
+struct CellsPlan {
+    cells: u32,
+    agreed: bool,
+    /// Per room: planned peers it lacks, and links it holds beyond the plan.
+    missing: Vec<Vec<PeerId>>,
+    extra: Vec<usize>,
+    planned: usize,
 }
 
-/// The peers of a cells room short of links, one line each.
-fn lacking(rooms: &[Room]) -> String {
-    let mut views: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
-    for room in rooms {
-        *views
-            .entry(room.mesh_status().map_or(0, |s| s.cells))
-            .or_default() += 1;
-    }
-    let mut lines = format!("\n  peers by cell count: {views:?}");
-    for room in rooms {
-        if let Some(s) = room.mesh_status() {
-            if s.intra_links + 1 < s.cell_members || s.bridge_links < s.bridge_slots {
-                lines.push_str(&format!(
-                    "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} links {}",
-                    room.local_peer().short(),
-                    s.cells,
-                    s.cell,
-                    s.cell_members,
-                    s.intra_links,
-                    s.bridge_slots,
-                    s.bridge_links,
-                    s.roster,
-                    s.metrics.setup_failures,
-                    room.peers().len(),
-                ));
-            }
+impl CellsPlan {
+    fn of(rooms: &[Room], bounds: (u32, u32), topic: &[u8; 32], overlay: &OverlayConfig) -> Self {
+        let mut views: BTreeMap<u32, usize> = BTreeMap::new();
+        for room in rooms {
+            *views
+                .entry(room.mesh_status().map_or(0, |s| s.cells))
+                .or_default() += 1;
+        }
+        let cells = views
+            .iter()
+            .max_by_key(|(_, count)| **count)
+            .map_or(0, |(cells, _)| *cells);
+        let agreed = views.len() == 1 && (bounds.0..=bounds.1).contains(&cells);
+        let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
+        let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+        let plan = planned_links_in(topic, &keys, cells, overlay);
+        let (mut missing, mut extra, mut planned) = (Vec::new(), Vec::new(), 0);
+        for (room, wanted) in rooms.iter().zip(&plan) {
+            let held: HashSet<PeerId> = room.peers().into_iter().collect();
+            let wanted: HashSet<PeerId> =
+                wanted.iter().filter_map(|i| ids.get(*i).copied()).collect();
+            planned += wanted.len();
+            missing.push(wanted.difference(&held).copied().collect());
+            // Links from an earlier view linger a while before they close.
+            extra.push(held.difference(&wanted).count());
+        }
+        Self {
+            cells,
+            agreed,
+            missing,
+            extra,
+            planned,
         }
     }
-    lines
+
+    /// (planned links held, planned links + links still to close).
+    fn progress(&self) -> (usize, usize) {
+        let missing: usize = self.missing.iter().map(Vec::len).sum();
+        let extra: usize = self.extra.iter().sum();
+        (self.planned - missing, self.planned + extra)
+    }
+
+    fn formed(&self) -> bool {
+        let (held, wanted) = self.progress();
+        self.agreed && held == wanted
+    }
+
+    /// The peers short of planned links, one line each.
+    fn lacking(&self, rooms: &[Room]) -> String {
+        let mut lines = format!(
+            "\n  plan for {} cells (agreed: {})",
+            self.cells, self.agreed
+        );
+        for ((room, missing), extra) in rooms.iter().zip(&self.missing).zip(&self.extra) {
+            if missing.is_empty() && *extra == 0 {
+                continue;
+            }
+            let status = room.mesh_status().unwrap_or_default();
+            let missing: Vec<String> = missing.iter().map(PeerId::short).collect();
+            lines.push_str(&format!(
+                "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {}, lacks {missing:?}, {extra} beyond the plan",
+                room.local_peer().short(),
+                status.cells,
+                status.cell,
+                status.cell_members,
+                status.intra_links,
+                status.bridge_slots,
+                status.bridge_links,
+                status.roster,
+                status.metrics.setup_failures,
+            ));
+        }
+        lines
+    }
 }
 
 /// Waits until every peer agrees on the cell count and holds every planned link, three
-/// checks in a row; returns (formed, links, wanted).
-async fn form_cells(rooms: &[Room], bounds: (u32, u32), limit: Duration) -> (bool, usize, usize) {
+/// checks in a row; returns (formed, links, wanted, what peers lack when it did not form).
+async fn form_cells(
+    rooms: &[Room],
+    bounds: (u32, u32),
+    topic: &[u8; 32],
+    overlay: &OverlayConfig,
+    limit: Duration,
+) -> (bool, usize, usize, String) {
     let deadline = Instant::now() + limit;
     let mut streak = 0;
     loop {
-        let (held, wanted, agreed) = cells_progress(rooms, bounds);
-        streak = if agreed && held == wanted {
-            streak + 1
-        } else {
-            0
-        };
+        let plan = CellsPlan::of(rooms, bounds, topic, overlay);
+        let (held, wanted) = plan.progress();
+        streak = if plan.formed() { streak + 1 } else { 0 };
         if streak >= 3 {
-            return (true, held, wanted);
+            return (true, held, wanted, String::new());
         }
         if Instant::now() >= deadline {
-            return (false, held, wanted);
+            return (false, held, wanted, plan.lacking(rooms));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

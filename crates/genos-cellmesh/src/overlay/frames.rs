@@ -223,14 +223,15 @@ impl<A: FrameAuth> Overlay<A> {
             // Views differ (the cell count is changing): flood once; dedup and TTL bound it.
             LinkKind::All
         } else if frame.id.origin_cell == self.my_cell {
-            // From our own cell: carry it out over our bridges.
+            // From our own cell: carry it out over our bridges (and links of a role not
+            // known yet, into other cells while a new view's bridges form).
             let cache = self.link_cache();
-            let none = cache.bridges.is_empty();
+            let none = cache.outward.is_empty();
             self.link_cache = Some(cache);
             if none {
                 return;
             }
-            LinkKind::Bridges
+            LinkKind::Outward
         } else {
             match from_role {
                 LinkRole::Bridge { slot, .. } if slot > 0 && !repaired => {

@@ -53,6 +53,12 @@ impl<A: FrameAuth> Overlay<A> {
         }
         let hello = wire::encode_hello(&self.hello_for(&peer));
         self.send(peer, hello, out);
+        if matches!(
+            self.links.get(&peer).map(|link| link.role),
+            Some(LinkRole::Bridge { .. })
+        ) {
+            self.catch_up(peer, out);
+        }
     }
 
     pub(super) fn on_hello(&mut self, from: PeerKey, hello: Hello, out: &mut Vec<Output>) {
@@ -77,6 +83,9 @@ impl<A: FrameAuth> Overlay<A> {
                 link.role = role;
                 self.dirty = true;
                 self.link_cache = None;
+                if matches!(role, LinkRole::Bridge { .. }) {
+                    self.catch_up(from, out);
+                }
             }
         }
         if role == LinkRole::Intra
@@ -111,8 +120,11 @@ impl<A: FrameAuth> Overlay<A> {
             cache.all.push(*peer);
             match link.role {
                 LinkRole::Intra => cache.intra.push(*peer),
-                LinkRole::Bridge { .. } => cache.bridges.push(*peer),
-                LinkRole::Unknown => {}
+                LinkRole::Bridge { .. } => {
+                    cache.bridges.push(*peer);
+                    cache.outward.push(*peer);
+                }
+                LinkRole::Unknown => cache.outward.push(*peer),
             }
         }
         cache
@@ -129,12 +141,12 @@ impl<A: FrameAuth> Overlay<A> {
         let cache = self.link_cache();
         let list = match kind {
             LinkKind::Intra => &cache.intra,
-            LinkKind::Bridges => &cache.bridges,
+            LinkKind::Outward => &cache.outward,
             LinkKind::Members => &cache.intra,
             LinkKind::All => &cache.all,
         };
         let extra = if kind == LinkKind::Members {
-            cache.bridges.as_slice()
+            cache.outward.as_slice()
         } else {
             &[]
         };
@@ -150,24 +162,28 @@ impl<A: FrameAuth> Overlay<A> {
         self.roster.members_of(cell).collect()
     }
 
-    /// A cell more than twice the largest cell size is a view about to be resized (a room
-    /// forming from one cell).
-    /// A cell over twice the size the sizing gives: a room forming (many peers arriving
-    /// in one cell before its leader resizes). For automatic sizing the size is the one for
-    /// a room of this cell's members times the cell count, so a hundred peers arriving at
-    /// once in a one-cell room stop opening links at about ten each, not at a hundred.
+    /// A cell larger than hashing skew explains: a room forming (many peers arriving in
+    /// one cell before cell 0's leader resizes), whose members open no new links meanwhile,
+    /// so a hundred peers arriving at once in a one-cell room stop at about twenty links
+    /// each, not a hundred. The expected size is the census's (room / cells) once the view
+    /// has one, else the size automatic sizing gives for this cell's members times the cell
+    /// count. A cell merely skewed by hashing (9 of 16 peers in one of 4 cells happens) is
+    /// not oversized: no resize would come, and it would never link up.
     pub(super) fn oversized(&self) -> bool {
         let members = self.members.len();
-        let bound = match self.config.sizing {
-            crate::Sizing::Auto { .. } => {
-                let room = members.saturating_mul(usize::try_from(self.cells).unwrap_or(1));
+        let cells = usize::try_from(self.cells.max(1)).unwrap_or(usize::MAX);
+        let census = (self.cells > 1).then(|| self.census_estimate()).flatten();
+        let expected = match (census, self.config.sizing) {
+            (Some(room), _) => room.div_ceil(cells),
+            (None, crate::Sizing::Auto { .. }) => {
+                let room = members.saturating_mul(cells);
                 let cells = usize::try_from(cell_count(room, self.config.sizing).max(1))
                     .unwrap_or(usize::MAX);
                 room.div_ceil(cells)
             }
-            crate::Sizing::Fixed(size) => usize::try_from(size).unwrap_or(usize::MAX),
+            (None, crate::Sizing::Fixed(size)) => usize::try_from(size).unwrap_or(usize::MAX),
         };
-        members > 2 * bound
+        beyond_skew(members, expected)
     }
 
     pub(super) fn replan(&mut self, now: Instant, out: &mut Vec<Output>) {
@@ -320,6 +336,7 @@ impl<A: FrameAuth> Overlay<A> {
         for peer in hellos {
             let hello = wire::encode_hello(&self.hello_for(&peer));
             self.send(peer, hello, out);
+            self.catch_up(peer, out);
         }
         let mut to_connect: Vec<(PeerKey, LinkRole)> = wanted
             .into_iter()
@@ -365,4 +382,12 @@ impl<A: FrameAuth> Overlay<A> {
             out.push(Output::Disconnect(peer));
         }
     }
+}
+
+/// Whether a cell of `members` is more than hashing skew explains around `expected`: over
+/// twice it plus four standard deviations (a cell's size is about binomial, spread
+/// sqrt(expected)).
+pub(super) fn beyond_skew(members: usize, expected: usize) -> bool {
+    let expected = expected as f64;
+    members as f64 > 2.0 * expected + 4.0 * expected.sqrt()
 }

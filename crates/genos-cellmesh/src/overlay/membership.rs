@@ -1,6 +1,7 @@
 //! Who is in the room and in which cell: announces, the roster, the lobby census and the
 //! one view of the cell count (epoch, cells) that cell 0's leader resizes.
 
+use super::links::beyond_skew;
 use super::*;
 
 impl<A: FrameAuth> Overlay<A> {
@@ -302,13 +303,17 @@ impl<A: FrameAuth> Overlay<A> {
         }
         // A one-cell room is its leader's roster: no census needed. A room growing fast
         // outgrows its census between posts: the leader's own cell, times the cell count,
-        // is an estimate of its own (noisy, so it only counts when it is twice the census).
-        let own = self.my_cell_size().saturating_mul(self.cells as usize);
+        // is an estimate of its own (noisy: it counts only beyond what hashing skew
+        // explains, as for an oversized cell).
+        let cells = usize::try_from(self.cells.max(1)).unwrap_or(usize::MAX);
+        let own = self.my_cell_size().saturating_mul(cells);
         let estimate = if self.cells == 1 {
             Some(self.my_cell_size())
         } else {
             match self.census_estimate() {
-                Some(census) if own <= census.saturating_mul(2) => Some(census),
+                Some(census) if !beyond_skew(self.my_cell_size(), census.div_ceil(cells)) => {
+                    Some(census)
+                }
                 Some(_) => Some(own),
                 None if self.oversized() => Some(own),
                 None => None,

@@ -90,9 +90,10 @@ struct Link {
 enum LinkKind {
     /// Cell mates.
     Intra,
-    /// Bridges to other cells.
-    Bridges,
-    /// Cell mates and bridges (what an origin sends to).
+    /// Bridges to other cells, and links whose role is not known: after a view change,
+    /// links into what are now other cells, until the new view's bridges are up.
+    Outward,
+    /// Cell mates and the outward links (what an origin sends to).
     Members,
     /// Every up link.
     All,
@@ -102,6 +103,8 @@ enum LinkKind {
 struct LinkCache {
     intra: Vec<PeerKey>,
     bridges: Vec<PeerKey>,
+    /// Bridges and links of unknown role.
+    outward: Vec<PeerKey>,
     all: Vec<PeerKey>,
 }
 
@@ -275,6 +278,11 @@ impl<A: FrameAuth> Overlay<A> {
     /// Peers this peer knows.
     pub fn roster_len(&self) -> usize {
         self.roster.len()
+    }
+
+    /// The peers this peer knows and the cell each is in under its current view.
+    pub fn known_peers(&self) -> impl Iterator<Item = (PeerKey, u32)> + '_ {
+        self.roster.iter().map(|(key, known)| (*key, known.cell))
     }
 
     /// Open links and what they are for.

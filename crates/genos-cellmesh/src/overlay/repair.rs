@@ -330,6 +330,34 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
+    /// A link became a bridge: name every broadcast still kept (the newest
+    /// `max_digest_ids`) to it. Broadcasts sent while this cell had no bridge there (a view
+    /// changed, a bridge was replaced) were digested to nobody across; the far side pulls
+    /// what it lacks and carries it into its cell, so they arrive late rather than never.
+    pub(super) fn catch_up(&mut self, peer: PeerKey, out: &mut Vec<Output>) {
+        if !self.repair_on() {
+            return;
+        }
+        let max = self.config.max_digest_ids.max(1);
+        let mut ids: Vec<ShortId> = self
+            .repair
+            .kept_order
+            .iter()
+            .rev()
+            .map(|(_, id)| *id)
+            .filter(|id| self.repair.kept.contains_key(id))
+            .take(max)
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        ids.reverse();
+        let message = wire::encode_digest(&ids);
+        self.metrics.digests_sent += 1;
+        self.metrics.repair_bytes_sent += message.len() as u64;
+        self.send(peer, message, out);
+    }
+
     /// One digest to a random bridge, to the cell mates one step and half a cell on in key
     /// order (two steps and half a cell plus one in every other digest: a ring with chords,
     /// so every peer hears each id from four fixed predecessors far apart and a peer that
