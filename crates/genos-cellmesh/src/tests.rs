@@ -324,3 +324,102 @@ proptest! {
         prop_assert!(deliveries(&outputs).is_empty());
     }
 }
+
+/// Every message `outputs` sends to `to`, decoded.
+fn messages_to(outputs: &[Output], to: PeerKey) -> Vec<LinkMessage> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Send { to: t, message } if *t == to => wire::decode(
+                message.clone(),
+                wire::ListLimits {
+                    roster: 64,
+                    ids: 256,
+                },
+            )
+            .ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+// Right after a view change a peer's links into what are now other cells have no role yet
+// and its bridges are not up: its broadcasts go out over those links, and the bridge that
+// comes up later is told every id still kept, so the far cell can pull what it missed.
+#[test]
+fn broadcasts_cross_links_of_unknown_role_and_new_bridges_hear_the_kept_ids() {
+    let room_key = SealKey::generate();
+    let room = [1; 32];
+    // Two peers in different cells of a two-cell view, `high` in cell 1.
+    let (high, low) = loop {
+        let a = Identity::generate();
+        let b = Identity::generate();
+        let cell = |id: &Identity| crate::assign_cell(&room, id.peer_id().as_bytes(), 2);
+        match (cell(&a), cell(&b)) {
+            (1, 0) => break (a, b),
+            (0, 1) => break (b, a),
+            _ => {}
+        }
+    };
+    let low_key = *low.peer_id().as_bytes();
+    let auth = CryptoAuth::new(high, room_key);
+    let mut overlay = Overlay::new(OverlayConfig::default(), room, auth, 5);
+    let now = Instant::now();
+    overlay.handle(
+        Input::Start {
+            cells_hint: Some(2),
+        },
+        now,
+    );
+    overlay.handle(
+        Input::Announced {
+            peer: low_key,
+            topic: MeshTopic::Lobby,
+            cells: 2,
+            epoch: 0,
+            count: 0,
+        },
+        now,
+    );
+    overlay.handle(Input::LinkUp { peer: low_key }, now);
+    assert_eq!(overlay.cell(), 1);
+    let outputs = overlay.handle(
+        Input::Broadcast {
+            meta: Bytes::new(),
+            payload: Bytes::from_static(b"while bridges form"),
+        },
+        now,
+    );
+    let sent = messages_to(&outputs, low_key);
+    assert!(
+        sent.iter().any(|m| matches!(m, LinkMessage::Frame(_))),
+        "the broadcast skipped the link of unknown role: {sent:?}"
+    );
+    // The link turns out to be cell 0's bridge to this cell: it hears the kept id.
+    let hello = wire::encode_hello(&wire::Hello {
+        role: wire::HelloRole::Bridge {
+            from_cell: 0,
+            to_cell: 1,
+            slot: 0,
+        },
+        cells: 2,
+        known: 1,
+    });
+    let outputs = overlay.handle(
+        Input::Received {
+            from: low_key,
+            message: hello,
+        },
+        now,
+    );
+    let digests: Vec<Vec<crate::wire::ShortId>> = messages_to(&outputs, low_key)
+        .into_iter()
+        .filter_map(|m| match m {
+            LinkMessage::Digest(ids) => Some(ids),
+            _ => None,
+        })
+        .collect();
+    let me = crate::wire::origin_tag(&overlay.me());
+    assert_eq!(digests.len(), 1, "{digests:?}");
+    assert_eq!(digests[0], vec![(me, overlay.last_seq().unwrap())]);
+}

@@ -590,7 +590,7 @@ impl CellsPlan {
             let status = room.mesh_status().unwrap_or_default();
             let missing: Vec<String> = missing.iter().map(PeerId::short).collect();
             lines.push_str(&format!(
-                "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {}, lacks {missing:?}, {extra} beyond the plan",
+                "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} forming {} dials {}/{} failed, refused {}, lacks {missing:?}, {extra} beyond the plan",
                 room.local_peer().short(),
                 status.cells,
                 status.cell,
@@ -600,6 +600,10 @@ impl CellsPlan {
                 status.bridge_links,
                 status.roster,
                 status.metrics.setup_failures,
+                status.forming,
+                room.stats().dials_failed,
+                room.stats().dials_started,
+                room.stats().peers_refused,
             ));
         }
         lines

@@ -169,7 +169,19 @@ impl<A: FrameAuth> Overlay<A> {
     /// has one, else the size automatic sizing gives for this cell's members times the cell
     /// count. A cell merely skewed by hashing (9 of 16 peers in one of 4 cells happens) is
     /// not oversized: no resize would come, and it would never link up.
-    pub(super) fn oversized(&self) -> bool {
+    pub(super) fn oversized(&self, now: Instant) -> bool {
+        // Beyond a one-cell room, only while a resize can still come: a census can be
+        // stale (posted while the view's cells were still filling), and a cell that waits
+        // for a resize nobody will make never links up.
+        let forming = self.cells <= 1
+            || self.cells_since.is_some_and(|since| {
+                now.saturating_duration_since(since) < self.config.bridge_settle * 6
+            });
+        forming && self.beyond_skew()
+    }
+
+    /// Whether this peer's cell is larger than hashing skew explains (see `oversized`).
+    pub(super) fn beyond_skew(&self) -> bool {
         let members = self.members.len();
         let cells = usize::try_from(self.cells.max(1)).unwrap_or(usize::MAX);
         let census = (self.cells > 1).then(|| self.census_estimate()).flatten();
@@ -224,7 +236,7 @@ impl<A: FrameAuth> Overlay<A> {
         }
 
         let mut wanted: HashMap<PeerKey, LinkRole> = HashMap::new();
-        if self.oversized() {
+        if self.oversized(now) {
             // Keep the links to cell mates it has, open no new ones until the resize.
             for peer in self.links.keys() {
                 if self
@@ -390,4 +402,20 @@ impl<A: FrameAuth> Overlay<A> {
 pub(super) fn beyond_skew(members: usize, expected: usize) -> bool {
     let expected = expected as f64;
     members as f64 > 2.0 * expected + 4.0 * expected.sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beyond_skew;
+
+    #[test]
+    fn skew_is_told_from_a_room_forming() {
+        // 9 of 16 peers hashed into one of 4 cells: skew, the cell must link up.
+        assert!(!beyond_skew(9, 4));
+        // 17 around 10 (100 peers in 6 cells): skew.
+        assert!(!beyond_skew(17, 10));
+        // 100 arrivals in a one-cell room sized for 10: forming, wait for the resize.
+        assert!(beyond_skew(100, 10));
+        assert!(beyond_skew(40, 10));
+    }
 }

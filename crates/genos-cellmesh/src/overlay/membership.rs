@@ -273,6 +273,21 @@ impl<A: FrameAuth> Overlay<A> {
         });
     }
 
+    /// Whether this leader's last census of its cell is off by a quarter or more (two
+    /// members at least) and a few settle periods old: a growing or shrinking room gets a
+    /// fresh census at once rather than a census interval later (minutes, where presence
+    /// is stored), and a quiet room posts none beyond the periodic one.
+    pub(super) fn census_outdated(&self, now: Instant) -> bool {
+        let Some((posted, at)) = self.census.get(&self.my_cell).copied() else {
+            return false;
+        };
+        let size = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
+        let change = size.abs_diff(posted);
+        change >= 2
+            && change.saturating_mul(4) >= posted
+            && now.saturating_duration_since(at) >= self.config.bridge_settle * 3
+    }
+
     /// The room's size from the census of the current view, once 3/4 of its cells were heard.
     pub(super) fn census_estimate(&self) -> Option<usize> {
         let heard = self.census.len() as u64;
@@ -315,7 +330,7 @@ impl<A: FrameAuth> Overlay<A> {
                     Some(census)
                 }
                 Some(_) => Some(own),
-                None if self.oversized() => Some(own),
+                None if self.beyond_skew() => Some(own),
                 None => None,
             }
         };
@@ -329,10 +344,11 @@ impl<A: FrameAuth> Overlay<A> {
         let low = cell_count(estimate.saturating_mul(3) / 4, sizing);
         let high = cell_count(estimate.saturating_mul(4) / 3, sizing);
         let wrong = self.cells < low.min(high) || self.cells > low.max(high);
-        // Way off (a room forming: twice the cells or more, or half): move once the
-        // view's first census is in; otherwise wait a census interval between moves.
-        let way_off =
-            target >= self.cells.saturating_mul(2) || target.saturating_mul(2) <= self.cells;
+        // Way off (a room forming or emptying: half as many cells again or more, or two
+        // thirds): move once the view's first census is in; otherwise wait a census
+        // interval between moves.
+        let way_off = target.saturating_mul(2) >= self.cells.saturating_mul(3)
+            || target.saturating_mul(3) <= self.cells.saturating_mul(2);
         let hold = if way_off {
             self.config.bridge_settle * 3
         } else {

@@ -275,6 +275,13 @@ impl<A: FrameAuth> Overlay<A> {
         self.is_leader
     }
 
+    /// Whether this peer's cell is too large for its view while the room forms: it opens
+    /// no new links until cell 0's leader resizes (or the forming window, six settle
+    /// periods of the view, ends).
+    pub fn is_forming(&self, now: Instant) -> bool {
+        self.oversized(now)
+    }
+
     /// Peers this peer knows.
     pub fn roster_len(&self) -> usize {
         self.roster.len()
@@ -381,7 +388,11 @@ impl<A: FrameAuth> Overlay<A> {
         // Alone or nearly: plan at once rather than at the next tick. Not in an oversized
         // cell, which opens no links: a newcomer there would re-plan on every one of the
         // thousands of announces a relay replays to it.
-        if self.dirty && self.phase == Phase::Running && self.links.len() < 2 && !self.oversized() {
+        if self.dirty
+            && self.phase == Phase::Running
+            && self.links.len() < 2
+            && !self.oversized(now)
+        {
             self.replan(now, &mut out);
         }
         self.schedule_wake(&mut out);
@@ -534,6 +545,8 @@ impl<A: FrameAuth> Overlay<A> {
             if self.is_leader {
                 self.post_census(now, out);
             }
+        } else if self.is_leader && self.census_outdated(now) {
+            self.post_census(now, out);
         }
         self.resize_from_census(now, out);
         if self.next_retry.is_some_and(|at| now >= at) {
@@ -541,7 +554,7 @@ impl<A: FrameAuth> Overlay<A> {
         }
         // An oversized cell (a room forming as one cell, about to be resized) opens no new
         // links, and each plan reads every member: plan it every few ticks, not each.
-        let oversized_wait = self.oversized()
+        let oversized_wait = self.oversized(now)
             && self
                 .last_replan
                 .is_some_and(|at| now < at + self.config.tick_interval * 4);

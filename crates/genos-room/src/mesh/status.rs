@@ -14,6 +14,9 @@ pub struct MeshStatus {
     pub cells: u32,
     /// This peer's cell.
     pub cell: u32,
+    /// Whether this peer's cell is too large for the view while the room forms: it opens no
+    /// new links until the view is resized (see `genos_cellmesh::Overlay::is_forming`).
+    pub forming: bool,
     /// Whether this peer leads its cell (posts its census; cell 0's leader beacons).
     pub leader: bool,
     /// Peers of this peer's cell it knows, itself included.
@@ -45,6 +48,7 @@ impl MeshStatus {
         Self {
             cells: overlay.cells(),
             cell: overlay.cell(),
+            forming: overlay.is_forming(std::time::Instant::now()),
             leader: overlay.is_leader(),
             cell_members: overlay.cell_members().count(),
             bridge_slots: overlay.bridge_slots().len(),
