@@ -162,30 +162,36 @@ impl<A: FrameAuth> Overlay<A> {
         self.roster.members_of(cell).collect()
     }
 
-    /// A cell larger than hashing skew explains: a room forming (many peers arriving in
-    /// one cell before cell 0's leader resizes), whose members open no new links meanwhile,
-    /// so a hundred peers arriving at once in a one-cell room stop at about twenty links
-    /// each, not a hundred. The expected size is the census's (room / cells) once the view
-    /// has one, else the size automatic sizing gives for this cell's members times the cell
-    /// count. A cell merely skewed by hashing (9 of 16 peers in one of 4 cells happens) is
-    /// not oversized: no resize would come, and it would never link up.
+    /// A room forming: many peers arriving in one cell before cell 0's leader resizes.
+    /// Its members open no new links meanwhile. In a one-cell room that is any cell over
+    /// twice the size its members call for (a hundred arrivals stop at about ten links each,
+    /// not a hundred, and two cores keep up with the setups). In a larger view it is a cell
+    /// beyond what hashing skew explains, and only for six settle periods of the view: a
+    /// census can be stale (posted while the cells still filled), a cell merely skewed (9 of
+    /// 16 peers in one of 4 cells happens) gets no resize, and a cell waiting for a resize
+    /// nobody makes never links up.
     pub(super) fn oversized(&self, now: Instant) -> bool {
-        // Beyond a one-cell room, only while a resize can still come: a census can be
-        // stale (posted while the view's cells were still filling), and a cell that waits
-        // for a resize nobody will make never links up.
-        let forming = self.cells <= 1
-            || self.cells_since.is_some_and(|since| {
-                now.saturating_duration_since(since) < self.config.bridge_settle * 6
-            });
-        forming && self.beyond_skew()
+        if self.cells <= 1 {
+            return self.members.len() > 2 * self.expected_cell_size();
+        }
+        let young = self.cells_since.is_some_and(|since| {
+            now.saturating_duration_since(since) < self.config.bridge_settle * 6
+        });
+        young && self.beyond_skew()
     }
 
     /// Whether this peer's cell is larger than hashing skew explains (see `oversized`).
     pub(super) fn beyond_skew(&self) -> bool {
+        beyond_skew(self.members.len(), self.expected_cell_size())
+    }
+
+    /// The size this peer's cell should have: the census's room over the cell count once
+    /// the view has one, else what sizing gives for this cell's members times the count.
+    fn expected_cell_size(&self) -> usize {
         let members = self.members.len();
         let cells = usize::try_from(self.cells.max(1)).unwrap_or(usize::MAX);
         let census = (self.cells > 1).then(|| self.census_estimate()).flatten();
-        let expected = match (census, self.config.sizing) {
+        match (census, self.config.sizing) {
             (Some(room), _) => room.div_ceil(cells),
             (None, crate::Sizing::Auto { .. }) => {
                 let room = members.saturating_mul(cells);
@@ -194,8 +200,7 @@ impl<A: FrameAuth> Overlay<A> {
                 room.div_ceil(cells)
             }
             (None, crate::Sizing::Fixed(size)) => usize::try_from(size).unwrap_or(usize::MAX),
-        };
-        beyond_skew(members, expected)
+        }
     }
 
     pub(super) fn replan(&mut self, now: Instant, out: &mut Vec<Output>) {
