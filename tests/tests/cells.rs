@@ -12,9 +12,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use genos::cellmesh::{Sizing, assign_cell, planned_links_in};
+use genos::cellmesh::{Sizing, assign_cell};
 use genos::crypto::{KeyParams, RoomKey};
-use genos::room::{CellsSettings, Topology};
+use genos::room::{CellsSettings, Topology, missing_planned_links};
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos::{Genos, PeerId, Room, RoomLimits};
 use tokio::runtime::Runtime;
@@ -88,23 +88,12 @@ fn lacking(rooms: &[&Room], topic: &[u8; 32]) -> Option<Vec<Vec<PeerId>>> {
         [cells] if cells > 0 => cells,
         _ => return None,
     };
-    let ids: Vec<PeerId> = rooms.iter().map(|room| room.local_peer()).collect();
-    let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
-    let plan = planned_links_in(topic, &keys, cells, &settings().overlay);
-    Some(
-        rooms
-            .iter()
-            .zip(plan)
-            .map(|(room, planned)| {
-                let held: HashSet<PeerId> = room.peers().into_iter().collect();
-                planned
-                    .into_iter()
-                    .map(|i| ids[i])
-                    .filter(|peer| !held.contains(peer))
-                    .collect()
-            })
-            .collect(),
-    )
+    Some(missing_planned_links(
+        rooms,
+        topic,
+        cells,
+        &settings().overlay,
+    ))
 }
 
 /// Waits until the rooms agree on a cell count and hold every planned link.

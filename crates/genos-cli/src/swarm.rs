@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use genos::cellmesh::{OverlayConfig, cell_count, planned_links_in};
 use genos::crypto::{Identity, PeerId, RoomKey};
-use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology};
+use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology, missing_planned_links};
 use genos::signal::Signaling;
 use genos::transport::Transport;
 use rand::Rng;
@@ -543,19 +543,20 @@ impl CellsPlan {
             .max_by_key(|(_, count)| **count)
             .map_or(0, |(cells, _)| *cells);
         let agreed = views.len() == 1 && (bounds.0..=bounds.1).contains(&cells);
-        let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
-        let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+        let keys: Vec<[u8; 32]> = rooms.iter().map(|r| *r.local_peer().as_bytes()).collect();
         let plan = planned_links_in(topic, &keys, cells, overlay);
-        let (mut missing, mut extra, mut planned) = (Vec::new(), Vec::new(), 0);
-        for (room, wanted) in rooms.iter().zip(&plan) {
-            let held: HashSet<PeerId> = room.peers().into_iter().collect();
-            let wanted: HashSet<PeerId> =
-                wanted.iter().filter_map(|i| ids.get(*i).copied()).collect();
-            planned += wanted.len();
-            missing.push(wanted.difference(&held).copied().collect());
-            // Links from an earlier view linger a while before they close.
-            extra.push(held.difference(&wanted).count());
-        }
+        let missing = missing_planned_links(rooms, topic, cells, overlay);
+        let planned = plan.iter().map(Vec::len).sum();
+        // Links beyond the plan: of an earlier view, lingering a while before they close.
+        let extra = rooms
+            .iter()
+            .zip(&plan)
+            .zip(&missing)
+            .map(|((room, wanted), lacks)| {
+                let held_planned = wanted.len() - lacks.len();
+                room.peers().len().saturating_sub(held_planned)
+            })
+            .collect();
         Self {
             cells,
             agreed,

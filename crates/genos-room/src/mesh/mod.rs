@@ -40,8 +40,8 @@ use crate::stats::bump;
 use crate::wire::PROTOCOL_VERSION;
 use crate::{CellsSettings, FrameError};
 
-pub use status::MeshStatus;
 pub(crate) use status::StatusCell;
+pub use status::{MeshStatus, missing_planned_links};
 
 /// Overlay messages from links queued for the driver; links wait when it is full.
 pub(crate) const MESH_INBOX: usize = 1024;

@@ -74,3 +74,38 @@ impl StatusCell {
         lock(&self.0).clone()
     }
 }
+
+/// For harnesses holding many peers of one cells room in one process (`genos swarm`,
+/// tests): per room, the peers its overlay should link it to, by the plan
+/// [`genos_cellmesh::planned_links_in`] gives for every room's key, the room topic
+/// ([`genos_crypto::RoomKey::topic`]) and `cells` cells, that it is not linked to now. All
+/// empty once the room formed. No single peer can tell: it knows only its own view.
+///
+/// ```
+/// let rooms: Vec<genos_room::Room> = Vec::new();
+/// let config = genos_cellmesh::OverlayConfig::default();
+/// assert!(genos_room::missing_planned_links(&rooms, &[0; 32], 4, &config).is_empty());
+/// ```
+pub fn missing_planned_links<R: std::borrow::Borrow<crate::Room>>(
+    rooms: &[R],
+    topic: &[u8; 32],
+    cells: u32,
+    overlay: &genos_cellmesh::OverlayConfig,
+) -> Vec<Vec<genos_crypto::PeerId>> {
+    let ids: Vec<genos_crypto::PeerId> = rooms.iter().map(|r| r.borrow().local_peer()).collect();
+    let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+    let plan = genos_cellmesh::planned_links_in(topic, &keys, cells, overlay);
+    rooms
+        .iter()
+        .zip(plan)
+        .map(|(room, planned)| {
+            let held: std::collections::HashSet<genos_crypto::PeerId> =
+                room.borrow().peers().into_iter().collect();
+            planned
+                .into_iter()
+                .filter_map(|i| ids.get(i).copied())
+                .filter(|peer| !held.contains(peer))
+                .collect()
+        })
+        .collect()
+}

@@ -68,23 +68,8 @@ fn topic() -> [u8; 32] {
         .topic()
 }
 
-/// Per room, the planned peers (from every peer's key, for `cells` cells) it is not linked to.
 fn lacking(rooms: &[Room], cells: u32, settings: &CellsSettings) -> Vec<Vec<PeerId>> {
-    let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
-    let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
-    let plan = genos_cellmesh::planned_links_in(&topic(), &keys, cells, &settings.overlay);
-    rooms
-        .iter()
-        .zip(plan)
-        .map(|(room, planned)| {
-            let held: HashSet<PeerId> = room.peers().into_iter().collect();
-            planned
-                .into_iter()
-                .map(|i| ids[i])
-                .filter(|peer| !held.contains(peer))
-                .collect()
-        })
-        .collect()
+    crate::missing_planned_links(rooms, &topic(), cells, &settings.overlay)
 }
 
 /// Whether every room sees `cells` cells and holds every link the room's plan gives it.
