@@ -393,7 +393,11 @@ impl<A: FrameAuth> Overlay<A> {
         for (peer, stuck) in closing {
             self.links.remove(&peer);
             if stuck {
+                // A setup that never finished (the other end, which was to dial, crashed)
+                // fails like one the driver reports: backed off, so a relay replaying the
+                // crashed peer's stored presence does not put it back in every plan.
                 self.roster.remove(&peer);
+                self.back_off(peer, now);
             }
             self.dirty = true;
             out.push(Output::Disconnect(peer));

@@ -184,9 +184,13 @@ impl<A: FrameAuth> Overlay<A> {
         self.dirty = true;
         let was_up = link.up;
         self.roster.remove(&peer);
-        if was_up {
-            return;
+        if !was_up {
+            self.back_off(peer, now);
         }
+    }
+
+    /// Counts a failed link setup to `peer` and backs it off (see `on_link_down`).
+    pub(super) fn back_off(&mut self, peer: PeerKey, now: Instant) {
         self.metrics.setup_failures += 1;
         if !self.backoff.contains_key(&peer) && self.backoff.len() >= self.config.max_roster {
             return;

@@ -57,7 +57,8 @@ pub struct OverlayMetrics {
     pub repaired: u64,
     /// Bytes of digests, pulls and repair answers sent (part of `bytes_sent`).
     pub repair_bytes_sent: u64,
-    /// Links whose setup failed (retried after a backoff).
+    /// Links whose setup failed or never finished within `connect_timeout` (retried after a
+    /// backoff).
     pub setup_failures: u64,
 }
 
