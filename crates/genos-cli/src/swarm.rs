@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use genos::cellmesh::{OverlayConfig, cell_count, planned_links_in};
 use genos::crypto::{Identity, PeerId, RoomKey};
-use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology, missing_planned_links};
+use genos::room::{Room, RoomConfig, RoomError, RoomEvent, Topology, planned_peers};
 use genos::signal::Signaling;
 use genos::transport::Transport;
 use rand::Rng;
@@ -515,8 +515,6 @@ async fn form_mesh(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
     (formed, links, wanted)
 }
 
-/// Links a cells room's peers hold and want: (held, wanted), and whether all agree on a
-/// cell count within `bounds`.
 /// The room's cells plan as every peer should hold it: the cell count most peers see and,
 /// for that count, the links of `planned_links_in` (from every peer's key, which no single
 /// peer knows). A peer's own status cannot tell: the holder of a bridge slot towards a
@@ -543,20 +541,22 @@ impl CellsPlan {
             .max_by_key(|(_, count)| **count)
             .map_or(0, |(cells, _)| *cells);
         let agreed = views.len() == 1 && (bounds.0..=bounds.1).contains(&cells);
-        let keys: Vec<[u8; 32]> = rooms.iter().map(|r| *r.local_peer().as_bytes()).collect();
-        let plan = planned_links_in(topic, &keys, cells, overlay);
-        let missing = missing_planned_links(rooms, topic, cells, overlay);
-        let planned = plan.iter().map(Vec::len).sum();
-        // Links beyond the plan: of an earlier view, lingering a while before they close.
-        let extra = rooms
+        let (mut missing, mut extra, mut planned) = (Vec::new(), Vec::new(), 0);
+        for (room, wanted) in rooms
             .iter()
-            .zip(&plan)
-            .zip(&missing)
-            .map(|((room, wanted), lacks)| {
-                let held_planned = wanted.len() - lacks.len();
-                room.peers().len().saturating_sub(held_planned)
-            })
-            .collect();
+            .zip(planned_peers(rooms, topic, cells, overlay))
+        {
+            let held: HashSet<PeerId> = room.peers().into_iter().collect();
+            planned += wanted.len();
+            // Links beyond the plan: of an earlier view, lingering a while before they close.
+            extra.push(held.iter().filter(|peer| !wanted.contains(peer)).count());
+            missing.push(
+                wanted
+                    .into_iter()
+                    .filter(|peer| !held.contains(peer))
+                    .collect(),
+            );
+        }
         Self {
             cells,
             agreed,
@@ -589,6 +589,7 @@ impl CellsPlan {
                 continue;
             }
             let status = room.mesh_status().unwrap_or_default();
+            let stats = room.stats();
             let missing: Vec<String> = missing.iter().map(PeerId::short).collect();
             lines.push_str(&format!(
                 "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} forming {} dials {}/{} failed, refused {}, lacks {missing:?}, {extra} beyond the plan",
@@ -602,9 +603,9 @@ impl CellsPlan {
                 status.roster,
                 status.metrics.setup_failures,
                 status.forming,
-                room.stats().dials_failed,
-                room.stats().dials_started,
-                room.stats().peers_refused,
+                stats.dials_failed,
+                stats.dials_started,
+                stats.peers_refused,
             ));
         }
         lines

@@ -79,8 +79,8 @@ fn thirty_peers_joining_at_once_form_a_mesh_and_deliver_everything() {
 // session 8 (a cell skewed by hashing waited for a resize that never came; a view a little
 // small for the room stood until the next census, 5 minutes with stored presence); with
 // those fixed it formed in 4 of 4 runs of their first cut and 1 of 2 of the final code; the
-// other did not form within 300 s (not yet understood). Skipped in the suite until it never stalls (issue #14):
-// `cargo nextest run -p genos-cli --run-ignored all`.
+// other did not form within 300 s (not yet understood). Skipped in the suite until it never
+// stalls (issue #14): `cargo nextest run -p genos-cli --run-ignored all`.
 #[test]
 #[ignore = "did not form in 1 of 2 debug-build runs of the final code (issue #14)"]
 fn a_hundred_peers_form_a_cells_room_and_deliver_everything() {

@@ -69,7 +69,7 @@ pub use config::{
 pub use dial::dial_role;
 pub use error::{FrameError, RoomError};
 pub use events::{LeaveReason, RoomEvent, RoomEvents};
-pub use mesh::{MeshStatus, missing_planned_links};
+pub use mesh::{MeshStatus, missing_planned_links, planned_peers};
 pub use room::Room;
 pub use stats::{PeerInfo, RoomStats};
 pub use wire::PROTOCOL_VERSION;

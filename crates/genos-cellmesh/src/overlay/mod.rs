@@ -288,11 +288,6 @@ impl<A: FrameAuth> Overlay<A> {
         self.roster.len()
     }
 
-    /// The peers this peer knows and the cell each is in under its current view.
-    pub fn known_peers(&self) -> impl Iterator<Item = (PeerKey, u32)> + '_ {
-        self.roster.iter().map(|(key, known)| (*key, known.cell))
-    }
-
     /// Open links and what they are for.
     pub fn links(&self) -> impl Iterator<Item = (PeerKey, LinkRole)> + '_ {
         self.links

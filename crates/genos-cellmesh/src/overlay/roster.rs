@@ -39,10 +39,6 @@ impl Roster {
         self.known.len()
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&PeerKey, &Known)> + '_ {
-        self.known.iter()
-    }
-
     pub(super) fn get(&self, peer: &PeerKey) -> Option<&Known> {
         self.known.get(peer)
     }

@@ -41,7 +41,7 @@ use crate::wire::PROTOCOL_VERSION;
 use crate::{CellsSettings, FrameError};
 
 pub(crate) use status::StatusCell;
-pub use status::{MeshStatus, missing_planned_links};
+pub use status::{MeshStatus, missing_planned_links, planned_peers};
 
 /// Overlay messages from links queued for the driver; links wait when it is full.
 pub(crate) const MESH_INBOX: usize = 1024;

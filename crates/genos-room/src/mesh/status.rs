@@ -1,10 +1,15 @@
 //! What a cells room tells about its overlay ([`crate::Room::mesh_status`]).
 
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::sync::Mutex;
 
-use genos_cellmesh::{CryptoAuth, LinkRole, Overlay, OverlayMetrics};
+use genos_cellmesh::{
+    CryptoAuth, LinkRole, Overlay, OverlayConfig, OverlayMetrics, planned_links_in,
+};
+use genos_crypto::PeerId;
 
-use crate::lock;
+use crate::{Room, lock};
 
 /// A snapshot of a cells room's overlay, refreshed by the room every 100 ms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,32 +83,54 @@ impl StatusCell {
 /// For harnesses holding many peers of one cells room in one process (`genos swarm`,
 /// tests): per room, the peers its overlay should link it to, by the plan
 /// [`genos_cellmesh::planned_links_in`] gives for every room's key, the room topic
-/// ([`genos_crypto::RoomKey::topic`]) and `cells` cells, that it is not linked to now. All
-/// empty once the room formed. No single peer can tell: it knows only its own view.
+/// ([`genos_crypto::RoomKey::topic`]) and `cells` cells. No single peer can tell: it knows
+/// only its own view.
+///
+/// ```
+/// let rooms: Vec<genos_room::Room> = Vec::new();
+/// let config = genos_cellmesh::OverlayConfig::default();
+/// assert!(genos_room::planned_peers(&rooms, &[0; 32], 4, &config).is_empty());
+/// ```
+pub fn planned_peers<R: Borrow<Room>>(
+    rooms: &[R],
+    topic: &[u8; 32],
+    cells: u32,
+    overlay: &OverlayConfig,
+) -> Vec<Vec<PeerId>> {
+    let ids: Vec<PeerId> = rooms.iter().map(|r| r.borrow().local_peer()).collect();
+    let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
+    planned_links_in(topic, &keys, cells, overlay)
+        .into_iter()
+        .map(|planned| {
+            planned
+                .into_iter()
+                .filter_map(|i| ids.get(i).copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Per room, the peers of [`planned_peers`] it is not linked to now: all empty once the
+/// room formed.
 ///
 /// ```
 /// let rooms: Vec<genos_room::Room> = Vec::new();
 /// let config = genos_cellmesh::OverlayConfig::default();
 /// assert!(genos_room::missing_planned_links(&rooms, &[0; 32], 4, &config).is_empty());
 /// ```
-pub fn missing_planned_links<R: std::borrow::Borrow<crate::Room>>(
+pub fn missing_planned_links<R: Borrow<Room>>(
     rooms: &[R],
     topic: &[u8; 32],
     cells: u32,
-    overlay: &genos_cellmesh::OverlayConfig,
-) -> Vec<Vec<genos_crypto::PeerId>> {
-    let ids: Vec<genos_crypto::PeerId> = rooms.iter().map(|r| r.borrow().local_peer()).collect();
-    let keys: Vec<[u8; 32]> = ids.iter().map(|id| *id.as_bytes()).collect();
-    let plan = genos_cellmesh::planned_links_in(topic, &keys, cells, overlay);
+    overlay: &OverlayConfig,
+) -> Vec<Vec<PeerId>> {
     rooms
         .iter()
-        .zip(plan)
+        .zip(planned_peers(rooms, topic, cells, overlay))
         .map(|(room, planned)| {
-            let held: std::collections::HashSet<genos_crypto::PeerId> =
-                room.borrow().peers().into_iter().collect();
+            let held: HashSet<PeerId> = room.borrow().peers().into_iter().collect();
             planned
                 .into_iter()
-                .filter_map(|i| ids.get(i).copied())
                 .filter(|peer| !held.contains(peer))
                 .collect()
         })
