@@ -24,6 +24,9 @@ use crate::{
     TransportError,
 };
 
+mod media;
+pub use media::*;
+
 /// Upper bound on any single wait.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -525,6 +528,9 @@ macro_rules! transport_conformance {
             open_channel_waits_for_connection,
             stats_count_traffic,
             ten_pairs_at_once,
+            tracks_carry_samples_intact,
+            removed_tracks_end_and_ids_are_not_reused,
+            tracks_added_on_both_sides_at_once,
         );
     };
     (@tests $harness:expr; $($check:ident),* $(,)?) => {

@@ -62,6 +62,9 @@ pub enum TransportError {
         /// What went wrong.
         reason: String,
     },
+    /// A media track id that is malformed or already used, or a track that was removed.
+    #[error("invalid track: {0}")]
+    InvalidTrack(String),
     /// A TURN URL this backend cannot use (webrtc 0.21: `turn:` over UDP only).
     #[error("unsupported TURN URL {0}: only turn: over UDP is supported")]
     TurnUnsupported(String),

@@ -18,8 +18,10 @@
 //!   buffer is full) and receives whole messages up to [`TransportLimits::max_message_size`];
 //!   the room layer chunks anything larger.
 //!
-//! Media tracks will join as further [`ConnectionEvent`] variants and `Connection` methods; the
-//! enums are `#[non_exhaustive]` for that reason.
+//! Media tracks ([`media`]) ride the same connection: [`Connection::add_track`] returns a
+//! [`LocalTrack`] to write encoded samples to; the remote side gets a
+//! [`ConnectionEvent::TrackReceived`] with a [`RemoteTrack`] that yields whole samples, and a
+//! [`ConnectionEvent::TrackEnded`] when the sender removes it.
 //!
 //! Backends: [`memory::MemoryTransport`], bounded in-process channel pairs with fault injection
 //! (drop or stall a link), for testing the layers above alone; with the `webrtc` feature,
@@ -56,6 +58,8 @@ mod error;
 mod shared;
 mod traits;
 
+pub mod media;
+
 pub mod memory;
 #[cfg(feature = "webrtc")]
 pub mod webrtc;
@@ -66,6 +70,9 @@ pub mod conformance;
 pub mod turn_server;
 
 pub use error::TransportError;
+pub use media::{
+    Codec, LocalTrack, MediaKind, ReceivedSample, RemoteTrack, Sample, TrackSpec, TrackStats,
+};
 pub use shared::EventStream;
 pub use traits::{
     Connection, ConnectionEvent, ConnectionState, ConnectionStats, DataChannel, Reliability, Role,

@@ -28,6 +28,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::media::{LocalTrack, RemoteFeed, TrackBook, TrackSpec};
 use crate::shared::{self, Counters};
 use crate::{
     Connection, ConnectionEvent, ConnectionState, ConnectionStats, DataChannel, Reliability, Role,
@@ -213,6 +214,7 @@ struct ConnShared {
     link: Mutex<Option<(Arc<Link>, usize)>>,
     channels_opened: AtomicUsize,
     counters: Arc<Counters>,
+    tracks: Mutex<TrackBook>,
 }
 
 impl ConnShared {
@@ -243,6 +245,8 @@ struct Link {
     ends: [Weak<ConnShared>; 2],
     stalled: watch::Sender<bool>,
     directions: Mutex<Vec<Arc<Direction>>>,
+    /// The remote ends of every live track, by track serial: ended with the link.
+    feeds: Mutex<HashMap<u64, RemoteFeed>>,
     down: AtomicBool,
 }
 
@@ -254,6 +258,7 @@ impl Link {
         for direction in lock(&self.directions).drain(..) {
             direction.shut();
         }
+        lock(&self.feeds).clear();
         for end in &self.ends {
             if let Some(end) = end.upgrade() {
                 end.set_state(state);
@@ -350,6 +355,7 @@ impl Transport for MemoryTransport {
             link: Mutex::new(None),
             channels_opened: AtomicUsize::new(0),
             counters: Arc::new(Counters::default()),
+            tracks: Mutex::new(TrackBook::default()),
         });
         if role == Role::Offerer {
             {
@@ -410,6 +416,7 @@ impl MemoryConnection {
             ends: [Arc::downgrade(&offerer), Arc::downgrade(me)],
             stalled: watch::Sender::new(false),
             directions: Mutex::new(Vec::new()),
+            feeds: Mutex::new(HashMap::new()),
             down: AtomicBool::new(false),
         });
         *lock(&offerer.link) = Some((link.clone(), 0));
@@ -556,6 +563,16 @@ impl Connection for MemoryConnection {
         self.shared.counters.snapshot(buffered_bytes)
     }
 
+    async fn add_track(&self, spec: TrackSpec) -> Result<LocalTrack, TransportError> {
+        spec.validate()?;
+        shared::wait_connected(&self.shared.state).await?;
+        media::add_track(&self.shared, spec)
+    }
+
+    async fn remove_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
+        track.remove(media::owner(&self.shared)).await.map(drop)
+    }
+
     async fn close(&self) {
         lock(&self.shared.net.pending).remove(&self.shared.token);
         match self.shared.link() {
@@ -577,6 +594,7 @@ struct ChannelEnd {
 }
 
 mod channel;
+mod media;
 pub use self::channel::MemoryChannel;
 
 #[cfg(test)]

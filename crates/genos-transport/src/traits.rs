@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::TransportError;
+use crate::media::{LocalTrack, RemoteTrack, TrackSpec};
 
 /// Which side of the setup handshake a connection plays. The room layer picks roles with a
 /// deterministic rule so exactly one side offers.
@@ -80,6 +81,14 @@ pub enum ConnectionEvent<C> {
     StateChanged(ConnectionState),
     /// The remote side opened a channel.
     ChannelOpened(C),
+    /// The first sample of a track the remote side added arrived.
+    TrackReceived(RemoteTrack),
+    /// The remote side removed a track: its [`RemoteTrack::recv_sample`] ends after the
+    /// samples already queued.
+    TrackEnded {
+        /// The track's id.
+        id: String,
+    },
 }
 
 /// Limits a connection enforces.
@@ -187,6 +196,26 @@ pub trait Connection: Clone + fmt::Debug + Send + Sync + 'static {
 
     /// Current counters.
     fn stats(&self) -> impl Future<Output = ConnectionStats> + Send;
+
+    /// Adds a media track that this side sends. Waits until the connection is connected;
+    /// the remote side learns of the track from its first sample
+    /// ([`ConnectionEvent::TrackReceived`]). Backends that renegotiate do so over the
+    /// connection itself; both sides adding tracks at once is resolved without loss.
+    ///
+    /// Errors: [`TransportError::InvalidTrack`] for a bad or already used id,
+    /// [`TransportError::ResourceLimit`] beyond the backend's live-track limit,
+    /// [`TransportError::NotConnected`].
+    fn add_track(
+        &self,
+        spec: TrackSpec,
+    ) -> impl Future<Output = Result<LocalTrack, TransportError>> + Send;
+
+    /// Stops sending a track; the remote side gets [`ConnectionEvent::TrackEnded`]. Writes to
+    /// it fail from now on. Removing a removed track is a no-op.
+    fn remove_track(
+        &self,
+        track: &LocalTrack,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
     /// Closes the connection and its channels; the remote side sees
     /// [`ConnectionState::Closed`]. Idempotent.

@@ -1,6 +1,7 @@
 //! One WebRTC connection: signals in, channels out, stats and close.
 
 use super::*;
+use crate::media::{LocalTrack, TrackSpec};
 
 /// A connection of a [`WebRtcTransport`].
 #[derive(Clone)]
@@ -200,6 +201,16 @@ impl Connection for WebRtcConnection {
             .filter(|pair| pair.nominated && pair.current_round_trip_time > 0.0)
             .find_map(|pair| Duration::try_from_secs_f64(pair.current_round_trip_time).ok());
         stats
+    }
+
+    async fn add_track(&self, spec: TrackSpec) -> Result<LocalTrack, TransportError> {
+        spec.validate()?;
+        crate::shared::wait_connected(&self.shared.state).await?;
+        media::add_track(&self.shared, spec).await
+    }
+
+    async fn remove_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
+        track.remove(media::owner(&self.shared)).await.map(drop)
     }
 
     async fn close(&self) {

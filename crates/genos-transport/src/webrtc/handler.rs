@@ -56,6 +56,12 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
+    async fn on_track(&self, track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>) {
+        if let Some(shared) = self.shared() {
+            media::on_remote_track(&shared, track);
+        }
+    }
+
     async fn on_data_channel(&self, data_channel: Arc<dyn RtcDataChannel>) {
         let Some(shared) = self.shared() else {
             return;
@@ -95,7 +101,7 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// Reads the control channel: its opening marks the connection usable; a goodbye or its
-/// closing ends the connection.
+/// closing ends the connection; other messages renegotiate media (see [`media`]).
 pub(super) fn watch_control(shared: &Arc<Shared>, control: Arc<dyn RtcDataChannel>) {
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
@@ -114,6 +120,9 @@ pub(super) fn watch_control(shared: &Arc<Shared>, control: Arc<dyn RtcDataChanne
                 webrtc::data_channel::DataChannelEvent::OnClose => {
                     remote_closed(&shared).await;
                     return;
+                }
+                webrtc::data_channel::DataChannelEvent::OnMessage(message) => {
+                    media::on_control(&shared, &message.data).await;
                 }
                 _ => {}
             }

@@ -14,8 +14,10 @@
 mod channel;
 mod config;
 mod connection;
+mod frames;
 mod handler;
 mod interfaces;
+mod media;
 mod signal;
 mod turn;
 
@@ -42,6 +44,7 @@ pub use self::config::{IceServer, WebRtcConfig};
 pub use self::connection::{WebRtcConnection, WebRtcEvents};
 use self::handler::{Handler, watch_control};
 pub use self::interfaces::IpFilter;
+pub use self::media::NEGOTIATION_TIMEOUT;
 use self::signal::Signal;
 pub use self::turn::check_turn;
 use crate::shared::Counters;
@@ -115,6 +118,7 @@ pub(crate) struct Shared {
     local_signals: Mutex<LocalSignals>,
     control: Mutex<Option<Arc<dyn RtcDataChannel>>>,
     closing: AtomicBool,
+    media: media::Media,
 }
 
 impl Shared {
@@ -173,8 +177,9 @@ impl Shared {
         }
     }
 
-    /// Ends every channel (their readers see `None`).
+    /// Ends every channel and remote track (their readers see `None`).
     fn end_channels(&self) {
+        self.media.end_remote();
         for channel in self
             .channels
             .lock()
@@ -227,6 +232,7 @@ impl Transport for WebRtcTransport {
         let slot: Arc<Mutex<std::sync::Weak<Shared>>> =
             Arc::new(Mutex::new(std::sync::Weak::new()));
         let handler = Handler { slot: slot.clone() };
+        let (media_engine, interceptors) = media::media_engine()?;
         let pc = PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
@@ -239,6 +245,8 @@ impl Transport for WebRtcTransport {
                     .build(),
             )
             .with_setting_engine(settings)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(interceptors)
             .with_handler(Arc::new(handler))
             .with_udp_addrs(bind)
             .with_data_channel_send_buffer_limit(config.send_buffer)
@@ -264,6 +272,7 @@ impl Transport for WebRtcTransport {
             local_signals: Mutex::new(LocalSignals::default()),
             control: Mutex::new(None),
             closing: AtomicBool::new(false),
+            media: media::Media::default(),
         });
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&shared);
         if role == Role::Offerer {

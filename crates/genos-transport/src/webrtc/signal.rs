@@ -69,3 +69,30 @@ impl Signal {
             .map_err(|e| TransportError::InvalidSignal(format!("not a WebRTC signal: {e}")))
     }
 }
+
+/// A message on the hidden control channel (besides the raw goodbye): renegotiation offers
+/// and answers after the first exchange, and the end of a media track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum Control {
+    Offer { sdp: String },
+    Answer { sdp: String },
+    Ended { id: String },
+}
+
+impl Control {
+    pub(crate) fn encode(&self) -> Result<Bytes, serde_json::Error> {
+        serde_json::to_vec(self).map(Bytes::from)
+    }
+
+    pub(crate) fn decode(message: &[u8]) -> Result<Self, TransportError> {
+        if message.len() > super::MAX_SIGNAL_LEN {
+            return Err(TransportError::InvalidSignal(format!(
+                "control message of {} bytes",
+                message.len()
+            )));
+        }
+        serde_json::from_slice(message)
+            .map_err(|e| TransportError::InvalidSignal(format!("not a control message: {e}")))
+    }
+}

@@ -1,0 +1,515 @@
+//! Media tracks on a WebRTC connection.
+//!
+//! - **Codecs**: Opus (PT 111) and VP8 (PT 96) are registered on every connection, with
+//!   webrtc's default interceptors (NACK both ways, RTCP sender/receiver reports, TWCC
+//!   feedback). A track has an explicit random SSRC.
+//! - **Renegotiation** after the first exchange travels over the hidden control channel, not
+//!   through signaling: adding or removing a track sends an offer there, the other side
+//!   answers there. Both sides adding tracks at once is settled by *perfect negotiation*: the
+//!   answerer of the first exchange is polite (rolls its own offer back, answers, then offers
+//!   again), the offerer is impolite (ignores the colliding offer, its own offer wins).
+//!   Exchanges are serialized per connection; a change made while one is under way is
+//!   offered once it ends. Data channels are untouched by all this.
+//! - **Remote tracks** are reported at their first RTP packet (webrtc reports them no
+//!   earlier); their packets are reassembled into whole samples ([`super::frames`]). webrtc
+//!   produces no "ended": the remover sends `ended` over the control channel.
+//! - A local track's first write waits until an exchange that includes it has completed (at
+//!   most [`NEGOTIATION_TIMEOUT`]); samples written earlier would be dropped by webrtc.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::frames::FrameAssembler;
+use super::signal::Control;
+use super::*;
+use crate::media::{
+    Codec, LocalTrack, MAX_LIVE_TRACKS, MediaKind, RemoteFeed, RemoteTrack, Sample, SampleSink,
+    TrackBook, TrackSpec,
+};
+
+/// How long a new track's first write waits for the remote side to agree to it.
+pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The MediaStream id every genos track is announced under.
+const STREAM_ID: &str = "genos";
+
+/// A remote track's feed, shared by its reader task and the `ended` handler (which takes it).
+type FeedSlot = Arc<Mutex<Option<RemoteFeed>>>;
+
+/// Media state of one connection.
+#[derive(Default)]
+pub(crate) struct Media {
+    book: Mutex<TrackBook>,
+    /// Held for the whole of one offer/answer step, so exchanges never interleave.
+    negotiation: tokio::sync::Mutex<()>,
+    /// A change is waiting for the exchange under way to end.
+    wanted: AtomicBool,
+    /// Counts completed exchanges; a waiting first write watches it.
+    rounds: watch::Sender<u64>,
+    /// Remote tracks being received, by id.
+    remote: Mutex<HashMap<String, FeedSlot>>,
+}
+
+impl Media {
+    /// Ends every remote track (the connection ended).
+    pub(crate) fn end_remote(&self) {
+        for (_, slot) in lock(&self.remote).drain() {
+            lock(&slot).take();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn codec_parameters(codec: Codec) -> RTCRtpCodecParameters {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    match codec {
+        Codec::Opus => RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: codec.mime_type().to_owned(),
+                clock_rate: codec.clock_rate(),
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        Codec::Vp8 => RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: codec.mime_type().to_owned(),
+                clock_rate: codec.clock_rate(),
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![
+                    feedback("nack", ""),
+                    feedback("nack", "pli"),
+                    feedback("ccm", "fir"),
+                ],
+            },
+            payload_type: 96,
+        },
+    }
+}
+
+/// The codecs and interceptors every connection is built with.
+pub(super) fn media_engine() -> Result<(MediaEngine, Registry), TransportError> {
+    let mut engine = MediaEngine::default();
+    for codec in [Codec::Opus, Codec::Vp8] {
+        let kind = match codec.kind() {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        engine
+            .register_codec(codec_parameters(codec), kind)
+            .map_err(|e| setup_error("cannot register a codec", e))?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(|e| setup_error("cannot register the media interceptors", e))?;
+    Ok((engine, registry))
+}
+
+/// Sends a control message; false if the control channel is not there or refused it.
+async fn send_control(shared: &Shared, message: &Control) -> bool {
+    let control = lock(&shared.control).clone();
+    let Some(control) = control else {
+        return false;
+    };
+    let Ok(bytes) = message.encode() else {
+        return false;
+    };
+    match control.send(bytes::BytesMut::from(&bytes[..])).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::debug!(%error, "control message not sent");
+            false
+        }
+    }
+}
+
+/// Whether an offer or answer is half done (signaling state not stable).
+async fn exchange_under_way(shared: &Shared) -> bool {
+    shared.pc.pending_local_description().await.is_some()
+        || shared.pc.pending_remote_description().await.is_some()
+}
+
+/// Offers the current set of tracks, now or once the exchange under way ends.
+pub(super) async fn negotiate(shared: &Arc<Shared>) {
+    let _turn = shared.media.negotiation.lock().await;
+    if shared.state.borrow().is_terminal() {
+        return;
+    }
+    if exchange_under_way(shared).await {
+        shared.media.wanted.store(true, Ordering::Release);
+        return;
+    }
+    shared.media.wanted.store(false, Ordering::Release);
+    let offer = match shared.pc.create_offer(None).await {
+        Ok(offer) => offer,
+        Err(error) => {
+            tracing::warn!(%error, "cannot create a renegotiation offer");
+            return;
+        }
+    };
+    if let Err(error) = shared.pc.set_local_description(offer.clone()).await {
+        tracing::warn!(%error, "cannot apply a renegotiation offer");
+        return;
+    }
+    send_control(shared, &Control::Offer { sdp: offer.sdp }).await;
+}
+
+/// An exchange completed: wake waiting writes, and offer what changed meanwhile.
+fn exchange_done(shared: &Arc<Shared>) {
+    shared.media.rounds.send_modify(|rounds| *rounds += 1);
+    if shared.media.wanted.swap(false, Ordering::AcqRel) {
+        let shared = shared.clone();
+        tokio::spawn(async move { negotiate(&shared).await });
+    }
+}
+
+/// Handles a control message other than the goodbye.
+pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
+    let control = match Control::decode(message) {
+        Ok(control) => control,
+        Err(error) => {
+            tracing::debug!(%error, "ignoring a control message");
+            return;
+        }
+    };
+    match control {
+        Control::Offer { sdp } => on_offer(shared, sdp).await,
+        Control::Answer { sdp } => {
+            let turn = shared.media.negotiation.lock().await;
+            if shared.pc.pending_local_description().await.is_none() {
+                tracing::debug!("ignoring an answer to no offer");
+                return;
+            }
+            let applied = match RTCSessionDescription::answer(sdp) {
+                Ok(answer) => shared.pc.set_remote_description(answer).await,
+                Err(error) => Err(error),
+            };
+            drop(turn);
+            match applied {
+                Ok(()) => exchange_done(shared),
+                Err(error) => tracing::warn!(%error, "renegotiation answer refused"),
+            }
+        }
+        Control::Ended { id } => {
+            let slot = lock(&shared.media.remote).remove(&id);
+            if let Some(slot) = slot {
+                lock(&slot).take();
+                let _ = shared.events.try_send(ConnectionEvent::TrackEnded { id });
+            }
+        }
+    }
+}
+
+async fn on_offer(shared: &Arc<Shared>, sdp: String) {
+    let turn = shared.media.negotiation.lock().await;
+    if shared.pc.pending_local_description().await.is_some() {
+        if shared.role == Role::Offerer {
+            // Impolite: our own offer wins; the other side rolls back and answers it.
+            tracing::debug!("offer collision: keeping ours");
+            return;
+        }
+        // Polite: drop our offer, answer theirs, offer ours again afterwards.
+        let rollback = RTCSessionDescription::rollback(None);
+        let rolled = match rollback {
+            Ok(rollback) => shared.pc.set_local_description(rollback).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = rolled {
+            tracing::warn!(%error, "cannot roll our offer back");
+            return;
+        }
+        shared.media.wanted.store(true, Ordering::Release);
+    }
+    let answer = async {
+        let offer = RTCSessionDescription::offer(sdp)?;
+        shared.pc.set_remote_description(offer).await?;
+        let answer = shared.pc.create_answer(None).await?;
+        shared.pc.set_local_description(answer.clone()).await?;
+        Ok::<_, webrtc::error::Error>(answer)
+    }
+    .await;
+    match answer {
+        Ok(answer) => {
+            send_control(shared, &Control::Answer { sdp: answer.sdp }).await;
+            drop(turn);
+            exchange_done(shared);
+        }
+        Err(error) => tracing::warn!(%error, "renegotiation offer refused"),
+    }
+}
+
+/// Adds a local track and offers it.
+pub(super) async fn add_track(
+    shared: &Arc<Shared>,
+    spec: TrackSpec,
+) -> Result<LocalTrack, TransportError> {
+    lock(&shared.media.book).reserve(&spec)?;
+    let release = || lock(&shared.media.book).release();
+    let ssrc = rand::random::<u32>();
+    let kind = match spec.codec.kind() {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    };
+    let description = MediaStreamTrack::new(
+        STREAM_ID.to_owned(),
+        spec.id.clone(),
+        spec.id.clone(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec_parameters(spec.codec).rtp_codec,
+            ..Default::default()
+        }],
+    );
+    let track = TrackLocalStaticSample::new(Instant::now(), description).map_err(|e| {
+        release();
+        setup_error("cannot create the track", e)
+    })?;
+    let track = Arc::new(track);
+    let sender = shared
+        .pc
+        .add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(|e| {
+            release();
+            setup_error("cannot add the track", e)
+        })?;
+    negotiate(shared).await;
+    let sink = WebRtcSink {
+        shared: Arc::downgrade(shared),
+        spec: spec.clone(),
+        track,
+        sender,
+        ssrc,
+        payload_type: Mutex::new(None),
+    };
+    Ok(LocalTrack::new(owner(shared), spec, Box::new(sink)))
+}
+
+pub(super) fn owner(shared: &Arc<Shared>) -> usize {
+    Arc::as_ptr(shared) as usize
+}
+
+struct WebRtcSink {
+    shared: std::sync::Weak<Shared>,
+    spec: TrackSpec,
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    /// The negotiated payload type, once the remote side agreed to the track.
+    payload_type: Mutex<Option<u8>>,
+}
+
+fn closed() -> TransportError {
+    TransportError::NotConnected(ConnectionState::Closed)
+}
+
+impl WebRtcSink {
+    /// Whether an exchange that includes this track has completed.
+    async fn negotiated(&self, shared: &Shared) -> bool {
+        if exchange_under_way(shared).await
+            || shared.pc.current_remote_description().await.is_none()
+        {
+            return false;
+        }
+        let Some(local) = shared.pc.current_local_description().await else {
+            return false;
+        };
+        let ours = format!(" {}", self.spec.id);
+        local
+            .sdp
+            .lines()
+            .any(|line| line.starts_with("a=msid:") && line.trim_end().ends_with(&ours))
+    }
+
+    /// The payload type to send with, waiting for the remote side to agree to the track.
+    async fn payload_type(&self) -> Result<u8, TransportError> {
+        if let Some(payload_type) = *lock(&self.payload_type) {
+            return Ok(payload_type);
+        }
+        let deadline = tokio::time::Instant::now() + NEGOTIATION_TIMEOUT;
+        loop {
+            let shared = self.shared.upgrade().ok_or_else(closed)?;
+            let state = *shared.state.borrow();
+            if state.is_terminal() {
+                return Err(TransportError::NotConnected(state));
+            }
+            let mut rounds = shared.media.rounds.subscribe();
+            let mut states = shared.state.subscribe();
+            if self.negotiated(&shared).await {
+                let fallback = codec_parameters(self.spec.codec).payload_type;
+                let payload_type = self
+                    .sender
+                    .get_parameters()
+                    .await
+                    .ok()
+                    .and_then(|parameters| {
+                        parameters
+                            .rtp_parameters
+                            .codecs
+                            .iter()
+                            .find(|codec| {
+                                codec
+                                    .rtp_codec
+                                    .mime_type
+                                    .eq_ignore_ascii_case(self.spec.codec.mime_type())
+                            })
+                            .map(|codec| codec.payload_type)
+                    })
+                    .unwrap_or(fallback);
+                *lock(&self.payload_type) = Some(payload_type);
+                return Ok(payload_type);
+            }
+            drop(shared);
+            tokio::select! {
+                _ = rounds.changed() => {}
+                _ = states.changed() => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(TransportError::Setup {
+                        step: "media negotiation",
+                        reason: format!(
+                            "the remote side did not agree to track {:?} within {:?}",
+                            self.spec.id, NEGOTIATION_TIMEOUT
+                        ),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl SampleSink for WebRtcSink {
+    fn write<'a>(&'a self, sample: &'a Sample) -> BoxFuture<'a, Result<(), TransportError>> {
+        async move {
+            let payload_type = self.payload_type().await?;
+            let sample = rtc::media::Sample {
+                data: sample.data.clone(),
+                duration: sample.duration,
+                ..rtc::media::Sample::new(Instant::now())
+            };
+            self.track
+                .write_sample(self.ssrc, payload_type, &sample, &[])
+                .await
+                .map_err(|error| {
+                    let state = self
+                        .shared
+                        .upgrade()
+                        .map_or(ConnectionState::Closed, |shared| *shared.state.borrow());
+                    tracing::debug!(%error, "sample not written");
+                    TransportError::NotConnected(state)
+                })
+        }
+        .boxed()
+    }
+
+    fn end(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        async move {
+            let Some(shared) = self.shared.upgrade() else {
+                return Ok(());
+            };
+            lock(&shared.media.book).release();
+            if let Err(error) = shared.pc.remove_track(&self.sender).await {
+                tracing::debug!(%error, "removing a track from the peer connection failed");
+            }
+            negotiate(&shared).await;
+            let ended = Control::Ended {
+                id: self.spec.id.clone(),
+            };
+            send_control(&shared, &ended).await;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// A remote track's first packet arrived: report it and feed its samples to the reader.
+/// Runs outside webrtc's driver (which waits for the handler).
+pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let id = track.track_id().await;
+        let codec = match track.ssrcs().await.first() {
+            Some(ssrc) => track.codec(*ssrc).await,
+            None => None,
+        }
+        .and_then(|codec| Codec::from_mime_type(&codec.mime_type));
+        let slot: Option<(FeedSlot, Codec)> = match (weak.upgrade(), codec) {
+            (Some(shared), Some(codec)) => {
+                let mut remote = lock(&shared.media.remote);
+                if remote.len() >= MAX_LIVE_TRACKS || remote.contains_key(&id) {
+                    tracing::warn!(%id, "remote track refused: too many, or its id is in use");
+                    None
+                } else {
+                    let (reader, feed) = RemoteTrack::new(id.clone(), codec);
+                    let slot = Arc::new(Mutex::new(Some(feed)));
+                    remote.insert(id.clone(), slot.clone());
+                    drop(remote);
+                    if shared
+                        .events
+                        .try_send(ConnectionEvent::TrackReceived(reader))
+                        .is_err()
+                    {
+                        tracing::warn!("connection event queue full: a remote track was dropped");
+                    }
+                    Some((slot, codec))
+                }
+            }
+            _ => None,
+        };
+        let Some((slot, codec)) = slot else {
+            // Unknown codec or refused: drain, so webrtc's queue does not back up.
+            while track.poll().await.is_some() {}
+            return;
+        };
+        let mut frames = FrameAssembler::new(codec);
+        while let Some(event) = track.poll().await {
+            match event {
+                TrackRemoteEvent::OnRtpPacket(packet) => {
+                    let samples = frames.push(packet);
+                    let feed = lock(&slot);
+                    let Some(feed) = feed.as_ref() else { break };
+                    for sample in samples {
+                        feed.push(sample);
+                    }
+                }
+                TrackRemoteEvent::OnEnded => break,
+                _ => {}
+            }
+        }
+        lock(&slot).take();
+        if let Some(shared) = weak.upgrade() {
+            let mut remote = lock(&shared.media.remote);
+            if remote
+                .get(&id)
+                .is_some_and(|current| Arc::ptr_eq(current, &slot))
+            {
+                remote.remove(&id);
+            }
+        }
+    });
+}
