@@ -18,8 +18,8 @@ use genos_cellmesh::{Input as MeshInput, Output as MeshOutput, OverlayEvent};
 use genos_crypto::PeerId;
 use genos_signal::{SignalEvent, SignalSession, Signaling};
 use genos_transport::{
-    Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, Role, Transport,
-    TransportError,
+    Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, RemoteTrack, Role,
+    Transport, TransportError,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -80,6 +80,10 @@ pub(crate) enum Note<C: Connection> {
         dial: u64,
         result: Result<C::Channel, TransportError>,
     },
+    /// The first sample of a peer's media track arrived.
+    Track { peer: PeerId, track: RemoteTrack },
+    /// A peer removed a media track.
+    TrackEnded { peer: PeerId, id: String },
 }
 
 /// What a link's reader tells the driver.
@@ -208,6 +212,10 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 Some(note) = notes.recv() => self.on_note(note).await,
                 Some((peer, dial, note)) = reader_notes.recv() => {
                     let input = match note {
+                        ReaderNote::Track(announce) => {
+                            self.router.media.on_announce(&self.shared, peer, announce);
+                            continue;
+                        }
                         ReaderNote::Bye => Input::LinkBye { peer, dial },
                         ReaderNote::Ended => {
                             let failed = self.conns.get(&peer).is_some_and(|c| {
@@ -290,6 +298,12 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
 
     async fn on_note(&mut self, note: Note<T::Connection>) {
         let input = match note {
+            Note::Track { peer, track } => {
+                return self.router.media.on_track(&self.shared, peer, track);
+            }
+            Note::TrackEnded { peer, id } => {
+                return self.router.media.on_ended(&self.shared, peer, id);
+            }
             Note::Connected { peer, dial, result } => match result {
                 Ok(connection) => {
                     self.adopt(peer, dial, connection);
@@ -582,6 +596,8 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                         dial,
                         channel,
                     },
+                    ConnectionEvent::TrackReceived(track) => Note::Track { peer, track },
+                    ConnectionEvent::TrackEnded { id } => Note::TrackEnded { peer, id },
                     _ => continue,
                 };
                 if notes.send(note).await.is_err() {
@@ -646,6 +662,9 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             shared.clone(),
             self.reader_notes.clone(),
         ));
+        for track in self.router.media.tracks_for(&peer) {
+            tokio::spawn(crate::media::attach(track, link.clone()));
+        }
         self.router.insert(link);
         self.push_overlay(MeshInput::LinkUp {
             peer: *peer.as_bytes(),
@@ -664,6 +683,9 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             }
         }
         let link = self.router.remove(&peer, dial);
+        if link.is_some() {
+            self.router.media.peer_gone(&self.shared, peer, dial);
+        }
         let conn = match self.conns.get(&peer) {
             Some(conn) if conn.dial == dial => self.conns.remove(&peer),
             _ => None,

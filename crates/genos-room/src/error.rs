@@ -78,6 +78,15 @@ pub enum RoomError {
     /// Local: the room has left; it can no longer send.
     #[error("the room has been left")]
     Left,
+    /// Local: the track was removed; it can no longer send.
+    #[error("track {0} was removed")]
+    TrackRemoved(String),
+    /// Local: the room already sends as many tracks as allowed.
+    #[error("the room already sends the maximum of {limit} tracks")]
+    TooManyTracks {
+        /// The limit ([`crate::MAX_ROOM_TRACKS`]).
+        limit: usize,
+    },
 }
 
 /// Why a frame from a peer was rejected. The frame is dropped, the count in

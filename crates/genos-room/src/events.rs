@@ -1,10 +1,12 @@
-//! What a room reports: peers joining and leaving, rejected frames.
+//! What a room reports: peers joining and leaving, their media tracks, rejected frames.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use futures::Stream;
 use genos_crypto::PeerId;
+use genos_transport::RemoteTrack;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
@@ -53,6 +55,22 @@ pub enum RoomEvent {
         cells: u32,
         /// This peer's cell.
         cell: u32,
+    },
+    /// A peer sends us a media track: read its samples from `track`.
+    PeerTrack {
+        /// The sending peer.
+        peer: PeerId,
+        /// The track; [`RemoteTrack::recv_sample`] gives its samples.
+        track: RemoteTrack,
+        /// What the sender said about it ([`crate::TrackOptions::metadata`]).
+        metadata: Bytes,
+    },
+    /// A peer's track ended: it was removed, or the peer left.
+    PeerTrackEnded {
+        /// The sending peer.
+        peer: PeerId,
+        /// The track's id.
+        id: String,
     },
     /// This reader fell behind and missed this many events.
     Lagged {

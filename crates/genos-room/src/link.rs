@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use genos_crypto::{MAX_PLAINTEXT_LEN, OVERHEAD, PeerId};
-use genos_transport::{Connection, ConnectionStats, DataChannel, TransportError};
+use genos_transport::{
+    Connection, ConnectionStats, DataChannel, LocalTrack, TrackSpec, TransportError,
+};
 use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, oneshot, watch};
 
 use crate::channel::{Message, ProgressFn};
@@ -18,7 +20,7 @@ use crate::reassembly::{Pushed, Reassembler};
 use crate::registry::{Route, deliver};
 use crate::shared::Shared;
 use crate::stats::{LinkCounters, bump};
-use crate::wire::{ChunkHeader, Control, DATAGRAM_SEQ_LEN, Frame, FrameCodec};
+use crate::wire::{ChunkHeader, Control, DATAGRAM_SEQ_LEN, Frame, FrameCodec, TrackAnnounce};
 use crate::{FrameError, Progress, RoomError, RoomEvent, lock};
 
 /// Control answers queued per link (pongs, goodbye acks); more are dropped and counted.
@@ -30,6 +32,11 @@ pub(crate) trait LinkIo: Send + Sync {
     fn max_message_size(&self) -> usize;
     fn stats(&self) -> BoxFuture<'_, ConnectionStats>;
     fn close(&self) -> BoxFuture<'_, ()>;
+    fn add_track(&self, spec: TrackSpec) -> BoxFuture<'_, Result<LocalTrack, TransportError>>;
+    fn remove_track<'a>(
+        &'a self,
+        track: &'a LocalTrack,
+    ) -> BoxFuture<'a, Result<(), TransportError>>;
 }
 
 /// A connection and its room channel.
@@ -53,6 +60,17 @@ impl<C: Connection> LinkIo for TransportIo<C> {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.connection.close())
+    }
+
+    fn add_track(&self, spec: TrackSpec) -> BoxFuture<'_, Result<LocalTrack, TransportError>> {
+        Box::pin(self.connection.add_track(spec))
+    }
+
+    fn remove_track<'a>(
+        &'a self,
+        track: &'a LocalTrack,
+    ) -> BoxFuture<'a, Result<(), TransportError>> {
+        Box::pin(self.connection.remove_track(track))
     }
 }
 
@@ -215,6 +233,22 @@ impl Link {
     pub(crate) async fn send_control(&self, control: Control) -> Result<(), RoomError> {
         self.send_sealed(|seq| self.codec.seal_control(seq, control))
             .await
+    }
+
+    /// Announces a media track (id, codec, metadata) before the transport adds it.
+    pub(crate) async fn send_track(&self, track: &TrackAnnounce) -> Result<(), RoomError> {
+        self.send_sealed(|seq| self.codec.seal_track(seq, track))
+            .await
+    }
+
+    /// Adds a media track to this link's connection.
+    pub(crate) async fn add_track(&self, spec: TrackSpec) -> Result<LocalTrack, RoomError> {
+        Ok(self.io.add_track(spec).await?)
+    }
+
+    /// Removes a media track from this link's connection.
+    pub(crate) async fn remove_track(&self, track: &LocalTrack) -> Result<(), RoomError> {
+        Ok(self.io.remove_track(track).await?)
     }
 
     /// Sends raw bytes as the next frame, unsealed: lets tests act as a hostile peer.
@@ -388,12 +422,14 @@ pub(crate) async fn write_link(link: Arc<Link>, queues: LinkQueues, heartbeat: D
 }
 
 /// What a link's reader tells the room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReaderNote {
     /// The peer said goodbye.
     Bye,
     /// The channel ended.
     Ended,
+    /// The peer announced a media track.
+    Track(TrackAnnounce),
 }
 
 /// Reads, opens and dispatches the peer's frames until the channel ends.
@@ -436,6 +472,11 @@ pub(crate) async fn read_link<C: DataChannel>(
                 let _ = notes.send((link.peer, link.dial, ReaderNote::Bye)).await;
             }
             Frame::ByeAck => link.bye_acked.notify_one(),
+            Frame::Track(announce) => {
+                let _ = notes
+                    .send((link.peer, link.dial, ReaderNote::Track(announce)))
+                    .await;
+            }
             Frame::Mesh(message) => match shared.mesh_inbox() {
                 // Waits while the driver is behind: backpressure to the peer.
                 Some(inbox) => {

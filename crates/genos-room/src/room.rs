@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use genos_crypto::{PeerId, RoomKey, SealKey};
 use genos_signal::{JoinRequest, SignalHealth, SignalSession, Signaling, Topic};
-use genos_transport::Transport;
+use genos_transport::{Codec, Transport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{Command, Driver, MeshQueues};
 use crate::machine::RoomMachine;
+use crate::media::{RoomTrack, TrackOptions};
 use crate::mesh::{MESH_COMMANDS, MESH_INBOX, MeshLayer, MeshStatus, StatusCell};
 use crate::router::Router;
 use crate::shared::Shared;
@@ -300,6 +302,57 @@ impl Room {
             .ok_or(RoomError::UnknownPeer(peer))?;
         link.ping(limits.max_pending_pings, limits.peer_timeout)
             .await
+    }
+
+    /// Starts sending a media track of `codec` to `options.target` (every peer, now and
+    /// later, by default), with `options.metadata` for the receivers. Returns once every
+    /// targeted peer connected now has agreed to the track (or failed to, within the
+    /// transport's negotiation bound); write the encoded samples to the returned track.
+    /// Receivers get [`RoomEvent::PeerTrack`](crate::RoomEvent::PeerTrack).
+    ///
+    /// In a cells room a track reaches the targeted peers this peer has a direct link to
+    /// (tracks are never forwarded).
+    ///
+    /// Errors: [`RoomError::MetadataTooLarge`], [`RoomError::TooManyTracks`],
+    /// [`RoomError::Left`].
+    pub async fn add_track(
+        &self,
+        codec: Codec,
+        options: TrackOptions,
+    ) -> Result<RoomTrack, RoomError> {
+        if self.handle.shared.has_left() {
+            return Err(RoomError::Left);
+        }
+        let router = &self.handle.router;
+        let track = router.media.add(codec, options)?;
+        let attaching = router
+            .links()
+            .into_iter()
+            .filter(|link| track.inner.wants(&link.peer))
+            .map(|link| crate::media::attach(track.inner.clone(), link));
+        join_all(attaching).await;
+        Ok(track)
+    }
+
+    /// Stops sending `track`: every receiver gets
+    /// [`RoomEvent::PeerTrackEnded`](crate::RoomEvent::PeerTrackEnded); writes to it fail
+    /// from now on. Removing a removed track does nothing.
+    pub async fn remove_track(&self, track: &RoomTrack) -> Result<(), RoomError> {
+        let router = &self.handle.router;
+        let removals = router
+            .media
+            .remove(track)
+            .into_iter()
+            .filter_map(|(peer, dial, local)| {
+                let link = router.link(&peer).filter(|link| link.dial == dial)?;
+                Some(async move { link.remove_track(&local).await })
+            });
+        for result in join_all(removals).await {
+            if let Err(error) = result {
+                tracing::debug!(%error, "a track was not removed from a link");
+            }
+        }
+        Ok(())
     }
 
     /// How signaling is doing: each relay's state and counters, and what this peer

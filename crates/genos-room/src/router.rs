@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::channel::{self, Progress, SendOptions, SendReport, Target};
 use crate::link::Link;
+use crate::media::RoomMedia;
 use crate::mesh::wire::ChunkMeta;
 use crate::shared::Shared;
 use crate::stats::bump;
@@ -30,6 +31,8 @@ pub(crate) struct Router {
     next_message: AtomicU64,
     /// (Cells rooms) where sends go, and the chunk size.
     mesh: Option<(mpsc::Sender<MeshInput>, usize)>,
+    /// Media tracks, ours and the peers'.
+    pub(crate) media: RoomMedia,
 }
 
 /// A cells-room sender waits at most this long in total for its links' overlay queues to
@@ -44,6 +47,7 @@ impl Router {
             links: RwLock::new(HashMap::new()),
             next_message: AtomicU64::new(0),
             mesh: None,
+            media: RoomMedia::default(),
         }
     }
 

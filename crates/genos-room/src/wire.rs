@@ -8,6 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use genos_crypto::{Context, PeerId, Purpose, SealKey};
+use genos_transport::Codec;
 use serde::{Deserialize, Serialize};
 
 use crate::{FrameError, RoomError};
@@ -99,6 +100,38 @@ enum Header<'a> {
     },
     /// (Cells rooms) one message of the cellular overlay; its bytes follow.
     Mesh,
+    /// A media track the sender is about to add to this link: its id, codec and metadata.
+    Track {
+        #[serde(borrow)]
+        id: &'a str,
+        codec: u8,
+        #[serde(borrow)]
+        metadata: &'a [u8],
+    },
+}
+
+/// A media track announced on a link before the transport adds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TrackAnnounce {
+    pub(crate) id: String,
+    pub(crate) codec: Codec,
+    pub(crate) metadata: Bytes,
+}
+
+fn codec_number(codec: Codec) -> Option<u8> {
+    match codec {
+        Codec::Opus => Some(0),
+        Codec::Vp8 => Some(1),
+        _ => None,
+    }
+}
+
+fn codec_of(number: u8) -> Option<Codec> {
+    match number {
+        0 => Some(Codec::Opus),
+        1 => Some(Codec::Vp8),
+        _ => None,
+    }
 }
 
 /// A frame as received.
@@ -112,6 +145,8 @@ pub(crate) enum Frame {
     Chunk(Chunk),
     /// A message of the cellular overlay (cells rooms).
     Mesh(Bytes),
+    /// A media track the peer is adding.
+    Track(TrackAnnounce),
 }
 
 /// A message of an unreliable channel, as received.
@@ -202,6 +237,22 @@ impl FrameCodec {
         let header =
             postcard::to_stdvec(&Header::Mesh).map_err(|e| RoomError::Encode(e.to_string()))?;
         self.seal_buffer(seq, plaintext(&header, message))
+    }
+
+    /// Seals the announcement of a media track as frame `seq`.
+    pub(crate) fn seal_track(&self, seq: u64, track: &TrackAnnounce) -> Result<Bytes, RoomError> {
+        let codec = codec_number(track.codec).ok_or_else(|| {
+            RoomError::Encode(format!("codec {} has no wire number", track.codec))
+        })?;
+        let header = Header::Track {
+            id: &track.id,
+            codec,
+            metadata: &track.metadata,
+        };
+        let buffer = SealKey::buffer(track.id.len() + track.metadata.len() + 16);
+        let buffer =
+            postcard::to_extend(&header, buffer).map_err(|e| RoomError::Encode(e.to_string()))?;
+        self.seal_buffer(seq, buffer)
     }
 
     /// Seals `buffer` (reserved envelope header, then the plaintext) as frame `seq`.
@@ -302,6 +353,22 @@ impl FrameCodec {
             Header::Bye => Frame::Bye,
             Header::ByeAck => Frame::ByeAck,
             Header::Mesh => Frame::Mesh(plain.slice_ref(rest)),
+            Header::Track {
+                id,
+                codec,
+                metadata,
+            } => {
+                let codec = codec_of(codec)
+                    .ok_or_else(|| FrameError::Malformed(format!("unknown codec {codec}")))?;
+                if metadata.len() > crate::MAX_METADATA_LEN {
+                    return Err(FrameError::Malformed("track metadata too large".into()));
+                }
+                Frame::Track(TrackAnnounce {
+                    id: id.to_owned(),
+                    codec,
+                    metadata: plain.slice_ref(metadata),
+                })
+            }
             Header::Datagram { .. } => {
                 return Err(FrameError::Malformed(
                     "datagram on the reliable channel".into(),

@@ -259,6 +259,9 @@ pub(crate) trait SampleSink: Send + Sync + 'static {
 
     /// Stops the track for good and tells the remote side (called once).
     fn end(&self) -> BoxFuture<'_, Result<(), TransportError>>;
+
+    /// Waits until samples written now reach the remote side (the track is negotiated).
+    fn ready(&self) -> BoxFuture<'_, Result<(), TransportError>>;
 }
 
 /// A track this side sends. Cheap to clone; clones share the track.
@@ -326,6 +329,16 @@ impl LocalTrack {
         Ok(())
     }
 
+    /// Waits until the remote side has agreed to the track, so samples written from now on
+    /// reach it (the first [`LocalTrack::write_sample`] waits for this too). Same errors as
+    /// a write, and a [`TransportError::Setup`] when the remote side does not agree in time.
+    pub async fn ready(&self) -> Result<(), TransportError> {
+        if self.is_removed() {
+            return Err(self.removed_error());
+        }
+        self.inner.sink.ready().await
+    }
+
     /// Counters of samples written.
     pub fn stats(&self) -> TrackStats {
         self.inner.counters.snapshot()
@@ -362,11 +375,20 @@ impl LocalTrack {
     }
 }
 
-/// A track the remote side sends. Cheap to clone; clones share one sample queue.
+/// A track the remote side sends. Cheap to clone; clones share one sample queue. Two handles
+/// are equal when they are the same track.
 #[derive(Clone)]
 pub struct RemoteTrack {
     inner: Arc<RemoteInner>,
 }
+
+impl PartialEq for RemoteTrack {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for RemoteTrack {}
 
 struct RemoteInner {
     id: String,

@@ -60,9 +60,10 @@ pub use genos_transport as transport;
 pub use genos_crypto::{Identity, PeerId};
 pub use genos_room::{
     CellsSettings, Channel, LeaveReason, MeshStatus, Message, PeerInfo, Progress, Room, RoomConfig,
-    RoomError, RoomEvent, RoomEvents, RoomLimits, RoomStats, SendOptions, SendReport, Target,
-    Topology, Typed, TypedChannel,
+    RoomError, RoomEvent, RoomEvents, RoomLimits, RoomStats, RoomTrack, SendOptions, SendReport,
+    Target, Topology, TrackOptions, Typed, TypedChannel,
 };
+pub use genos_transport::{Codec, ReceivedSample, RemoteTrack, Sample};
 
 #[cfg(all(feature = "nostr", feature = "webrtc"))]
 mod builder;

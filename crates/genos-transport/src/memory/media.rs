@@ -68,6 +68,15 @@ impl SampleSink for MemorySink {
         .boxed()
     }
 
+    fn ready(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        let result = if self.link.down.load(Ordering::Acquire) {
+            Err(closed())
+        } else {
+            Ok(())
+        };
+        futures::future::ready(result).boxed()
+    }
+
     fn end(&self) -> BoxFuture<'_, Result<(), TransportError>> {
         async move {
             if let Some(local) = self.local.upgrade() {

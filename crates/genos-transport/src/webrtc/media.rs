@@ -427,6 +427,10 @@ impl SampleSink for WebRtcSink {
         .boxed()
     }
 
+    fn ready(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        async move { self.payload_type().await.map(drop) }.boxed()
+    }
+
     fn end(&self) -> BoxFuture<'_, Result<(), TransportError>> {
         async move {
             let Some(shared) = self.shared.upgrade() else {
