@@ -9,6 +9,9 @@
 //!   written against the room layer, so it runs on any backends).
 //! - `genos chat`, `genos send FILE`, `genos recv`: a terminal chat and a file transfer
 //!   ([`transfer`]: parts, temporary file, SHA-256 check, rename) over a room.
+//! - `genos media send FILE...`, `genos media recv`: IVF/VP8 and Ogg/Opus files as media
+//!   tracks of a room, paced at their timestamps, written back to files on the other side
+//!   ([`media`]).
 //! - `genos relay`: run your own relay (the embedded one) until Ctrl-C.
 //! - `genos swarm --peers N`: N real peers in this process join one room at once over a
 //!   relay (embedded unless `--relay`), WebRTC on 127.0.0.1, then broadcast and send to
@@ -19,6 +22,7 @@
 //!   pictures with `--out`.
 
 pub mod demo;
+pub mod media;
 pub mod sim;
 pub mod swarm;
 pub mod transfer;

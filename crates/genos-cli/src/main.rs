@@ -67,6 +67,12 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+    /// Media tracks: send IVF (VP8) and Ogg (Opus) files into a room, or record the tracks
+    /// of a room into files.
+    Media {
+        #[command(subcommand)]
+        action: MediaCommand,
+    },
     /// Plays a cellular-mesh simulation (thousands of simulated peers on one core) and prints
     /// the overlay's figures beside a full mesh and the GenosRTC layout.
     Sim {
@@ -133,6 +139,37 @@ enum Command {
         /// Require NIP-42 authentication to publish and subscribe.
         #[arg(long)]
         auth: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Send each file as a track (paced at its timestamps) to the peers of a room; waits for
+    /// --peers of them first. Prints a line per track every second.
+    Send {
+        /// IVF (VP8) or Ogg (Opus) files, one track each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        room: RoomArgs,
+        /// How many peers to wait for before sending.
+        #[arg(long, default_value_t = 1)]
+        peers: usize,
+        /// Start each file over at its end (until interrupted).
+        #[arg(long = "loop")]
+        looping: bool,
+    },
+    /// Record every track sent in a room into DIR (one .ivf or .ogg file per track, named
+    /// by peer and track id). Prints a line per track every second.
+    Recv {
+        #[command(flatten)]
+        room: RoomArgs,
+        /// Directory to write the files into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Stop once this many tracks have ended (default: run until interrupted).
+        #[arg(long)]
+        tracks: Option<usize>,
     },
 }
 
@@ -290,6 +327,7 @@ fn main() -> ExitCode {
             }
             Command::Send { file, room, peers } => run_send(file, room, peers).await,
             Command::Recv { room, out } => run_recv(room, out).await,
+            Command::Media { action } => run_media(action).await,
             // Handled before the runtime starts.
             Command::Sim { .. } => Ok(()),
             Command::Relay {
@@ -572,6 +610,75 @@ async fn run_recv(args: RoomArgs, out: PathBuf) -> Result<(), String> {
     // Let the verdict reach the sender before the goodbye.
     tokio::time::sleep(Duration::from_millis(100)).await;
     room.leave().await.map_err(|e| e.to_string())
+}
+
+async fn run_media(action: MediaCommand) -> Result<(), String> {
+    let print_lines = |reports: &[genos_cli::media::TrackReport], elapsed: Duration| {
+        for report in reports {
+            println!("  {}", report.line(elapsed));
+        }
+    };
+    match action {
+        MediaCommand::Send {
+            files,
+            room: args,
+            peers: wanted,
+            looping,
+        } => {
+            let room = args.join().await?;
+            println!(
+                "joined {} as {}; waiting for {wanted} peer(s)",
+                args.room,
+                room.local_peer().short()
+            );
+            let mut events = room.events();
+            while room.peers().len() < wanted.max(1) {
+                if events.next().await.is_none() {
+                    return Err("the room ended".into());
+                }
+            }
+            let start = std::time::Instant::now();
+            let sending = genos_cli::media::send_files(&room, &files, looping, print_lines);
+            let sent = tokio::select! {
+                sent = sending => sent.map_err(|e| e.to_string())?,
+                _ = tokio::signal::ctrl_c() => Vec::new(),
+            };
+            for report in &sent {
+                println!("sent {}", report.line(start.elapsed()));
+            }
+            room.leave().await.map_err(|e| e.to_string())
+        }
+        MediaCommand::Recv {
+            room: args,
+            out,
+            tracks,
+        } => {
+            if !out.is_dir() {
+                return Err(format!("{} is not a directory", out.display()));
+            }
+            let room = args.join().await?;
+            println!(
+                "joined {} as {}; recording tracks into {}",
+                args.room,
+                room.local_peer().short(),
+                out.display()
+            );
+            let start = std::time::Instant::now();
+            let receiving = genos_cli::media::receive_tracks(&room, &out, tracks, print_lines);
+            let written = tokio::select! {
+                written = receiving => written.map_err(|e| e.to_string())?,
+                _ = tokio::signal::ctrl_c() => Vec::new(),
+            };
+            for (path, report) in &written {
+                println!(
+                    "wrote {} ({})",
+                    path.display(),
+                    report.line(start.elapsed())
+                );
+            }
+            room.leave().await.map_err(|e| e.to_string())
+        }
+    }
 }
 
 async fn run_demo(peers: usize, file_bytes: usize, relay: Option<String>) -> Result<(), String> {

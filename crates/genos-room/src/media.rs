@@ -14,7 +14,7 @@
 //! [`MAX_REMOTE_TRACKS`] tracks being paired (further announcements are ignored).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -76,6 +76,8 @@ pub(crate) struct TrackInner {
     /// The transport track on each peer's link, once it is agreed.
     peers: Mutex<HashMap<PeerId, (u64, LocalTrack)>>,
     removed: AtomicBool,
+    samples_written: AtomicU64,
+    bytes_written: AtomicU64,
 }
 
 impl TrackInner {
@@ -100,6 +102,16 @@ impl RoomTrack {
         self.inner.codec
     }
 
+    /// Samples written to the track so far.
+    pub fn samples_written(&self) -> u64 {
+        self.inner.samples_written.load(Ordering::Relaxed)
+    }
+
+    /// Payload bytes of those samples.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner.bytes_written.load(Ordering::Relaxed)
+    }
+
     /// The peers it currently reaches.
     pub fn peers(&self) -> Vec<PeerId> {
         lock(&self.inner.peers).keys().copied().collect()
@@ -114,6 +126,10 @@ impl RoomTrack {
         if self.inner.removed.load(Ordering::Acquire) {
             return Err(RoomError::TrackRemoved(self.inner.id.clone()));
         }
+        self.inner.samples_written.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .bytes_written
+            .fetch_add(sample.data.len() as u64, Ordering::Relaxed);
         let targets: Vec<(PeerId, u64, LocalTrack)> = lock(&self.inner.peers)
             .iter()
             .map(|(peer, (dial, track))| (*peer, *dial, track.clone()))
@@ -209,6 +225,8 @@ impl RoomMedia {
             options,
             peers: Mutex::new(HashMap::new()),
             removed: AtomicBool::new(false),
+            samples_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
         });
         local.push(inner.clone());
         Ok(RoomTrack { inner })

@@ -24,6 +24,8 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
 use crate::TransportError;
 
+pub mod files;
+
 /// Samples a remote track holds for its reader; further ones are dropped and counted.
 pub const TRACK_BUFFER: usize = 256;
 /// Longest track id, in bytes.
