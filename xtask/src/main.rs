@@ -117,6 +117,12 @@ fn bench(rest: &[String]) -> Result<(), String> {
             ],
         )?;
     }
+    if matches!(which, "media" | "all") {
+        run(
+            "cargo",
+            &["bench", "-p", "genos-transport", "--bench", "media"],
+        )?;
+    }
     if matches!(which, "room" | "all") {
         run("cargo", &["bench", "-p", "genos", "--bench", "room"])?;
     }

@@ -47,8 +47,20 @@ pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// The MediaStream id every genos track is announced under.
 const STREAM_ID: &str = "genos";
 
-/// A remote track's feed, shared by its reader task and the `ended` handler (which takes it).
-type FeedSlot = Arc<Mutex<Option<RemoteFeed>>>;
+/// A remote track's feed, shared by its reader task and the `ended` handler, which takes it
+/// and wakes the reader so it lets go of webrtc's track at once (no packet comes to wake it).
+#[derive(Default)]
+struct FeedSlot {
+    feed: Mutex<Option<RemoteFeed>>,
+    ended: tokio::sync::Notify,
+}
+
+impl FeedSlot {
+    fn end(&self) {
+        lock(&self.feed).take();
+        self.ended.notify_one();
+    }
+}
 
 /// Media state of one connection.
 #[derive(Default)]
@@ -61,14 +73,14 @@ pub(crate) struct Media {
     /// Counts completed exchanges; a waiting first write watches it.
     rounds: watch::Sender<u64>,
     /// Remote tracks being received, by id.
-    remote: Mutex<HashMap<String, FeedSlot>>,
+    remote: Mutex<HashMap<String, Arc<FeedSlot>>>,
 }
 
 impl Media {
     /// Ends every remote track (the connection ended).
     pub(crate) fn end_remote(&self) {
         for (_, slot) in lock(&self.remote).drain() {
-            lock(&slot).take();
+            slot.end();
         }
     }
 }
@@ -215,7 +227,7 @@ pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
         Control::Ended { id } => {
             let slot = lock(&shared.media.remote).remove(&id);
             if let Some(slot) = slot {
-                lock(&slot).take();
+                slot.end();
                 let _ = shared.events.try_send(ConnectionEvent::TrackEnded { id });
             }
         }
@@ -462,7 +474,7 @@ pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>)
             None => None,
         }
         .and_then(|codec| Codec::from_mime_type(&codec.mime_type));
-        let slot: Option<(FeedSlot, Codec)> = match (weak.upgrade(), codec) {
+        let slot: Option<(Arc<FeedSlot>, Codec)> = match (weak.upgrade(), codec) {
             (Some(shared), Some(codec)) => {
                 let mut remote = lock(&shared.media.remote);
                 if remote.len() >= MAX_LIVE_TRACKS || remote.contains_key(&id) {
@@ -470,7 +482,10 @@ pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>)
                     None
                 } else {
                     let (reader, feed) = RemoteTrack::new(id.clone(), codec);
-                    let slot = Arc::new(Mutex::new(Some(feed)));
+                    let slot = Arc::new(FeedSlot {
+                        feed: Mutex::new(Some(feed)),
+                        ended: tokio::sync::Notify::new(),
+                    });
                     remote.insert(id.clone(), slot.clone());
                     drop(remote);
                     if shared
@@ -491,21 +506,25 @@ pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>)
             return;
         };
         let mut frames = FrameAssembler::new(codec);
-        while let Some(event) = track.poll().await {
+        loop {
+            let event = tokio::select! {
+                event = track.poll() => event,
+                () = slot.ended.notified() => None,
+            };
             match event {
-                TrackRemoteEvent::OnRtpPacket(packet) => {
+                Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
                     let samples = frames.push(packet);
-                    let feed = lock(&slot);
+                    let feed = lock(&slot.feed);
                     let Some(feed) = feed.as_ref() else { break };
                     for sample in samples {
                         feed.push(sample);
                     }
                 }
-                TrackRemoteEvent::OnEnded => break,
-                _ => {}
+                Some(TrackRemoteEvent::OnEnded) | None => break,
+                Some(_) => {}
             }
         }
-        lock(&slot).take();
+        lock(&slot.feed).take();
         if let Some(shared) = weak.upgrade() {
             let mut remote = lock(&shared.media.remote);
             if remote

@@ -1478,6 +1478,13 @@ where
                                     self.inner.track_remote_events_tx.lock().await;
                                 // Checked under the map's lock; see `end_event_streams`.
                                 if !self.inner.is_closing() {
+                                    // Forget remote tracks nobody holds any more: neither the
+                                    // application nor a receiver (a reused transceiver got a
+                                    // new one). Each keeps a preallocated event queue of
+                                    // DRIVER_TO_TRACK_REMOTE_EVENT_CHANNEL_CAPACITY events
+                                    // (~40 KiB), so without this every track a remote adds
+                                    // stays in memory until the connection closes.
+                                    track_remotes.retain(|_, (_, track)| Arc::strong_count(track) > 1);
                                     track_remotes.insert(
                                         track_id.clone(),
                                         (evt_tx, Arc::clone(&track_remote)),

@@ -1,0 +1,93 @@
+//! Media on one WebRTC connection over time: many tracks added and removed in turn keep the
+//! signaling small and the memory flat.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+use genos_transport::conformance::{Harness, connect_pair, next_ended, next_track};
+use genos_transport::webrtc::{WebRtcConfig, WebRtcTransport};
+use genos_transport::{Codec, Connection, Sample, TrackSpec};
+
+struct Loopback(WebRtcTransport);
+
+impl Harness for Loopback {
+    type Backend = WebRtcTransport;
+
+    async fn transport(&self) -> WebRtcTransport {
+        self.0.clone()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        8 * 1024 * 1024
+    }
+}
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn cycle(
+    a: &genos_transport::webrtc::WebRtcConnection,
+    b: &mut genos_transport::conformance::Side<Loopback>,
+    n: usize,
+) {
+    let codec = if n % 2 == 0 { Codec::Opus } else { Codec::Vp8 };
+    let track = a
+        .add_track(TrackSpec::new(format!("t{n}"), codec))
+        .await
+        .unwrap();
+    track
+        .write_sample(Sample::new(vec![n as u8; 200], Duration::from_millis(20)))
+        .await
+        .unwrap();
+    let remote = next_track(b).await;
+    assert_eq!(remote.id(), format!("t{n}"));
+    assert_eq!(
+        &remote.recv_sample().await.unwrap().data[..],
+        &[n as u8; 200][..]
+    );
+    a.remove_track(&track).await.unwrap();
+    assert_eq!(next_ended(b).await, format!("t{n}"));
+}
+
+/// 1,000 add/write/remove cycles on one connection: every track arrives and ends, the
+/// renegotiated SDP stays small (m-lines are reused), and resident memory after the first
+/// 100 cycles (allocator and caches warm) grows by a bounded amount over the next 900.
+///
+/// The media issue's goal is 2 MiB; measured: 7.4 MiB (~8 KiB per cycle, webrtc's per-SSRC
+/// state: statistics kept for the connection's life, receive-side interceptor streams never
+/// unbound), down from 38.3 MiB before `vendor/patches/0005` (remote tracks were never
+/// dropped). The bound below guards against a return of that leak; docs/benchmarks.md has
+/// the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_track_cycles_on_one_connection_keep_memory_flat() {
+    let harness = Loopback(WebRtcTransport::new(WebRtcConfig::loopback()).unwrap());
+    let (a, mut b) = connect_pair(&harness).await;
+    for n in 0..100 {
+        cycle(&a.conn, &mut b, n).await;
+    }
+    let warm = rss_kib();
+    for n in 100..1_000 {
+        cycle(&a.conn, &mut b, n).await;
+        if n % 100 == 99 {
+            println!("after {} cycles: RSS {} KiB", n + 1, rss_kib());
+        }
+    }
+    let grown = rss_kib().saturating_sub(warm);
+    println!("RSS after 100 cycles {warm} KiB; growth over the next 900: {grown} KiB");
+    assert!(
+        grown <= 12 * 1024,
+        "RSS grew by {grown} KiB over 900 track cycles"
+    );
+}
