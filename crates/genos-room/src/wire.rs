@@ -363,6 +363,12 @@ impl FrameCodec {
                 if metadata.len() > crate::MAX_METADATA_LEN {
                     return Err(FrameError::Malformed("track metadata too large".into()));
                 }
+                if genos_transport::TrackSpec::new(id, codec)
+                    .validate()
+                    .is_err()
+                {
+                    return Err(FrameError::Malformed("bad track id".into()));
+                }
                 Frame::Track(TrackAnnounce {
                     id: id.to_owned(),
                     codec,
@@ -470,6 +476,32 @@ mod tests {
         assert_eq!(&chunk.data[..], b"hello");
         let sealed = a.seal_control(1, Control::Ping(99)).unwrap();
         assert_eq!(b.open(1, sealed).unwrap(), Frame::Ping(99));
+    }
+
+    #[test]
+    fn track_announcements_round_trip_and_bad_ones_are_rejected() {
+        let (a, b) = pair();
+        let announce = TrackAnnounce {
+            id: "0123456789abcdef".into(),
+            codec: Codec::Vp8,
+            metadata: Bytes::from_static(b"camera"),
+        };
+        let sealed = a.seal_track(0, &announce).unwrap();
+        assert_eq!(b.open(0, sealed).unwrap(), Frame::Track(announce.clone()));
+        // An id that could not be a track id (it would go into SDP lines).
+        let bad = TrackAnnounce {
+            id: "a b\r\n".into(),
+            ..announce.clone()
+        };
+        let sealed = a.seal_track(1, &bad).unwrap();
+        assert!(matches!(b.open(1, sealed), Err(FrameError::Malformed(_))));
+        // Metadata over the limit.
+        let big = TrackAnnounce {
+            metadata: Bytes::from(vec![0; crate::MAX_METADATA_LEN + 1]),
+            ..announce
+        };
+        let sealed = a.seal_track(2, &big).unwrap();
+        assert!(matches!(b.open(2, sealed), Err(FrameError::Malformed(_))));
     }
 
     #[test]

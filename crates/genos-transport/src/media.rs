@@ -12,6 +12,34 @@
 //! Media is live: a receiver that does not read loses samples rather than slowing the sender
 //! (each remote track buffers [`TRACK_BUFFER`] samples; beyond that new samples are dropped
 //! and counted in [`TrackStats::samples_dropped`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use genos_transport::memory::MemoryTransport;
+//! use genos_transport::{Codec, Connection, ConnectionEvent, Role, Sample, TrackSpec, Transport};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), genos_transport::TransportError> {
+//! let net = MemoryTransport::new(Default::default());
+//! let (alice, mut alice_events) = net.connect(Role::Offerer).await?;
+//! let (bob, mut bob_events) = net.connect(Role::Answerer).await?;
+//! let Some(ConnectionEvent::Signal(offer)) = alice_events.next().await else { unreachable!() };
+//! bob.handle_signal(offer).await?;
+//! let answer = loop {
+//!     if let Some(ConnectionEvent::Signal(answer)) = bob_events.next().await { break answer }
+//! };
+//! alice.handle_signal(answer).await?;
+//!
+//! let mic = alice.add_track(TrackSpec::new("mic", Codec::Opus)).await?;
+//! mic.write_sample(Sample::new(vec![0x78, 1, 2, 3], Duration::from_millis(20))).await?;
+//! let remote = loop {
+//!     if let Some(ConnectionEvent::TrackReceived(track)) = bob_events.next().await { break track }
+//! };
+//! assert_eq!(remote.id(), "mic");
+//! let sample = remote.recv_sample().await.expect("a sample");
+//! assert_eq!(&sample.data[..], &[0x78, 1, 2, 3]);
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
