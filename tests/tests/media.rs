@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,16 +34,7 @@ async fn join(relay: &str, room: &str) -> Room {
 }
 
 async fn wait_joined(events: &mut RoomEvents, peers: &[PeerId]) {
-    let mut missing = peers.to_vec();
-    tokio::time::timeout(PATIENCE, async {
-        while !missing.is_empty() {
-            if let Some(RoomEvent::PeerJoined { peer }) = events.next().await {
-                missing.retain(|p| *p != peer);
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never saw {missing:?} join"));
+    support::wait_joined(events, peers, PATIENCE).await;
 }
 
 /// The next `PeerTrack` event: (sender, track, metadata).

@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,16 +41,7 @@ async fn join(relay: &str, room: &str) -> Room {
 }
 
 async fn wait_joined(events: &mut RoomEvents, peers: &[PeerId]) {
-    let mut missing = peers.to_vec();
-    tokio::time::timeout(PATIENCE, async {
-        while !missing.is_empty() {
-            if let Some(RoomEvent::PeerJoined { peer }) = events.next().await {
-                missing.retain(|p| *p != peer);
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("never saw {missing:?} join"));
+    support::wait_joined(events, peers, PATIENCE).await;
 }
 
 async fn wait_for(events: &mut RoomEvents, wanted: impl Fn(&RoomEvent) -> bool) -> RoomEvent {

@@ -9,42 +9,13 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use genos::Codec;
 use genos::transport::media::files::{MediaReader, MediaWriter};
 use sha2::{Digest, Sha256};
-use support::RelayProcess;
-
-fn finish(mut child: Child, what: &str) -> (bool, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (mut out, mut err) = (String::new(), String::new());
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.success(), out, err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{RelayProcess, finish};
 
 /// Frames (or packets) of a file, as checksums, in order.
 fn checksums(path: &Path) -> (Codec, Vec<[u8; 32]>) {

@@ -9,41 +9,10 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
-use support::RelayProcess;
-
-/// Waits for a child with a generous bound so a broken build fails instead of hanging.
-fn finish(mut child: Child, what: &str) -> (bool, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut out = String::new();
-            let mut err = String::new();
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.success(), out, err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use support::{RelayProcess, finish};
 
 #[test]
 fn a_file_sent_by_one_process_arrives_intact_in_another() {

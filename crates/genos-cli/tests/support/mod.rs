@@ -1,7 +1,8 @@
 //! Test support: `genos relay` as a child process, killed when dropped.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A running `genos relay` process.
 pub(crate) struct RelayProcess {
@@ -40,5 +41,29 @@ impl Drop for RelayProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits for `child` (stdout and stderr piped) with a generous bound so a broken build fails
+/// instead of hanging; returns whether it succeeded and what it printed.
+#[allow(dead_code)] // not every test binary that includes this module waits for a child
+pub(crate) fn finish(mut child: Child, what: &str) -> (bool, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let (mut out, mut err) = (String::new(), String::new());
+            if let Some(mut stdout) = child.stdout.take() {
+                stdout.read_to_string(&mut out).unwrap();
+            }
+            if let Some(mut stderr) = child.stderr.take() {
+                stderr.read_to_string(&mut err).unwrap();
+            }
+            return (status.success(), out, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

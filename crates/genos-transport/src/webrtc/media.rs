@@ -44,6 +44,12 @@ use crate::media::{
 
 /// How long a new track's first write waits for the remote side to agree to it.
 pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a removed track's last samples get to leave: `write_sample` returns once a
+/// packet is queued for webrtc's driver, but a removal stops the sender at once, dropping
+/// what is still queued.
+const REMOVAL_DRAIN: Duration = Duration::from_millis(50);
+/// How long a remote track stays open after its `ended`, for packets still on the way.
+const ENDED_GRACE: Duration = Duration::from_millis(250);
 /// The MediaStream id every genos track is announced under.
 const STREAM_ID: &str = "genos";
 
@@ -227,8 +233,11 @@ pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
         Control::Ended { id } => {
             let slot = lock(&shared.media.remote).remove(&id);
             if let Some(slot) = slot {
-                slot.end();
                 let _ = shared.events.try_send(ConnectionEvent::TrackEnded { id });
+                tokio::spawn(async move {
+                    tokio::time::sleep(ENDED_GRACE).await;
+                    slot.end();
+                });
             }
         }
     }
@@ -449,6 +458,11 @@ impl SampleSink for WebRtcSink {
                 return Ok(());
             };
             lock(&shared.media.book).release();
+            drop(shared);
+            tokio::time::sleep(REMOVAL_DRAIN).await;
+            let Some(shared) = self.shared.upgrade() else {
+                return Ok(());
+            };
             if let Err(error) = shared.pc.remove_track(&self.sender).await {
                 tracing::debug!(%error, "removing a track from the peer connection failed");
             }
