@@ -251,6 +251,14 @@ impl Link {
         Ok(self.io.remove_track(track).await?)
     }
 
+    /// Seals `plain` as the next frame whatever it holds: lets tests send a frame the peer
+    /// can authenticate but not read.
+    #[cfg(feature = "testing")]
+    pub(crate) async fn send_plain(&self, plain: Bytes) -> Result<(), RoomError> {
+        self.send_sealed(|seq| self.codec.seal_plain(seq, &plain))
+            .await
+    }
+
     /// Sends raw bytes as the next frame, unsealed: lets tests act as a hostile peer.
     #[cfg(feature = "testing")]
     pub(crate) async fn send_raw(&self, frame: Bytes) -> Result<(), RoomError> {
@@ -453,6 +461,12 @@ pub(crate) async fn read_link<C: DataChannel>(
                 frame
             }
             Err(error) => {
+                // A frame that authenticated took its place in the sequence even if it
+                // cannot be read (a newer peer's frame kind): the next one is sealed at the
+                // next number. Only a frame that did not open leaves the number as it was.
+                if error != FrameError::Unauthentic {
+                    seq += 1;
+                }
                 reject(&shared, link.peer, error);
                 continue;
             }

@@ -383,6 +383,23 @@ impl Room {
         Ok(())
     }
 
+    /// Seals `plain` for `peer` as the next frame of the link, whatever it holds: a frame
+    /// the peer authenticates but cannot read (as from a newer version). For tests of the
+    /// receiving side.
+    #[cfg(feature = "testing")]
+    pub async fn send_sealed_frame(
+        &self,
+        peer: PeerId,
+        plain: bytes::Bytes,
+    ) -> Result<(), RoomError> {
+        let link = self
+            .handle
+            .router
+            .link(&peer)
+            .ok_or(RoomError::UnknownPeer(peer))?;
+        link.send_plain(plain).await
+    }
+
     /// Sends `frame` to `peer` as it is, unsealed and out of sequence, as a hostile peer
     /// would. For tests of the receiving side.
     #[cfg(feature = "testing")]

@@ -255,6 +255,13 @@ impl FrameCodec {
         self.seal_buffer(seq, buffer)
     }
 
+    /// Seals any plaintext as frame `seq`: an authentic frame this version may not read (a
+    /// newer peer's frame kind). For tests.
+    #[cfg(feature = "testing")]
+    pub(crate) fn seal_plain(&self, seq: u64, plain: &[u8]) -> Result<Bytes, RoomError> {
+        self.seal_buffer(seq, plaintext(plain, &[]))
+    }
+
     /// Seals `buffer` (reserved envelope header, then the plaintext) as frame `seq`.
     fn seal_buffer(&self, seq: u64, buffer: Vec<u8>) -> Result<Bytes, RoomError> {
         self.seal_at(&position(&self.remote, seq), buffer)
