@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand::rngs::SmallRng;
@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::media::{LocalTrack, RemoteFeed, TrackBook, TrackSpec};
-use crate::shared::{self, Counters};
+use crate::shared::{self, Counters, lock};
 use crate::{
     Connection, ConnectionEvent, ConnectionState, ConnectionStats, DataChannel, Reliability, Role,
     Transport, TransportError, TransportLimits,
@@ -143,12 +143,6 @@ struct Network {
     next_token: AtomicU64,
     pending: Mutex<HashMap<u64, Weak<ConnShared>>>,
     rng: Mutex<SmallRng>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Poisoning only means another thread panicked while holding the guard; the data here
-    // (maps, options) stays valid, so carry on.
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 /// An in-process transport; clones share one network. See the [module docs](self).
@@ -570,7 +564,7 @@ impl Connection for MemoryConnection {
     }
 
     async fn remove_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
-        track.remove(media::owner(&self.shared)).await.map(drop)
+        track.remove(shared::owner_of(&self.shared)).await.map(drop)
     }
 
     async fn close(&self) {

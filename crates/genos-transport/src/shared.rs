@@ -32,6 +32,22 @@ impl<C> Stream for EventStream<C> {
     }
 }
 
+/// Locks a mutex, taking the data even if a panicking thread poisoned it: the structures
+/// behind these locks (maps, options) stay valid between statements.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The error of an operation on a connection that is gone.
+pub(crate) fn closed() -> TransportError {
+    TransportError::NotConnected(ConnectionState::Closed)
+}
+
+/// Identifies a connection by the address of its shared state (tracks remember their maker).
+pub(crate) fn owner_of<T>(shared: &std::sync::Arc<T>) -> usize {
+    std::sync::Arc::as_ptr(shared) as usize
+}
+
 /// Longest channel label accepted, in bytes, by every built-in backend.
 pub const MAX_LABEL_LEN: usize = 1024;
 

@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 
 use super::*;
 use crate::media::{ReceivedSample, RemoteTrack, Sample, SampleSink};
+use crate::shared::closed;
 
 /// Serials of tracks across every network, so a link's feed map never mixes two tracks.
 static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
@@ -22,10 +23,6 @@ struct MemorySink {
     next_timestamp: AtomicU32,
     /// Whether the remote side was told of the track (at its first sample).
     announced: tokio::sync::Mutex<bool>,
-}
-
-fn closed() -> TransportError {
-    TransportError::NotConnected(ConnectionState::Closed)
 }
 
 impl SampleSink for MemorySink {
@@ -96,10 +93,6 @@ impl SampleSink for MemorySink {
     }
 }
 
-pub(super) fn owner(me: &Arc<ConnShared>) -> usize {
-    Arc::as_ptr(me) as usize
-}
-
 pub(super) fn add_track(
     me: &Arc<ConnShared>,
     spec: TrackSpec,
@@ -116,5 +109,5 @@ pub(super) fn add_track(
         next_timestamp: AtomicU32::new(rand::rng().random()),
         announced: tokio::sync::Mutex::new(false),
     };
-    Ok(LocalTrack::new(owner(me), spec, Box::new(sink)))
+    Ok(LocalTrack::new(shared::owner_of(me), spec, Box::new(sink)))
 }

@@ -210,7 +210,10 @@ impl Connection for WebRtcConnection {
     }
 
     async fn remove_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
-        track.remove(media::owner(&self.shared)).await.map(drop)
+        track
+            .remove(crate::shared::owner_of(&self.shared))
+            .await
+            .map(drop)
     }
 
     async fn close(&self) {

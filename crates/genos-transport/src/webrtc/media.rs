@@ -41,6 +41,7 @@ use crate::media::{
     Codec, LocalTrack, MAX_LIVE_TRACKS, MediaKind, RemoteFeed, RemoteTrack, Sample, SampleSink,
     TrackBook, TrackSpec,
 };
+use crate::shared::{closed, lock};
 
 /// How long a new track's first write waits for the remote side to agree to it.
 pub const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,10 +92,6 @@ impl Media {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn codec_parameters(codec: Codec) -> RTCRtpCodecParameters {
     let feedback = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
@@ -128,16 +125,19 @@ fn codec_parameters(codec: Codec) -> RTCRtpCodecParameters {
     }
 }
 
+fn rtp_kind(codec: Codec) -> RtpCodecKind {
+    match codec.kind() {
+        MediaKind::Audio => RtpCodecKind::Audio,
+        MediaKind::Video => RtpCodecKind::Video,
+    }
+}
+
 /// The codecs and interceptors every connection is built with.
 pub(super) fn media_engine() -> Result<(MediaEngine, Registry), TransportError> {
     let mut engine = MediaEngine::default();
     for codec in [Codec::Opus, Codec::Vp8] {
-        let kind = match codec.kind() {
-            MediaKind::Audio => RtpCodecKind::Audio,
-            MediaKind::Video => RtpCodecKind::Video,
-        };
         engine
-            .register_codec(codec_parameters(codec), kind)
+            .register_codec(codec_parameters(codec), rtp_kind(codec))
             .map_err(|e| setup_error("cannot register a codec", e))?;
     }
     let registry = register_default_interceptors(Registry::new(), &mut engine)
@@ -289,15 +289,11 @@ pub(super) async fn add_track(
     lock(&shared.media.book).reserve(&spec)?;
     let release = || lock(&shared.media.book).release();
     let ssrc = rand::random::<u32>();
-    let kind = match spec.codec.kind() {
-        MediaKind::Audio => RtpCodecKind::Audio,
-        MediaKind::Video => RtpCodecKind::Video,
-    };
     let description = MediaStreamTrack::new(
         STREAM_ID.to_owned(),
         spec.id.clone(),
         spec.id.clone(),
-        kind,
+        rtp_kind(spec.codec),
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
@@ -329,11 +325,11 @@ pub(super) async fn add_track(
         ssrc,
         payload_type: Mutex::new(None),
     };
-    Ok(LocalTrack::new(owner(shared), spec, Box::new(sink)))
-}
-
-pub(super) fn owner(shared: &Arc<Shared>) -> usize {
-    Arc::as_ptr(shared) as usize
+    Ok(LocalTrack::new(
+        crate::shared::owner_of(shared),
+        spec,
+        Box::new(sink),
+    ))
 }
 
 struct WebRtcSink {
@@ -344,10 +340,6 @@ struct WebRtcSink {
     ssrc: u32,
     /// The negotiated payload type, once the remote side agreed to the track.
     payload_type: Mutex<Option<u8>>,
-}
-
-fn closed() -> TransportError {
-    TransportError::NotConnected(ConnectionState::Closed)
 }
 
 impl WebRtcSink {
