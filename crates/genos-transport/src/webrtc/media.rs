@@ -14,9 +14,14 @@
 //!   earlier); their packets are reassembled into whole samples ([`super::frames`]). webrtc
 //!   produces no "ended": the remover sends `ended` over the control channel.
 //! - A local track's first write waits until an exchange that includes it has completed (at
-//!   most [`NEGOTIATION_TIMEOUT`]); samples written earlier would be dropped by webrtc.
+//!   most [`NEGOTIATION_TIMEOUT`]); samples written earlier would be dropped by webrtc. When
+//!   the track first went out in an *answer* (a colliding offer took its transceiver), the
+//!   exchange is complete for us before the other side has applied that answer and knows the
+//!   track's SSRC: the offerer says `applied` once it has, and the write waits for that too
+//!   (without it the first samples were lost, 1 run in ~15 under load).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use futures::FutureExt;
@@ -77,8 +82,14 @@ pub(crate) struct Media {
     negotiation: tokio::sync::Mutex<()>,
     /// A change is waiting for the exchange under way to end.
     wanted: AtomicBool,
-    /// Counts completed exchanges; a waiting first write watches it.
+    /// Counts completed exchanges and acknowledged answers; a waiting first write watches it.
     rounds: watch::Sender<u64>,
+    /// Answers we sent.
+    answers_sent: AtomicU64,
+    /// Answers the other side says it received, as of its latest `applied`.
+    answers_applied: AtomicU64,
+    /// Answers we received (the number our `applied` carries).
+    answers_received: AtomicU64,
     /// Remote tracks being received, by id.
     remote: Mutex<HashMap<String, Arc<FeedSlot>>>,
 }
@@ -145,6 +156,15 @@ pub(super) fn media_engine() -> Result<(MediaEngine, Registry), TransportError> 
     Ok((engine, registry))
 }
 
+/// The media sections of a description, one line, for trace logs.
+fn media_lines(sdp: &str) -> String {
+    const SHOWN: [&str; 6] = ["m=", "a=mid", "a=msid:", "a=send", "a=recv", "a=inactive"];
+    sdp.lines()
+        .filter(|line| SHOWN.iter().any(|start| line.starts_with(start)))
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// Sends a control message; false if the control channel is not there or refused it.
 async fn send_control(shared: &Shared, message: &Control) -> bool {
     let control = lock(&shared.control).clone();
@@ -191,6 +211,7 @@ pub(super) async fn negotiate(shared: &Arc<Shared>) {
         tracing::warn!(%error, "cannot apply a renegotiation offer");
         return;
     }
+    tracing::trace!(role = ?shared.role, media = media_lines(&offer.sdp), "renegotiation offer sent");
     send_control(shared, &Control::Offer { sdp: offer.sdp }).await;
 }
 
@@ -215,7 +236,9 @@ pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
     match control {
         Control::Offer { sdp } => on_offer(shared, sdp).await,
         Control::Answer { sdp } => {
+            tracing::trace!(role = ?shared.role, media = media_lines(&sdp), "renegotiation answer received");
             let turn = shared.media.negotiation.lock().await;
+            let answers = shared.media.answers_received.fetch_add(1, Ordering::AcqRel) + 1;
             if shared.pc.pending_local_description().await.is_none() {
                 tracing::debug!("ignoring an answer to no offer");
                 return;
@@ -226,9 +249,19 @@ pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
             };
             drop(turn);
             match applied {
-                Ok(()) => exchange_done(shared),
+                Ok(()) => {
+                    send_control(shared, &Control::Applied { answers }).await;
+                    exchange_done(shared);
+                }
                 Err(error) => tracing::warn!(%error, "renegotiation answer refused"),
             }
+        }
+        Control::Applied { answers } => {
+            shared
+                .media
+                .answers_applied
+                .fetch_max(answers, Ordering::AcqRel);
+            shared.media.rounds.send_modify(|rounds| *rounds += 1);
         }
         Control::Ended { id } => {
             let slot = lock(&shared.media.remote).remove(&id);
@@ -244,6 +277,7 @@ pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
 }
 
 async fn on_offer(shared: &Arc<Shared>, sdp: String) {
+    tracing::trace!(role = ?shared.role, media = media_lines(&sdp), "renegotiation offer received");
     let turn = shared.media.negotiation.lock().await;
     if shared.pc.pending_local_description().await.is_some() {
         if shared.role == Role::Offerer {
@@ -267,12 +301,18 @@ async fn on_offer(shared: &Arc<Shared>, sdp: String) {
         let offer = RTCSessionDescription::offer(sdp)?;
         shared.pc.set_remote_description(offer).await?;
         let answer = shared.pc.create_answer(None).await?;
-        shared.pc.set_local_description(answer.clone()).await?;
+        // Counted before it applies: from then on a track it carries looks negotiated here.
+        shared.media.answers_sent.fetch_add(1, Ordering::AcqRel);
+        if let Err(error) = shared.pc.set_local_description(answer.clone()).await {
+            shared.media.answers_sent.fetch_sub(1, Ordering::AcqRel);
+            return Err(error);
+        }
         Ok::<_, webrtc::error::Error>(answer)
     }
     .await;
     match answer {
         Ok(answer) => {
+            tracing::trace!(role = ?shared.role, media = media_lines(&answer.sdp), "renegotiation answer sent");
             send_control(shared, &Control::Answer { sdp: answer.sdp }).await;
             drop(turn);
             exchange_done(shared);
@@ -343,9 +383,13 @@ struct WebRtcSink {
 }
 
 impl WebRtcSink {
-    /// Whether an exchange that includes this track has completed.
+    /// Whether an exchange that includes this track has completed, and the other side
+    /// applied every answer we sent.
     async fn negotiated(&self, shared: &Shared) -> bool {
-        if exchange_under_way(shared).await
+        let media = &shared.media;
+        if media.answers_applied.load(Ordering::Acquire)
+            < media.answers_sent.load(Ordering::Acquire)
+            || exchange_under_way(shared).await
             || shared.pc.current_remote_description().await.is_none()
         {
             return false;
@@ -475,6 +519,7 @@ pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>)
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
         let id = track.track_id().await;
+        tracing::trace!(%id, "remote track's first packet");
         let codec = match track.ssrcs().await.first() {
             Some(ssrc) => track.codec(*ssrc).await,
             None => None,

@@ -71,13 +71,25 @@ impl Signal {
 }
 
 /// A message on the hidden control channel (besides the raw goodbye): renegotiation offers
-/// and answers after the first exchange, and the end of a media track.
+/// and answers after the first exchange, the offerer's word that it applied an answer, and
+/// the end of a media track.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum Control {
-    Offer { sdp: String },
-    Answer { sdp: String },
-    Ended { id: String },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    /// Sent by an offerer once it applied an answer: `answers` counts every answer it has
+    /// received on this connection (so one refused answer is covered by the next).
+    Applied {
+        answers: u64,
+    },
+    Ended {
+        id: String,
+    },
 }
 
 impl Control {
