@@ -171,9 +171,10 @@ async fn audio_and_video_tracks_carry_samples_with_metadata_and_end_when_removed
             (&b"camera"[..], video.id())
         );
         assert_eq!((&mic_meta[..], mic.codec()), (&b"mic"[..], Codec::Opus));
-        tokio::join!(collect(&mic, 40), collect(&camera, 40), collect(&at_a, 40))
+        let samples = tokio::join!(collect(&mic, 40), collect(&camera, 40), collect(&at_a, 40));
+        (mic, samples)
     };
-    let (reached, (mic_in, camera_in, reply_in)) = tokio::join!(sending, receiving);
+    let (reached, (mic, (mic_in, camera_in, reply_in))) = tokio::join!(sending, receiving);
     assert_eq!(reached, (1, 1, 1));
     check(&mic_in, Codec::Opus, 1, 0, 120);
     check(&camera_in, Codec::Vp8, 2, 0, 18_000);
@@ -188,8 +189,16 @@ async fn audio_and_video_tracks_carry_samples_with_metadata_and_end_when_removed
         video.write_sample(Sample::new(vec![1; 10], FRAME)).await,
         Err(genos::RoomError::TrackRemoved(_))
     ));
-    // The audio track goes on.
+    // The audio track goes on, fed from another source (a replaced microphone): b hears the
+    // new source on the same track, and no new track appears.
     play(&audio, 4, 40..45, 60).await;
+    check(&collect(&mic, 5).await, Codec::Opus, 4, 40, 60);
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), eb.next()).await {
+        assert!(
+            !matches!(event, RoomEvent::PeerTrack { .. }),
+            "a new source made a new track: {event:?}"
+        );
+    }
     a.leave().await.unwrap();
     b.leave().await.unwrap();
 }
