@@ -76,7 +76,9 @@ pub struct NostrConfig {
     pub max_pow_difficulty: u8,
     /// Largest relay message handled; larger ones are dropped and counted. Default 128 KiB.
     pub max_event_size: usize,
-    /// WebSocket message and frame cap; larger frames end the connection. Default 256 KiB.
+    /// WebSocket message cap: a larger message from a relay is read past without being
+    /// buffered, dropped and counted in `RelayHealth::messages_dropped`; the connection stays.
+    /// Default 256 KiB.
     pub max_relay_message: usize,
     /// Largest payload of `announce` and `send_to`. Default 16 KiB: an SDP offer with
     /// candidates is 2-6 KiB.

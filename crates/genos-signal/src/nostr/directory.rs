@@ -54,21 +54,29 @@ async fn fetch(url: &str) -> Result<Vec<String>, SignalError> {
         "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\nUser-Agent: genos\r\n\r\n"
     );
     let response = if tls {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(unavailable)?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map_err(unavailable)?;
+        let stream = tls_connect(host, tcp).await.map_err(unavailable)?;
         exchange(stream, &request).await?
     } else {
         exchange(tcp, &request).await?
     };
     parse_response(&response)
+}
+
+/// TLS over `tcp` to `host`, checked against the web's root certificates (webpki-roots).
+pub(crate) async fn tls_connect(
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(

@@ -31,6 +31,7 @@ mod cache;
 mod config;
 mod directory;
 mod health;
+mod oversize;
 mod pool;
 mod relay;
 mod router;

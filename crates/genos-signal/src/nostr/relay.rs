@@ -10,11 +10,14 @@ use futures::{SinkExt, StreamExt};
 use nostr::prelude::*;
 use rand::Rng;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::NostrConfig;
 use super::health::{MuteReason, RelayHealth, RelayState};
+use super::oversize::SkipOversized;
 
 /// An event to publish, with what it takes to rebuild it with proof of work.
 #[derive(Debug, Clone)]
@@ -194,15 +197,58 @@ impl Worker {
         link.pending.push_back(outgoing);
     }
 
-    async fn connect_and_serve(&mut self, link: &mut Link) -> Ended {
+    /// Opens the WebSocket: TCP (Nagle off: signaling is many small latency-bound
+    /// messages), TLS for wss://, then oversized messages skipped below tungstenite.
+    async fn open(
+        &self,
+        skipped: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<
+        tokio_tungstenite::WebSocketStream<SkipOversized<MaybeTlsStream<tokio::net::TcpStream>>>,
+        String,
+    > {
+        let request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| e.to_string())?;
+        let uri = request.uri().clone();
+        let tls = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            other => return Err(format!("not a WebSocket URL (scheme {other:?})")),
+        };
+        let host = uri.host().ok_or("no host in the URL")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream = if tls {
+            let tls = super::directory::tls_connect(host, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            MaybeTlsStream::Rustls(tls)
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        let limit = self.config.max_relay_message;
+        // The filter keeps larger messages from tungstenite; its bounds stay as a backstop.
         let mut ws_config = WebSocketConfig::default();
-        ws_config.max_message_size = Some(self.config.max_relay_message);
-        ws_config.max_frame_size = Some(self.config.max_relay_message);
-        // Nagle off: signaling is many small latency-bound messages.
-        let connect =
-            tokio_tungstenite::connect_async_with_config(self.url.as_str(), Some(ws_config), true);
+        ws_config.max_message_size = Some(limit);
+        ws_config.max_frame_size = Some(limit);
+        let filtered = SkipOversized::new(stream, limit, skipped);
+        tokio_tungstenite::client_async_with_config(request, filtered, Some(ws_config))
+            .await
+            .map(|(ws, _response)| ws)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn connect_and_serve(&mut self, link: &mut Link) -> Ended {
+        let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let connect = self.open(skipped.clone());
         let ws = match tokio::time::timeout(self.config.connect_timeout, connect).await {
-            Ok(Ok((ws, _response))) => ws,
+            Ok(Ok(ws)) => ws,
             Ok(Err(error)) => return Ended::Lost(format!("connect: {error}")),
             Err(_) => return Ended::Lost("connect: timed out".into()),
         };
@@ -250,6 +296,10 @@ impl Worker {
                     }
                 }
             };
+            let oversized = skipped.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if oversized > 0 {
+                self.update(|h| h.messages_dropped += oversized);
+            }
             if let Some(ended) = ended {
                 return ended;
             }

@@ -515,3 +515,67 @@ async fn a_relay_refusing_stored_presence_gets_ephemeral_presence() {
     );
     session.leave().await.unwrap();
 }
+
+/// A relay that passes on a ~1 MB event between honest ones (as one with a looser size cap
+/// than ours would): the big one is skipped and counted, the connection stays, the honest
+/// events around it arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_relay_message_is_skipped_without_losing_the_connection() {
+    let topic = Topic::from_bytes(rand::random());
+    let room_key = SealKey::generate();
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let now = now_ms();
+    let before = sealed_event(
+        &alice,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        [1; 16],
+        now,
+    );
+    let after = sealed_event(&bob, &topic, &room_key, ContentKind::Presence, [2; 16], now);
+    let url = scripted_relay(move |sub| {
+        let huge = format!(
+            r#"["EVENT", "{sub}", {{"content": "{}"}}]"#,
+            "x".repeat(1 << 20)
+        );
+        vec![
+            format!(r#"["EOSE", "{sub}"]"#),
+            event_message(sub, &before),
+            huge.clone(),
+            event_message(sub, &after),
+            huge,
+        ]
+    })
+    .await;
+    let me = Identity::generate();
+    let peer = me.peer_id();
+    let backend = NostrSignaling::new(me, NostrConfig::with_relays([url])).unwrap();
+    let request = JoinRequest::new(topic, peer).with_seal_key(room_key);
+    let (session, mut events) = backend.join(request).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
+            Ok(Some(SignalEvent::PeerSeen { peer, .. })) => seen.push(peer),
+            Ok(Some(_)) => {}
+            other => panic!("{other:?}: {:?}", session.relays()),
+        }
+    }
+    let key = |keys: &Keys| PeerId::from_bytes(keys.public_key().to_bytes());
+    assert_eq!(seen, vec![key(&alice), key(&bob)]);
+    let health = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let health = session.relays()[0].clone();
+            if health.messages_dropped >= 2 {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{:?}", session.relays()));
+    assert_eq!(health.messages_dropped, 2, "{health:?}");
+    assert_eq!(health.connects, 1, "the connection was dropped: {health:?}");
+    assert_eq!(health.state, RelayState::Connected, "{health:?}");
+    session.leave().await.unwrap();
+}
