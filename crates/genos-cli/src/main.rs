@@ -564,13 +564,28 @@ async fn run_send(file: PathBuf, args: RoomArgs, wanted: usize) -> Result<(), St
     let sent =
         transfer::send_file(&room, &file, peers.clone(), |done| bar.set_position(done)).await;
     bar.finish_and_clear();
-    sent.map_err(|e| e.to_string())?;
+    let outcome = sent.map_err(|e| e.to_string())?;
+    for peer in &outcome.stored {
+        println!("{}: stored, SHA-256 verified", peer.short());
+    }
+    for (peer, reason) in &outcome.failed {
+        println!("{}: FAILED: {reason}", peer.short());
+    }
     println!(
-        "sent {} ({size} bytes) to {} peer(s); SHA-256 verified by each",
+        "sent {} ({size} bytes): stored by {} of {} peer(s)",
         file.display(),
+        outcome.stored.len(),
         peers.len()
     );
-    room.leave().await.map_err(|e| e.to_string())
+    room.leave().await.map_err(|e| e.to_string())?;
+    if outcome.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} peer(s) did not get the file",
+            outcome.failed.len()
+        ))
+    }
 }
 
 async fn run_recv(args: RoomArgs, out: PathBuf) -> Result<(), String> {

@@ -6,8 +6,15 @@
 //! writes the parts to a temporary file beside the destination, checks the digest, and only
 //! then renames it into place: an interrupted or corrupt transfer never leaves a file under
 //! the final name.
+//!
+//! One receiver's failure never costs the others: a receiver that fails (its link ends, it
+//! leaves, it refuses) is dropped from the transfer and told so if it can still hear; the
+//! rest get the whole file, and the sender reports each receiver's outcome. A receiver whose
+//! sender leaves, gives up on it, or sends nothing for [`STALL_TIMEOUT`] ends with an error
+//! and keeps no partial file.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use genos::crypto::PeerId;
@@ -20,8 +27,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const PART_SIZE: usize = 4 << 20;
 /// Channel carrying the parts.
 pub const FILE_CHANNEL: &str = "genos/file";
-/// Channel carrying the receivers' verdicts.
+/// Channel carrying the receivers' verdicts (and the sender's notice that it gave up on a
+/// receiver).
 pub const VERDICT_CHANNEL: &str = "genos/file-verdict";
+/// How long a receiver waits for the next part before it gives up on the sender.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the peers still in the transfer are checked against the room's peers.
+const PRESENCE_CHECK: Duration = Duration::from_millis(250);
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +72,25 @@ pub enum TransferError {
     /// The room ended before the transfer did.
     #[error("the room ended before the transfer finished")]
     Ended,
+    /// The sender left the room before the file was complete; nothing was kept.
+    #[error("the sender {0} left before the file was complete; the partial file was discarded")]
+    SenderLeft(String),
+    /// No part came for [`STALL_TIMEOUT`]; nothing was kept.
+    #[error("the sender {0} sent nothing for {STALL_TIMEOUT:?}; the partial file was discarded")]
+    Stalled(String),
+    /// Every receiver failed.
+    #[error("no receiver took the file: {0}")]
+    NobodyTookIt(String),
+}
+
+/// How a transfer went for each receiver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendOutcome {
+    /// Receivers that stored the file with a matching digest.
+    pub stored: Vec<PeerId>,
+    /// Receivers that did not, and why.
+    pub failed: Vec<(PeerId, String)>,
 }
 
 /// What the sender announces about the file, on every part.
@@ -109,12 +140,14 @@ pub async fn digest_file(path: &Path) -> Result<([u8; 32], u64), TransferError> 
 }
 
 /// Sends `path` to `peers` and waits for each one's verdict. `on_progress(bytes sent)`.
+/// A receiver that fails is dropped and the others go on; the outcome lists each receiver.
+/// An error means nobody could be sent to (or the file could not be read).
 pub async fn send_file(
     room: &Room,
     path: &Path,
     peers: Vec<PeerId>,
     on_progress: impl Fn(u64),
-) -> Result<(), TransferError> {
+) -> Result<SendOutcome, TransferError> {
     let verdicts = room.typed_channel::<Verdict>(VERDICT_CHANNEL)?;
     let (sha256, size) = digest_file(path).await?;
     let name = path
@@ -123,9 +156,11 @@ pub async fn send_file(
         .unwrap_or_else(|| "file".to_owned());
     let channel = room.channel(FILE_CHANNEL)?;
     let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
+    let mut outcome = SendOutcome::default();
+    let mut active = peers;
     let mut sent = 0u64;
     let mut part = 0u64;
-    loop {
+    while !active.is_empty() {
         let want = usize::try_from((size - sent).min(PART_SIZE as u64)).unwrap_or(PART_SIZE);
         let mut buffer = vec![0u8; want];
         file.read_exact(&mut buffer).await.map_err(io(path))?;
@@ -137,14 +172,18 @@ pub async fn send_file(
         };
         let meta = postcard::to_stdvec(&header).map_err(|e| RoomError::Encode(e.to_string()))?;
         let options = SendOptions::default()
-            .to(Target::Peers(peers.clone()))
+            .to(Target::Peers(active.clone()))
             .with_meta(meta);
         let report = channel.send_with(Bytes::from(buffer), options).await?;
-        if let Some((peer, error)) = report.failed.into_iter().next() {
-            return Err(TransferError::Refused {
-                peer: peer.short(),
-                reason: error.to_string(),
-            });
+        for (peer, error) in report.failed {
+            give_up(
+                &verdicts,
+                &mut active,
+                &mut outcome,
+                peer,
+                error.to_string(),
+            )
+            .await;
         }
         sent += want as u64;
         part += 1;
@@ -153,22 +192,56 @@ pub async fn send_file(
             break;
         }
     }
-    let mut waiting: Vec<PeerId> = peers;
+    let mut waiting = active;
     while !waiting.is_empty() {
-        let verdict = verdicts.recv().await.ok_or(TransferError::Ended)?;
+        let verdict = tokio::select! {
+            verdict = verdicts.recv() => verdict.ok_or(TransferError::Ended)?,
+            () = tokio::time::sleep(PRESENCE_CHECK) => {
+                let present = room.peers();
+                for peer in waiting.clone() {
+                    if !present.contains(&peer) {
+                        let reason = "left the room before saying whether it stored the file";
+                        give_up(&verdicts, &mut waiting, &mut outcome, peer, reason.into()).await;
+                    }
+                }
+                continue;
+            }
+        };
         let Ok(verdict) = verdict else { continue };
         if !waiting.contains(&verdict.from) {
             continue;
         }
         waiting.retain(|p| *p != verdict.from);
-        if let Verdict::Failed(reason) = verdict.value {
-            return Err(TransferError::Refused {
-                peer: verdict.from.short(),
-                reason,
-            });
+        match verdict.value {
+            Verdict::Stored => outcome.stored.push(verdict.from),
+            Verdict::Failed(reason) => outcome.failed.push((verdict.from, reason)),
         }
     }
-    Ok(())
+    if outcome.stored.is_empty() {
+        let reasons: Vec<String> = outcome
+            .failed
+            .iter()
+            .map(|(peer, reason)| format!("{}: {reason}", peer.short()))
+            .collect();
+        return Err(TransferError::NobodyTookIt(reasons.join("; ")));
+    }
+    Ok(outcome)
+}
+
+/// Drops `peer` from the transfer, and tells it (if it can still hear) so that it does not
+/// wait for parts that will not come.
+async fn give_up(
+    verdicts: &genos::room::TypedChannel<Verdict>,
+    active: &mut Vec<PeerId>,
+    outcome: &mut SendOutcome,
+    peer: PeerId,
+    reason: String,
+) {
+    tracing::warn!(peer = %peer.short(), %reason, "a receiver dropped out of the transfer");
+    active.retain(|p| *p != peer);
+    let notice = Verdict::Failed(format!("the sender gave up on this receiver: {reason}"));
+    let _ = tokio::time::timeout(PRESENCE_CHECK, verdicts.send_to(peer, &notice)).await;
+    outcome.failed.push((peer, reason));
 }
 
 /// A file received and stored.
@@ -195,13 +268,48 @@ pub async fn receive_file(
     let verdicts = room.typed_channel::<Verdict>(VERDICT_CHANNEL)?;
     let first = channel.recv().await.ok_or(TransferError::Ended)?;
     let from = first.from;
-    let result = receive_parts(first, &channel, out_dir, on_start, on_progress).await;
+    let next_part = || next_part(room, &channel, &verdicts, from);
+    let result = receive_parts(first, next_part, out_dir, on_start, on_progress).await;
     let verdict = match &result {
         Ok(_) => Verdict::Stored,
         Err(error) => Verdict::Failed(error.to_string()),
     };
-    verdicts.send_to(from, &verdict).await?;
+    // Best effort: a sender that left cannot hear it, and what happened here stands anyway.
+    if let Err(error) = verdicts.send_to(from, &verdict).await {
+        tracing::warn!(%error, "the verdict did not reach the sender");
+    }
     result
+}
+
+/// The next part from `from`; an error if it left, gave up on us or went quiet.
+async fn next_part(
+    room: &Room,
+    channel: &genos::room::Channel,
+    verdicts: &genos::room::TypedChannel<Verdict>,
+    from: PeerId,
+) -> Result<genos::room::Message, TransferError> {
+    let stalled = tokio::time::sleep(STALL_TIMEOUT);
+    tokio::pin!(stalled);
+    loop {
+        tokio::select! {
+            message = channel.recv() => return message.ok_or(TransferError::Ended),
+            notice = verdicts.recv() => match notice {
+                Some(Ok(notice)) if notice.from == from => {
+                    if let Verdict::Failed(reason) = notice.value {
+                        return Err(TransferError::Refused { peer: from.short(), reason });
+                    }
+                }
+                Some(_) => {}
+                None => return Err(TransferError::Ended),
+            },
+            () = tokio::time::sleep(PRESENCE_CHECK) => {
+                if !room.peers().contains(&from) {
+                    return Err(TransferError::SenderLeft(from.short()));
+                }
+            }
+            () = &mut stalled => return Err(TransferError::Stalled(from.short())),
+        }
+    }
 }
 
 fn header_of(message: &genos::room::Message) -> Result<FileHeader, TransferError> {
@@ -231,13 +339,17 @@ fn safe_name(name: &str) -> String {
     }
 }
 
-async fn receive_parts(
+async fn receive_parts<F, Next>(
     first: genos::room::Message,
-    channel: &genos::room::Channel,
+    mut next_part: F,
     out_dir: &Path,
     on_start: impl FnOnce(&FileHeader),
     on_progress: impl Fn(u64),
-) -> Result<Received, TransferError> {
+) -> Result<Received, TransferError>
+where
+    F: FnMut() -> Next,
+    Next: std::future::Future<Output = Result<genos::room::Message, TransferError>>,
+{
     let from = first.from;
     let header = header_of(&first)?;
     if header.part != 0 {
@@ -286,7 +398,7 @@ async fn receive_parts(
                 break;
             }
             part += 1;
-            message = channel.recv().await.ok_or(TransferError::Ended)?;
+            message = next_part().await?;
         }
         file.sync_all().await.map_err(io(&temp_path))?;
         if <[u8; 32]>::from(hasher.finalize()) != header.sha256 {

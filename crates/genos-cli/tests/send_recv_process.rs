@@ -9,7 +9,9 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use support::{RelayProcess, finish};
@@ -53,12 +55,132 @@ fn a_file_sent_by_one_process_arrives_intact_in_another() {
     let (received, recv_out, recv_err) = finish(recv, "genos recv");
     assert!(sent, "send failed:\n{send_out}\n{send_err}");
     assert!(received, "recv failed:\n{recv_out}\n{recv_err}");
-    assert!(send_out.contains("SHA-256 verified by each"), "{send_out}");
+    assert!(send_out.contains("stored by 1 of 1 peer(s)"), "{send_out}");
     assert!(recv_out.contains("SHA-256 ok"), "{recv_out}");
     let stored = std::fs::read(out.join("payload.bin")).unwrap();
     assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
     // Nothing but the file: the temporary part file was renamed, not left behind.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A directory with a 256 MiB file to send (large enough to be mid-transfer when a process
+/// is killed after the first part arrived).
+fn big_file() -> (PathBuf, PathBuf, Vec<u8>) {
+    let dir = std::env::temp_dir().join(format!("genos-fail-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let block: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut data = Vec::with_capacity(256 << 20);
+    for n in 0..256u32 {
+        data.extend_from_slice(&n.to_be_bytes());
+        data.extend_from_slice(&block[4..]);
+    }
+    let source = dir.join("big.bin");
+    std::fs::write(&source, &data).unwrap();
+    (dir, source, data)
+}
+
+fn genos(args: &[&str], room: &str, relay: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_genos"))
+        .args(args)
+        .args(["--room", room, "--relay", relay, "--local"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run genos")
+}
+
+/// Waits until a receiver writing into `out` has taken in its first part.
+fn wait_for_first_part(out: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let part = out.join(".big.bin.genos-part");
+    while std::fs::metadata(&part).map_or(true, |meta| meta.len() == 0) {
+        assert!(
+            Instant::now() < deadline,
+            "no part arrived in {}",
+            out.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_killed_receiver_does_not_cost_the_others_and_is_reported() {
+    let relay = RelayProcess::start(&[]);
+    let (dir, source, data) = big_file();
+    let (out_a, out_b) = (dir.join("a"), dir.join("b"));
+    std::fs::create_dir_all(&out_a).unwrap();
+    std::fs::create_dir_all(&out_b).unwrap();
+    let room = format!("fail-{}", rand::random::<u32>());
+    let recv_a = genos(
+        &["recv", "--out", out_a.to_str().unwrap()],
+        &room,
+        &relay.url,
+    );
+    let mut recv_b = genos(
+        &["recv", "--out", out_b.to_str().unwrap()],
+        &room,
+        &relay.url,
+    );
+    let send = genos(
+        &["send", source.to_str().unwrap(), "--peers", "2"],
+        &room,
+        &relay.url,
+    );
+    wait_for_first_part(&out_b);
+    recv_b.kill().unwrap();
+    let _ = recv_b.wait();
+
+    let (sent, send_out, send_err) = finish(send, "genos send");
+    let (received, recv_out, recv_err) = finish(recv_a, "genos recv (a)");
+    assert!(
+        received,
+        "the healthy receiver failed:\n{recv_out}\n{recv_err}"
+    );
+    let stored = std::fs::read(out_a.join("big.bin")).unwrap();
+    assert!(stored == data, "the healthy receiver's file differs");
+    // The sender finished for the healthy receiver, reported the killed one, and says so
+    // with its exit status.
+    assert!(
+        !sent,
+        "send succeeded although a receiver was killed:\n{send_out}"
+    );
+    assert!(
+        send_out.contains("stored by 1 of 2 peer(s)"),
+        "{send_out}\n{send_err}"
+    );
+    assert!(send_out.contains("FAILED"), "{send_out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_receiver_whose_sender_is_killed_ends_with_an_error_and_keeps_nothing() {
+    let relay = RelayProcess::start(&[]);
+    let (dir, source, _) = big_file();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let room = format!("fail-{}", rand::random::<u32>());
+    let recv = genos(&["recv", "--out", out.to_str().unwrap()], &room, &relay.url);
+    let mut send = genos(&["send", source.to_str().unwrap()], &room, &relay.url);
+    wait_for_first_part(&out);
+    send.kill().unwrap();
+    let _ = send.wait();
+    let (received, recv_out, recv_err) = finish(recv, "genos recv");
+    assert!(
+        !received,
+        "recv succeeded without a whole file:\n{recv_out}"
+    );
+    assert!(
+        recv_err.contains("left before the file was complete"),
+        "{recv_out}\n{recv_err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "a partial file was left"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
