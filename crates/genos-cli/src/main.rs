@@ -602,8 +602,16 @@ async fn run_recv(args: RoomArgs, out: PathBuf) -> Result<(), String> {
     let received = transfer::receive_file(
         &room,
         &out,
-        |header| {
-            let _ = bar.set(byte_bar(header.size, "recv"));
+        |header, resumed_from| {
+            if resumed_from > 0 {
+                println!(
+                    "resuming {} at byte {resumed_from} of {} (kept from an interrupted transfer)",
+                    header.name, header.size
+                );
+            }
+            let progress = byte_bar(header.size, "recv");
+            progress.set_position(resumed_from);
+            let _ = bar.set(progress);
         },
         |done| {
             if let Some(bar) = bar.get() {

@@ -92,11 +92,11 @@ fn genos(args: &[&str], room: &str, relay: &str) -> Child {
         .expect("run genos")
 }
 
-/// Waits until a receiver writing into `out` has taken in its first part.
-fn wait_for_first_part(out: &Path) {
+/// Waits until a receiver writing into `out` has taken in at least `bytes`.
+fn wait_for_bytes(out: &Path, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let part = out.join(".big.bin.genos-part");
-    while std::fs::metadata(&part).map_or(true, |meta| meta.len() == 0) {
+    while std::fs::metadata(&part).map_or(true, |meta| meta.len() < bytes) {
         assert!(
             Instant::now() < deadline,
             "no part arrived in {}",
@@ -129,7 +129,7 @@ fn a_killed_receiver_does_not_cost_the_others_and_is_reported() {
         &room,
         &relay.url,
     );
-    wait_for_first_part(&out_b);
+    wait_for_bytes(&out_b, 1);
     recv_b.kill().unwrap();
     let _ = recv_b.wait();
 
@@ -155,16 +155,13 @@ fn a_killed_receiver_does_not_cost_the_others_and_is_reported() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_receiver_whose_sender_is_killed_ends_with_an_error_and_keeps_nothing() {
-    let relay = RelayProcess::start(&[]);
-    let (dir, source, _) = big_file();
-    let out = dir.join("out");
-    std::fs::create_dir_all(&out).unwrap();
+/// Runs a transfer of `source` into `out` and kills the sender once two parts (8 MiB)
+/// arrived; checks the receiver's error and that it kept a partial file. Returns the room.
+fn interrupted_transfer(relay: &str, source: &Path, out: &Path, size: u64) -> String {
     let room = format!("fail-{}", rand::random::<u32>());
-    let recv = genos(&["recv", "--out", out.to_str().unwrap()], &room, &relay.url);
-    let mut send = genos(&["send", source.to_str().unwrap()], &room, &relay.url);
-    wait_for_first_part(&out);
+    let recv = genos(&["recv", "--out", out.to_str().unwrap()], &room, relay);
+    let mut send = genos(&["send", source.to_str().unwrap()], &room, relay);
+    wait_for_bytes(out, 8 << 20);
     send.kill().unwrap();
     let _ = send.wait();
     let (received, recv_out, recv_err) = finish(recv, "genos recv");
@@ -176,11 +173,64 @@ fn a_receiver_whose_sender_is_killed_ends_with_an_error_and_keeps_nothing() {
         recv_err.contains("left before the file was complete"),
         "{recv_out}\n{recv_err}"
     );
-    assert_eq!(
-        std::fs::read_dir(&out).unwrap().count(),
-        0,
-        "a partial file was left"
+    let kept = std::fs::metadata(out.join(".big.bin.genos-part"))
+        .unwrap()
+        .len();
+    assert!(kept >= 8 << 20 && kept < size, "kept {kept} bytes");
+    assert!(
+        !out.join("big.bin").exists(),
+        "an incomplete file took the final name"
     );
+    room
+}
+
+/// Sends `source` into `out` again; returns what the receiver printed.
+fn transfer_again(relay: &str, room: &str, source: &Path, out: &Path, data: &[u8]) -> String {
+    let recv = genos(&["recv", "--out", out.to_str().unwrap()], room, relay);
+    let send = genos(&["send", source.to_str().unwrap()], room, relay);
+    let (sent, send_out, send_err) = finish(send, "genos send (again)");
+    let (received, recv_out, recv_err) = finish(recv, "genos recv (again)");
+    assert!(sent, "{send_out}\n{send_err}");
+    assert!(received, "{recv_out}\n{recv_err}");
+    assert!(
+        std::fs::read(out.join("big.bin")).unwrap() == data,
+        "the received file differs"
+    );
+    assert_eq!(
+        std::fs::read_dir(out).unwrap().count(),
+        1,
+        "leftovers beside the file"
+    );
+    recv_out
+}
+
+#[test]
+fn a_receiver_whose_sender_is_killed_ends_with_an_error_and_resumes_later() {
+    let relay = RelayProcess::start(&[]);
+    let (dir, source, data) = big_file();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let room = interrupted_transfer(&relay.url, &source, &out, data.len() as u64);
+    let printed = transfer_again(&relay.url, &room, &source, &out, &data);
+    assert!(printed.contains("resuming big.bin at byte"), "{printed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kept bytes that differ from the sender's are not resumed from: the sender sees their
+/// digest differ and sends the whole file.
+#[test]
+fn a_partial_file_that_differs_is_sent_again_in_full() {
+    let relay = RelayProcess::start(&[]);
+    let (dir, source, data) = big_file();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let room = interrupted_transfer(&relay.url, &source, &out, data.len() as u64);
+    let partial = out.join(".big.bin.genos-part");
+    let mut kept = std::fs::read(&partial).unwrap();
+    kept[1000] ^= 0xff;
+    std::fs::write(&partial, kept).unwrap();
+    let printed = transfer_again(&relay.url, &room, &source, &out, &data);
+    assert!(!printed.contains("resuming"), "{printed}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
