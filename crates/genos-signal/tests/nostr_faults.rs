@@ -214,3 +214,45 @@ async fn join_fails_typed_when_no_relay_answers() {
         "{result:?}"
     );
 }
+
+/// Connections that open TCP and never upgrade (a slowloris flood) hold at most
+/// `max_pending_upgrades` handshakes: the oldest beyond are closed, and a real client still
+/// gets in while the flood holds its sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_upgrade_are_bounded_and_do_not_shut_out_real_clients() {
+    use tokio::io::AsyncReadExt;
+    const BOUND: usize = 32;
+    const FLOOD: usize = 100;
+    let relay =
+        EmbeddedRelay::start(EmbeddedRelayConfig::default().with_max_pending_upgrades(BOUND))
+            .await
+            .unwrap();
+    let addr = relay.url().trim_start_matches("ws://").to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..FLOOD {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // Which of them the relay closed (a read ends) within two seconds; the rest stay open
+    // until the 10 s upgrade timeout.
+    let reads = silent.iter_mut().map(|socket| async move {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), socket.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    });
+    let closed: Vec<bool> = futures::future::join_all(reads).await;
+    assert_eq!(
+        closed.iter().filter(|c| **c).count(),
+        FLOOD - BOUND,
+        "{closed:?}"
+    );
+    // The oldest went first.
+    assert!(closed[..FLOOD - BOUND].iter().all(|c| *c), "{closed:?}");
+    // The flood still holds every slot, and a real client gets in.
+    let topic = topic();
+    let (a, _a_events) = join(&[relay.url()], topic).await;
+    let (b, mut b_events) = join(&[relay.url()], topic).await;
+    deliver(&a, b.local_peer(), &mut b_events, b"through the flood").await;
+    drop(silent);
+}

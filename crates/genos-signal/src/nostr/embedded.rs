@@ -1,6 +1,8 @@
 //! The embedded relay: "run your own relay", in-process or as `genos relay`.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nostr_relay_builder::LocalRelay;
@@ -20,6 +22,10 @@ pub struct EmbeddedRelayConfig {
     pub addr: SocketAddr,
     /// Simultaneous WebSocket connections. Default 4096.
     pub max_connections: usize,
+    /// Connections still in their HTTP upgrade at once. Default 256. Beyond it the oldest
+    /// is closed: a flood of connections that never upgrade cannot shut out real clients
+    /// (which upgrade in milliseconds), and holds at most this many tasks and sockets.
+    pub max_pending_upgrades: usize,
     /// Events accepted per connection per minute. Default 1200: a peer's join burst plus
     /// its offers and candidates fit many times over; a flood does not.
     pub events_per_minute: u32,
@@ -36,6 +42,7 @@ impl Default for EmbeddedRelayConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_connections: 4096,
+            max_pending_upgrades: 256,
             events_per_minute: 1200,
             max_subscriptions: 16,
             min_pow: None,
@@ -54,6 +61,12 @@ impl EmbeddedRelayConfig {
     /// Requires NIP-42 authentication to publish and subscribe.
     pub fn with_auth(mut self) -> Self {
         self.require_auth = true;
+        self
+    }
+
+    /// Holds at most `count` connections in their HTTP upgrade (the oldest beyond it closed).
+    pub fn with_max_pending_upgrades(mut self, count: usize) -> Self {
+        self.max_pending_upgrades = count;
         self
     }
 
@@ -106,7 +119,8 @@ impl EmbeddedRelay {
         let addr = listener
             .local_addr()
             .map_err(|e| SignalError::Unavailable(format!("embedded relay: {e}")))?;
-        let accept = tokio::spawn(accept_loop(listener, relay.clone())).abort_handle();
+        let pending = config.max_pending_upgrades.max(1);
+        let accept = tokio::spawn(accept_loop(listener, relay.clone(), pending)).abort_handle();
         Ok(Self {
             relay,
             url: format!("ws://{addr}"),
@@ -132,8 +146,12 @@ impl Drop for EmbeddedRelay {
     }
 }
 
-async fn accept_loop(listener: TcpListener, relay: LocalRelay) {
-    loop {
+/// Upgrades in progress, oldest first: (id, the task doing it).
+type Pending = Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>>;
+
+async fn accept_loop(listener: TcpListener, relay: LocalRelay, max_pending: usize) {
+    let pending: Pending = Arc::default();
+    for id in 0u64.. {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -145,17 +163,34 @@ async fn accept_loop(listener: TcpListener, relay: LocalRelay) {
         };
         let _ = stream.set_nodelay(true);
         let relay = relay.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade(stream)).await {
-                Ok(Ok(stream)) => {
+        let registry = pending.clone();
+        // Locked across the spawn, so the task cannot finish (and unregister) before it is
+        // registered.
+        let mut queue = pending.lock().unwrap_or_else(|p| p.into_inner());
+        let handshake = tokio::spawn(async move {
+            let upgraded = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade(stream)).await;
+            registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(other, _)| *other != id);
+            match upgraded {
+                // Its own task: closing the oldest handshake must never reach a connection.
+                Ok(Ok(stream)) => drop(tokio::spawn(async move {
                     if let Err(error) = relay.take_connection(stream, peer).await {
                         tracing::debug!(%error, "embedded relay connection ended");
                     }
-                }
+                })),
                 Ok(Err(error)) => tracing::debug!(%error, "refused a WebSocket upgrade"),
                 Err(_) => tracing::debug!("a WebSocket upgrade timed out"),
             }
         });
+        queue.push_back((id, handshake.abort_handle()));
+        while queue.len() > max_pending {
+            if let Some((_, oldest)) = queue.pop_front() {
+                tracing::debug!("closed the oldest pending WebSocket upgrade");
+                oldest.abort();
+            }
+        }
     }
 }
 
