@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// How much is read from the socket at a time.
@@ -159,26 +159,23 @@ impl<S> SkipOversized<S> {
                 State::Pass { remaining, hold } => {
                     if remaining == 0 {
                         self.state = State::Header;
-                        if hold && self.held_complete() {
+                        // The last fragment of a held message is in: it goes out whole.
+                        if hold && !self.holding && !self.held.is_empty() {
                             let held = self.held.split();
                             self.output.extend_from_slice(&held);
                         }
                         continue;
                     }
-                    if self.input.is_empty() {
+                    let Some(bytes) = self.take_input(remaining) else {
                         return progressed;
-                    }
-                    let n = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(self.input.len());
-                    let bytes = self.input.split_to(n);
+                    };
                     if hold {
                         self.held.extend_from_slice(&bytes);
                     } else {
                         self.output.extend_from_slice(&bytes);
                     }
                     self.state = State::Pass {
-                        remaining: remaining - n as u64,
+                        remaining: remaining - bytes.len() as u64,
                         hold,
                     };
                     progressed = true;
@@ -188,15 +185,11 @@ impl<S> SkipOversized<S> {
                         self.state = State::Header;
                         continue;
                     }
-                    if self.input.is_empty() {
+                    let Some(bytes) = self.take_input(remaining) else {
                         return progressed;
-                    }
-                    let n = usize::try_from(remaining)
-                        .unwrap_or(usize::MAX)
-                        .min(self.input.len());
-                    self.input.advance(n);
+                    };
                     self.state = State::Skip {
-                        remaining: remaining - n as u64,
+                        remaining: remaining - bytes.len() as u64,
                     };
                     progressed = true;
                 }
@@ -204,12 +197,15 @@ impl<S> SkipOversized<S> {
         }
     }
 
-    /// Whether the held message got its last fragment (then it goes out whole).
-    fn held_complete(&mut self) -> bool {
-        if self.holding {
-            return false;
+    /// Up to `remaining` of the bytes read so far (shared, not copied); None if there are none.
+    fn take_input(&mut self, remaining: u64) -> Option<BytesMut> {
+        if self.input.is_empty() {
+            return None;
         }
-        !self.held.is_empty()
+        let n = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(self.input.len());
+        Some(self.input.split_to(n))
     }
 
     /// Decides what happens to the frame whose header was just read.
