@@ -260,6 +260,17 @@ pub mod fuzzing {
         }
     }
 
+    /// Reads arbitrary bytes through the oversized-frame filter, as frames after an upgrade
+    /// response, with a limit taken from the first byte; what it passes on is never more than
+    /// what came in.
+    pub fn relay_frames(data: &[u8]) {
+        let (limit, frames) = data.split_first().unwrap_or((&0, &[]));
+        let mut wire = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();
+        wire.extend_from_slice(frames);
+        let passed = oversize::filter_all(&wire, usize::from(*limit) * 64);
+        assert!(passed.len() <= wire.len(), "the filter made bytes up");
+    }
+
     /// Opens arbitrary content text with a fixed key, and decodes arbitrary plaintext as
     /// `Content`.
     pub fn content(data: &[u8]) {
