@@ -163,19 +163,38 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TransferError + '_ {
 
 /// SHA-256 of a file, read in bounded pieces.
 pub async fn digest_file(path: &Path) -> Result<([u8; 32], u64), TransferError> {
+    let (hasher, size) = hash_file(path, u64::MAX).await?;
+    Ok((hasher.finalize().into(), size))
+}
+
+/// SHA-256 of the first `len` bytes of a file (and the hasher, to go on with); an error if
+/// the file is shorter.
+async fn digest_prefix(path: &Path, len: u64) -> Result<([u8; 32], Sha256), TransferError> {
+    let (hasher, read) = hash_file(path, len).await?;
+    if read < len {
+        return Err(io(path)(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok((hasher.clone().finalize().into(), hasher))
+}
+
+/// Hashes a file up to `limit` bytes or its end, in bounded pieces; returns the bytes read.
+async fn hash_file(path: &Path, limit: u64) -> Result<(Sha256, u64), TransferError> {
     let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut size = 0u64;
-    loop {
-        let read = file.read(&mut buffer).await.map_err(io(path))?;
+    while size < limit {
+        let want =
+            usize::try_from(limit - size).map_or(buffer.len(), |left| left.min(buffer.len()));
+        let piece = buffer.get_mut(..want).unwrap_or_default();
+        let read = file.read(piece).await.map_err(io(path))?;
         if read == 0 {
             break;
         }
-        hasher.update(buffer.get(..read).unwrap_or_default());
+        hasher.update(piece.get(..read).unwrap_or_default());
         size += read as u64;
     }
-    Ok((hasher.finalize().into(), size))
+    Ok((hasher, size))
 }
 
 /// Sends `path` to `peers` and waits for each one's verdict. `on_progress(bytes sent)`.
@@ -573,12 +592,17 @@ async fn receive_offered(
             break part;
         }
     };
-    if start > parts {
-        return Err(TransferError::Invalid {
-            from: from.short(),
-            reason: format!("told to start at part {start}, holding {parts}"),
-        });
-    }
+    // The sender resumes where we are or starts over; the hasher follows from which.
+    let hasher = match start {
+        0 => Sha256::new(),
+        _ if start == parts => prefix_hasher,
+        _ => {
+            return Err(TransferError::Invalid {
+                from: from.short(),
+                reason: format!("told to start at part {start}, holding {parts}"),
+            });
+        }
+    };
     let resumed_from = start * PART_SIZE as u64;
     on_start(header, resumed_from);
     let note = postcard::to_stdvec(&this).map_err(|e| RoomError::Encode(e.to_string()))?;
@@ -596,11 +620,6 @@ async fn receive_offered(
     file.seek(std::io::SeekFrom::Start(resumed_from))
         .await
         .map_err(io(&temp_path))?;
-    let hasher = if start == parts {
-        prefix_hasher
-    } else {
-        Sha256::new()
-    };
     let outcome = async {
         let mut hasher = hasher;
         let mut received = resumed_from;
@@ -672,22 +691,6 @@ async fn receive_offered(
             Err(error)
         }
     }
-}
-
-/// SHA-256 of the first `len` bytes of a file (and the hasher, to go on with).
-async fn digest_prefix(path: &Path, len: u64) -> Result<([u8; 32], Sha256), TransferError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(io(path))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
-        let piece = buffer.get_mut(..want).unwrap_or_default();
-        file.read_exact(piece).await.map_err(io(path))?;
-        hasher.update(&*piece);
-        left -= want as u64;
-    }
-    Ok((hasher.clone().finalize().into(), hasher))
 }
 
 #[cfg(test)]
