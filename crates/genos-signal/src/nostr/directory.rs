@@ -63,18 +63,24 @@ async fn fetch(url: &str) -> Result<Vec<String>, SignalError> {
 }
 
 /// TLS over `tcp` to `host`, checked against the web's root certificates (webpki-roots).
+/// The client configuration is built once per process (every relay reconnect uses it).
 pub(crate) async fn tls_connect(
     host: &str,
     tcp: tokio::net::TcpStream,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    });
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
 }
