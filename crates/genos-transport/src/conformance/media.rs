@@ -97,6 +97,27 @@ fn check_samples(
     }
 }
 
+/// Adds track `id` on `from`, plays five samples of `source` and checks they reach `to` as
+/// the next remote track, whole.
+async fn a_new_track_delivers<H: Harness>(
+    from: &Side<H>,
+    to: &mut Side<H>,
+    id: &str,
+    codec: Codec,
+    source: u8,
+    size: usize,
+) {
+    let track = from
+        .conn
+        .add_track(TrackSpec::new(id, codec))
+        .await
+        .unwrap();
+    play(&track, source, 0, 5, &[size]).await;
+    let remote = next_track(to).await;
+    assert_eq!(remote.id(), id);
+    check_samples(&collect(&remote, 5).await, codec, source, 0, &[size]);
+}
+
 /// Audio and video samples (video frames spanning many packets) arrive whole, in order and
 /// 20 ms apart in RTP time; switching what feeds a track keeps the same remote track.
 pub async fn tracks_carry_samples_intact<H: Harness>(harness: &H) {
@@ -197,15 +218,7 @@ pub async fn removed_tracks_end_and_ids_are_not_reused<H: Harness>(harness: &H) 
             Err(TransportError::InvalidTrack(_))
         ));
     }
-    let again = a
-        .conn
-        .add_track(TrackSpec::new("two", Codec::Vp8))
-        .await
-        .unwrap();
-    play(&again, 5, 0, 3, &[5_000]).await;
-    let remote_again = next_track(&mut b).await;
-    assert_eq!(remote_again.id(), "two");
-    check_samples(&collect(&remote_again, 3).await, Codec::Vp8, 5, 0, &[5_000]);
+    a_new_track_delivers(&a, &mut b, "two", Codec::Vp8, 5, 5_000).await;
 }
 
 /// Both sides add tracks at the same moment (offers cross): every track is agreed and
@@ -255,15 +268,7 @@ pub async fn tracks_added_on_both_sides_at_once<H: Harness>(harness: &H) {
     assert_eq!(at_a.id(), "b-mic");
     check_samples(&collect(&at_a, 5).await, Codec::Opus, 2, 0, &[90]);
     // A further track once everything settled.
-    let third_from_a = a
-        .conn
-        .add_track(TrackSpec::new("a-screen", Codec::Vp8))
-        .await
-        .unwrap();
-    play(&third_from_a, 4, 0, 5, &[9_000]).await;
-    let at_b = next_track(&mut b).await;
-    assert_eq!(at_b.id(), "a-screen");
-    check_samples(&collect(&at_b, 5).await, Codec::Vp8, 4, 0, &[9_000]);
+    a_new_track_delivers(&a, &mut b, "a-screen", Codec::Vp8, 4, 9_000).await;
     within("the chatter", chatter).await.unwrap();
     within("the listener", listener).await.unwrap();
 }
