@@ -96,10 +96,27 @@ enum Command {
     /// N real peers in this process join one room at once over a relay (an embedded one
     /// unless --relay is given), WebRTC on 127.0.0.1; then broadcasts and directed sends at
     /// a rate. Prints how the room formed and how it delivered (one JSON object with --json).
+    /// With --backend memory the same room code runs on the in-memory backends, with
+    /// latency and loss.
     Swarm {
-        /// Peers in the room.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(2..=1000))]
+        /// Peers in the room (at most 1,000 on WebRTC, 5,000 in memory).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(2..=5000))]
         peers: u16,
+        /// What the peers meet and link over.
+        #[arg(long, value_enum, default_value_t = Backend::Webrtc)]
+        backend: Backend,
+        /// (memory) One-way delay of every link message and signaling event, in ms.
+        #[arg(long, default_value_t = 20.0)]
+        latency_ms: f64,
+        /// (memory) Uniform random extra delay per message, up to this many ms.
+        #[arg(long, default_value_t = 10.0)]
+        jitter_ms: f64,
+        /// (memory) Probability that a signaling event is lost.
+        #[arg(long, default_value_t = 0.01)]
+        loss: f64,
+        /// Seed of the memory backends' jitter and loss.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
         /// The room's topology.
         #[arg(long, value_enum, default_value_t = Topology::Mesh)]
         topology: Topology,
@@ -171,6 +188,15 @@ enum MediaCommand {
         #[arg(long)]
         tracks: Option<usize>,
     },
+}
+
+/// What a swarm's peers run on.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Backend {
+    /// The Nostr relay (embedded unless --relay) and WebRTC on 127.0.0.1.
+    Webrtc,
+    /// The in-memory signaling hub and transport, with --latency-ms, --jitter-ms and --loss.
+    Memory,
 }
 
 /// How a swarm's room links its peers.
@@ -305,6 +331,11 @@ fn main() -> ExitCode {
             Command::Chat { room } => run_chat(room).await,
             Command::Swarm {
                 peers,
+                backend,
+                latency_ms,
+                jitter_ms,
+                loss,
+                seed,
                 topology,
                 broadcasts,
                 directed,
@@ -323,7 +354,16 @@ fn main() -> ExitCode {
                 plan.directed = directed;
                 plan.rate = rate;
                 plan.payload_bytes = payload;
-                run_swarm(usize::from(peers), topology, plan, relay, json).await
+                let backend = match backend {
+                    Backend::Webrtc => SwarmBackend::WebRtc { relay },
+                    Backend::Memory => SwarmBackend::Memory {
+                        latency: ms(latency_ms, "--latency-ms")?,
+                        jitter: ms(jitter_ms, "--jitter-ms")?,
+                        loss,
+                        seed,
+                    },
+                };
+                run_swarm(usize::from(peers), topology, plan, backend, json).await
             }
             Command::Send { file, room, peers } => run_send(file, room, peers).await,
             Command::Recv { room, out } => run_recv(room, out).await,
@@ -387,14 +427,32 @@ fn nostr_peers(
         .collect()
 }
 
+/// Milliseconds given on the command line as a duration.
+fn ms(value: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value / 1e3)
+        .map_err(|_| format!("{flag} must be a number of milliseconds, 0 or more"))
+}
+
+/// The backends of a swarm.
+enum SwarmBackend {
+    WebRtc {
+        relay: Option<String>,
+    },
+    Memory {
+        latency: Duration,
+        jitter: Duration,
+        loss: f64,
+        seed: u64,
+    },
+}
+
 async fn run_swarm(
     peers: usize,
     topology: Topology,
     plan: genos_cli::swarm::SwarmPlan,
-    relay: Option<String>,
+    backend: SwarmBackend,
     json: bool,
 ) -> Result<(), String> {
-    let (_embedded, relay_url) = relay_or_embedded(relay).await?;
     let room = "swarm-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
     let mut config = RoomConfig::new("genos-swarm", room).with_password("swarm password");
     if let Topology::Cells = topology {
@@ -402,31 +460,66 @@ async fn run_swarm(
     } else if peers > 128 {
         return Err("a full-mesh room holds at most 128 peers; try --topology cells".into());
     }
-    if !json {
-        println!("genos swarm: {peers} peers join one password room at once over {relay_url}");
-        println!("(WebRTC on 127.0.0.1; the room key is derived once and shared by the peers)");
-    }
     let derive = std::time::Instant::now();
     let key = config.derive_key().await.map_err(|e| e.to_string())?;
     let derived = derive.elapsed();
-    let backends = nostr_peers(peers, &relay_url)?;
-    let transport = WebRtcTransport::new(WebRtcConfig::loopback()).map_err(|e| e.to_string())?;
-    let report = genos_cli::swarm::run(
-        backends,
-        transport,
-        &key,
-        &config,
-        &plan,
-        |formed| {
+    let on_formed = |formed: Duration| {
+        if !json {
+            println!(
+                "  the room formed after {formed:.1?}; sending {} broadcasts and {} directed sends at {}/s",
+                plan.broadcasts, plan.directed, plan.rate
+            );
+        }
+    };
+    let report = match backend {
+        SwarmBackend::WebRtc { relay } => {
+            if peers > 1000 {
+                return Err("at most 1,000 WebRTC peers in one process; try --backend memory".into());
+            }
+            let (_embedded, relay_url) = relay_or_embedded(relay).await?;
+            if !json {
+                println!("genos swarm: {peers} peers join one password room at once over {relay_url}");
+                println!("(WebRTC on 127.0.0.1; the room key is derived once and shared by the peers)");
+            }
+            let backends = nostr_peers(peers, &relay_url)?;
+            let transport =
+                WebRtcTransport::new(WebRtcConfig::loopback()).map_err(|e| e.to_string())?;
+            genos_cli::swarm::run(backends, transport, &key, &config, &plan, on_formed).await
+        }
+        SwarmBackend::Memory {
+            latency,
+            jitter,
+            loss,
+            seed,
+        } => {
+            use genos::signal::memory::{MemorySignaling, MemorySignalingConfig};
+            use genos::transport::memory::{MemoryTransport, MemoryTransportConfig};
+            if !(0.0..=1.0).contains(&loss) {
+                return Err("--loss must be a probability within [0, 1]".into());
+            }
             if !json {
                 println!(
-                    "  the room formed after {formed:.1?}; sending {} broadcasts and {} directed sends at {}/s",
-                    plan.broadcasts, plan.directed, plan.rate
+                    "genos swarm: {peers} peers join one password room at once on the in-memory backends ({latency:?} + up to {jitter:?} per message, signaling loss {loss})"
                 );
             }
-        },
-    )
-    .await
+            let hub = MemorySignaling::try_new(
+                MemorySignalingConfig::default()
+                    .with_latency(latency, jitter)
+                    .with_loss(loss, seed),
+            )
+            .map_err(|e| e.to_string())?;
+            let transport = MemoryTransport::try_new(
+                MemoryTransportConfig::default()
+                    .with_latency(latency, jitter)
+                    .with_unreliable_loss(loss, seed),
+            )
+            .map_err(|e| e.to_string())?;
+            let backends = (0..peers)
+                .map(|_| (hub.clone(), genos::crypto::Identity::generate()))
+                .collect();
+            genos_cli::swarm::run(backends, transport, &key, &config, &plan, on_formed).await
+        }
+    }
     .map_err(|e| e.to_string())?;
     if json {
         println!("{}", report.to_json());

@@ -507,6 +507,7 @@ impl Hub {
                 topic,
                 peer,
                 left: Mutex::new(false),
+                published: AtomicU64::new(0),
             }),
         };
         (session, events)
@@ -543,6 +544,8 @@ struct SessionInner {
     topic: Topic,
     peer: PeerId,
     left: Mutex<bool>,
+    /// Announces and messages sent (what a relay would count as published events).
+    published: AtomicU64,
 }
 
 impl SessionInner {
@@ -629,7 +632,8 @@ impl SignalSession for MemorySession {
         let connected = self.ensure_joined().is_ok();
         let state = if connected { "connected" } else { "left" };
         let hub = crate::MediumHealth::new("memory hub", connected, state);
-        crate::SignalHealth::new(vec![hub], 0, 0, 0)
+        let published = self.inner.published.load(Ordering::Relaxed);
+        crate::SignalHealth::new(vec![hub], published, 0, 0)
     }
 
     fn topic(&self) -> Topic {
@@ -647,6 +651,7 @@ impl SignalSession for MemorySession {
             peer: self.inner.peer,
             presence: presence.clone(),
         };
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
         self.fan_out(None, event, Some(presence));
         Ok(())
     }
@@ -658,6 +663,7 @@ impl SignalSession for MemorySession {
             from: self.inner.peer,
             payload: message,
         };
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
         self.fan_out(Some(peer), event, None);
         Ok(())
     }

@@ -10,6 +10,10 @@
 //!   send waits for room; an unreliable send that finds no room drops the message and counts
 //!   it in [`ConnectionStats::messages_dropped`];
 //! - **loss** on unreliable channels, seeded: [`MemoryTransportConfig::unreliable_loss`];
+//! - **latency**: each message is held for [`MemoryTransportConfig::latency`] plus a seeded
+//!   uniform jitter up to [`MemoryTransportConfig::jitter`] before the receiver gets it; a
+//!   message never overtakes an earlier one of its direction (jitter delays, never reorders),
+//!   and a held message keeps its place in the send buffer until it is delivered;
 //! - **faults**: [`MemoryConnection::fault_drop_link`] cuts the link (both sides report
 //!   [`ConnectionState::Failed`]); [`MemoryConnection::fault_stall`] freezes delivery in both
 //!   directions until released, so buffers fill and backpressure shows;
@@ -22,6 +26,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use rand::rngs::SmallRng;
@@ -62,8 +67,12 @@ pub struct MemoryTransportConfig {
     pub max_pending_offers: usize,
     /// Probability in `[0, 1]` that an unreliable message is lost. Default 0.
     pub unreliable_loss: f64,
-    /// Seed of the loss generator. Default 0.
+    /// Seed of the loss and jitter generator. Default 0.
     pub seed: u64,
+    /// One-way delay of every message. Default 0: delivered as soon as it is sent.
+    pub latency: Duration,
+    /// Uniform random extra delay in `[0, jitter]` per message. Default 0.
+    pub jitter: Duration,
 }
 
 impl Default for MemoryTransportConfig {
@@ -76,6 +85,8 @@ impl Default for MemoryTransportConfig {
             max_pending_offers: 1024,
             unreliable_loss: 0.0,
             seed: 0,
+            latency: Duration::ZERO,
+            jitter: Duration::ZERO,
         }
     }
 }
@@ -103,6 +114,14 @@ impl MemoryTransportConfig {
     pub fn with_unreliable_loss(mut self, loss: f64, seed: u64) -> Self {
         self.unreliable_loss = loss;
         self.seed = seed;
+        self
+    }
+
+    /// Sets the one-way delay of every message and its random extra (the jitter's
+    /// generator is the loss generator, seeded with [`MemoryTransportConfig::seed`]).
+    pub fn with_latency(mut self, latency: Duration, jitter: Duration) -> Self {
+        self.latency = latency;
+        self.jitter = jitter;
         self
     }
 
@@ -262,8 +281,23 @@ impl Link {
 }
 
 /// One direction of a channel: a queue bounded by a byte budget.
+/// A message on its way, held until `due` (the latency knobs).
+struct InFlight {
+    due: Option<tokio::time::Instant>,
+    message: Bytes,
+}
+
+/// The receiving end of a direction. `held` keeps a message taken off the queue while it
+/// waits out its latency, so a `recv` cancelled meanwhile loses nothing.
+struct Inbound {
+    queue: mpsc::UnboundedReceiver<InFlight>,
+    held: Option<InFlight>,
+}
+
 struct Direction {
-    sender: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+    sender: Mutex<Option<mpsc::UnboundedSender<InFlight>>>,
+    /// When the last message sent this way is due: later ones are never due earlier.
+    last_due: Mutex<Option<tokio::time::Instant>>,
     budget: Semaphore,
     limit: usize,
     /// Index in the link of the side that sends.
@@ -502,6 +536,7 @@ impl Connection for MemoryConnection {
             let (sender, receiver) = mpsc::unbounded_channel();
             let direction = Arc::new(Direction {
                 sender: Mutex::new(Some(sender)),
+                last_due: Mutex::new(None),
                 budget: Semaphore::new(config.send_buffer),
                 limit: config.send_buffer,
                 from_side,
@@ -527,7 +562,10 @@ impl Connection for MemoryConnection {
                 max_message_size: config.max_message_size,
                 outbound,
                 inbound,
-                receiver: tokio::sync::Mutex::new(receiver),
+                receiver: tokio::sync::Mutex::new(Inbound {
+                    queue: receiver,
+                    held: None,
+                }),
                 link: link.clone(),
                 net: me.net.clone(),
             }),
@@ -582,7 +620,7 @@ struct ChannelEnd {
     max_message_size: usize,
     outbound: Arc<Direction>,
     inbound: Arc<Direction>,
-    receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<Bytes>>,
+    receiver: tokio::sync::Mutex<Inbound>,
     link: Arc<Link>,
     net: Arc<Network>,
 }

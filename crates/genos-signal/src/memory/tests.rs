@@ -48,6 +48,19 @@ async fn full_loss_drops_everything_and_counts() {
 }
 
 #[tokio::test]
+async fn health_counts_what_a_session_published_even_when_lost() {
+    let hub = MemorySignaling::new(MemorySignalingConfig::default().with_loss(1.0, 7));
+    let (a, _a_events) = hub.join(JoinRequest::new(TOPIC, peer(1))).await.unwrap();
+    let (b, _b_events) = hub.join(JoinRequest::new(TOPIC, peer(2))).await.unwrap();
+    a.announce(Bytes::from_static(b"here")).await.unwrap();
+    for _ in 0..3 {
+        a.send_to(peer(2), Bytes::from_static(b"x")).await.unwrap();
+    }
+    assert_eq!(a.health().published, 4);
+    assert_eq!(b.health().published, 0);
+}
+
+#[tokio::test]
 async fn partial_loss_is_repeatable_for_a_seed() {
     async fn run(seed: u64) -> HubStats {
         let hub = MemorySignaling::new(MemorySignalingConfig::default().with_loss(0.3, seed));

@@ -1,4 +1,5 @@
-//! A channel of an in-memory connection: bounded directions, loss on unreliable channels.
+//! A channel of an in-memory connection: bounded directions, loss on unreliable channels,
+//! latency.
 
 use super::*;
 
@@ -22,11 +23,42 @@ impl MemoryChannel {
         self.inner.outbound.sender_counters.count_dropped();
     }
 
+    /// When a message sent now is due at the receiver (None: at once).
+    fn due(&self) -> Option<tokio::time::Instant> {
+        let config = &self.inner.net.config;
+        if config.latency.is_zero() && config.jitter.is_zero() {
+            return None;
+        }
+        let jitter = if config.jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            lock(&self.inner.net.rng).random_range(Duration::ZERO..=config.jitter)
+        };
+        let due = tokio::time::Instant::now() + config.latency + jitter;
+        let mut last = lock(&self.inner.outbound.last_due);
+        let due = last.map_or(due, |last| due.max(last));
+        *last = Some(due);
+        Some(due)
+    }
+
+    /// The next message once it is due. Cancel-safe: a message waiting out its latency
+    /// stays in `held`.
+    async fn next_due(inbound: &mut Inbound) -> Option<Bytes> {
+        if inbound.held.is_none() {
+            inbound.held = Some(inbound.queue.recv().await?);
+        }
+        if let Some(due) = inbound.held.as_ref().and_then(|held| held.due) {
+            tokio::time::sleep_until(due).await;
+        }
+        inbound.held.take().map(|held| held.message)
+    }
+
     fn enqueue(&self, message: Bytes) -> Result<(), TransportError> {
         let direction = &self.inner.outbound;
         let sender = lock(&direction.sender).clone();
         let len = message.len() as u64;
-        match sender.map(|sender| sender.send(message)) {
+        let due = self.due();
+        match sender.map(|sender| sender.send(InFlight { due, message })) {
             Some(Ok(())) => {
                 direction.sender_counters.count_sent(len);
                 Ok(())
@@ -109,8 +141,8 @@ impl DataChannel for MemoryChannel {
                         return None;
                     }
                 }
-                message = receiver.recv() => {
-                    let message = message?;
+                in_flight = Self::next_due(&mut receiver) => {
+                    let message = in_flight?;
                     let inbound = &self.inner.inbound;
                     inbound.budget.add_permits(cost(&message));
                     inbound.receiver_counters.count_received(message.len() as u64);

@@ -134,6 +134,34 @@ async fn unreliable_loss_is_seeded() {
     assert!((20..80).contains(&first), "{first}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn latency_holds_messages_and_jitter_never_reorders() {
+    let latency = Duration::from_millis(20);
+    let config = MemoryTransportConfig::default().with_latency(latency, Duration::from_millis(30));
+    let net = MemoryTransport::new(config);
+    let (a, _ae, _b, mut be) = pair(&net).await;
+    let left = a
+        .open_channel("l", Reliability::ReliableOrdered)
+        .await
+        .unwrap();
+    let right = accept(&mut be).await;
+    let sent_at = tokio::time::Instant::now();
+    for i in 0..50u8 {
+        left.send(Bytes::from(vec![i])).await.unwrap();
+    }
+    // Held: nothing arrives before the latency, and the send buffer still counts it.
+    let early = tokio::time::timeout(latency - Duration::from_millis(1), right.recv()).await;
+    assert!(early.is_err(), "a message arrived before the latency");
+    assert!(a.stats().await.buffered_bytes > 0);
+    for i in 0..50u8 {
+        assert_eq!(right.recv().await.unwrap(), Bytes::from(vec![i]));
+    }
+    let took = sent_at.elapsed();
+    assert!(took >= latency, "{took:?}");
+    assert!(took <= Duration::from_millis(50), "{took:?}");
+    assert_eq!(a.stats().await.buffered_bytes, 0);
+}
+
 #[tokio::test]
 async fn pending_offers_are_bounded() {
     let net = MemoryTransport::new(MemoryTransportConfig::default().with_max_pending_offers(2));
