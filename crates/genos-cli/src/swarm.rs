@@ -43,6 +43,9 @@ pub enum SwarmError {
     /// Fewer than two peers.
     #[error("a swarm needs at least two peers")]
     TooFewPeers,
+    /// The runtime of a peer that is to crash could not start or lost its join.
+    #[error("a crashing peer's runtime: {0}")]
+    Runtime(String),
     /// A plan value out of range.
     #[error("invalid plan: {0}")]
     InvalidPlan(&'static str),
@@ -66,6 +69,9 @@ pub struct SwarmPlan {
     pub form_timeout: Duration,
     /// How long after the last send to wait for stragglers.
     pub drain_timeout: Duration,
+    /// Fraction of the peers (never the first) that crash halfway through the traffic, all
+    /// at once and without a goodbye; 0: none.
+    pub crash: f64,
 }
 
 impl Default for SwarmPlan {
@@ -78,6 +84,7 @@ impl Default for SwarmPlan {
             arrival: Duration::ZERO,
             form_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
+            crash: 0.0,
         }
     }
 }
@@ -125,6 +132,15 @@ pub struct SwarmReport {
     /// The most links a peer holds in the overlay's plan for these very peers, everyone
     /// knowing everyone (`genos_cellmesh::planned_links`); peers - 1 for a full mesh.
     pub connections_planned_max: usize,
+    /// Peers crashed halfway through the traffic.
+    pub crashed: usize,
+    /// Broadcast copies received / copies that should have arrived, of the broadcasts sent
+    /// after the crash (to the survivors); `delivered_ratio` when nothing crashed.
+    pub delivered_ratio_after_crash: f64,
+    /// From the crash until every survivor held the links the room's plan gives the
+    /// survivors and none to a crashed peer; None when nothing crashed or it did not happen
+    /// before the run ended.
+    pub repaired_ms: Option<f64>,
 }
 
 impl SwarmReport {
@@ -138,7 +154,8 @@ impl SwarmReport {
                 "\"directed\":{},\"directed_delivered_ratio\":{:.6},\"misdelivered\":{},",
                 "\"relay_events_per_peer_min\":{:.3},\"relay_events_per_peer_join\":{:.1},",
                 "\"rss_mib\":{:.1},\"cells\":{},\"hops_mean\":{:.3},",
-                "\"connections_planned_max\":{}}}"
+                "\"connections_planned_max\":{},\"crashed\":{},",
+                "\"delivered_ratio_after_crash\":{:.6},\"repaired_ms\":{}}}"
             ),
             self.peers,
             self.topology,
@@ -158,6 +175,10 @@ impl SwarmReport {
             self.cells,
             self.hops_mean,
             self.connections_planned_max,
+            self.crashed,
+            self.delivered_ratio_after_crash,
+            self.repaired_ms
+                .map_or_else(|| "null".to_owned(), |ms| format!("{ms:.1}")),
         )
     }
 }
@@ -218,9 +239,46 @@ pub fn rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// A peer that is to crash: its room runs on a runtime of its own, so shutting that
+/// runtime down stops every task of the peer at once (room, signaling, transport) with no
+/// goodbye, as a killed process would. Shut down when dropped.
+struct Doomed(Option<tokio::runtime::Runtime>);
+
+impl Doomed {
+    fn new() -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map(|runtime| Self(Some(runtime)))
+    }
+
+    fn crash(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Doomed {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+/// One send of the traffic: who sent it, to whom it should arrive.
+struct Sent {
+    kind: u8,
+    number: u64,
+    /// Peers it should reach (every live peer but the origin, or the target).
+    expected: Vec<usize>,
+    after_crash: bool,
+}
+
 /// Runs a swarm: one room per `(signaling, identity)`, all on `transport`, all with `key`
 /// and `config` (limits and topology). `on_formed` is told how long the room took to form,
-/// before the traffic starts.
+/// before the traffic starts. With [`SwarmPlan::crash`], the traffic is sent in two halves:
+/// the first, drained, then the crash, then the second while the room repairs.
 pub async fn run<S, T>(
     peers: Vec<(S, Identity)>,
     transport: T,
@@ -240,19 +298,58 @@ where
     if !(plan.rate > 0.0 && plan.rate.is_finite()) {
         return Err(SwarmError::InvalidPlan("rate must be a positive number"));
     }
+    if !(0.0..1.0).contains(&plan.crash) {
+        return Err(SwarmError::InvalidPlan("crash must be a fraction in [0, 1)"));
+    }
+    let victims = ((count as f64 * plan.crash).round() as usize).min(count - 1);
+    if count - victims < 2 {
+        return Err(SwarmError::InvalidPlan("a crash must leave at least two peers"));
+    }
+    // Never the first peer: in a cells room it starts the room alone.
+    let doomed_set: HashSet<usize> = {
+        let mut candidates: Vec<usize> = (1..count).collect();
+        let mut rng = rand::rng();
+        for i in 0..victims {
+            let j = rng.random_range(i..candidates.len());
+            candidates.swap(i, j);
+        }
+        candidates.into_iter().take(victims).collect()
+    };
     let cells = matches!(config.topology(), Topology::Cells(_));
-    let join = |(signaling, identity): (S, Identity)| {
+    let join = |index: usize, (signaling, identity): (S, Identity)| {
         let config = config.clone().with_identity(identity.clone());
         let transport = transport.clone();
-        async move { Room::join_with_key(signaling, transport, identity.peer_id(), key, &config).await }
+        let key = key.clone();
+        let doomed = doomed_set.contains(&index);
+        async move {
+            let join = async move {
+                Room::join_with_key(signaling, transport, identity.peer_id(), &key, &config).await
+            };
+            if !doomed {
+                return join
+                    .await
+                    .map(|room| (room, None))
+                    .map_err(SwarmError::from);
+            }
+            let runtime = Doomed::new().map_err(|e| SwarmError::Runtime(e.to_string()))?;
+            let handle = runtime.0.as_ref().map(|r| r.spawn(join));
+            match handle {
+                Some(handle) => match handle.await {
+                    Ok(room) => Ok((room?, Some(runtime))),
+                    Err(e) => Err(SwarmError::Runtime(e.to_string())),
+                },
+                None => Err(SwarmError::Runtime("shut down before the join".into())),
+            }
+        }
     };
     let start = Instant::now();
-    let mut peers = peers.into_iter();
+    let mut peers = peers.into_iter().enumerate();
     let mut rooms: Vec<Room> = Vec::with_capacity(count);
+    let mut doomed: Vec<(usize, Doomed)> = Vec::new();
     if cells {
         // The first peer starts the room; the rest find its view stored at the relay.
-        if let Some(first) = peers.next() {
-            let room = join(first).await?;
+        if let Some((index, first)) = peers.next() {
+            let (room, _) = join(index, first).await?;
             let mut events = room.events();
             let started = tokio::time::timeout(plan.form_timeout, async {
                 while let Some(event) = events.next().await {
@@ -269,41 +366,25 @@ where
     let gap = plan
         .arrival
         .checked_div(u32::try_from(remaining).unwrap_or(u32::MAX));
-    let joins = futures::future::join_all(peers.enumerate().map(|(i, peer)| {
+    let joins = futures::future::join_all(peers.enumerate().map(|(i, (index, peer))| {
         let delay = gap.unwrap_or_default() * u32::try_from(i).unwrap_or(u32::MAX);
         let join = &join;
         async move {
             tokio::time::sleep(delay).await;
-            join(peer).await
+            join(index, peer).await
         }
     }))
     .await;
-    for room in joins {
-        rooms.push(room?);
+    for joined in joins {
+        let (room, runtime) = joined?;
+        if let Some(runtime) = runtime {
+            doomed.push((rooms.len(), runtime));
+        }
+        rooms.push(room);
     }
 
-    let (formed, links, wanted, detail) = if let Topology::Cells(settings) = config.topology() {
-        // A cell count fit for the room: the overlay's leader resizes when the count is
-        // wrong for every size within a third of the room's (a count at the edge of that
-        // range can stand until the next census), so any count between that for half the
-        // room and that for a third more is a room that formed, not one still growing.
-        let sizing = settings.overlay.sizing;
-        let bounds = (
-            cell_count(count / 2, sizing),
-            cell_count(count * 4 / 3, sizing),
-        );
-        form_cells(
-            &rooms,
-            bounds,
-            &key.topic(),
-            &settings.overlay,
-            plan.form_timeout,
-        )
-        .await
-    } else {
-        let (formed, links, wanted) = form_mesh(&rooms, plan.form_timeout).await;
-        (formed, links, wanted, String::new())
-    };
+    let formed = wait_formed(&rooms, count, config, key, plan.form_timeout).await;
+    let (formed, links, wanted, detail) = formed;
     if !formed {
         for room in &rooms {
             let _ = room.leave().await;
@@ -370,93 +451,104 @@ where
         }));
     }
 
-    // Traffic: broadcasts and directed sends interleaved at the plan's rate.
-    let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
-    let mut targets: HashMap<u64, usize> = HashMap::new();
-    let mut pace = tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate));
-    let (mut broadcasts, mut directed) = (0u64, 0u64);
-    while (broadcasts as usize) < plan.broadcasts || (directed as usize) < plan.directed {
-        pace.tick().await;
-        let (origin, target) = {
-            let mut rng = rand::rng();
-            let origin = rng.random_range(0..count);
-            let mut target = rng.random_range(0..count - 1);
-            if target >= origin {
-                target += 1;
-            }
-            (origin, target)
-        };
-        let Some(channel) = channels.get(origin) else {
-            continue;
-        };
-        let broadcast_turn = (directed as usize) >= plan.directed
-            || ((broadcasts as usize) < plan.broadcasts && broadcasts <= directed);
-        if broadcast_turn {
-            let payload = probe(
-                BROADCAST,
-                broadcasts,
-                nanos_since(start),
-                plan.payload_bytes,
-            );
-            channel.send(payload).await?;
-            broadcasts += 1;
-        } else {
-            let payload = probe(DIRECTED, directed, nanos_since(start), plan.payload_bytes);
-            let Some(to) = ids.get(target).copied() else {
-                continue;
-            };
-            channel.send_to(to, payload).await?;
-            targets.insert(directed, target);
-            directed += 1;
+    // Traffic: broadcasts and directed sends interleaved at the plan's rate; with a crash,
+    // in two halves around it.
+    let mut traffic = Traffic {
+        channels: &channels,
+        ids: rooms.iter().map(Room::local_peer).collect(),
+        alive: (0..count).collect(),
+        pace: tokio::time::interval(Duration::from_secs_f64(1.0 / plan.rate)),
+        payload_bytes: plan.payload_bytes,
+        start,
+        sent: Vec::new(),
+        broadcasts: 0,
+        directed: 0,
+    };
+    let mut repaired_ms = None;
+    if doomed.is_empty() {
+        traffic.send(plan.broadcasts, plan.directed, false).await?;
+        drain(&received, &traffic.sent, plan.drain_timeout).await;
+    } else {
+        traffic
+            .send(plan.broadcasts / 2, plan.directed / 2, false)
+            .await?;
+        drain(&received, &traffic.sent, plan.drain_timeout).await;
+        let crashed_at = Instant::now();
+        for (_, runtime) in &mut doomed {
+            runtime.crash();
         }
+        let crashed: HashSet<usize> = doomed.iter().map(|(index, _)| *index).collect();
+        traffic.alive.retain(|index| !crashed.contains(index));
+        let survivors: Vec<Room> = traffic
+            .alive
+            .iter()
+            .filter_map(|i| rooms.get(*i).cloned())
+            .collect();
+        let (sent, repaired) = tokio::join!(
+            traffic.send(
+                plan.broadcasts - plan.broadcasts / 2,
+                plan.directed - plan.directed / 2,
+                true,
+            ),
+            async {
+                let (repaired, _, _, detail) = wait_formed(
+                    &survivors,
+                    survivors.len(),
+                    config,
+                    key,
+                    plan.form_timeout,
+                )
+                .await;
+                if !repaired {
+                    tracing::warn!("the survivors did not re-form:{detail}");
+                }
+                repaired.then(|| crashed_at.elapsed())
+            }
+        );
+        sent?;
+        repaired_ms = repaired.map(|took| took.as_secs_f64() * 1e3);
+        drain(&received, &traffic.sent, plan.drain_timeout).await;
     }
-
-    // Drain: until every copy is in or the limit passes.
-    let expected = plan.broadcasts * (count - 1) + plan.directed;
-    let drained = tokio::time::timeout(plan.drain_timeout, async {
-        loop {
-            let have: usize = {
-                let received = received.lock().unwrap_or_else(|p| p.into_inner());
-                received.copies.values().map(HashSet::len).sum()
-            };
-            if have >= expected {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let _ = drained;
-    let traffic = traffic_start.elapsed();
+    let traffic_time = traffic_start.elapsed();
+    let alive = traffic.alive.clone();
+    let sent = std::mem::take(&mut traffic.sent);
     let published_traffic = published(&rooms).saturating_sub(published_at_formed);
     for reader in &readers {
         reader.abort();
     }
     let received = std::mem::take(&mut *received.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut broadcast_copies = 0usize;
-    let mut directed_hits = 0usize;
-    let mut misdelivered = 0usize;
-    for ((kind, number), receivers) in &received.copies {
-        if *kind == BROADCAST {
-            broadcast_copies += receivers.len();
-        } else if let Some(target) = targets.get(number) {
-            if receivers.contains(target) {
-                directed_hits += 1;
+    let mut tally = Tally::default();
+    for probe in &sent {
+        let receivers = received.copies.get(&(probe.kind, probe.number));
+        let got = receivers.map_or(0, |receivers| {
+            probe
+                .expected
+                .iter()
+                .filter(|index| receivers.contains(index))
+                .count()
+        });
+        if probe.kind == BROADCAST {
+            tally.broadcast.add(got, probe.expected.len());
+            if probe.after_crash {
+                tally.after_crash.add(got, probe.expected.len());
             }
-            misdelivered += receivers.iter().filter(|r| *r != target).count();
+        } else {
+            tally.directed.add(got, probe.expected.len());
+            tally.misdelivered += receivers.map_or(0, |r| r.len()) - got;
         }
     }
     let mut latencies = received.latencies_ms;
     latencies.sort_by(f64::total_cmp);
-    let (frames, hops) = rooms.iter().fold((0u64, 0u64), |(frames, hops), room| {
+    let live_rooms = || alive.iter().filter_map(|index| rooms.get(*index));
+    let (frames, hops) = live_rooms().fold((0u64, 0u64), |(frames, hops), room| {
         let stats = room.stats();
         (frames + stats.mesh_delivered, hops + stats.mesh_hops)
     });
-    for room in &rooms {
+    for room in live_rooms() {
         let _ = room.leave().await;
     }
-    let ratio = |got: usize, of: usize| if of == 0 { 1.0 } else { got as f64 / of as f64 };
-    let minutes = traffic.as_secs_f64() / 60.0;
+    drop(doomed);
+    let minutes = traffic_time.as_secs_f64() / 60.0;
     Ok(SwarmReport {
         peers: count,
         topology: if cells { "cells" } else { "mesh" },
@@ -464,12 +556,12 @@ where
         connections_max: connections.iter().copied().max().unwrap_or(0),
         join_all_ms: join_all.as_secs_f64() * 1e3,
         broadcasts: plan.broadcasts,
-        delivered_ratio: ratio(broadcast_copies, plan.broadcasts * (count - 1)),
+        delivered_ratio: tally.broadcast.ratio(),
         delivery_p50_ms: percentile(&latencies, 0.5),
         delivery_p99_ms: percentile(&latencies, 0.99),
         directed: plan.directed,
-        directed_delivered_ratio: ratio(directed_hits, plan.directed),
-        misdelivered,
+        directed_delivered_ratio: tally.directed.ratio(),
+        misdelivered: tally.misdelivered,
         relay_events_per_peer_min: if minutes > 0.0 {
             published_traffic as f64 / count as f64 / minutes
         } else {
@@ -484,7 +576,163 @@ where
         } else {
             hops as f64 / frames as f64
         },
+        crashed: count - alive.len(),
+        delivered_ratio_after_crash: if count == alive.len() {
+            tally.broadcast.ratio()
+        } else {
+            tally.after_crash.ratio()
+        },
+        repaired_ms,
     })
+}
+
+/// Copies that arrived of those that should have.
+#[derive(Default)]
+struct Ratio {
+    got: usize,
+    of: usize,
+}
+
+impl Ratio {
+    fn add(&mut self, got: usize, of: usize) {
+        self.got += got;
+        self.of += of;
+    }
+
+    fn ratio(&self) -> f64 {
+        if self.of == 0 {
+            1.0
+        } else {
+            self.got as f64 / self.of as f64
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    broadcast: Ratio,
+    after_crash: Ratio,
+    directed: Ratio,
+    misdelivered: usize,
+}
+
+/// The swarm's senders: paced sends from random live peers.
+struct Traffic<'a> {
+    channels: &'a [genos::room::Channel],
+    ids: Vec<PeerId>,
+    alive: Vec<usize>,
+    pace: tokio::time::Interval,
+    payload_bytes: usize,
+    start: Instant,
+    sent: Vec<Sent>,
+    broadcasts: u64,
+    directed: u64,
+}
+
+impl Traffic<'_> {
+    /// Sends `broadcasts` and `directed` sends, interleaved, from random live peers.
+    async fn send(
+        &mut self,
+        broadcasts: usize,
+        directed: usize,
+        after_crash: bool,
+    ) -> Result<(), SwarmError> {
+        let (mut b, mut d) = (0usize, 0usize);
+        while b < broadcasts || d < directed {
+            self.pace.tick().await;
+            let (origin, target) = {
+                let mut rng = rand::rng();
+                let live = self.alive.len();
+                let origin = rng.random_range(0..live);
+                let mut target = rng.random_range(0..live - 1);
+                if target >= origin {
+                    target += 1;
+                }
+                let pick = |at: usize| self.alive.get(at).copied().unwrap_or_default();
+                (pick(origin), pick(target))
+            };
+            let Some(channel) = self.channels.get(origin) else {
+                continue;
+            };
+            let sent_ns = nanos_since(self.start);
+            if d >= directed || (b < broadcasts && b <= d) {
+                let number = self.broadcasts;
+                channel
+                    .send(probe(BROADCAST, number, sent_ns, self.payload_bytes))
+                    .await?;
+                let expected = self.alive.iter().copied().filter(|i| *i != origin);
+                self.sent.push(Sent {
+                    kind: BROADCAST,
+                    number,
+                    expected: expected.collect(),
+                    after_crash,
+                });
+                self.broadcasts += 1;
+                b += 1;
+            } else {
+                let number = self.directed;
+                let Some(to) = self.ids.get(target).copied() else {
+                    continue;
+                };
+                channel
+                    .send_to(to, probe(DIRECTED, number, sent_ns, self.payload_bytes))
+                    .await?;
+                self.sent.push(Sent {
+                    kind: DIRECTED,
+                    number,
+                    expected: vec![target],
+                    after_crash,
+                });
+                self.directed += 1;
+                d += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until every copy of `sent` is in or `limit` passes.
+async fn drain(received: &Mutex<Received>, sent: &[Sent], limit: Duration) {
+    let expected: usize = sent.iter().map(|probe| probe.expected.len()).sum();
+    let _ = tokio::time::timeout(limit, async {
+        loop {
+            let have: usize = {
+                let received = received.lock().unwrap_or_else(|p| p.into_inner());
+                received.copies.values().map(HashSet::len).sum()
+            };
+            if have >= expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Waits until `rooms` (`count` peers) formed their topology; returns (formed, links,
+/// wanted, what peers lack when it did not form).
+async fn wait_formed(
+    rooms: &[Room],
+    count: usize,
+    config: &RoomConfig,
+    key: &RoomKey,
+    limit: Duration,
+) -> (bool, usize, usize, String) {
+    if let Topology::Cells(settings) = config.topology() {
+        // A cell count fit for the room: the overlay's leader resizes when the count is
+        // wrong for every size within a third of the room's (a count at the edge of that
+        // range can stand until the next census), so any count between that for half the
+        // room and that for a third more is a room that formed, not one still growing.
+        let sizing = settings.overlay.sizing;
+        let bounds = (
+            cell_count(count / 2, sizing),
+            cell_count(count * 4 / 3, sizing),
+        );
+        form_cells(rooms, bounds, &key.topic(), &settings.overlay, limit).await
+    } else {
+        let (formed, links, wanted) = form_mesh(rooms, limit).await;
+        (formed, links, wanted, String::new())
+    }
 }
 
 /// Waits until every room saw every other peer join; returns (formed, links, wanted).

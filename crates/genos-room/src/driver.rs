@@ -695,6 +695,9 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
         // them for failures and back off).
         let gave_up = conn.is_some() && !self.machine.pursuing(&peer);
         if (link.is_some() || gave_up) && self.router.link(&peer).is_none() {
+            if let Some(mesh) = self.mesh.as_mut() {
+                mesh.forget_presence(&peer);
+            }
             self.push_overlay(MeshInput::LinkDown {
                 peer: *peer.as_bytes(),
             });

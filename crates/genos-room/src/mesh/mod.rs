@@ -213,6 +213,15 @@ impl<S: Signaling> MeshLayer<S> {
         inputs
     }
 
+    /// Stops replaying `peer`'s presence: its link went down or its setup was given up on.
+    /// The overlay then forgets the peer until it is heard again (a refresh, a new announce,
+    /// a cell mate's roster). Replaying it would put a crashed peer back into every plan
+    /// every `replay_interval` until its stored presence expires (11 minutes), each time
+    /// costing a dial that fails and holding back the plan that routes around it.
+    pub(crate) fn forget_presence(&mut self, peer: &PeerId) {
+        self.presence.retain(|(_, p), _| p != peer);
+    }
+
     fn remember(&mut self, topic: MeshTopic, peer: PeerId, presence: MeshPresence, now: Instant) {
         let key = (topic, peer);
         if !self.presence.contains_key(&key) && self.presence.len() >= MAX_PRESENCE {
