@@ -145,6 +145,9 @@ enum Command {
         /// goodbye: each runs on a runtime of its own, stopped whole).
         #[arg(long, default_value_t = 0.0)]
         crash: f64,
+        /// Seconds to watch the survivors re-form after the crash.
+        #[arg(long, default_value_t = 60)]
+        repair_timeout: u64,
         /// Print one JSON object instead of the summary.
         #[arg(long)]
         json: bool,
@@ -349,6 +352,7 @@ fn main() -> ExitCode {
                 form_timeout,
                 relay,
                 crash,
+                repair_timeout,
                 json,
             } => {
                 let mut plan = genos_cli::swarm::SwarmPlan::default();
@@ -360,6 +364,7 @@ fn main() -> ExitCode {
                 plan.rate = rate;
                 plan.payload_bytes = payload;
                 plan.crash = crash;
+                plan.repair_timeout = Duration::from_secs(repair_timeout);
                 let backend = match backend {
                     Backend::Webrtc => SwarmBackend::WebRtc { relay },
                     Backend::Memory => SwarmBackend::Memory {
@@ -548,9 +553,10 @@ async fn run_swarm(
             report.rss_mib,
         );
         if report.crashed > 0 {
-            let repaired = report
-                .repaired_ms
-                .map_or_else(|| "not within the run".to_owned(), |ms| format!("after {ms:.0} ms"));
+            let repaired = report.repaired_ms.map_or_else(
+                || "not within the run".to_owned(),
+                |ms| format!("after {ms:.0} ms"),
+            );
             println!(
                 "crash: {} peers crashed halfway; broadcasts after it delivered {:.4} to the survivors; the survivors' plan held again {repaired}",
                 report.crashed, report.delivered_ratio_after_crash,

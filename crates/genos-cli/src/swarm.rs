@@ -72,6 +72,8 @@ pub struct SwarmPlan {
     /// Fraction of the peers (never the first) that crash halfway through the traffic, all
     /// at once and without a goodbye; 0: none.
     pub crash: f64,
+    /// How long to watch the survivors re-form after a crash.
+    pub repair_timeout: Duration,
 }
 
 impl Default for SwarmPlan {
@@ -85,6 +87,7 @@ impl Default for SwarmPlan {
             form_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
             crash: 0.0,
+            repair_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -132,6 +135,10 @@ pub struct SwarmReport {
     /// The most links a peer holds in the overlay's plan for these very peers, everyone
     /// knowing everyone (`genos_cellmesh::planned_links`); peers - 1 for a full mesh.
     pub connections_planned_max: usize,
+    /// (Cells) links of that plan no peer held when the room formed: bridges chosen
+    /// differently (see `genos_cellmesh::planned_links_in`; a peer that missed a presence
+    /// event picks another member until the next refresh).
+    pub plan_links_missing: usize,
     /// Peers crashed halfway through the traffic.
     pub crashed: usize,
     /// Broadcast copies received / copies that should have arrived, of the broadcasts sent
@@ -139,7 +146,7 @@ pub struct SwarmReport {
     pub delivered_ratio_after_crash: f64,
     /// From the crash until every survivor held the links the room's plan gives the
     /// survivors and none to a crashed peer; None when nothing crashed or it did not happen
-    /// before the run ended.
+    /// within [`SwarmPlan::repair_timeout`].
     pub repaired_ms: Option<f64>,
 }
 
@@ -154,7 +161,7 @@ impl SwarmReport {
                 "\"directed\":{},\"directed_delivered_ratio\":{:.6},\"misdelivered\":{},",
                 "\"relay_events_per_peer_min\":{:.3},\"relay_events_per_peer_join\":{:.1},",
                 "\"rss_mib\":{:.1},\"cells\":{},\"hops_mean\":{:.3},",
-                "\"connections_planned_max\":{},\"crashed\":{},",
+                "\"connections_planned_max\":{},\"plan_links_missing\":{},\"crashed\":{},",
                 "\"delivered_ratio_after_crash\":{:.6},\"repaired_ms\":{}}}"
             ),
             self.peers,
@@ -175,6 +182,7 @@ impl SwarmReport {
             self.cells,
             self.hops_mean,
             self.connections_planned_max,
+            self.plan_links_missing,
             self.crashed,
             self.delivered_ratio_after_crash,
             self.repaired_ms
@@ -299,11 +307,15 @@ where
         return Err(SwarmError::InvalidPlan("rate must be a positive number"));
     }
     if !(0.0..1.0).contains(&plan.crash) {
-        return Err(SwarmError::InvalidPlan("crash must be a fraction in [0, 1)"));
+        return Err(SwarmError::InvalidPlan(
+            "crash must be a fraction in [0, 1)",
+        ));
     }
     let victims = ((count as f64 * plan.crash).round() as usize).min(count - 1);
     if count - victims < 2 {
-        return Err(SwarmError::InvalidPlan("a crash must leave at least two peers"));
+        return Err(SwarmError::InvalidPlan(
+            "a crash must leave at least two peers",
+        ));
     }
     // Never the first peer: in a cells room it starts the room alone.
     let doomed_set: HashSet<usize> = {
@@ -383,8 +395,13 @@ where
         rooms.push(room);
     }
 
-    let formed = wait_formed(&rooms, count, config, key, plan.form_timeout).await;
-    let (formed, links, wanted, detail) = formed;
+    let Formation {
+        formed,
+        links,
+        wanted,
+        detail,
+        plan_gap,
+    } = wait_formed(&rooms, count, config, key, plan.form_timeout).await;
     if !formed {
         for room in &rooms {
             let _ = room.leave().await;
@@ -491,18 +508,18 @@ where
                 true,
             ),
             async {
-                let (repaired, _, _, detail) = wait_formed(
+                let repair = wait_formed(
                     &survivors,
                     survivors.len(),
                     config,
                     key,
-                    plan.form_timeout,
+                    plan.repair_timeout,
                 )
                 .await;
-                if !repaired {
-                    tracing::warn!("the survivors did not re-form:{detail}");
+                if !repair.formed {
+                    tracing::warn!("the survivors did not re-form:{}", repair.detail);
                 }
-                repaired.then(|| crashed_at.elapsed())
+                repair.formed.then(|| crashed_at.elapsed())
             }
         );
         sent?;
@@ -571,6 +588,7 @@ where
         rss_mib: rss,
         cells: cell_count,
         connections_planned_max,
+        plan_links_missing: plan_gap,
         hops_mean: if frames == 0 {
             1.0
         } else {
@@ -709,15 +727,26 @@ async fn drain(received: &Mutex<Received>, sent: &[Sent], limit: Duration) {
     .await;
 }
 
-/// Waits until `rooms` (`count` peers) formed their topology; returns (formed, links,
-/// wanted, what peers lack when it did not form).
+/// How a room's forming ended.
+struct Formation {
+    formed: bool,
+    /// Links up and wanted (counted at both ends; cells: cell-mate links).
+    links: usize,
+    wanted: usize,
+    /// What peers lack, when it did not form.
+    detail: String,
+    /// (Cells) links of the exact plan not held.
+    plan_gap: usize,
+}
+
+/// Waits until `rooms` (`count` peers) formed their topology.
 async fn wait_formed(
     rooms: &[Room],
     count: usize,
     config: &RoomConfig,
     key: &RoomKey,
     limit: Duration,
-) -> (bool, usize, usize, String) {
+) -> Formation {
     if let Topology::Cells(settings) = config.topology() {
         // A cell count fit for the room: the overlay's leader resizes when the count is
         // wrong for every size within a third of the room's (a count at the edge of that
@@ -731,7 +760,13 @@ async fn wait_formed(
         form_cells(rooms, bounds, &key.topic(), &settings.overlay, limit).await
     } else {
         let (formed, links, wanted) = form_mesh(rooms, limit).await;
-        (formed, links, wanted, String::new())
+        Formation {
+            formed,
+            links,
+            wanted,
+            detail: String::new(),
+            plan_gap: 0,
+        }
     }
 }
 
@@ -763,84 +798,136 @@ async fn form_mesh(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
     (formed, links, wanted)
 }
 
-/// The room's cells plan as every peer should hold it: the cell count most peers see and,
-/// for that count, the links of `planned_links_in` (from every peer's key, which no single
-/// peer knows). A peer's own status cannot tell: the holder of a bridge slot towards a
-/// smaller cell waits for a link the smaller cell may not have a member to open.
+/// How far a cells room is from formed. Formed: every peer agrees on a cell count fit for
+/// the room, holds a link to every cell mate (cells are a full mesh), every pair of cells is
+/// bridged, and no peer holds a link outside `rooms` (to a crashed peer). Which members
+/// bridge a pair depends on what each peer has heard (a lost presence event changes a
+/// bridge choice until the next refresh, minutes later), so the exact plan
+/// `planned_links_in` gives for every peer's key is reported beside it
+/// (`plan_missing`), not required: delivery needs the structure, not one choice of bridges.
 struct CellsPlan {
     cells: u32,
     agreed: bool,
-    /// Per room: planned peers it lacks, and links it holds beyond the plan.
+    /// Per room: cell mates it lacks; links to peers outside the room.
     missing: Vec<Vec<PeerId>>,
-    extra: Vec<usize>,
-    planned: usize,
+    outside: Vec<usize>,
+    /// Links wanted (cell mates, counted at both ends) and cell pairs not bridged.
+    wanted: usize,
+    unbridged: Vec<(u32, u32)>,
+    /// Per room: links of the exact plan it lacks.
+    plan_missing: Vec<Vec<PeerId>>,
 }
 
 impl CellsPlan {
     fn of(rooms: &[Room], bounds: (u32, u32), topic: &[u8; 32], overlay: &OverlayConfig) -> Self {
         let mut views: BTreeMap<u32, usize> = BTreeMap::new();
-        for room in rooms {
-            *views
-                .entry(room.mesh_status().map_or(0, |s| s.cells))
-                .or_default() += 1;
+        let statuses: Vec<_> = rooms
+            .iter()
+            .map(|room| room.mesh_status().unwrap_or_default())
+            .collect();
+        for status in &statuses {
+            *views.entry(status.cells).or_default() += 1;
         }
         let cells = views
             .iter()
             .max_by_key(|(_, count)| **count)
             .map_or(0, |(cells, _)| *cells);
         let agreed = views.len() == 1 && (bounds.0..=bounds.1).contains(&cells);
-        let (mut missing, mut extra, mut planned) = (Vec::new(), Vec::new(), 0);
-        for (room, wanted) in rooms
+        let cell_of: HashMap<PeerId, u32> = rooms
             .iter()
-            .zip(planned_peers(rooms, topic, cells, overlay))
-        {
+            .zip(&statuses)
+            .map(|(room, status)| (room.local_peer(), status.cell))
+            .collect();
+        let mut by_cell: BTreeMap<u32, Vec<PeerId>> = BTreeMap::new();
+        for (peer, cell) in &cell_of {
+            by_cell.entry(*cell).or_default().push(*peer);
+        }
+        let (mut missing, mut outside, mut wanted) = (Vec::new(), Vec::new(), 0);
+        let mut bridged: HashSet<(u32, u32)> = HashSet::new();
+        for (room, status) in rooms.iter().zip(&statuses) {
+            let me = room.local_peer();
             let held: HashSet<PeerId> = room.peers().into_iter().collect();
-            planned += wanted.len();
-            // Links beyond the plan: of an earlier view, lingering a while before they close.
-            extra.push(held.iter().filter(|peer| !wanted.contains(peer)).count());
+            let mates = by_cell.get(&status.cell).map_or(&[][..], Vec::as_slice);
+            wanted += mates.len().saturating_sub(1);
             missing.push(
-                wanted
-                    .into_iter()
-                    .filter(|peer| !held.contains(peer))
+                mates
+                    .iter()
+                    .filter(|peer| **peer != me && !held.contains(peer))
+                    .copied()
                     .collect(),
             );
+            outside.push(held.iter().filter(|p| !cell_of.contains_key(p)).count());
+            for peer in &held {
+                if let Some(cell) = cell_of.get(peer).filter(|cell| **cell != status.cell) {
+                    bridged.insert((status.cell.min(*cell), status.cell.max(*cell)));
+                }
+            }
         }
+        let occupied: Vec<u32> = by_cell.keys().copied().collect();
+        let mut unbridged = Vec::new();
+        for (i, a) in occupied.iter().enumerate() {
+            for b in occupied.iter().skip(i + 1) {
+                if !bridged.contains(&(*a, *b)) {
+                    unbridged.push((*a, *b));
+                }
+            }
+        }
+        let plan_missing = rooms
+            .iter()
+            .zip(planned_peers(rooms, topic, cells, overlay))
+            .map(|(room, wanted)| {
+                let held: HashSet<PeerId> = room.peers().into_iter().collect();
+                wanted.into_iter().filter(|p| !held.contains(p)).collect()
+            })
+            .collect();
         Self {
             cells,
             agreed,
             missing,
-            extra,
-            planned,
+            outside,
+            wanted,
+            unbridged,
+            plan_missing,
         }
     }
 
-    /// (planned links held, planned links + links still to close).
+    /// (cell-mate links held, cell-mate links wanted + links outside the room).
     fn progress(&self) -> (usize, usize) {
         let missing: usize = self.missing.iter().map(Vec::len).sum();
-        let extra: usize = self.extra.iter().sum();
-        (self.planned - missing, self.planned + extra)
+        let outside: usize = self.outside.iter().sum();
+        (self.wanted - missing, self.wanted + outside)
     }
 
     fn formed(&self) -> bool {
         let (held, wanted) = self.progress();
-        self.agreed && held == wanted
+        self.agreed && held == wanted && self.unbridged.is_empty()
     }
 
-    /// The peers short of planned links, one line each.
+    /// Links of the exact plan not held, over all peers.
+    fn plan_gap(&self) -> usize {
+        self.plan_missing.iter().map(Vec::len).sum()
+    }
+
+    /// What keeps the room from formed, a line per peer short of something.
     fn lacking(&self, rooms: &[Room]) -> String {
         let mut lines = format!(
-            "\n  plan for {} cells (agreed: {})",
-            self.cells, self.agreed
+            "\n  {} cells (agreed: {}), cell pairs not bridged: {:?}",
+            self.cells, self.agreed, self.unbridged
         );
-        for ((room, missing), extra) in rooms.iter().zip(&self.missing).zip(&self.extra) {
-            if missing.is_empty() && *extra == 0 {
+        for (((room, missing), outside), plan) in rooms
+            .iter()
+            .zip(&self.missing)
+            .zip(&self.outside)
+            .zip(&self.plan_missing)
+        {
+            if missing.is_empty() && *outside == 0 && plan.is_empty() {
                 continue;
             }
             let status = room.mesh_status().unwrap_or_default();
             let stats = room.stats();
-            let missing: Vec<String> = missing.iter().map(PeerId::short).collect();
+            let short = |peers: &[PeerId]| peers.iter().map(PeerId::short).collect::<Vec<_>>();
             lines.push_str(&format!(
-                "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} forming {} dials {}/{} failed, refused {}, lacks {missing:?}, {extra} beyond the plan",
+                "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} forming {} dials {}/{} failed, refused {}, lacks cell mates {:?}, {outside} links outside the room, lacks of the exact plan {:?}",
                 room.local_peer().short(),
                 status.cells,
                 status.cell,
@@ -854,32 +941,42 @@ impl CellsPlan {
                 stats.dials_failed,
                 stats.dials_started,
                 stats.peers_refused,
+                short(missing),
+                short(plan),
             ));
         }
         lines
     }
 }
 
-/// Waits until every peer agrees on the cell count and holds every planned link, three
-/// checks in a row; returns (formed, links, wanted, what peers lack when it did not form).
+/// Waits until the room formed ([`CellsPlan`]), three checks in a row; returns (formed,
+/// links, wanted, what peers lack when it did not form).
 async fn form_cells(
     rooms: &[Room],
     bounds: (u32, u32),
     topic: &[u8; 32],
     overlay: &OverlayConfig,
     limit: Duration,
-) -> (bool, usize, usize, String) {
+) -> Formation {
     let deadline = Instant::now() + limit;
     let mut streak = 0;
     loop {
         let plan = CellsPlan::of(rooms, bounds, topic, overlay);
-        let (held, wanted) = plan.progress();
+        let (links, wanted) = plan.progress();
         streak = if plan.formed() { streak + 1 } else { 0 };
-        if streak >= 3 {
-            return (true, held, wanted, String::new());
-        }
-        if Instant::now() >= deadline {
-            return (false, held, wanted, plan.lacking(rooms));
+        let done = streak >= 3;
+        if done || Instant::now() >= deadline {
+            return Formation {
+                formed: done,
+                links,
+                wanted,
+                detail: if done {
+                    String::new()
+                } else {
+                    plan.lacking(rooms)
+                },
+                plan_gap: plan.plan_gap(),
+            };
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -1,6 +1,6 @@
 //! `genos swarm` run as a real process: 30 peers (full mesh) and 100 peers (cells) join one
 //! room over the embedded relay and WebRTC on 127.0.0.1, then broadcast and send to single
-//! peers.
+//! peers; 40 peers of a cells room on the in-memory backends go through a crash.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -73,6 +73,53 @@ fn thirty_peers_joining_at_once_form_a_mesh_and_deliver_everything() {
     assert!(
         report["delivery_p99_ms"].as_f64().unwrap() >= report["delivery_p50_ms"].as_f64().unwrap()
     );
+}
+
+#[test]
+fn a_cells_room_on_the_memory_backends_delivers_every_broadcast_through_a_crash() {
+    // The room code of the WebRTC runs on the in-memory backends (20 ms + up to 10 ms per
+    // message, 1% of signaling lost); a quarter of the peers crash at once (no goodbye)
+    // halfway through the traffic.
+    let report = swarm(&[
+        "--backend",
+        "memory",
+        "--peers",
+        "40",
+        "--topology",
+        "cells",
+        "--broadcasts",
+        "30",
+        "--directed",
+        "30",
+        "--rate",
+        "50",
+        "--crash",
+        "0.25",
+        "--repair-timeout",
+        "120",
+        "--form-timeout",
+        "300",
+    ]);
+    assert_eq!(report["peers"], 40, "{report}");
+    assert_eq!(report["topology"], "cells", "{report}");
+    assert!(report["cells"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(report["crashed"], 10, "{report}");
+    // Every broadcast reached every peer alive when it was sent, the ones after the crash
+    // included (lazy repair pulls what a dead bridge did not forward).
+    assert_eq!(report["delivered_ratio"], 1.0, "{report}");
+    assert_eq!(report["delivered_ratio_after_crash"], 1.0, "{report}");
+    assert_eq!(report["misdelivered"], 0, "{report}");
+    let hops = report["hops_mean"].as_f64().unwrap();
+    assert!(hops > 1.0 && hops <= 3.0, "{report}");
+    // The survivors re-formed: one view, every cell mate linked, every cell pair bridged,
+    // no link left to a crashed peer.
+    let repaired = report["repaired_ms"].as_f64();
+    assert!(repaired.is_some_and(|ms| ms > 0.0), "{report}");
+    // Not asserted (issue #14): directed sends right after a crash can be lost (directed
+    // frames are forwarded on one path past the origin and not kept for repair); the
+    // ratio is reported.
+    let directed = report["directed_delivered_ratio"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&directed), "{report}");
 }
 
 // About a minute in a debug build when it passes. It stalled in about half the runs of
