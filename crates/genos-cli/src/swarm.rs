@@ -800,7 +800,8 @@ async fn form_mesh(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
 
 /// How far a cells room is from formed. Formed: every peer agrees on a cell count fit for
 /// the room, holds a link to every cell mate (cells are a full mesh), every pair of cells is
-/// bridged, and no peer holds a link outside `rooms` (to a crashed peer). Which members
+/// bridged, and no peer holds a link outside `rooms` (to a crashed peer) or one its overlay
+/// no longer wants (of an earlier view, lingering before it closes). Which members
 /// bridge a pair depends on what each peer has heard (a lost presence event changes a
 /// bridge choice until the next refresh, minutes later), so the exact plan
 /// `planned_links_in` gives for every peer's key is reported beside it
@@ -808,7 +809,7 @@ async fn form_mesh(rooms: &[Room], limit: Duration) -> (bool, usize, usize) {
 struct CellsPlan {
     cells: u32,
     agreed: bool,
-    /// Per room: cell mates it lacks; links to peers outside the room.
+    /// Per room: cell mates it lacks; links to peers outside the room or lingering.
     missing: Vec<Vec<PeerId>>,
     outside: Vec<usize>,
     /// Links wanted (cell mates, counted at both ends) and cell pairs not bridged.
@@ -856,7 +857,8 @@ impl CellsPlan {
                     .copied()
                     .collect(),
             );
-            outside.push(held.iter().filter(|p| !cell_of.contains_key(p)).count());
+            let beyond = held.iter().filter(|p| !cell_of.contains_key(p)).count();
+            outside.push(beyond + status.lingering_links);
             for peer in &held {
                 if let Some(cell) = cell_of.get(peer).filter(|cell| **cell != status.cell) {
                     bridged.insert((status.cell.min(*cell), status.cell.max(*cell)));
@@ -891,7 +893,7 @@ impl CellsPlan {
         }
     }
 
-    /// (cell-mate links held, cell-mate links wanted + links outside the room).
+    /// (cell-mate links held, cell-mate links wanted + links outside the room or lingering).
     fn progress(&self) -> (usize, usize) {
         let missing: usize = self.missing.iter().map(Vec::len).sum();
         let outside: usize = self.outside.iter().sum();
@@ -927,7 +929,7 @@ impl CellsPlan {
             let stats = room.stats();
             let short = |peers: &[PeerId]| peers.iter().map(PeerId::short).collect::<Vec<_>>();
             lines.push_str(&format!(
-                "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} forming {} dials {}/{} failed, refused {}, lacks cell mates {:?}, {outside} links outside the room, lacks of the exact plan {:?}",
+                "\n  {}: cells {} cell {} members {} intra {} slots {} bridges {} roster {} failures {} forming {} dials {}/{} failed, refused {}, lacks cell mates {:?}, {outside} links outside the room or lingering, lacks of the exact plan {:?}",
                 room.local_peer().short(),
                 status.cells,
                 status.cell,

@@ -296,6 +296,15 @@ impl<A: FrameAuth> Overlay<A> {
             .map(|(peer, link)| (*peer, link.role))
     }
 
+    /// Open links no longer wanted (a view changed, or a plan moved on): each is closed
+    /// once it has lingered `linger`.
+    pub fn lingering_links(&self) -> usize {
+        self.links
+            .values()
+            .filter(|link| link.up && link.unwanted_since.is_some())
+            .count()
+    }
+
     /// The members of this peer's cell as of its last plan (itself included), in key order.
     pub fn cell_members(&self) -> impl Iterator<Item = PeerKey> + '_ {
         self.members.iter().map(|member| member.key)

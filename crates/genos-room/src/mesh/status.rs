@@ -32,6 +32,8 @@ pub struct MeshStatus {
     pub intra_links: usize,
     /// Bridge links to other cells.
     pub bridge_links: usize,
+    /// Links no longer wanted, lingering until they close (counted in the two above too).
+    pub lingering_links: usize,
     /// Peers the overlay knows (its cell and the cells it bridges to).
     pub roster: usize,
     /// Signaling topics joined for the overlay (lobby, own cell, bridge cells).
@@ -59,6 +61,7 @@ impl MeshStatus {
             bridge_slots: overlay.bridge_slots().len(),
             intra_links,
             bridge_links,
+            lingering_links: overlay.lingering_links(),
             roster: overlay.roster_len(),
             topics,
             metrics: overlay.metrics().clone(),
