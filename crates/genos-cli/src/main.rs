@@ -471,6 +471,17 @@ async fn run_swarm(
     } else if peers > 128 {
         return Err("a full-mesh room holds at most 128 peers; try --topology cells".into());
     }
+    match backend {
+        SwarmBackend::WebRtc { .. } if peers > 1000 => {
+            return Err(
+                "--peers: at most 1,000 WebRTC peers in one process; try --backend memory".into(),
+            );
+        }
+        SwarmBackend::Memory { loss, .. } if !(0.0..=1.0).contains(&loss) => {
+            return Err("--loss must be a probability within [0, 1]".into());
+        }
+        _ => {}
+    }
     let derive = std::time::Instant::now();
     let key = config.derive_key().await.map_err(|e| e.to_string())?;
     let derived = derive.elapsed();
@@ -484,9 +495,6 @@ async fn run_swarm(
     };
     let report = match backend {
         SwarmBackend::WebRtc { relay } => {
-            if peers > 1000 {
-                return Err("at most 1,000 WebRTC peers in one process; try --backend memory".into());
-            }
             let (_embedded, relay_url) = relay_or_embedded(relay).await?;
             if !json {
                 println!("genos swarm: {peers} peers join one password room at once over {relay_url}");
@@ -505,9 +513,6 @@ async fn run_swarm(
         } => {
             use genos::signal::memory::{MemorySignaling, MemorySignalingConfig};
             use genos::transport::memory::{MemoryTransport, MemoryTransportConfig};
-            if !(0.0..=1.0).contains(&loss) {
-                return Err("--loss must be a probability within [0, 1]".into());
-            }
             if !json {
                 println!(
                     "genos swarm: {peers} peers join one password room at once on the in-memory backends ({latency:?} + up to {jitter:?} per message, signaling loss {loss})"

@@ -263,6 +263,9 @@ fn swarm_refuses_what_it_cannot_do() {
         &["swarm", "--peers", "129"],
         &["swarm", "--peers", "1001", "--topology", "cells"],
         &["swarm", "--topology", "rings"],
+        &["swarm", "--backend", "memory", "--peers", "5001"],
+        &["swarm", "--backend", "memory", "--loss", "2"],
+        &["swarm", "--backend", "memory", "--latency-ms=-1"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_genos"))
             .args(args)
@@ -271,7 +274,9 @@ fn swarm_refuses_what_it_cannot_do() {
         assert!(!output.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("--peers") || stderr.contains("--topology"),
+            ["--peers", "--topology", "--loss", "--latency-ms"]
+                .iter()
+                .any(|flag| stderr.contains(flag)),
             "{stderr}"
         );
     }
