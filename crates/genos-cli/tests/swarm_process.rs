@@ -77,29 +77,12 @@ fn thirty_peers_joining_at_once_form_a_mesh_and_deliver_everything() {
 
 #[test]
 fn a_cells_room_on_the_memory_backends_delivers_every_broadcast_through_a_crash() {
-    // The room code of the WebRTC runs on the in-memory backends (20 ms + up to 10 ms per
+    // The room code of the WebRTC swarms, here on the in-memory backends (20 ms + up to 10 ms per
     // message, 1% of signaling lost); a quarter of the peers crash at once (no goodbye)
     // halfway through the traffic.
-    let report = swarm(&[
-        "--backend",
-        "memory",
-        "--peers",
-        "40",
-        "--topology",
-        "cells",
-        "--broadcasts",
-        "30",
-        "--directed",
-        "30",
-        "--rate",
-        "50",
-        "--crash",
-        "0.25",
-        "--repair-timeout",
-        "120",
-        "--form-timeout",
-        "300",
-    ]);
+    let args = "--backend memory --peers 40 --topology cells --broadcasts 30 --directed 30 \
+                --rate 50 --crash 0.25 --repair-timeout 120 --form-timeout 300";
+    let report = swarm(&args.split_whitespace().collect::<Vec<_>>());
     assert_eq!(report["peers"], 40, "{report}");
     assert_eq!(report["topology"], "cells", "{report}");
     assert!(report["cells"].as_u64().unwrap() >= 2, "{report}");
