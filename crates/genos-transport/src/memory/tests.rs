@@ -38,15 +38,22 @@ async fn accept(events: &mut MemoryEvents) -> MemoryChannel {
     }
 }
 
+/// A channel `a` opens and the other side accepts: (a's end, the other end).
+async fn channel(
+    a: &MemoryConnection,
+    remote_events: &mut MemoryEvents,
+    label: &str,
+    reliability: Reliability,
+) -> (MemoryChannel, MemoryChannel) {
+    let left = a.open_channel(label, reliability).await.unwrap();
+    (left, accept(remote_events).await)
+}
+
 #[tokio::test]
 async fn dropped_link_fails_both_sides_and_ends_channels() {
     let net = MemoryTransport::new(MemoryTransportConfig::default());
     let (a, _ae, b, mut be) = pair(&net).await;
-    let left = a
-        .open_channel("x", Reliability::ReliableOrdered)
-        .await
-        .unwrap();
-    let right = accept(&mut be).await;
+    let (left, right) = channel(&a, &mut be, "x", Reliability::ReliableOrdered).await;
     b.fault_drop_link();
     assert_eq!(a.state(), ConnectionState::Failed);
     assert_eq!(b.state(), ConnectionState::Failed);
@@ -64,11 +71,7 @@ async fn stall_holds_delivery_and_fills_the_buffer() {
         .with_send_buffer(10 * (1000 + MESSAGE_OVERHEAD));
     let net = MemoryTransport::new(config);
     let (a, _ae, b, mut be) = pair(&net).await;
-    let left = a
-        .open_channel("x", Reliability::ReliableOrdered)
-        .await
-        .unwrap();
-    let right = accept(&mut be).await;
+    let (left, right) = channel(&a, &mut be, "x", Reliability::ReliableOrdered).await;
     b.fault_stall(true);
     for _ in 0..10 {
         left.send(Bytes::from(vec![1u8; 1000])).await.unwrap();
@@ -94,11 +97,7 @@ async fn unreliable_overflow_is_dropped_and_counted() {
         .with_send_buffer(4 * (100 + MESSAGE_OVERHEAD));
     let net = MemoryTransport::new(config);
     let (a, _ae, _b, mut be) = pair(&net).await;
-    let left = a
-        .open_channel("u", Reliability::UnreliableUnordered)
-        .await
-        .unwrap();
-    let right = accept(&mut be).await;
+    let (left, right) = channel(&a, &mut be, "u", Reliability::UnreliableUnordered).await;
     for _ in 0..10 {
         left.send(Bytes::from(vec![0u8; 100])).await.unwrap();
     }
@@ -118,11 +117,7 @@ async fn unreliable_loss_is_seeded() {
         let net =
             MemoryTransport::new(MemoryTransportConfig::default().with_unreliable_loss(0.5, seed));
         let (a, _ae, _b, mut be) = pair(&net).await;
-        let left = a
-            .open_channel("u", Reliability::UnreliableUnordered)
-            .await
-            .unwrap();
-        let right = accept(&mut be).await;
+        let (left, right) = channel(&a, &mut be, "u", Reliability::UnreliableUnordered).await;
         for _ in 0..100 {
             left.send(Bytes::from_static(b"m")).await.unwrap();
         }
@@ -140,11 +135,7 @@ async fn latency_holds_messages_and_jitter_never_reorders() {
     let config = MemoryTransportConfig::default().with_latency(latency, Duration::from_millis(30));
     let net = MemoryTransport::new(config);
     let (a, _ae, _b, mut be) = pair(&net).await;
-    let left = a
-        .open_channel("l", Reliability::ReliableOrdered)
-        .await
-        .unwrap();
-    let right = accept(&mut be).await;
+    let (left, right) = channel(&a, &mut be, "l", Reliability::ReliableOrdered).await;
     let sent_at = tokio::time::Instant::now();
     for i in 0..50u8 {
         left.send(Bytes::from(vec![i])).await.unwrap();
