@@ -559,11 +559,11 @@ async fn run_swarm(
         );
         if report.crashed > 0 {
             let repaired = report.repaired_ms.map_or_else(
-                || "not within the run".to_owned(),
-                |ms| format!("after {ms:.0} ms"),
+                || "did not re-form within --repair-timeout".to_owned(),
+                |ms| format!("re-formed after {ms:.0} ms"),
             );
             println!(
-                "crash: {} peers crashed halfway; broadcasts after it delivered {:.4} to the survivors; the survivors' plan held again {repaired}",
+                "crash: {} peers crashed halfway; broadcasts after it delivered {:.4} to the survivors; the survivors {repaired}",
                 report.crashed, report.delivered_ratio_after_crash,
             );
         }

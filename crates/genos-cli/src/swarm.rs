@@ -144,9 +144,10 @@ pub struct SwarmReport {
     /// Broadcast copies received / copies that should have arrived, of the broadcasts sent
     /// after the crash (to the survivors); `delivered_ratio` when nothing crashed.
     pub delivered_ratio_after_crash: f64,
-    /// From the crash until every survivor held the links the room's plan gives the
-    /// survivors and none to a crashed peer; None when nothing crashed or it did not happen
-    /// within [`SwarmPlan::repair_timeout`].
+    /// From the crash until the survivors formed again (as a room forms: for cells, one
+    /// view, every cell mate linked, every cell pair bridged, no link to a crashed peer or
+    /// lingering); None when nothing crashed or it did not happen within
+    /// [`SwarmPlan::repair_timeout`].
     pub repaired_ms: Option<f64>,
 }
 
@@ -253,12 +254,18 @@ pub fn rss_mib() -> f64 {
 struct Doomed(Option<tokio::runtime::Runtime>);
 
 impl Doomed {
-    fn new() -> std::io::Result<Self> {
-        tokio::runtime::Builder::new_multi_thread()
+    /// A runtime of its own running `task`.
+    fn spawn<F>(task: F) -> std::io::Result<(Self, tokio::task::JoinHandle<F::Output>)>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
-            .build()
-            .map(|runtime| Self(Some(runtime)))
+            .build()?;
+        let handle = runtime.spawn(task);
+        Ok((Self(Some(runtime)), handle))
     }
 
     fn crash(&mut self) {
@@ -318,15 +325,10 @@ where
         ));
     }
     // Never the first peer: in a cells room it starts the room alone.
-    let doomed_set: HashSet<usize> = {
-        let mut candidates: Vec<usize> = (1..count).collect();
-        let mut rng = rand::rng();
-        for i in 0..victims {
-            let j = rng.random_range(i..candidates.len());
-            candidates.swap(i, j);
-        }
-        candidates.into_iter().take(victims).collect()
-    };
+    let doomed_set: HashSet<usize> = rand::seq::index::sample(&mut rand::rng(), count - 1, victims)
+        .into_iter()
+        .map(|index| index + 1)
+        .collect();
     let cells = matches!(config.topology(), Topology::Cells(_));
     let join = |index: usize, (signaling, identity): (S, Identity)| {
         let config = config.clone().with_identity(identity.clone());
@@ -343,14 +345,11 @@ where
                     .map(|room| (room, None))
                     .map_err(SwarmError::from);
             }
-            let runtime = Doomed::new().map_err(|e| SwarmError::Runtime(e.to_string()))?;
-            let handle = runtime.0.as_ref().map(|r| r.spawn(join));
-            match handle {
-                Some(handle) => match handle.await {
-                    Ok(room) => Ok((room?, Some(runtime))),
-                    Err(e) => Err(SwarmError::Runtime(e.to_string())),
-                },
-                None => Err(SwarmError::Runtime("shut down before the join".into())),
+            let (runtime, handle) =
+                Doomed::spawn(join).map_err(|e| SwarmError::Runtime(e.to_string()))?;
+            match handle.await {
+                Ok(room) => Ok((room?, Some(runtime))),
+                Err(e) => Err(SwarmError::Runtime(e.to_string())),
             }
         }
     };
@@ -527,8 +526,7 @@ where
         drain(&received, &traffic.sent, plan.drain_timeout).await;
     }
     let traffic_time = traffic_start.elapsed();
-    let alive = traffic.alive.clone();
-    let sent = std::mem::take(&mut traffic.sent);
+    let Traffic { alive, sent, .. } = traffic;
     let published_traffic = published(&rooms).saturating_sub(published_at_formed);
     for reader in &readers {
         reader.abort();
@@ -843,11 +841,14 @@ impl CellsPlan {
         for (peer, cell) in &cell_of {
             by_cell.entry(*cell).or_default().push(*peer);
         }
+        let held: Vec<HashSet<PeerId>> = rooms
+            .iter()
+            .map(|room| room.peers().into_iter().collect())
+            .collect();
         let (mut missing, mut outside, mut wanted) = (Vec::new(), Vec::new(), 0);
         let mut bridged: HashSet<(u32, u32)> = HashSet::new();
-        for (room, status) in rooms.iter().zip(&statuses) {
+        for ((room, status), held) in rooms.iter().zip(&statuses).zip(&held) {
             let me = room.local_peer();
-            let held: HashSet<PeerId> = room.peers().into_iter().collect();
             let mates = by_cell.get(&status.cell).map_or(&[][..], Vec::as_slice);
             wanted += mates.len().saturating_sub(1);
             missing.push(
@@ -859,7 +860,7 @@ impl CellsPlan {
             );
             let beyond = held.iter().filter(|p| !cell_of.contains_key(p)).count();
             outside.push(beyond + status.lingering_links);
-            for peer in &held {
+            for peer in held {
                 if let Some(cell) = cell_of.get(peer).filter(|cell| **cell != status.cell) {
                     bridged.insert((status.cell.min(*cell), status.cell.max(*cell)));
                 }
@@ -874,13 +875,10 @@ impl CellsPlan {
                 }
             }
         }
-        let plan_missing = rooms
+        let plan_missing = held
             .iter()
             .zip(planned_peers(rooms, topic, cells, overlay))
-            .map(|(room, wanted)| {
-                let held: HashSet<PeerId> = room.peers().into_iter().collect();
-                wanted.into_iter().filter(|p| !held.contains(p)).collect()
-            })
+            .map(|(held, wanted)| wanted.into_iter().filter(|p| !held.contains(p)).collect())
             .collect();
         Self {
             cells,
@@ -951,8 +949,7 @@ impl CellsPlan {
     }
 }
 
-/// Waits until the room formed ([`CellsPlan`]), three checks in a row; returns (formed,
-/// links, wanted, what peers lack when it did not form).
+/// Waits until the room formed ([`CellsPlan`]), three checks in a row, or `limit` passes.
 async fn form_cells(
     rooms: &[Room],
     bounds: (u32, u32),

@@ -98,9 +98,9 @@ fn a_cells_room_on_the_memory_backends_delivers_every_broadcast_through_a_crash(
     // no link left to a crashed peer.
     let repaired = report["repaired_ms"].as_f64();
     assert!(repaired.is_some_and(|ms| ms > 0.0), "{report}");
-    // Not asserted (issue #14): directed sends right after a crash can be lost (directed
-    // frames are forwarded on one path past the origin and not kept for repair); the
-    // ratio is reported.
+    // Not asserted (issue #14): directed sends right after a crash can be lost (forwarders
+    // whose bridge died pass them to cell mates until their TTL runs out, and directed
+    // frames are not kept for repair); the ratio is reported.
     let directed = report["directed_delivered_ratio"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&directed), "{report}");
 }
