@@ -1,5 +1,6 @@
-//! The extended relay list: read from the cache file, refreshed from a directory served over
-//! HTTP on loopback, dialled in the background, and used to replace muted relays.
+//! The relay pool: a burst of sends larger than the hand-over queue is delivered whole, and
+//! the extended relay list is read from the cache file, refreshed from a directory served
+//! over HTTP on loopback, dialled in the background, and used to replace muted relays.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,12 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use genos_crypto::Identity;
 use genos_signal::nostr::{
     DEFAULT_RELAY_DIRECTORY, EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrEvents,
     NostrSession, NostrSignaling, RelayDiscovery, RelayState, read_relay_cache, write_relay_cache,
 };
-use genos_signal::{JoinRequest, SignalSession, Signaling, Topic};
+use genos_signal::{JoinRequest, SignalEvent, SignalSession, Signaling, Topic};
 use support::deliver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -58,6 +60,48 @@ async fn wait_connected(session: &NostrSession, url: &str) {
         "{url} never connected: {:?}",
         session.relays()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_relay_queue_is_delivered_whole() {
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let topic = Topic::from_bytes(rand::random());
+    // A hand-over queue of 2 before a burst of 200: every send beyond it must wait for room,
+    // not be dropped (the burst used to lose what did not fit).
+    let mut tight = config(&[relay.url()]);
+    tight.relay_queue = 2;
+    let (a, _a_events) = join(tight, topic).await;
+    let (b, mut b_events) = join(config(&[relay.url()]), topic).await;
+    let burst = 200;
+    for i in 0..burst {
+        a.send_to(b.local_peer(), Bytes::from(i.to_string()))
+            .await
+            .unwrap();
+    }
+    let mut received = std::collections::BTreeSet::new();
+    let read = tokio::time::timeout(TIMEOUT, async {
+        while received.len() < burst {
+            match b_events.next().await {
+                Some(SignalEvent::Message { payload, .. }) => {
+                    received.insert(String::from_utf8(payload.to_vec()).unwrap());
+                }
+                Some(SignalEvent::Lagged { dropped }) => panic!("b's inbox dropped {dropped}"),
+                Some(_) => {}
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await;
+    let dropped: u64 = a.relays().iter().map(|h| h.publish_dropped).sum();
+    assert!(
+        read.is_ok(),
+        "{} of {burst} arrived; a dropped {dropped} at publishing",
+        received.len()
+    );
+    assert_eq!(dropped, 0);
+    assert_eq!(received, (0..burst).map(|i| i.to_string()).collect());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,7 +88,12 @@ pub struct NostrConfig {
     /// Verified-or-not events queued from all relays to the session. Default 1024.
     pub incoming_capacity: usize,
     /// Events queued per relay while it is disconnected (oldest dropped first). Default 64.
+    /// Also the bound of the hand-over to each relay's task: a burst beyond it makes
+    /// `send_to`, `announce` and `leave` wait for room (at most `publish_wait`).
     pub relay_queue: usize,
+    /// How long publishing waits for room at a relay whose hand-over queue is full before
+    /// dropping the event for that relay (counted in its `publish_dropped`). Default 2 s.
+    pub publish_wait: Duration,
     /// Queued events older than this are not sent after a reconnect. Default 60 s.
     pub queued_event_max_age: Duration,
     /// Offsets after `announce` at which presence is published again. Default none: stored
@@ -140,6 +145,7 @@ impl Default for NostrConfig {
             inbox_capacity: 1024,
             incoming_capacity: 1024,
             relay_queue: 64,
+            publish_wait: Duration::from_secs(2),
             queued_event_max_age: Duration::from_secs(60),
             announce_burst: Vec::new(),
             announce_interval: Duration::from_secs(300),

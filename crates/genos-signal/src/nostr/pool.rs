@@ -72,20 +72,43 @@ impl Shared {
         at
     }
 
-    pub(super) fn publish(&self, outgoing: Outgoing) {
+    /// Hands the event to every relay's task. A full hand-over queue (a burst larger than
+    /// `relay_queue`, or a task busy writing) is waited on for at most `publish_wait`, all
+    /// relays at once, so a burst is delivered rather than silently cut; only a relay still
+    /// full after that loses the event (counted as `publish_dropped`).
+    pub(super) async fn publish(&self, outgoing: Outgoing) {
         bump(&self.counters.published);
-        let relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
-        for relay in relays.iter() {
-            if relay
-                .commands
-                .try_send(Command::Publish(outgoing.clone()))
-                .is_err()
-            {
-                tracing::debug!("relay queue full: event dropped");
-                let mut health = relay.health.lock().unwrap_or_else(|p| p.into_inner());
-                health.publish_dropped += 1;
+        let relays: Vec<_> = self
+            .relays
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|relay| (relay.commands.clone(), relay.health.clone()))
+            .collect();
+        let wait = self.config.publish_wait;
+        let handed = relays.into_iter().map(|(commands, health)| {
+            let command = Command::Publish(outgoing.clone());
+            async move {
+                let handed = match commands.try_send(command) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(command)) => {
+                        matches!(
+                            tokio::time::timeout(wait, commands.send(command)).await,
+                            Ok(Ok(()))
+                        )
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                };
+                if !handed {
+                    tracing::debug!("relay queue full: event dropped");
+                    health
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .publish_dropped += 1;
+                }
             }
-        }
+        });
+        futures::future::join_all(handed).await;
     }
 
     pub(super) fn fresh_presence(&self) -> Option<Outgoing> {

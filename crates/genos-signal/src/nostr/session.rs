@@ -153,7 +153,7 @@ impl SignalSession for NostrSession {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(presence);
         bump(&self.handle.shared.counters.announces);
-        self.handle.shared.publish(outgoing);
+        self.handle.shared.publish(outgoing).await;
         self.handle.shared.announce_reset.notify_waiters();
         Ok(())
     }
@@ -165,7 +165,7 @@ impl SignalSession for NostrSession {
             .handle
             .shared
             .build(ContentKind::Message, Some(peer), &message)?;
-        self.handle.shared.publish(outgoing);
+        self.handle.shared.publish(outgoing).await;
         Ok(())
     }
 
@@ -174,7 +174,7 @@ impl SignalSession for NostrSession {
             return Ok(());
         }
         if let Ok(bye) = self.handle.shared.build(ContentKind::Bye, None, &[]) {
-            self.handle.shared.publish(bye);
+            self.handle.shared.publish(bye).await;
         }
         self.shutdown();
         Ok(())
