@@ -23,6 +23,16 @@ pub enum Sizing {
     },
     /// Cells of about this many peers, whatever the room's size.
     Fixed(u32),
+    /// One cell, that is a full mesh, while the room has at most `mesh_max` peers; above
+    /// that as [`Sizing::Auto`]. With the overlay's resize hysteresis (a third either way) a
+    /// room moves to cells once it passes about 4/3 of `mesh_max` and back to one cell
+    /// below about 3/4 of it.
+    MeshFirst {
+        /// Largest room kept as one cell.
+        mesh_max: u32,
+        /// Largest cell size aimed for above it.
+        max_cell: u32,
+    },
 }
 
 impl Default for Sizing {
@@ -40,11 +50,15 @@ impl Default for Sizing {
 /// assert_eq!(cell_count(100, Sizing::default()), 10);
 /// assert_eq!(cell_count(10_000, Sizing::default()), 100);
 /// assert_eq!(cell_count(10_000, Sizing::Fixed(50)), 200);
+/// let mesh_first = Sizing::MeshFirst { mesh_max: 64, max_cell: 100 };
+/// assert_eq!(cell_count(64, mesh_first), 1);
+/// assert_eq!(cell_count(100, mesh_first), 10);
 /// ```
 pub fn cell_count(peers: usize, sizing: Sizing) -> u32 {
     let peers = u64::try_from(peers.max(1)).unwrap_or(u64::MAX);
     let size = match sizing {
-        Sizing::Auto { max_cell } => {
+        Sizing::MeshFirst { mesh_max, .. } if peers <= u64::from(mesh_max) => return 1,
+        Sizing::Auto { max_cell } | Sizing::MeshFirst { max_cell, .. } => {
             u64::from(integer_sqrt_ceil(peers)).min(u64::from(max_cell.max(1)))
         }
         Sizing::Fixed(size) => u64::from(size.max(1)),

@@ -359,3 +359,71 @@ fn lazy_repair_carries_every_broadcast_across_a_thirty_percent_crash() {
         report.to_text()
     );
 }
+
+/// The cell count every live peer holds (panics on a split view).
+fn agreed_cells<A: FrameAuth>(net: &Net<A>) -> u32 {
+    let counts: HashSet<u32> = (0..net.len())
+        .filter(|i| net.is_alive(*i))
+        .filter_map(|i| net.overlay(i).map(|overlay| overlay.cells()))
+        .collect();
+    assert_eq!(counts.len(), 1, "split view: {counts:?}");
+    counts.into_iter().next().unwrap_or(0)
+}
+
+#[test]
+fn a_mesh_first_room_is_a_full_mesh_until_it_outgrows_the_threshold_and_again_after_it_shrinks() {
+    let mut config = OverlayConfig::default();
+    config.sizing = Sizing::MeshFirst {
+        mesh_max: 24,
+        max_cell: 100,
+    };
+    let peers = 60;
+    let mut net = Net::new(peers, &config, [8; 32], NetConfig::new(20, 20, 3_000), 31);
+    // 30 peers, none told the cell count: past 24, but within the resize hysteresis (a
+    // third), so still one cell (not an oversized cell waiting for a resize), every peer
+    // linked to every other.
+    for i in 0..30 {
+        net.start_at(i as u64 * SECOND / 4, i, None);
+    }
+    net.run_until(60 * SECOND);
+    assert_eq!(agreed_cells(&net), 1);
+    assert_eq!(net.health().missing_intra, 0, "{:?}", net.health());
+    for i in 0..30 {
+        assert_eq!(net.degree(i), 29, "peer {i} is not linked to all 29 others");
+    }
+    assert_broadcasts_reach_everyone(&mut net, 3);
+    // 30 more: 60 peers, past 4/3 of 24, so cells of about sqrt(60).
+    let now = net.now_us();
+    for i in 30..peers {
+        net.start_at(now + (i as u64 - 30) * SECOND / 4, i, None);
+    }
+    net.run_until(now + 120 * SECOND);
+    let cells = agreed_cells(&net);
+    assert_eq!(
+        cells,
+        cell_count(peers, config.sizing),
+        "{:?}",
+        net.health()
+    );
+    let health = net.health();
+    assert_eq!(health.missing_intra, 0, "{health:?}");
+    assert_eq!(health.unbridged_pairs, 0, "{health:?}");
+    let max_degree = net.live_degrees().into_iter().max().unwrap_or(0);
+    assert!(
+        max_degree < 40,
+        "a cells room of 60 peers needs no {max_degree} links"
+    );
+    assert_broadcasts_reach_everyone(&mut net, 5);
+    // 45 leave: 15 peers, under 3/4 of 24, so one cell again, a full mesh.
+    for i in 15..peers {
+        net.leave(i);
+    }
+    let now = net.now_us();
+    net.run_until(now + 400 * SECOND);
+    assert_eq!(agreed_cells(&net), 1, "{:?}", net.health());
+    assert_eq!(net.health().missing_intra, 0, "{:?}", net.health());
+    for i in 0..15 {
+        assert_eq!(net.degree(i), 14, "peer {i} is not linked to all 14 others");
+    }
+    assert_broadcasts_reach_everyone(&mut net, 3);
+}

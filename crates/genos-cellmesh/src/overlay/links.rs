@@ -191,15 +191,20 @@ impl<A: FrameAuth> Overlay<A> {
         let members = self.members.len();
         let cells = usize::try_from(self.cells.max(1)).unwrap_or(usize::MAX);
         let census = (self.cells > 1).then(|| self.census_estimate()).flatten();
-        match (census, self.config.sizing) {
+        let sizing = self.config.sizing;
+        match (census, sizing) {
             (Some(room), _) => room.div_ceil(cells),
-            (None, crate::Sizing::Auto { .. }) => {
+            (None, crate::Sizing::Fixed(size)) => usize::try_from(size).unwrap_or(usize::MAX),
+            (None, _) => {
                 let room = members.saturating_mul(cells);
-                let cells = usize::try_from(cell_count(room, self.config.sizing).max(1))
-                    .unwrap_or(usize::MAX);
+                // A one-cell room its leader keeps as one cell (within the resize
+                // hysteresis) is the size it should be, not an oversized cell.
+                if cells == 1 && cell_count(room.saturating_mul(3) / 4, sizing) == 1 {
+                    return room;
+                }
+                let cells = usize::try_from(cell_count(room, sizing).max(1)).unwrap_or(usize::MAX);
                 room.div_ceil(cells)
             }
-            (None, crate::Sizing::Fixed(size)) => usize::try_from(size).unwrap_or(usize::MAX),
         }
     }
 

@@ -103,6 +103,9 @@ pub struct Scenario {
     pub max_cell: u32,
     /// Use cells of exactly `max_cell` peers instead of sqrt(N).
     pub fixed_cell: bool,
+    /// Keep the room one cell (a full mesh) up to this many peers, as a room with
+    /// `Topology::Auto` does (0: off).
+    pub mesh_max: u32,
     /// Render a picture of cells and bridges (only for rooms of up to 400 peers).
     pub picture: bool,
     /// A wall-clock goal for the whole run, seconds (0 for none): checked by `--check`.
@@ -148,6 +151,7 @@ impl Default for Scenario {
             bridges_per_pair: 3,
             max_cell: 100,
             fixed_cell: false,
+            mesh_max: 0,
             picture: true,
             wall_goal_s: 0,
             lazy_repair: true,
@@ -220,6 +224,11 @@ impl Scenario {
         config.bridges_per_pair = self.bridges_per_pair;
         config.sizing = if self.fixed_cell {
             Sizing::Fixed(self.max_cell)
+        } else if self.mesh_max > 0 {
+            Sizing::MeshFirst {
+                mesh_max: self.mesh_max,
+                max_cell: self.max_cell,
+            }
         } else {
             Sizing::Auto {
                 max_cell: self.max_cell,
