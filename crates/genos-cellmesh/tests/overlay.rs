@@ -427,3 +427,43 @@ fn a_mesh_first_room_is_a_full_mesh_until_it_outgrows_the_threshold_and_again_af
     }
     assert_broadcasts_reach_everyone(&mut net, 3);
 }
+
+#[test]
+fn a_room_that_shrinks_to_a_few_peers_outside_cell_0_moves_to_fewer_cells() {
+    let config = config(100);
+    let peers = 64;
+    let mut net = Net::new(peers, &config, [9; 32], NetConfig::new(20, 20, 3_000), 41);
+    warm(&mut net, &config, 20);
+    let cells = agreed_cells(&net);
+    assert_eq!(cells, cell_count(peers, config.sizing));
+    // Six survivors, none in cell 0 (its leader decides resizes) and in at most half the
+    // cells (the census counts a room once 3/4 of its cells were heard): only the rule for
+    // an established view's silent cells moves this room.
+    let mut survivors = Vec::new();
+    let mut survivor_cells = HashSet::new();
+    for i in 0..peers {
+        let cell = net.overlay(i).unwrap().cell();
+        if survivors.len() < 6
+            && cell != 0
+            && (survivor_cells.contains(&cell) || survivor_cells.len() < 3)
+        {
+            survivors.push(i);
+            survivor_cells.insert(cell);
+        }
+    }
+    assert_eq!(survivors.len(), 6, "not enough peers outside cell 0");
+    for i in 0..peers {
+        if !survivors.contains(&i) {
+            net.leave(i);
+        }
+    }
+    let now = net.now_us();
+    net.run_until(now + 1_000 * SECOND);
+    let now_cells = agreed_cells(&net);
+    assert!(now_cells < cells, "still {now_cells} cells for 6 peers");
+    assert_eq!(now_cells, cell_count(6, config.sizing));
+    let health = net.health();
+    assert_eq!(health.missing_intra, 0, "{health:?}");
+    assert_eq!(health.unbridged_pairs, 0, "{health:?}");
+    assert_broadcasts_reach_everyone(&mut net, 3);
+}

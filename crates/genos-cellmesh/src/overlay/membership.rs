@@ -308,7 +308,11 @@ impl<A: FrameAuth> Overlay<A> {
 
     /// Cell 0's leader alone decides resizes (one decider per view, so peers never split
     /// over noisy estimates) and announces the new view at once; everyone adopts the
-    /// highest view heard on the lobby.
+    /// highest view heard on the lobby. Once a view is established (every live cell's
+    /// leader has posted a census, twice over), a cell silent all that time is taken as
+    /// empty: if cell 0 is, the leader of the lowest cell heard decides instead, and the
+    /// estimate counts only the cells heard (a room that shrank to a few peers in a few
+    /// cells must still move back to fewer cells).
     pub(super) fn resize_from_census(&mut self, now: Instant, out: &mut Vec<Output>) {
         let Some(since) = self.cells_since else {
             return;
@@ -317,7 +321,9 @@ impl<A: FrameAuth> Overlay<A> {
         let stale = period.mul_f64(2.5);
         self.census
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
-        if !self.is_leader || self.my_cell != 0 {
+        let established = now.saturating_duration_since(since) >= stale;
+        let lowest_heard = self.census.range(..self.my_cell).next().is_none();
+        if !self.is_leader || (self.my_cell != 0 && !(established && lowest_heard)) {
             return;
         }
         // A one-cell room is its leader's roster: no census needed. A room growing fast
@@ -335,6 +341,13 @@ impl<A: FrameAuth> Overlay<A> {
                 }
                 Some(_) => Some(own),
                 None if self.beyond_skew() => Some(own),
+                None if established => usize::try_from(
+                    self.census
+                        .values()
+                        .map(|(count, _)| u64::from(*count))
+                        .sum::<u64>(),
+                )
+                .ok(),
                 None => None,
             }
         };
