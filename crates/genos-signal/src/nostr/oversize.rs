@@ -13,7 +13,6 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
@@ -28,8 +27,9 @@ const HEADERS_END: &[u8] = b"\r\n\r\n";
 pub(crate) struct SkipOversized<S> {
     inner: S,
     limit: usize,
-    /// Messages dropped so far (shared with whoever reports it).
-    skipped: Arc<AtomicU64>,
+    /// Told of each message dropped, at once (the reader may then wait for bytes a long
+    /// time: a count folded in only after the next message would lag behind).
+    on_skip: OnSkip,
     /// Bytes read from the socket, not yet looked at.
     input: BytesMut,
     /// Bytes ready for tungstenite.
@@ -96,12 +96,23 @@ fn parse_header(bytes: &[u8]) -> Option<FrameHeader> {
     })
 }
 
+/// What a [`SkipOversized`] calls for each message it drops.
+pub(crate) type OnSkip = Arc<dyn Fn() + Send + Sync>;
+
+/// An [`OnSkip`] counting into `counter`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn count_into(counter: Arc<std::sync::atomic::AtomicU64>) -> OnSkip {
+    Arc::new(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+}
+
 impl<S> SkipOversized<S> {
-    pub(crate) fn new(inner: S, limit: usize, skipped: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(inner: S, limit: usize, on_skip: OnSkip) -> Self {
         Self {
             inner,
             limit,
-            skipped,
+            on_skip,
             input: BytesMut::with_capacity(READ_CHUNK),
             output: BytesMut::new(),
             state: State::Handshake { matched: 0 },
@@ -114,7 +125,7 @@ impl<S> SkipOversized<S> {
     }
 
     fn count_skipped(&self) {
-        self.skipped.fetch_add(1, Ordering::Relaxed);
+        (self.on_skip)();
         tracing::debug!(limit = self.limit, "skipped an oversized relay message");
     }
 
@@ -329,8 +340,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SkipOversized<S> {
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn filter_all(bytes: &[u8], limit: usize) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
-    let skipped = Arc::new(AtomicU64::new(0));
-    let mut reader = SkipOversized::new(bytes, limit, skipped);
+    let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut reader = SkipOversized::new(bytes, limit, count_into(skipped));
     let mut out = Vec::new();
     // A slice never waits, so the read completes on its first poll.
     let read = futures::executor::block_on(reader.read_to_end(&mut out));
@@ -366,8 +377,8 @@ mod tests {
 
     /// What tungstenite would read from `wire` through the filter, read in small pieces.
     async fn filtered(wire: Vec<u8>, limit: usize) -> (Vec<u8>, u64) {
-        let skipped = Arc::new(AtomicU64::new(0));
-        let mut reader = SkipOversized::new(&wire[..], limit, skipped.clone());
+        let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut reader = SkipOversized::new(&wire[..], limit, count_into(skipped.clone()));
         let mut out = Vec::new();
         let mut piece = [0u8; 7];
         loop {
@@ -377,7 +388,7 @@ mod tests {
             }
             out.extend_from_slice(&piece[..n]);
         }
-        (out, skipped.load(Ordering::Relaxed))
+        (out, skipped.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     #[tokio::test]

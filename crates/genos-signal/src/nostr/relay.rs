@@ -201,7 +201,6 @@ impl Worker {
     /// messages), TLS for wss://, then oversized messages skipped below tungstenite.
     async fn open(
         &self,
-        skipped: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<
         tokio_tungstenite::WebSocketStream<SkipOversized<MaybeTlsStream<tokio::net::TcpStream>>>,
         String,
@@ -237,7 +236,10 @@ impl Worker {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(limit);
         ws_config.max_frame_size = Some(limit);
-        let filtered = SkipOversized::new(stream, limit, skipped);
+        // Counted into the health as it happens.
+        let health = self.health.clone();
+        let on_skip = Arc::new(move || lock(&health).messages_dropped += 1);
+        let filtered = SkipOversized::new(stream, limit, on_skip);
         tokio_tungstenite::client_async_with_config(request, filtered, Some(ws_config))
             .await
             .map(|(ws, _response)| ws)
@@ -245,8 +247,7 @@ impl Worker {
     }
 
     async fn connect_and_serve(&mut self, link: &mut Link) -> Ended {
-        let skipped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let connect = self.open(skipped.clone());
+        let connect = self.open();
         let ws = match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(Ok(ws)) => ws,
             Ok(Err(error)) => return Ended::Lost(format!("connect: {error}")),
@@ -296,10 +297,6 @@ impl Worker {
                     }
                 }
             };
-            let oversized = skipped.swap(0, std::sync::atomic::Ordering::Relaxed);
-            if oversized > 0 {
-                self.update(|h| h.messages_dropped += oversized);
-            }
             if let Some(ended) = ended {
                 return ended;
             }
