@@ -55,6 +55,13 @@ pub enum Input {
         /// The other end.
         peer: PeerKey,
     },
+    /// `peer` said goodbye (the signaling layer saw it leave the room). It is dropped from
+    /// the roster and a cell mate's roster naming it does not bring it back (for
+    /// `peer_timeout`); its own announce or a link from it does.
+    PeerLeft {
+        /// Who left.
+        peer: PeerKey,
+    },
     /// The link to `peer` closed, failed, timed out, or could not be opened.
     LinkDown {
         /// The other end.

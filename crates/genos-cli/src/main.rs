@@ -213,6 +213,8 @@ enum Topology {
     Mesh,
     /// The cellular mesh: cells of about sqrt(N) peers joined by bridges.
     Cells,
+    /// A full mesh up to 64 peers, cells above about 86 (and back below about 48), live.
+    Auto,
 }
 
 /// Which room to join, and how.
@@ -466,10 +468,19 @@ async fn run_swarm(
 ) -> Result<(), String> {
     let room = "swarm-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
     let mut config = RoomConfig::new("genos-swarm", room).with_password("swarm password");
-    if let Topology::Cells = topology {
-        config = config.with_topology(genos::room::Topology::Cells(Default::default()));
-    } else if peers > 128 {
-        return Err("a full-mesh room holds at most 128 peers; try --topology cells".into());
+    match topology {
+        Topology::Cells => {
+            config = config.with_topology(genos::room::Topology::Cells(Default::default()));
+        }
+        Topology::Auto => {
+            config = config.with_topology(genos::room::Topology::Auto(Default::default()));
+        }
+        Topology::Mesh if peers > 128 => {
+            return Err(
+                "a full-mesh room holds at most 128 peers; try --topology cells or auto".into(),
+            );
+        }
+        Topology::Mesh => {}
     }
     match backend {
         SwarmBackend::WebRtc { .. } if peers > 1000 => {

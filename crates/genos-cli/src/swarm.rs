@@ -329,7 +329,8 @@ where
         .into_iter()
         .map(|index| index + 1)
         .collect();
-    let cells = matches!(config.topology(), Topology::Cells(_));
+    let cells_settings = config.topology().cells_settings();
+    let cells = cells_settings.is_some();
     let join = |index: usize, (signaling, identity): (S, Identity)| {
         let config = config.clone().with_identity(identity.clone());
         let transport = transport.clone();
@@ -419,8 +420,8 @@ where
         .first()
         .and_then(Room::mesh_status)
         .map_or(0, |status| status.cells);
-    let connections_planned_max = match config.topology() {
-        Topology::Cells(settings) => {
+    let connections_planned_max = match &cells_settings {
+        Some(settings) => {
             let keys: Vec<[u8; 32]> = rooms.iter().map(|r| *r.local_peer().as_bytes()).collect();
             planned_links_in(&key.topic(), &keys, cell_count, &settings.overlay)
                 .iter()
@@ -428,7 +429,7 @@ where
                 .max()
                 .unwrap_or(0)
         }
-        _ => count - 1,
+        None => count - 1,
     };
     let rss = rss_mib();
     let published = |rooms: &[Room]| -> u64 {
@@ -566,7 +567,11 @@ where
     let minutes = traffic_time.as_secs_f64() / 60.0;
     Ok(SwarmReport {
         peers: count,
-        topology: if cells { "cells" } else { "mesh" },
+        topology: match config.topology() {
+            Topology::Auto(_) => "auto",
+            _ if cells => "cells",
+            _ => "mesh",
+        },
         connections_mean: connections.iter().sum::<usize>() as f64 / count as f64,
         connections_max: connections.iter().copied().max().unwrap_or(0),
         join_all_ms: join_all.as_secs_f64() * 1e3,
@@ -745,7 +750,7 @@ async fn wait_formed(
     key: &RoomKey,
     limit: Duration,
 ) -> Formation {
-    if let Topology::Cells(settings) = config.topology() {
+    if let Some(settings) = config.topology().cells_settings() {
         // A cell count fit for the room: the overlay's leader resizes when the count is
         // wrong for every size within a third of the room's (a count at the edge of that
         // range can stand until the next census), so any count between that for half the

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use genos_cellmesh::OverlayConfig;
+use genos_cellmesh::{OverlayConfig, Sizing};
 use genos_crypto::{Identity, KeyError, KeyParams, RoomKey};
 use zeroize::Zeroizing;
 
@@ -156,6 +156,91 @@ pub enum Topology {
     /// on per-cell signaling topics. Links per peer grow like sqrt(N); messages travel at
     /// most three hops, each signed by its origin, directed ones sealed for their target.
     Cells(CellsSettings),
+    /// A full mesh while the room is small, the cellular mesh once it grows, and back,
+    /// live: the overlay runs from the start and keeps the room one cell (every peer
+    /// linked to every other) up to [`AutoSettings::mesh_max`] peers, then moves it to
+    /// cells as [`Topology::Cells`] does, with hysteresis. Messages travel the overlay's
+    /// path throughout (signed by their origin, one hop while the room is one cell), so
+    /// nothing is re-routed between two layers when the shape changes.
+    Auto(AutoSettings),
+}
+
+impl Topology {
+    /// The overlay settings this topology runs with: `None` for a full mesh, the settings
+    /// for cells, and for [`Topology::Auto`] the cells settings with its sizing.
+    ///
+    /// ```
+    /// use genos_cellmesh::{Sizing, cell_count};
+    /// use genos_room::{AutoSettings, Topology};
+    ///
+    /// let auto = Topology::Auto(AutoSettings::default().with_mesh_max(40));
+    /// let sizing = auto.cells_settings().unwrap().overlay.sizing;
+    /// assert_eq!(cell_count(40, sizing), 1); // one cell: a full mesh
+    /// assert!(cell_count(200, sizing) > 1); // cells
+    /// assert!(Topology::FullMesh.cells_settings().is_none());
+    /// ```
+    pub fn cells_settings(&self) -> Option<CellsSettings> {
+        match self {
+            Self::FullMesh => None,
+            Self::Cells(settings) => Some(settings.clone()),
+            Self::Auto(auto) => Some(auto.cells_settings()),
+        }
+    }
+}
+
+/// Settings of a [`Topology::Auto`] room.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AutoSettings {
+    /// Largest room kept as one cell, a full mesh. Default 64. The room moves to cells once
+    /// the overlay's estimate passes about 4/3 of it (86 peers by default) and back to one
+    /// cell below about 3/4 of it (48), so a room near the threshold does not flap. Must
+    /// leave room for 4/3 of it in [`RoomLimits::max_peers`] (checked at join).
+    pub mesh_max: u32,
+    /// The cells room's settings once it grows; its overlay's sizing is replaced by
+    /// [`Sizing::MeshFirst`] (keeping its largest cell).
+    pub cells: CellsSettings,
+}
+
+impl Default for AutoSettings {
+    fn default() -> Self {
+        Self {
+            mesh_max: 64,
+            cells: CellsSettings::default(),
+        }
+    }
+}
+
+impl AutoSettings {
+    /// Keeps the room a full mesh up to `peers` peers.
+    pub fn with_mesh_max(mut self, peers: u32) -> Self {
+        self.mesh_max = peers;
+        self
+    }
+
+    /// The settings the overlay runs with.
+    pub(crate) fn cells_settings(&self) -> CellsSettings {
+        let mut cells = self.cells.clone();
+        let max_cell = match cells.overlay.sizing {
+            Sizing::Auto { max_cell } | Sizing::MeshFirst { max_cell, .. } => max_cell,
+            Sizing::Fixed(size) => size,
+            _ => 100,
+        };
+        cells.overlay.sizing = Sizing::MeshFirst {
+            mesh_max: self.mesh_max,
+            max_cell,
+        };
+        cells
+    }
+
+    /// Largest room the one-cell phase can reach before the overlay resizes it.
+    pub(crate) fn mesh_peak(&self) -> usize {
+        usize::try_from(self.mesh_max)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4)
+            / 3
+            + 1
+    }
 }
 
 /// Settings of a [`Topology::Cells`] room: the overlay's, tuned for real rooms.

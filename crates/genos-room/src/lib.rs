@@ -64,7 +64,7 @@ pub use channel::{
     TypedChannel,
 };
 pub use config::{
-    CellsSettings, DEFAULT_MAX_MESSAGE_SIZE, MAX_CHANNEL_NAME_LEN, MAX_MESH_CHUNK,
+    AutoSettings, CellsSettings, DEFAULT_MAX_MESSAGE_SIZE, MAX_CHANNEL_NAME_LEN, MAX_MESH_CHUNK,
     MAX_METADATA_LEN, RoomConfig, RoomLimits, Topology,
 };
 pub use dial::dial_role;

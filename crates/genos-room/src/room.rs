@@ -125,8 +125,18 @@ impl Room {
         key: &RoomKey,
         config: &RoomConfig,
     ) -> Result<Self, RoomError> {
-        let cells = match &config.topology {
-            Topology::Cells(settings) => {
+        if let Topology::Auto(auto) = &config.topology
+            && auto.mesh_peak() > config.limits.max_peers
+        {
+            return Err(RoomError::InvalidSettings(format!(
+                "mesh_max {} needs max_peers of at least {} (4/3 of it: the room stays one \
+                 cell until then)",
+                auto.mesh_max,
+                auto.mesh_peak()
+            )));
+        }
+        let cells = match config.topology.cells_settings() {
+            Some(settings) => {
                 let identity = config.identity.clone().ok_or(RoomError::IdentityRequired)?;
                 if identity.peer_id() != local_peer {
                     return Err(RoomError::IdentityMismatch);
@@ -138,12 +148,12 @@ impl Room {
                     )));
                 }
                 Some(CellsJoin {
-                    settings: settings.clone(),
+                    settings,
                     identity,
                     key: key.clone(),
                 })
             }
-            _ => None,
+            None => None,
         };
         let keys = Keys {
             topic: Topic::from_bytes(key.topic()),

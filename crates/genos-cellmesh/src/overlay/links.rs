@@ -48,6 +48,7 @@ impl<A: FrameAuth> Overlay<A> {
             link.since = now;
         }
         self.backoff.remove(&peer);
+        self.departed.remove(&peer);
         if cell_mate {
             self.learn(peer, now);
         }

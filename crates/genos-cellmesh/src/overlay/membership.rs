@@ -93,6 +93,9 @@ impl<A: FrameAuth> Overlay<A> {
     }
 
     fn insert_known(&mut self, peer: PeerKey, seeds: PeerSeeds, now: Instant) {
+        if self.departed.get(&peer).is_some_and(|until| now < *until) {
+            return;
+        }
         if self
             .backoff
             .get(&peer)
@@ -160,9 +163,28 @@ impl<A: FrameAuth> Overlay<A> {
                 if c != self.cells || !self.topics.contains(&topic) {
                     return;
                 }
+                // Its own announce: back from a goodbye, if it said one.
+                self.departed.remove(&peer);
                 self.learn_if_in(peer, cell, now);
             }
         }
+    }
+
+    /// A peer said goodbye: out of the roster, and kept out of it (see `departed`).
+    pub(super) fn on_peer_left(&mut self, peer: PeerKey, now: Instant) {
+        if peer == self.me {
+            return;
+        }
+        if self.roster.remove(&peer).is_some() {
+            self.dirty = true;
+        }
+        if !self.departed.contains_key(&peer) && self.departed.len() >= self.config.max_roster {
+            self.departed.retain(|_, until| now < *until);
+            if self.departed.len() >= self.config.max_roster {
+                return;
+            }
+        }
+        self.departed.insert(peer, now + self.config.peer_timeout);
     }
 
     /// A link closed or failed. One that was up is taken for the peer gone (it is forgotten
@@ -249,6 +271,7 @@ impl<A: FrameAuth> Overlay<A> {
 
     pub(super) fn expire(&mut self, now: Instant) {
         let timeout = self.config.peer_timeout;
+        self.departed.retain(|_, until| now < *until);
         // Backoffs whose time is long over (given up on, or retried without news).
         self.backoff.retain(|_, backoff| {
             now < backoff.until + timeout || (!backoff.retrying && backoff.failures < 3)
@@ -408,6 +431,44 @@ mod tests {
             epoch: 0,
             count: 0,
         }
+    }
+
+    #[test]
+    fn a_peer_that_said_goodbye_stays_out_until_it_announces_again() {
+        let (me, mate, gone) = ([1; 32], [2; 32], [3; 32]);
+        let mut overlay = Overlay::new(OverlayConfig::default(), [9; 32], SimAuth::new(me), 3);
+        let now = Instant::now();
+        overlay.handle(
+            Input::Start {
+                cells_hint: Some(1),
+            },
+            now,
+        );
+        overlay.handle(announce(mate), now);
+        overlay.handle(announce(gone), now);
+        overlay.handle(Input::LinkUp { peer: mate }, now);
+        assert_eq!(overlay.roster_len(), 2);
+        overlay.handle(Input::PeerLeft { peer: gone }, now);
+        assert_eq!(overlay.roster_len(), 1);
+        // A cell mate's roster still naming it (it never heard the goodbye) and a replay of
+        // its old presence would bring it back; a goodbye keeps it out.
+        let roster = crate::wire::encode_roster(1, 0, &[me, mate, gone]);
+        let later = now + Duration::from_secs(1);
+        overlay.handle(
+            Input::Received {
+                from: mate,
+                message: roster,
+            },
+            later,
+        );
+        assert_eq!(
+            overlay.roster_len(),
+            1,
+            "a cell mate's roster brought it back"
+        );
+        // Its own announce (it joined again) does.
+        overlay.handle(announce(gone), later);
+        assert_eq!(overlay.roster_len(), 2);
     }
 
     #[test]

@@ -203,6 +203,9 @@ pub struct Overlay<A> {
     repair: repair::RepairState,
     /// Peers whose link setup failed, bounded by `max_roster`.
     backoff: KeyMap<PeerKey, Backoff>,
+    /// Peers that said goodbye, until when they stay out of the roster unless they announce
+    /// or link again (a cell mate's roster may still name them). Bounded by `max_roster`.
+    departed: KeyMap<PeerKey, Instant>,
     /// When the next of them is due to be tried again.
     next_retry: Option<Instant>,
     metrics: OverlayMetrics,
@@ -251,6 +254,7 @@ impl<A: FrameAuth> Overlay<A> {
             slots_for: (0, 0),
             repair: repair::RepairState::new(hash_seed),
             backoff: key_map(hash_seed),
+            departed: key_map(hash_seed),
             next_retry: None,
             metrics: OverlayMetrics::default(),
         }
@@ -345,6 +349,7 @@ impl<A: FrameAuth> Overlay<A> {
             } => self.on_announce(peer, topic, (epoch, cells), count, now, &mut out),
             Input::LinkUp { peer } => self.on_link_up(peer, now, &mut out),
             Input::LinkDown { peer } => self.on_link_down(peer, now),
+            Input::PeerLeft { peer } => self.on_peer_left(peer, now),
             Input::Received { from, message } => self.on_message(from, message, now, &mut out),
             Input::Tick => {
                 if self.wake.is_some_and(|wake| now >= wake) {

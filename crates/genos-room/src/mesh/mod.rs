@@ -296,7 +296,9 @@ impl<S: Signaling> MeshLayer<S> {
                 }
                 SignalEvent::PeerGone { peer } => {
                     self.presence.remove(&(topic, peer));
-                    None
+                    Some(MeshInput::PeerLeft {
+                        peer: *peer.as_bytes(),
+                    })
                 }
                 _ => None,
             },
