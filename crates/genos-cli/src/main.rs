@@ -251,6 +251,9 @@ struct RoomArgs {
     /// relay directory at most daily); it is used only with the built-in relays anyway.
     #[arg(long)]
     no_relay_discovery: bool,
+    /// How the room's peers link up (every peer of a room must use the same).
+    #[arg(long, value_enum, default_value_t = Topology::Mesh)]
+    topology: Topology,
 }
 
 impl RoomArgs {
@@ -272,7 +275,11 @@ impl RoomArgs {
         if self.no_relay_discovery {
             builder = builder.relay_discovery(genos::signal::nostr::RelayDiscovery::Off);
         }
-        builder
+        match self.topology {
+            Topology::Mesh => builder,
+            Topology::Cells => builder.topology(genos::room::Topology::Cells(Default::default())),
+            Topology::Auto => builder.topology(genos::room::Topology::Auto(Default::default())),
+        }
     }
 
     async fn join(&self) -> Result<Room, String> {

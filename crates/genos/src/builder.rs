@@ -126,9 +126,10 @@ impl GenosBuilder {
         self
     }
 
-    /// How the room's peers link up: [`genos_room::Topology::FullMesh`] (default) or
-    /// [`genos_room::Topology::Cells`] for large rooms. Every peer of a room must use the
-    /// same.
+    /// How the room's peers link up: [`genos_room::Topology::FullMesh`] (default),
+    /// [`genos_room::Topology::Cells`] for large rooms, or [`genos_room::Topology::Auto`]
+    /// for a room that may grow large (a full mesh while small, cells above a threshold).
+    /// Every peer of a room must use the same.
     pub fn topology(mut self, topology: genos_room::Topology) -> Self {
         self.room = self.room.with_topology(topology);
         self
