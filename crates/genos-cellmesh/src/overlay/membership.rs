@@ -9,6 +9,12 @@ impl<A: FrameAuth> Overlay<A> {
         let cells = cells.max(1);
         if cells != self.cells {
             self.census.clear();
+            // Setups that failed under the old view (a one-cell room's dial storm, say) say
+            // little about the new one, whose peers are heard afresh as its topics are joined:
+            // a backoff left standing would turn that once-heard presence away until the
+            // next refresh, minutes on.
+            self.backoff.clear();
+            self.next_retry = None;
         }
         self.cells = cells;
         self.cells_since = Some(now);
