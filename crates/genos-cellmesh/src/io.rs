@@ -55,12 +55,17 @@ pub enum Input {
         /// The other end.
         peer: PeerKey,
     },
-    /// `peer` said goodbye (the signaling layer saw it leave the room). It is dropped from
-    /// the roster and a cell mate's roster naming it does not bring it back (for
-    /// `peer_timeout`); its own announce or a link from it does.
+    /// `peer` said goodbye on `topic` (the signaling layer saw it leave the topic). Taken
+    /// as leaving the room only on the peer's own cell topic of the current view (a peer
+    /// also leaves its old cell's topic when the room resizes, and the topics of cells it
+    /// stops bridging to): then it is dropped from the roster and a cell mate's roster
+    /// naming it does not bring it back (for `peer_timeout`); its own announce or a link
+    /// from it does.
     PeerLeft {
         /// Who left.
         peer: PeerKey,
+        /// The topic it left.
+        topic: MeshTopic,
     },
     /// The link to `peer` closed, failed, timed out, or could not be opened.
     LinkDown {

@@ -176,12 +176,20 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// A peer said goodbye: out of the roster, and kept out of it (see `departed`).
-    pub(super) fn on_peer_left(&mut self, peer: PeerKey, now: Instant) {
-        if peer == self.me {
+    /// A peer said goodbye on its home topic: out of the roster (unless a link to it is up)
+    /// and kept out of it (see `departed`).
+    pub(super) fn on_peer_left(&mut self, peer: PeerKey, topic: MeshTopic, now: Instant) {
+        let home = MeshTopic::Cell {
+            cells: self.cells,
+            cell: cell_from_seed(peer_seeds(&self.room, &peer).cell, self.cells.max(1)),
+        };
+        if peer == self.me || topic != home {
             return;
         }
-        if self.roster.remove(&peer).is_some() {
+        // A live link outranks the relay: the goodbye may be stale (the peer re-joined) or
+        // about to be confirmed by the link going down, which then drops it from the roster.
+        if !self.links.get(&peer).is_some_and(|link| link.up) && self.roster.remove(&peer).is_some()
+        {
             self.dirty = true;
         }
         if !self.departed.contains_key(&peer) && self.departed.len() >= self.config.max_roster {
@@ -454,7 +462,25 @@ mod tests {
         overlay.handle(announce(gone), now);
         overlay.handle(Input::LinkUp { peer: mate }, now);
         assert_eq!(overlay.roster_len(), 2);
-        overlay.handle(Input::PeerLeft { peer: gone }, now);
+        // Leaving another topic (a cell it bridged to, its cell of an older view) is not
+        // leaving the room.
+        let elsewhere = MeshTopic::Cell { cells: 2, cell: 1 };
+        overlay.handle(
+            Input::PeerLeft {
+                peer: gone,
+                topic: elsewhere,
+            },
+            now,
+        );
+        assert_eq!(overlay.roster_len(), 2);
+        let home = MeshTopic::Cell { cells: 1, cell: 0 };
+        overlay.handle(
+            Input::PeerLeft {
+                peer: gone,
+                topic: home,
+            },
+            now,
+        );
         assert_eq!(overlay.roster_len(), 1);
         // A cell mate's roster still naming it (it never heard the goodbye) and a replay of
         // its old presence would bring it back; a goodbye keeps it out.

@@ -349,7 +349,7 @@ impl<A: FrameAuth> Overlay<A> {
             } => self.on_announce(peer, topic, (epoch, cells), count, now, &mut out),
             Input::LinkUp { peer } => self.on_link_up(peer, now, &mut out),
             Input::LinkDown { peer } => self.on_link_down(peer, now),
-            Input::PeerLeft { peer } => self.on_peer_left(peer, now),
+            Input::PeerLeft { peer, topic } => self.on_peer_left(peer, topic, now),
             Input::Received { from, message } => self.on_message(from, message, now, &mut out),
             Input::Tick => {
                 if self.wake.is_some_and(|wake| now >= wake) {

@@ -298,6 +298,7 @@ impl<S: Signaling> MeshLayer<S> {
                     self.presence.remove(&(topic, peer));
                     Some(MeshInput::PeerLeft {
                         peer: *peer.as_bytes(),
+                        topic,
                     })
                 }
                 _ => None,
