@@ -2,7 +2,7 @@
 //! 127.0.0.1) and real WebRTC on 127.0.0.1. A room that is a full mesh while small moves to
 //! cells as it grows past the threshold and back to a full mesh as it shrinks, live, while a
 //! stream of messages runs through it: none is lost or delivered twice. Each peer runs on a
-//! tokio runtime of its own, as in `cells.rs`.
+//! tokio runtime of its own (`support/own_runtime.rs`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,15 +13,17 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use genos::crypto::KeyParams;
 use genos::room::{AutoSettings, Topology};
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
-use genos::{Genos, PeerId, Room, RoomLimits};
+use genos::{PeerId, Room};
+use own_runtime::Peer;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
+#[path = "support/own_runtime.rs"]
+mod own_runtime;
+
 const APP: &str = "genos-e2e-auto";
-const PASSWORD: &str = "pw";
 /// Bound on waiting for anything, so a broken build fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(120);
 /// A full mesh up to 6 peers; cells once the room passes 4/3 of that (8), one cell again
@@ -38,42 +40,14 @@ fn settings() -> AutoSettings {
     auto
 }
 
-struct Peer {
-    runtime: Runtime,
-    room: Room,
-}
-
-impl Peer {
-    fn join(relay: &str, room_id: &str) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut limits = RoomLimits::default();
-        limits.peer_timeout = Duration::from_secs(3);
-        limits.heartbeat_interval = Duration::from_millis(500);
-        let builder = Genos::builder(APP, room_id)
-            .password(PASSWORD)
-            .key_params(KeyParams::new(64, 1, 1))
-            .relay(relay)
-            .same_host_only()
-            .limits(limits)
-            .topology(Topology::Auto(settings()));
-        let room = runtime.block_on(builder.join()).unwrap();
-        Self { runtime, room }
-    }
-
-    fn leave(self) {
-        let Self { runtime, room } = self;
-        runtime.block_on(room.leave()).unwrap();
-    }
+fn join(relay: &str, room_id: &str) -> Peer {
+    Peer::join(relay, APP, room_id, Topology::Auto(settings()))
 }
 
 fn join_many(relay: &str, room_id: &str, count: usize) -> Vec<Peer> {
     std::thread::scope(|scope| {
         let joins: Vec<_> = (0..count)
-            .map(|_| scope.spawn(|| Peer::join(relay, room_id)))
+            .map(|_| scope.spawn(|| join(relay, room_id)))
             .collect();
         joins.into_iter().map(|join| join.join().unwrap()).collect()
     })
@@ -214,7 +188,7 @@ fn an_auto_room_moves_from_mesh_to_cells_and_back_losing_nothing() {
         .unwrap();
     let room_id = format!("auto-{}", rand::random::<u32>());
 
-    let mut peers = vec![Peer::join(relay.url(), &room_id)];
+    let mut peers = vec![join(relay.url(), &room_id)];
     std::thread::sleep(Duration::from_secs(2));
     peers.extend(join_many(relay.url(), &room_id, 4));
     let rooms: Vec<&Room> = peers.iter().map(|peer| &peer.room).collect();

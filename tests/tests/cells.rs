@@ -13,19 +13,22 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use genos::cellmesh::{Sizing, assign_cell};
-use genos::crypto::{KeyParams, RoomKey};
+use genos::crypto::RoomKey;
 use genos::room::{CellsSettings, Topology, missing_planned_links};
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
-use genos::{Genos, PeerId, Room, RoomLimits};
+use genos::{PeerId, Room};
+use own_runtime::{PASSWORD, Peer, key_params};
 use tokio::runtime::Runtime;
 
+#[path = "support/own_runtime.rs"]
+mod own_runtime;
+
 const APP: &str = "genos-e2e-cells";
-const PASSWORD: &str = "pw";
 /// Bound on waiting for anything, so a broken build fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-fn key_params() -> KeyParams {
-    KeyParams::new(64, 1, 1)
+fn join(relay: &str, room_id: &str) -> Peer {
+    Peer::join(relay, APP, room_id, Topology::Cells(settings()))
 }
 
 /// Cells of four (16 peers: 4 cells), a short wait for a stored view, a 3 s watchdog.
@@ -34,41 +37,6 @@ fn settings() -> CellsSettings {
     settings.overlay.sizing = Sizing::Fixed(4);
     settings.overlay.bootstrap_wait = Duration::from_secs(1);
     settings
-}
-
-/// A peer on its own runtime.
-struct Peer {
-    runtime: Runtime,
-    room: Room,
-}
-
-impl Peer {
-    fn join(relay: &str, room_id: &str) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut limits = RoomLimits::default();
-        limits.peer_timeout = Duration::from_secs(3);
-        limits.heartbeat_interval = Duration::from_millis(500);
-        let builder = Genos::builder(APP, room_id)
-            .password(PASSWORD)
-            .key_params(key_params())
-            .relay(relay)
-            .same_host_only()
-            .limits(limits)
-            .topology(Topology::Cells(settings()));
-        let room = runtime.block_on(builder.join()).unwrap();
-        Self { runtime, room }
-    }
-
-    /// Gone as a crashed process is: every task and socket dropped at once.
-    fn kill(self) {
-        let Self { runtime, room } = self;
-        runtime.shutdown_background();
-        drop(room);
-    }
 }
 
 fn topic(room_id: &str) -> [u8; 32] {
@@ -178,12 +146,12 @@ fn a_cells_room_survives_a_killed_bridge_and_takes_in_a_newcomer() {
     let room_id = format!("cells-{}", rand::random::<u32>());
     let topic = topic(&room_id);
 
-    let mut peers = vec![Peer::join(relay.url(), &room_id)];
+    let mut peers = vec![join(relay.url(), &room_id)];
     // The rest find the first one's view stored at the relay.
     std::thread::sleep(Duration::from_secs(2));
     let rest: Vec<Peer> = std::thread::scope(|scope| {
         let joins: Vec<_> = (1..16)
-            .map(|_| scope.spawn(|| Peer::join(relay.url(), &room_id)))
+            .map(|_| scope.spawn(|| join(relay.url(), &room_id)))
             .collect();
         joins.into_iter().map(|join| join.join().unwrap()).collect()
     });
@@ -223,7 +191,7 @@ fn a_cells_room_survives_a_killed_bridge_and_takes_in_a_newcomer() {
     everyone_hears_everyone(&main, &rooms, "after");
 
     // A newcomer, told nothing, joins the cell its key gives.
-    let newcomer = Peer::join(relay.url(), &room_id);
+    let newcomer = join(relay.url(), &room_id);
     let cells = peers[0].room.mesh_status().unwrap().cells;
     peers.push(newcomer);
     let rooms: Vec<&Room> = peers.iter().map(|peer| &peer.room).collect();
@@ -252,7 +220,6 @@ fn a_cells_room_survives_a_killed_bridge_and_takes_in_a_newcomer() {
     everyone_hears_everyone(&main, &rooms, "with the newcomer");
 
     for peer in peers {
-        let Peer { runtime, room } = peer;
-        runtime.block_on(room.leave()).unwrap();
+        peer.leave();
     }
 }
