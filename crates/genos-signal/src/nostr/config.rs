@@ -92,7 +92,8 @@ pub struct NostrConfig {
     /// `send_to`, `announce` and `leave` wait for room (at most `publish_wait`).
     pub relay_queue: usize,
     /// How long publishing waits for room at a relay whose hand-over queue is full before
-    /// dropping the event for that relay (counted in its `publish_dropped`). Default 2 s.
+    /// dropping the event for that relay (counted in its `publish_dropped`). Default 2 s;
+    /// zero drops at once.
     pub publish_wait: Duration,
     /// Queued events older than this are not sent after a reconnect. Default 60 s.
     pub queued_event_max_age: Duration,
