@@ -217,6 +217,17 @@ enum Topology {
     Auto,
 }
 
+impl Topology {
+    /// The room topology this flag names, with default settings.
+    fn room_topology(self) -> genos::room::Topology {
+        match self {
+            Self::Mesh => genos::room::Topology::FullMesh,
+            Self::Cells => genos::room::Topology::Cells(Default::default()),
+            Self::Auto => genos::room::Topology::Auto(Default::default()),
+        }
+    }
+}
+
 /// Which room to join, and how.
 #[derive(Args)]
 struct RoomArgs {
@@ -275,11 +286,7 @@ impl RoomArgs {
         if self.no_relay_discovery {
             builder = builder.relay_discovery(genos::signal::nostr::RelayDiscovery::Off);
         }
-        match self.topology {
-            Topology::Mesh => builder,
-            Topology::Cells => builder.topology(genos::room::Topology::Cells(Default::default())),
-            Topology::Auto => builder.topology(genos::room::Topology::Auto(Default::default())),
-        }
+        builder.topology(self.topology.room_topology())
     }
 
     async fn join(&self) -> Result<Room, String> {
@@ -474,21 +481,14 @@ async fn run_swarm(
     json: bool,
 ) -> Result<(), String> {
     let room = "swarm-".to_owned() + &genos::crypto::PeerId::from_bytes(rand::random()).short();
-    let mut config = RoomConfig::new("genos-swarm", room).with_password("swarm password");
-    match topology {
-        Topology::Cells => {
-            config = config.with_topology(genos::room::Topology::Cells(Default::default()));
-        }
-        Topology::Auto => {
-            config = config.with_topology(genos::room::Topology::Auto(Default::default()));
-        }
-        Topology::Mesh if peers > 128 => {
-            return Err(
-                "a full-mesh room holds at most 128 peers; try --topology cells or auto".into(),
-            );
-        }
-        Topology::Mesh => {}
+    if matches!(topology, Topology::Mesh) && peers > 128 {
+        return Err(
+            "a full-mesh room holds at most 128 peers; try --topology cells or auto".into(),
+        );
     }
+    let config = RoomConfig::new("genos-swarm", room)
+        .with_password("swarm password")
+        .with_topology(topology.room_topology());
     match backend {
         SwarmBackend::WebRtc { .. } if peers > 1000 => {
             return Err(

@@ -181,7 +181,7 @@ impl<A: FrameAuth> Overlay<A> {
     pub(super) fn on_peer_left(&mut self, peer: PeerKey, topic: MeshTopic, now: Instant) {
         let home = MeshTopic::Cell {
             cells: self.cells,
-            cell: cell_from_seed(peer_seeds(&self.room, &peer).cell, self.cells.max(1)),
+            cell: crate::assign_cell(&self.room, &peer, self.cells.max(1)),
         };
         if peer == self.me || topic != home {
             return;
@@ -335,12 +335,15 @@ impl<A: FrameAuth> Overlay<A> {
         if heard == 0 || heard * 4 < u64::from(self.cells) * 3 {
             return None;
         }
-        let sum: u64 = self
-            .census
+        usize::try_from(self.census_sum() * u64::from(self.cells) / heard).ok()
+    }
+
+    /// The members the census counts over the cells heard.
+    fn census_sum(&self) -> u64 {
+        self.census
             .values()
             .map(|(count, _)| u64::from(*count))
-            .sum();
-        usize::try_from(sum * u64::from(self.cells) / heard).ok()
+            .sum()
     }
 
     /// Cell 0's leader alone decides resizes (one decider per view, so peers never split
@@ -378,13 +381,7 @@ impl<A: FrameAuth> Overlay<A> {
                 }
                 Some(_) => Some(own),
                 None if self.beyond_skew() => Some(own),
-                None if established => usize::try_from(
-                    self.census
-                        .values()
-                        .map(|(count, _)| u64::from(*count))
-                        .sum::<u64>(),
-                )
-                .ok(),
+                None if established => usize::try_from(self.census_sum()).ok(),
                 None => None,
             }
         };
