@@ -27,6 +27,15 @@ pub struct OverlayConfig {
     /// How long a peer stays in the roster without a fresh announce or a live link.
     /// Default 95 s (three missed announces and a bit).
     pub peer_timeout: Duration,
+    /// How long a peer known only second-hand stays in the roster without being heard
+    /// first-hand (its announce on a topic of the current view, or a link to it) while no
+    /// setup to it is under way. Second-hand is a cell mate's roster, a retry after failed
+    /// setups, and everyone known when the cell count changes (heard on the old view's
+    /// topics; a peer that left meanwhile may have said goodbye only on a topic this peer
+    /// did not follow). Second-hand news never refreshes a known peer, and rosters pass on
+    /// only first-hand members: otherwise cell mates keep each other's departed peers in
+    /// the roster for good. Default 45 s (three connect timeouts).
+    pub hearsay_timeout: Duration,
     /// How often each cell's leader posts its cell's size on the lobby (the census cell 0's
     /// leader resizes from). Default 60 s.
     pub census_interval: Duration,
@@ -123,6 +132,7 @@ impl Default for OverlayConfig {
             ttl: 4,
             announce_interval: Duration::from_secs(30),
             peer_timeout: Duration::from_secs(95),
+            hearsay_timeout: Duration::from_secs(45),
             census_interval: Duration::from_secs(60),
             bootstrap_wait: Duration::from_secs(12),
             beacon_interval: Duration::from_secs(4),

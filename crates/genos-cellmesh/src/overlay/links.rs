@@ -50,7 +50,7 @@ impl<A: FrameAuth> Overlay<A> {
         self.backoff.remove(&peer);
         self.departed.remove(&peer);
         if cell_mate {
-            self.learn(peer, now);
+            self.learn(peer, Heard::FirstHand, now);
         }
         let hello = wire::encode_hello(&self.hello_for(&peer));
         self.send(peer, hello, out);
@@ -97,13 +97,15 @@ impl<A: FrameAuth> Overlay<A> {
                 .saturating_mul(4)
                 < self.my_cell_size().saturating_mul(3)
         {
-            let mut members: Vec<PeerKey> = self
+            // Only what this peer heard itself: passing on hearsay would let cell mates
+            // keep each other's departed peers alive.
+            let members: Vec<PeerKey> = self
                 .members
                 .iter()
                 .map(|member| member.key)
+                .filter(|key| *key != from && (*key == self.me || self.roster.heard(key)))
                 .take(self.config.max_roster_message)
                 .collect();
-            members.retain(|key| *key != from);
             let roster = wire::encode_roster(self.cells, self.my_cell, &members);
             self.send(from, roster, out);
         }

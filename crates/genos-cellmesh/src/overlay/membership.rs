@@ -7,7 +7,8 @@ use super::*;
 impl<A: FrameAuth> Overlay<A> {
     pub(super) fn set_cells(&mut self, cells: u32, now: Instant, out: &mut Vec<Output>) {
         let cells = cells.max(1);
-        if cells != self.cells {
+        let new_view = cells != self.cells;
+        if new_view {
             self.census.clear();
             // Setups that failed under the old view (a one-cell room's dial storm, say) say
             // little about the new one, whose peers are heard afresh as its topics are joined:
@@ -19,7 +20,13 @@ impl<A: FrameAuth> Overlay<A> {
         self.cells = cells;
         self.cells_since = Some(now);
         self.my_cell = cell_from_seed(self.my_seeds.cell, cells);
-        self.roster.recell(cells);
+        self.roster.recell(cells, new_view, now);
+        // A live link is first-hand news in any view.
+        for (peer, link) in &self.links {
+            if link.up {
+                self.roster.touch(peer, now);
+            }
+        }
         let roles: Vec<(PeerKey, LinkRole)> = self
             .links
             .keys()
@@ -69,36 +76,41 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// Refreshes `peer` in the roster, or adds it.
-    pub(super) fn learn(&mut self, peer: PeerKey, now: Instant) {
-        if self.refresh(&peer, now) {
+    /// Refreshes `peer` in the roster, or adds it; `heard` says whether this is first-hand
+    /// news of it (a link) or second-hand (a retry).
+    pub(super) fn learn(&mut self, peer: PeerKey, heard: Heard, now: Instant) {
+        if self.refresh(&peer, heard, now) {
             return;
         }
         let seeds = peer_seeds(&self.room, &peer);
-        self.insert_known(peer, seeds, now);
+        self.insert_known(peer, seeds, heard, now);
     }
 
     /// Refreshes `peer` if known, or adds it if its key places it in `cell` (of the current
     /// count): what a cell topic's announce or a cell mate's roster claims is checked.
-    pub(super) fn learn_if_in(&mut self, peer: PeerKey, cell: u32, now: Instant) {
-        if self.refresh(&peer, now) {
+    pub(super) fn learn_if_in(&mut self, peer: PeerKey, cell: u32, heard: Heard, now: Instant) {
+        if self.refresh(&peer, heard, now) {
             return;
         }
         let seeds = peer_seeds(&self.room, &peer);
         if cell_from_seed(seeds.cell, self.cells.max(1)) == cell {
-            self.insert_known(peer, seeds, now);
+            self.insert_known(peer, seeds, heard, now);
         }
     }
 
-    /// True if `peer` is this peer or already known (then marked seen now).
-    fn refresh(&mut self, peer: &PeerKey, now: Instant) -> bool {
+    /// True if `peer` is this peer or already known (then marked heard now, if this is
+    /// first-hand news: second-hand news never keeps a peer in the roster).
+    fn refresh(&mut self, peer: &PeerKey, heard: Heard, now: Instant) -> bool {
         if *peer == self.me {
             return true;
         }
-        self.roster.touch(peer, now)
+        match heard {
+            Heard::FirstHand => self.roster.touch(peer, now),
+            Heard::SecondHand => self.roster.get(peer).is_some(),
+        }
     }
 
-    fn insert_known(&mut self, peer: PeerKey, seeds: PeerSeeds, now: Instant) {
+    fn insert_known(&mut self, peer: PeerKey, seeds: PeerSeeds, heard: Heard, now: Instant) {
         if self.departed.get(&peer).is_some_and(|until| now < *until) {
             return;
         }
@@ -120,6 +132,7 @@ impl<A: FrameAuth> Overlay<A> {
                 cell_seed: seeds.cell,
                 cell: cell_from_seed(seeds.cell, self.cells.max(1)),
                 last_seen: now,
+                heard: heard == Heard::FirstHand,
             },
         );
         self.dirty = true;
@@ -171,7 +184,7 @@ impl<A: FrameAuth> Overlay<A> {
                 }
                 // Its own announce: back from a goodbye, if it said one.
                 self.departed.remove(&peer);
-                self.learn_if_in(peer, cell, now);
+                self.learn_if_in(peer, cell, Heard::FirstHand, now);
             }
         }
     }
@@ -274,7 +287,7 @@ impl<A: FrameAuth> Overlay<A> {
         });
         self.next_retry = next;
         for peer in due {
-            self.learn(peer, now);
+            self.learn(peer, Heard::SecondHand, now);
         }
         self.dirty = true;
     }
@@ -290,12 +303,18 @@ impl<A: FrameAuth> Overlay<A> {
         self.backoff.retain(|_, backoff| {
             now < backoff.until + timeout || (!backoff.retrying && backoff.failures < 3)
         });
+        let hearsay = self.config.hearsay_timeout;
         let links = &self.links;
-        let removed = self.roster.retain(|peer, last_seen| {
-            if links.get(peer).is_some_and(|link| link.up) {
-                *last_seen = now;
+        let removed = self.roster.retain(|peer, known| match links.get(peer) {
+            Some(link) if link.up => {
+                known.last_seen = now;
+                known.heard = true;
+                true
             }
-            now.saturating_duration_since(*last_seen) < timeout
+            // A setup under way: its outcome decides.
+            Some(_) => true,
+            None if known.heard => now.saturating_duration_since(known.last_seen) < timeout,
+            None => now.saturating_duration_since(known.last_seen) < hearsay,
         });
         if removed > 0 {
             self.dirty = true;
@@ -498,6 +517,106 @@ mod tests {
         // Its own announce (it joined again) does.
         overlay.handle(announce(gone), later);
         assert_eq!(overlay.roster_len(), 2);
+    }
+
+    /// The members of the roster `overlay` sends `to` when `to` says hello knowing nobody.
+    fn roster_sent(overlay: &mut Overlay<SimAuth>, to: PeerKey, now: Instant) -> Vec<PeerKey> {
+        use crate::wire::{self, Hello, HelloRole, LinkMessage, ListLimits};
+        overlay.handle(Input::LinkUp { peer: to }, now);
+        let hello = wire::encode_hello(&Hello {
+            role: HelloRole::Intra,
+            cells: 1,
+            known: 0,
+        });
+        let out = overlay.handle(
+            Input::Received {
+                from: to,
+                message: hello,
+            },
+            now,
+        );
+        let limits = ListLimits {
+            roster: 512,
+            ids: 256,
+        };
+        out.into_iter()
+            .find_map(|output| match output {
+                Output::Send { to: peer, message } if peer == to => {
+                    match wire::decode(message, limits) {
+                        Ok(LinkMessage::Roster { members, .. }) => Some(members),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    fn lobby_view(from: PeerKey, epoch: u32, cells: u32) -> Input {
+        Input::Announced {
+            peer: from,
+            topic: MeshTopic::Lobby,
+            cells,
+            epoch,
+            count: 0,
+        }
+    }
+
+    #[test]
+    fn hearsay_is_never_passed_on_and_a_new_view_must_be_heard_first_hand() {
+        let (me, mate, ghost, newcomer) = ([1; 32], [2; 32], [3; 32], [4; 32]);
+        let (late, rumour) = ([5; 32], [6; 32]);
+        // One cell whatever the count: only the views below change it.
+        let config = OverlayConfig {
+            sizing: crate::Sizing::Fixed(100),
+            ..OverlayConfig::default()
+        };
+        let mut overlay = Overlay::new(config, [9; 32], SimAuth::new(me), 3);
+        let now = Instant::now();
+        overlay.handle(
+            Input::Start {
+                cells_hint: Some(1),
+            },
+            now,
+        );
+        overlay.handle(announce(mate), now);
+        overlay.handle(announce(ghost), now);
+        overlay.handle(Input::LinkUp { peer: mate }, now);
+        // The mate's roster names a peer this one never heard: known second-hand.
+        let gossip = crate::wire::encode_roster(1, 0, &[me, mate, rumour]);
+        overlay.handle(
+            Input::Received {
+                from: mate,
+                message: gossip,
+            },
+            now,
+        );
+        assert!(overlay.roster.get(&rumour).is_some());
+        overlay.handle(Input::Tick, now);
+        let told = roster_sent(&mut overlay, newcomer, now);
+        assert!(told.contains(&ghost) && told.contains(&mate), "{told:?}");
+        assert!(!told.contains(&rumour), "hearsay was passed on: {told:?}");
+
+        // Two cells and back to one (the ghost leaves meanwhile, its goodbye unheard): all
+        // that was heard in the old views is second-hand now. The mate and the newcomer
+        // (linked) and `late` (announcing in the new view) count; the ghost, still known
+        // (a setup to it under way), is not passed on.
+        let later = now + Duration::from_secs(1);
+        overlay.handle(lobby_view(mate, 1, 2), later);
+        overlay.handle(lobby_view(mate, 2, 1), later);
+        assert_eq!(overlay.cells(), 1);
+        assert!(!overlay.roster.heard(&ghost));
+        overlay.handle(announce(late), later);
+        overlay.handle(Input::Tick, later + Duration::from_secs(1));
+        let told = roster_sent(&mut overlay, [7; 32], later + Duration::from_secs(1));
+        assert!(overlay.roster.get(&ghost).is_some());
+        assert!(
+            !told.contains(&ghost),
+            "an old view's peer was passed on: {told:?}"
+        );
+        for peer in [me, mate, newcomer, late] {
+            assert!(told.contains(&peer), "{peer:?} left out: {told:?}");
+        }
     }
 
     #[test]

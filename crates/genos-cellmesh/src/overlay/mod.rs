@@ -128,6 +128,16 @@ enum Phase {
     Left,
 }
 
+/// How the overlay came to know of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    /// Its own announce on a topic of the current view, or a link to it.
+    FirstHand,
+    /// A cell mate's roster, or a retry of a peer that failed setups: news that neither
+    /// adds a peer for long (`hearsay_timeout`) nor refreshes a known one.
+    SecondHand,
+}
+
 /// A backup bridge end's forward into its cell, waiting for its time (keyed by the frame).
 #[derive(Debug)]
 struct PendingForward {
@@ -495,7 +505,7 @@ impl<A: FrameAuth> Overlay<A> {
                 self.metrics.discovery_received += 1;
                 if cells == self.cells && cell == self.my_cell {
                     for member in members {
-                        self.learn_if_in(member, cell, now);
+                        self.learn_if_in(member, cell, Heard::SecondHand, now);
                     }
                 }
             }

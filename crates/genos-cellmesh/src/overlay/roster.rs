@@ -16,7 +16,12 @@ pub(super) struct Known {
     pub(super) seed: u64,
     pub(super) cell_seed: u64,
     pub(super) cell: u32,
+    /// When it was last heard first-hand, or when it was learned second-hand.
     pub(super) last_seen: Instant,
+    /// Heard first-hand in the current view: its announce on a topic of the view, or a
+    /// link to it. Second-hand news (a cell mate's roster, a retry, an older view) is
+    /// not, and never refreshes `last_seen`.
+    pub(super) heard: bool,
 }
 
 /// Known peers by key, and per cell their keys in order with their bridge seeds. The two
@@ -43,15 +48,21 @@ impl Roster {
         self.known.get(peer)
     }
 
-    /// Marks `peer` seen at `now`; false if it is not known.
+    /// Marks `peer` heard first-hand at `now`; false if it is not known.
     pub(super) fn touch(&mut self, peer: &PeerKey, now: Instant) -> bool {
         match self.known.get_mut(peer) {
             Some(known) => {
                 known.last_seen = now;
+                known.heard = true;
                 true
             }
             None => false,
         }
+    }
+
+    /// Whether `peer` is known and was heard first-hand in the current view.
+    pub(super) fn heard(&self, peer: &PeerKey) -> bool {
+        self.known.get(peer).is_some_and(|known| known.heard)
     }
 
     pub(super) fn insert(&mut self, peer: PeerKey, known: Known) {
@@ -79,12 +90,12 @@ impl Roster {
         }
     }
 
-    /// Keeps the peers for which `keep` returns true; it may update when each was seen.
+    /// Keeps the peers for which `keep` returns true; it may mark each heard.
     /// Returns how many were removed.
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&PeerKey, &mut Instant) -> bool) -> usize {
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&PeerKey, &mut Known) -> bool) -> usize {
         let mut gone = Vec::new();
         self.known.retain(|peer, known| {
-            let kept = keep(peer, &mut known.last_seen);
+            let kept = keep(peer, known);
             if !kept {
                 gone.push((*peer, known.cell));
             }
@@ -96,10 +107,17 @@ impl Roster {
         gone.len()
     }
 
-    /// Places every peer in its cell of a view of `cells`.
-    pub(super) fn recell(&mut self, cells: u32) {
+    /// Places every peer in its cell of a view of `cells`. A new cell count makes everyone
+    /// second-hand news as of `now`: what was heard was heard on the old view's topics,
+    /// and a peer that left meanwhile may have said goodbye only where this peer no longer
+    /// listens.
+    pub(super) fn recell(&mut self, cells: u32, new_view: bool, now: Instant) {
         self.by_cell.clear();
         for (peer, known) in &mut self.known {
+            if new_view {
+                known.heard = false;
+                known.last_seen = now;
+            }
             known.cell = cell_from_seed(known.cell_seed, cells);
             self.by_cell
                 .entry(known.cell)
@@ -132,6 +150,7 @@ mod tests {
             cell_seed: seed,
             cell,
             last_seen: at,
+            heard: true,
         }
     }
 
@@ -163,10 +182,15 @@ mod tests {
         assert_eq!(keys(&roster, 1), vec![3]);
         assert_eq!(roster.len(), 2);
         // A new view places everyone by cell seed.
-        roster.recell(1);
+        roster.recell(1, true, now);
         assert_eq!(keys(&roster, 0), vec![2, 3]);
         assert!(keys(&roster, 1).is_empty());
+        assert!(
+            !roster.heard(&[2; 32]),
+            "a new view keeps what was heard as first-hand"
+        );
         assert!(roster.touch(&[2; 32], now));
+        assert!(roster.heard(&[2; 32]));
         assert!(!roster.touch(&[9; 32], now));
     }
 }

@@ -268,14 +268,19 @@ pub fn run(scenario: &Scenario) -> Report {
         let mut next_broadcast = start;
         for n in 0..churn_events {
             let at = start + n as u64 * step;
+            let mut origins = Vec::new();
             while next_broadcast <= at {
                 net.run_until(next_broadcast);
                 // A refused broadcast stays in the list as a failure.
-                ids.push(net.broadcast_from_random(payload(n as u64, 64)));
+                let id = net.broadcast_from_random(payload(n as u64, 64));
+                origins.extend(id.map(|(origin, _)| origin));
+                ids.push(id);
                 next_broadcast += second;
             }
             net.run_until(at);
-            if let Some(victim) = net.random_live() {
+            // Not the origin of a broadcast sent this very instant: leaving would take its
+            // frames down before they left (a loss of the harness, not the overlay).
+            if let Some(victim) = net.random_live_except(&origins) {
                 if n % 2 == 0 {
                     net.leave(victim);
                 } else {

@@ -135,8 +135,13 @@ impl<A: FrameAuth> Net<A> {
 
     /// Random live peer.
     pub fn random_live(&mut self) -> Option<usize> {
+        self.random_live_except(&[])
+    }
+
+    /// A random live peer that is none of `spared`.
+    pub fn random_live_except(&mut self, spared: &[PeerKey]) -> Option<usize> {
         let live: Vec<usize> = (0..self.peers.len())
-            .filter(|i| self.is_alive(*i))
+            .filter(|i| self.is_alive(*i) && self.key(*i).is_none_or(|key| !spared.contains(&key)))
             .collect();
         if live.is_empty() {
             return None;
