@@ -428,6 +428,13 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             }
             MeshOutput::Disconnect(peer) => {
                 let peer = PeerId::from_bytes(peer);
+                // No link: the overlay gave up on a setup that never finished (the peer that
+                // was to dial is gone). Replaying its presence would put it back in the plan
+                // every replay interval until its stored presence expires, as for a link
+                // that went down (`retire`).
+                if self.router.link(&peer).is_none() {
+                    mesh.forget_presence(&peer);
+                }
                 self.work.push_back(Work::Machine(Input::Unwanted { peer }));
             }
             MeshOutput::Send { to, message } => {

@@ -296,6 +296,17 @@ impl<A: FrameAuth> Overlay<A> {
         self.members.len().max(1)
     }
 
+    /// The members of this peer's cell heard first-hand in this view (itself included):
+    /// what the census and the resize count. Second-hand members may have left (a goodbye
+    /// missed); counted, they kept a shrunk room at its old cell count, or sized it back up.
+    pub(super) fn counted_cell_size(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|member| member.key == self.me || self.roster.heard(&member.key))
+            .count()
+            .max(1)
+    }
+
     pub(super) fn expire(&mut self, now: Instant) {
         let timeout = self.config.peer_timeout;
         self.departed.retain(|_, until| now < *until);
@@ -323,7 +334,7 @@ impl<A: FrameAuth> Overlay<A> {
 
     /// Posts this cell's size and our view on the lobby (and counts it ourselves).
     pub(super) fn post_census(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let count = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
+        let count = u32::try_from(self.counted_cell_size()).unwrap_or(u32::MAX);
         self.census.insert(self.my_cell, (count, now));
         out.push(Output::Announce {
             topic: MeshTopic::Lobby,
@@ -341,7 +352,7 @@ impl<A: FrameAuth> Overlay<A> {
         let Some((posted, at)) = self.census.get(&self.my_cell).copied() else {
             return false;
         };
-        let size = u32::try_from(self.my_cell_size()).unwrap_or(u32::MAX);
+        let size = u32::try_from(self.counted_cell_size()).unwrap_or(u32::MAX);
         let change = size.abs_diff(posted);
         change >= 2
             && change.saturating_mul(4) >= posted
@@ -390,12 +401,13 @@ impl<A: FrameAuth> Overlay<A> {
         // is an estimate of its own (noisy: it counts only beyond what hashing skew
         // explains, as for an oversized cell).
         let cells = usize::try_from(self.cells.max(1)).unwrap_or(usize::MAX);
-        let own = self.my_cell_size().saturating_mul(cells);
+        let counted = self.counted_cell_size();
+        let own = counted.saturating_mul(cells);
         let estimate = if self.cells == 1 {
-            Some(self.my_cell_size())
+            Some(counted)
         } else {
             match self.census_estimate() {
-                Some(census) if !beyond_skew(self.my_cell_size(), census.div_ceil(cells)) => {
+                Some(census) if !beyond_skew(counted, census.div_ceil(cells)) => {
                     Some(census)
                 }
                 Some(_) => Some(own),

@@ -114,7 +114,9 @@ impl Roster {
     pub(super) fn recell(&mut self, cells: u32, new_view: bool, now: Instant) {
         self.by_cell.clear();
         for (peer, known) in &mut self.known {
-            if new_view {
+            // Already second-hand: its time keeps running (a room flipping between views
+            // must not keep a departed peer for good).
+            if new_view && known.heard {
                 known.heard = false;
                 known.last_seen = now;
             }
