@@ -407,9 +407,7 @@ impl<A: FrameAuth> Overlay<A> {
             Some(counted)
         } else {
             match self.census_estimate() {
-                Some(census) if !beyond_skew(counted, census.div_ceil(cells)) => {
-                    Some(census)
-                }
+                Some(census) if !beyond_skew(counted, census.div_ceil(cells)) => Some(census),
                 Some(_) => Some(own),
                 None if self.beyond_skew() => Some(own),
                 None if established => usize::try_from(self.census_sum()).ok(),
