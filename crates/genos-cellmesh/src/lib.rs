@@ -55,6 +55,8 @@ mod plan;
 mod seen;
 mod wire;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[cfg(feature = "sim")]
 pub mod sim;
 

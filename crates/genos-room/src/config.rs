@@ -252,7 +252,10 @@ pub struct CellsSettings {
     /// presence: a newcomer gets the lobby's and its cell's stored presence as it joins, so
     /// it waits 3 s (not 12 s) for a view before it assumes it is alone; announces and the
     /// census are refreshed every 5 minutes and the beacon every minute (relay
-    /// citizenship: a few events per peer per hour); bridges settle after 1 s.
+    /// citizenship: a few events per peer per hour); bridges settle after 1 s; broadcasts
+    /// are kept 5 s (not 2 s) to answer pulls, as a room changing shape re-links its peers
+    /// over WebRTC, which under load takes seconds, and a peer cut off meanwhile pulls what it
+    /// missed once linked again (still bounded by `max_repair_frames`/`max_repair_bytes`).
     pub overlay: OverlayConfig,
     /// Payload bytes per overlay frame: larger messages are cut into chunks of this size,
     /// each signed and forwarded on its own, and reassembled by each receiver. Default
@@ -290,6 +293,7 @@ impl Default for CellsSettings {
         overlay.peer_timeout = Duration::from_secs(700);
         overlay.census_interval = Duration::from_secs(300);
         overlay.beacon_interval = Duration::from_secs(60);
+        overlay.repair_window = Duration::from_secs(5);
         Self {
             overlay,
             chunk_size: 16 << 10,

@@ -54,10 +54,15 @@ impl<A: FrameAuth> Overlay<A> {
         }
         let hello = wire::encode_hello(&self.hello_for(&peer));
         self.send(peer, hello, out);
-        if matches!(
-            self.links.get(&peer).map(|link| link.role),
-            Some(LinkRole::Bridge { .. })
-        ) {
+        // A new bridge, or a cell mate linked while the view is young (the room just
+        // changed shape, and what this peer kept may have gone past the other end while it
+        // was linked to neither), hears of every broadcast still kept.
+        let role = self.links.get(&peer).map(|link| link.role);
+        let young = self.cells_since.is_some_and(|since| {
+            now.saturating_duration_since(since) < self.config.connect_timeout
+        });
+        if matches!(role, Some(LinkRole::Bridge { .. })) || (young && role == Some(LinkRole::Intra))
+        {
             self.catch_up(peer, out);
         }
     }

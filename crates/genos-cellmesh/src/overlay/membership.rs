@@ -44,6 +44,19 @@ impl<A: FrameAuth> Overlay<A> {
                 link.role = role;
             }
         }
+        if new_view {
+            // The paths broadcasts took are changing: every link hears of what this peer
+            // kept, so a peer the old paths no longer reach pulls it from here.
+            let up: Vec<PeerKey> = self
+                .links
+                .iter()
+                .filter(|(_, link)| link.up)
+                .map(|(peer, _)| *peer)
+                .collect();
+            for peer in up {
+                self.catch_up(peer, out);
+            }
+        }
         let home = MeshTopic::Cell {
             cells,
             cell: self.my_cell,

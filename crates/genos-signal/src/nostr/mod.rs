@@ -271,6 +271,20 @@ pub mod fuzzing {
         assert!(passed.len() <= wire.len(), "the filter made bytes up");
     }
 
+    /// Parses an arbitrary answer of a relay directory (HTTP head and JSON body): at most
+    /// 256 relay addresses, each a WebSocket URL.
+    pub fn directory(data: &[u8]) {
+        if let Ok(relays) = directory::parse_response(data) {
+            assert!(relays.len() <= 256, "{} relays", relays.len());
+            assert!(
+                relays
+                    .iter()
+                    .all(|url| url.starts_with("ws://") || url.starts_with("wss://")),
+                "a relay that is not a WebSocket URL"
+            );
+        }
+    }
+
     /// Opens arbitrary content text with a fixed key, and decodes arbitrary plaintext as
     /// `Content`.
     pub fn content(data: &[u8]) {
@@ -300,6 +314,22 @@ pub mod fuzzing {
             ] {
                 super::relay_text(input);
                 super::content(input);
+                super::directory(input);
+            }
+        }
+
+        #[test]
+        fn a_directory_answer_keeps_only_websocket_urls_within_the_bound() {
+            let mut many = b"HTTP/1.1 200 OK\r\n\r\n[".to_vec();
+            for n in 0..400 {
+                many.extend_from_slice(format!("\"wss://r{n}.example\",").as_bytes());
+            }
+            many.extend_from_slice(b"\"http://no\", 7, null, \"ws://last\"]");
+            let relays = super::directory::parse_response(&many).unwrap_or_default();
+            assert_eq!(relays.len(), 256);
+            super::directory(&many);
+            for cut in (0..many.len()).step_by(97) {
+                super::directory(&many[..cut]);
             }
         }
     }
