@@ -47,6 +47,9 @@ mod dial;
 mod driver;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod machine;
 mod media;

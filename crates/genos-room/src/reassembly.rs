@@ -64,7 +64,7 @@ impl Reassembler {
     }
 
     /// Bytes reserved for partial messages now.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn reserved(&self) -> usize {
         self.reserved
     }

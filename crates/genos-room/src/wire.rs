@@ -256,8 +256,8 @@ impl FrameCodec {
     }
 
     /// Seals any plaintext as frame `seq`: an authentic frame this version may not read (a
-    /// newer peer's frame kind). For tests.
-    #[cfg(feature = "testing")]
+    /// newer peer's frame kind). For tests and fuzzing.
+    #[cfg(any(feature = "testing", feature = "fuzzing"))]
     pub(crate) fn seal_plain(&self, seq: u64, plain: &[u8]) -> Result<Bytes, RoomError> {
         self.seal_buffer(seq, plaintext(plain, &[]))
     }
