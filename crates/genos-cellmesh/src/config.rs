@@ -103,6 +103,13 @@ pub struct OverlayConfig {
     /// origin heard from least recently is forgotten; its next frame opens a new window and
     /// anything older than that frame is refused. Default 16,384.
     pub max_origins: usize,
+    /// Sequence numbers remembered per origin below its highest (rounded up to a multiple
+    /// of 64; 64 to 65,536): a frame further back than that is refused as too old (it could
+    /// be a replay), and a broadcast a digest names that far back is taken as received. So
+    /// it bounds how late a frame, a repaired one included, may arrive: at a stream of 25
+    /// frames a second, 64 is 2.6 s. Costs window/8 bytes per origin remembered. Default 64
+    /// (the simulator's thousands of peers); cells rooms use 1,024.
+    pub dedup_window: u32,
     /// Delayed forwards (backup bridge endpoints) held at most. At the bound, a frame is
     /// forwarded at once instead: a duplicate rather than a loss. Default 4,096.
     pub max_pending_forwards: usize,
@@ -153,6 +160,7 @@ impl Default for OverlayConfig {
             max_roster: 4_096,
             max_links: 400,
             max_origins: 16_384,
+            dedup_window: 64,
             max_pending_forwards: 4_096,
             max_cells: 4_096,
             max_census_count: 1_000,

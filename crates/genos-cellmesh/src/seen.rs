@@ -5,9 +5,6 @@ use std::time::Instant;
 use crate::PeerKey;
 use crate::keyhash::{KeyMap, key_map};
 
-/// Sequence numbers remembered below an origin's highest one.
-const WINDOW: u64 = 64;
-
 /// Why a frame id was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Seen {
@@ -17,12 +14,40 @@ pub(crate) enum Seen {
     TooOld,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// One origin's window: a ring of bits, bit `seq % len` for each of the last `len`
+/// sequence numbers up to `highest`.
+#[derive(Debug, Clone)]
 struct Window {
     highest: u64,
-    /// Bit `i` set: `highest - i` was accepted.
-    mask: u64,
+    bits: Box<[u64]>,
     last_used: Instant,
+}
+
+impl Window {
+    fn len(&self) -> u64 {
+        self.bits.len() as u64 * 64
+    }
+
+    fn slot(&self, seq: u64) -> (usize, u64) {
+        let at = seq % self.len();
+        (usize::try_from(at / 64).unwrap_or(0), 1 << (at % 64))
+    }
+
+    fn get(&self, seq: u64) -> bool {
+        let (word, bit) = self.slot(seq);
+        self.bits.get(word).is_some_and(|w| w & bit != 0)
+    }
+
+    fn set(&mut self, seq: u64, on: bool) {
+        let (word, bit) = self.slot(seq);
+        if let Some(w) = self.bits.get_mut(word) {
+            if on {
+                *w |= bit;
+            } else {
+                *w &= !bit;
+            }
+        }
+    }
 }
 
 /// Bounded set of accepted (origin, seq) pairs.
@@ -30,13 +55,19 @@ struct Window {
 pub(crate) struct SeenFrames {
     windows: KeyMap<PeerKey, Window>,
     capacity: usize,
+    /// Words of each window (its length over 64).
+    words: usize,
 }
 
 impl SeenFrames {
-    pub(crate) fn new(capacity: usize, hash_seed: u64) -> Self {
+    /// At most `capacity` origins, each remembering `window` sequence numbers (rounded up
+    /// to a multiple of 64, 64 to 65,536).
+    pub(crate) fn new(capacity: usize, window: u32, hash_seed: u64) -> Self {
+        let words = usize::try_from(window.clamp(64, 65_536).div_ceil(64)).unwrap_or(1);
         Self {
             windows: key_map(hash_seed),
             capacity: capacity.max(1),
+            words,
         }
     }
 
@@ -50,11 +81,10 @@ impl SeenFrames {
         if seq > window.highest {
             return Ok(());
         }
-        let age = window.highest - seq;
-        if age >= WINDOW {
+        if window.highest - seq >= window.len() {
             return Err(Seen::TooOld);
         }
-        if window.mask & (1 << age) != 0 {
+        if window.get(seq) {
             Err(Seen::Duplicate)
         } else {
             Ok(())
@@ -66,24 +96,27 @@ impl SeenFrames {
         if !self.windows.contains_key(origin) && self.windows.len() >= self.capacity {
             self.evict_least_recent();
         }
-        let window = self.windows.entry(*origin).or_insert(Window {
+        let words = self.words;
+        let window = self.windows.entry(*origin).or_insert_with(|| Window {
             highest: seq,
-            mask: 0,
+            bits: vec![0; words].into_boxed_slice(),
             last_used: now,
         });
         window.last_used = now;
         if seq > window.highest {
             let shift = seq - window.highest;
-            window.mask = if shift >= WINDOW {
-                0
+            if shift >= window.len() {
+                window.bits.fill(0);
             } else {
-                window.mask << shift
-            };
+                // The slots the window moves over held ids now too old.
+                for passed in window.highest + 1..=seq {
+                    window.set(passed, false);
+                }
+            }
             window.highest = seq;
         }
-        let age = window.highest - seq;
-        if age < WINDOW {
-            window.mask |= 1 << age;
+        if window.highest - seq < window.len() {
+            window.set(seq, true);
         }
     }
 
@@ -111,7 +144,7 @@ mod tests {
     #[test]
     fn duplicates_and_old_ids_are_refused() {
         let now = Instant::now();
-        let mut seen = SeenFrames::new(2, 0);
+        let mut seen = SeenFrames::new(2, 64, 0);
         let a = [1; 32];
         assert_eq!(seen.check(&a, 10), Ok(()));
         seen.insert(&a, 10, now);
@@ -124,9 +157,46 @@ mod tests {
     }
 
     #[test]
+    fn a_wider_window_remembers_further_back_and_wraps_cleanly() {
+        let now = Instant::now();
+        let mut seen = SeenFrames::new(1, 1000, 0);
+        let a = [1; 32];
+        // Rounded up to 1,024.
+        seen.insert(&a, 5, now);
+        seen.insert(&a, 1_028, now);
+        assert_eq!(
+            seen.check(&a, 5),
+            Err(Seen::Duplicate),
+            "1,023 back: still known"
+        );
+        seen.insert(&a, 1_029, now);
+        assert_eq!(seen.check(&a, 5), Err(Seen::TooOld));
+        assert_eq!(seen.check(&a, 6), Ok(()));
+        assert_eq!(seen.check(&a, 1_028), Err(Seen::Duplicate));
+        // Accepted ids stay duplicates as the window moves over the ring, new ones are new.
+        for seq in 1_030..3_000 {
+            assert_eq!(seen.check(&a, seq), Ok(()), "{seq}");
+            seen.insert(&a, seq, now);
+            if seq % 3 == 0 && seq >= 2_028 {
+                assert_eq!(seen.check(&a, seq - 1_000), Err(Seen::Duplicate));
+            }
+        }
+        assert_eq!(seen.check(&a, 2_999 - 1_023), Err(Seen::Duplicate));
+        assert_eq!(seen.check(&a, 2_999 - 1_024), Err(Seen::TooOld));
+        // A jump past the whole window forgets everything below.
+        seen.insert(&a, 10_000, now);
+        assert_eq!(seen.check(&a, 9_000), Ok(()));
+        assert_eq!(seen.check(&a, 2_999), Err(Seen::TooOld));
+        // Out of order within the window: accepted once.
+        seen.insert(&a, 9_500, now);
+        assert_eq!(seen.check(&a, 9_500), Err(Seen::Duplicate));
+        assert_eq!(seen.check(&a, 9_501), Ok(()));
+    }
+
+    #[test]
     fn the_least_recent_origin_is_forgotten_at_the_bound() {
         let start = Instant::now();
-        let mut seen = SeenFrames::new(2, 0);
+        let mut seen = SeenFrames::new(2, 64, 0);
         seen.insert(&[1; 32], 1, start);
         seen.insert(&[2; 32], 1, start + std::time::Duration::from_secs(1));
         seen.insert(&[3; 32], 1, start + std::time::Duration::from_secs(2));

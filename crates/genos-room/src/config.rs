@@ -255,7 +255,9 @@ pub struct CellsSettings {
     /// citizenship: a few events per peer per hour); bridges settle after 1 s; broadcasts
     /// are kept 5 s (not 2 s) to answer pulls, as a room changing shape re-links its peers
     /// over WebRTC, which under load takes seconds, and a peer cut off meanwhile pulls what it
-    /// missed once linked again (still bounded by `max_repair_frames`/`max_repair_bytes`).
+    /// missed once linked again (still bounded by `max_repair_frames`/`max_repair_bytes`);
+    /// and each origin's last 1,024 frames are told from new ones (not 64: a 1 MiB message
+    /// is 64 chunks, and a frame older than the window is refused, repaired ones included).
     pub overlay: OverlayConfig,
     /// Payload bytes per overlay frame: larger messages are cut into chunks of this size,
     /// each signed and forwarded on its own, and reassembled by each receiver. Default
@@ -294,6 +296,7 @@ impl Default for CellsSettings {
         overlay.census_interval = Duration::from_secs(300);
         overlay.beacon_interval = Duration::from_secs(60);
         overlay.repair_window = Duration::from_secs(5);
+        overlay.dedup_window = 1_024;
         Self {
             overlay,
             chunk_size: 16 << 10,

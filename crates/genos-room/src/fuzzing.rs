@@ -130,7 +130,11 @@ impl Script {
         let channel = format!("ch{}", reader.byte() % 4);
         let message = u64::from(reader.byte() % 8);
         // Mostly short messages (a few chunks), some up to the message bound.
-        let bound = if reader.byte() % 4 == 0 { MAX_MESSAGE + 1 } else { 512 };
+        let bound = if reader.byte() % 4 == 0 {
+            MAX_MESSAGE + 1
+        } else {
+            512
+        };
         let len = usize::from(reader.u16()) % bound;
         let chunk = usize::from(reader.u16() % 4_096).max(1);
         let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -260,7 +264,11 @@ mod tests {
             link_frames(&std::fs::read(entry.unwrap().path()).unwrap());
             played += 1;
         }
-        assert!(played >= 10, "only {played} corpus entries in {}", dir.display());
+        assert!(
+            played >= 10,
+            "only {played} corpus entries in {}",
+            dir.display()
+        );
     }
 
     #[test]

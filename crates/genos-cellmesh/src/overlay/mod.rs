@@ -228,7 +228,7 @@ impl<A: FrameAuth> Overlay<A> {
         let me = auth.me();
         let hash_seed = mix64(rng_seed ^ 0x6a09_e667_f3bc_c908);
         Self {
-            seen: SeenFrames::new(config.max_origins, hash_seed),
+            seen: SeenFrames::new(config.max_origins, config.dedup_window, hash_seed),
             next_seq: config.first_seq,
             config,
             room,
