@@ -536,7 +536,10 @@ impl<A: FrameAuth> Overlay<A> {
             _ => return,
         }
         if self.next_expiry.is_none_or(|at| now >= at) {
-            self.next_expiry = Some(now + self.config.announce_interval / 2);
+            // Often enough for second-hand entries to go near their timeout, not only
+            // every half announce interval (minutes in rooms).
+            let period = (self.config.announce_interval / 2).min(self.config.hearsay_timeout / 3);
+            self.next_expiry = Some(now + period);
             self.expire(now);
         }
         if self.next_announce.is_some_and(|at| now >= at) {
