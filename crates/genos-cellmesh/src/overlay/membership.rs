@@ -486,11 +486,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_peer_that_said_goodbye_stays_out_until_it_announces_again() {
-        let (me, mate, gone) = ([1; 32], [2; 32], [3; 32]);
-        let mut overlay = Overlay::new(OverlayConfig::default(), [9; 32], SimAuth::new(me), 3);
-        let now = Instant::now();
+    /// `me` in a one-cell room, having heard `mate` and `other` announce, linked to `mate`.
+    fn one_cell(
+        config: OverlayConfig,
+        me: PeerKey,
+        mate: PeerKey,
+        other: PeerKey,
+        now: Instant,
+    ) -> Overlay<SimAuth> {
+        let mut overlay = Overlay::new(config, [9; 32], SimAuth::new(me), 3);
         overlay.handle(
             Input::Start {
                 cells_hint: Some(1),
@@ -498,8 +502,16 @@ mod tests {
             now,
         );
         overlay.handle(announce(mate), now);
-        overlay.handle(announce(gone), now);
+        overlay.handle(announce(other), now);
         overlay.handle(Input::LinkUp { peer: mate }, now);
+        overlay
+    }
+
+    #[test]
+    fn a_peer_that_said_goodbye_stays_out_until_it_announces_again() {
+        let (me, mate, gone) = ([1; 32], [2; 32], [3; 32]);
+        let now = Instant::now();
+        let mut overlay = one_cell(OverlayConfig::default(), me, mate, gone, now);
         assert_eq!(overlay.roster_len(), 2);
         // Leaving another topic (a cell it bridged to, its cell of an older view) is not
         // leaving the room.
@@ -594,17 +606,8 @@ mod tests {
             sizing: crate::Sizing::Fixed(100),
             ..OverlayConfig::default()
         };
-        let mut overlay = Overlay::new(config, [9; 32], SimAuth::new(me), 3);
         let now = Instant::now();
-        overlay.handle(
-            Input::Start {
-                cells_hint: Some(1),
-            },
-            now,
-        );
-        overlay.handle(announce(mate), now);
-        overlay.handle(announce(ghost), now);
-        overlay.handle(Input::LinkUp { peer: mate }, now);
+        let mut overlay = one_cell(config, me, mate, ghost, now);
         // The mate's roster names a peer this one never heard: known second-hand.
         let gossip = crate::wire::encode_roster(1, 0, &[me, mate, rumour]);
         overlay.handle(
