@@ -66,6 +66,8 @@ pub mod webrtc;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[cfg(all(feature = "conformance", feature = "webrtc"))]
 pub mod turn_server;
 

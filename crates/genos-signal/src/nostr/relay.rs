@@ -388,6 +388,23 @@ impl Worker {
         true
     }
 
+    /// True if one of our filters' kinds and tags selects `event` (time bounds are the
+    /// router's to judge: stored presence is older than the live filter's `since`).
+    fn asked_for(&self, event: &Event) -> bool {
+        let options = MatchEventOptions {
+            id: false,
+            author: false,
+            kind: true,
+            tags: true,
+            since: false,
+            until: false,
+            nip50: false,
+        };
+        self.filters
+            .iter()
+            .any(|filter| filter.match_event(event, options))
+    }
+
     async fn handle_text(
         &mut self,
         link: &mut Link,
@@ -407,7 +424,10 @@ impl Worker {
                 subscription_id,
                 event,
             } => {
-                if *subscription_id != self.subscription {
+                // Not for our subscription, or outside what we asked for (a relay that
+                // ignores filters, or floods another room's events): dropped here, so it
+                // never takes room in the queue that honest events share.
+                if *subscription_id != self.subscription || !self.asked_for(event.as_ref()) {
                     self.update(|h| h.messages_dropped += 1);
                     return None;
                 }

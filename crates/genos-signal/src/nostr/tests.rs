@@ -215,6 +215,83 @@ async fn hostile_relay_input_is_dropped_and_counted() {
     session.leave().await.unwrap();
 }
 
+/// A relay that ignores our filter and floods valid events of another room (signed, sealed
+/// for that room, half of them even of our kind): every one is dropped before the queue that
+/// honest events share, so the one honest event after the flood arrives, with no overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_another_rooms_events_never_reaches_the_inbox() {
+    const FLOOD: usize = 5_000;
+    let topic = Topic::from_bytes(rand::random());
+    let room_key = SealKey::generate();
+    let other_topic = Topic::from_bytes(rand::random());
+    let other_key = SealKey::generate();
+    let alice = Keys::generate();
+    let mallory = Keys::generate();
+    let now = now_ms();
+    let good = sealed_event(
+        &alice,
+        &topic,
+        &room_key,
+        ContentKind::Presence,
+        [1; 16],
+        now,
+    );
+    let flood: Vec<Event> = (0..FLOOD)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            let event = sealed_event(
+                &mallory,
+                &other_topic,
+                &other_key,
+                ContentKind::Presence,
+                id,
+                now,
+            );
+            if i % 2 == 0 {
+                return event;
+            }
+            // Our room's kind, the other room's tag.
+            EventBuilder::new(Kind::Custom(wire::kind_for(&topic)), event.content)
+                .tag(Tag::custom("x", [wire::room_tag(&other_topic)]))
+                .finalize(&mallory)
+                .unwrap()
+        })
+        .collect();
+    let url = scripted_relay(move |sub| {
+        let mut script = vec![format!(r#"["EOSE", "{sub}"]"#)];
+        script.extend(flood.iter().map(|event| event_message(sub, event)));
+        script.push(event_message(sub, &good));
+        script
+    })
+    .await;
+
+    let me = Identity::generate();
+    let peer = me.peer_id();
+    let config = NostrConfig::with_relays([url]).with_inbox_capacity(64);
+    let backend = NostrSignaling::new(me, config).unwrap();
+    let request = JoinRequest::new(topic, peer).with_seal_key(room_key);
+    let (session, mut events) = backend.join(request).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .expect("the honest event never came")
+        .unwrap();
+    assert_eq!(
+        first,
+        SignalEvent::PeerSeen {
+            peer: PeerId::from_bytes(alice.public_key().to_bytes()),
+            presence: Bytes::from_static(b"presence")
+        }
+    );
+    let health = session.relays()[0].clone();
+    assert_eq!(health.messages_dropped, FLOOD as u64, "{health:?}");
+    assert_eq!(health.events_received, 1, "{health:?}");
+    let stats = session.stats();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
+    assert_eq!(stats.dropped_overflow, 0, "{stats:?}");
+    session.leave().await.unwrap();
+}
+
 /// Answers every EVENT with `OK true`, but only after `delay`.
 async fn sluggish_relay(delay: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

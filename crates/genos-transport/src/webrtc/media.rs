@@ -144,7 +144,7 @@ fn rtp_kind(codec: Codec) -> RtpCodecKind {
 }
 
 /// The codecs and interceptors every connection is built with.
-pub(super) fn media_engine() -> Result<(MediaEngine, Registry), TransportError> {
+pub(crate) fn media_engine() -> Result<(MediaEngine, Registry), TransportError> {
     let mut engine = MediaEngine::default();
     for codec in [Codec::Opus, Codec::Vp8] {
         engine

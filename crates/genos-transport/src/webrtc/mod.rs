@@ -17,8 +17,8 @@ mod connection;
 mod frames;
 mod handler;
 mod interfaces;
-mod media;
-mod signal;
+pub(crate) mod media;
+pub(crate) mod signal;
 mod turn;
 
 use std::net::IpAddr;
@@ -63,7 +63,7 @@ pub const MAX_SIGNAL_LEN: usize = 64 * 1024;
 const RFC8841_DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 
 /// The remote's `a=max-message-size` (0 means "no limit": capped at ours by the caller).
-fn advertised_max_message(sdp: &str) -> usize {
+pub(crate) fn advertised_max_message(sdp: &str) -> usize {
     sdp.lines()
         .find_map(|line| line.trim().strip_prefix("a=max-message-size:"))
         .and_then(|value| value.trim().parse::<usize>().ok())
@@ -74,7 +74,7 @@ fn advertised_max_message(sdp: &str) -> usize {
 
 /// Candidates held while waiting for the remote description, and local candidates held
 /// until our own description has gone out.
-const MAX_EARLY_CANDIDATES: usize = 64;
+pub(crate) const MAX_EARLY_CANDIDATES: usize = 64;
 
 /// Keeps our signals in the order a remote needs: description first, then candidates.
 /// webrtc starts gathering inside `set_local_description`, so its first candidate can be

@@ -1,0 +1,400 @@
+//! Fuzzing entry points (feature `fuzzing`), shared by the fuzz target in `fuzz/` and the
+//! crate's tests: what a remote peer's WebRTC signals do to our side of a connection.
+//!
+//! [`signals`] plays a script of signaling and control-channel messages against a real
+//! `rtc` peer connection (webrtc's sans-IO core, the one [`crate::webrtc`] drives, with the
+//! same codecs and interceptors), following the rules of
+//! [`WebRtcConnection::handle_signal`](crate::webrtc::WebRtcConnection) and of the control
+//! channel: the size bound, the JSON decoders, offers only to an answerer, answers only to
+//! an offerer, early candidates held within their bound and applied after the remote
+//! description, renegotiation offers with the polite side's rollback. Everything the SDP
+//! parser, the description checks and the candidate parser make of the input runs, with no
+//! sockets and no runtime. The property is "no panic, every refusal an error".
+//!
+//! A script is one flag byte (bit 0: we are the offerer; bit 1: we are polite and have a
+//! renegotiation offer of our own pending when a control offer arrives) followed by up to
+//! [`MAX_MESSAGES`] messages separated by `0xFF` (a byte JSON text never holds), each a route
+//! byte (even: it came by signaling; odd: on the control channel) and the message.
+
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::sansio::Protocol;
+
+use crate::webrtc::MAX_EARLY_CANDIDATES;
+use crate::webrtc::MAX_SIGNAL_LEN;
+use crate::webrtc::media::media_engine;
+use crate::webrtc::signal::{Control, Signal};
+
+/// Messages one script delivers at most.
+pub const MAX_MESSAGES: usize = 32;
+/// Separates a script's messages.
+pub const SEPARATOR: u8 = 0xFF;
+/// Outputs drained after each message at most (the peer connection's queues are bounded by
+/// what one description can ask for; this keeps a pathological one from spinning).
+const MAX_DRAIN: usize = 4_096;
+
+/// What a script reached, so a test can tell the honest path works.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SignalStats {
+    /// Messages that decoded as a signal or a control message.
+    pub decoded: usize,
+    /// Remote descriptions the peer connection accepted.
+    pub descriptions_applied: usize,
+    /// Answers we created and applied locally.
+    pub answers_made: usize,
+    /// Remote candidates the peer connection accepted.
+    pub candidates_added: usize,
+    /// Messages refused with an error (any layer).
+    pub refused: usize,
+}
+
+/// Our side of the connection under test.
+struct Side {
+    pc: RTCPeerConnection,
+    offerer: bool,
+    polite: bool,
+    remote_set: bool,
+    early: Vec<RTCIceCandidateInit>,
+    now: Instant,
+    stats: SignalStats,
+}
+
+/// Plays one script; see the module docs for its format.
+pub fn signals(data: &[u8]) -> SignalStats {
+    let Some((&flags, rest)) = data.split_first() else {
+        return SignalStats::default();
+    };
+    let Some(mut side) = Side::new(flags & 1 == 1, flags & 2 == 2) else {
+        return SignalStats::default();
+    };
+    for message in rest.split(|&b| b == SEPARATOR).take(MAX_MESSAGES) {
+        side.deliver(message);
+        side.now += Duration::from_millis(10);
+        side.drain();
+    }
+    side.stats
+}
+
+impl Side {
+    fn new(offerer: bool, polite: bool) -> Option<Self> {
+        let (engine, registry) = media_engine().ok()?;
+        let now = Instant::now();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .ok()?;
+        if offerer {
+            // As the transport does: the control channel first, so the offer has SCTP.
+            pc.create_data_channel("_genos", None).ok()?;
+            let offer = pc.create_offer(None).ok()?;
+            pc.set_local_description(now, offer).ok()?;
+        }
+        Some(Self {
+            pc,
+            offerer,
+            polite,
+            remote_set: false,
+            early: Vec::new(),
+            now,
+            stats: SignalStats::default(),
+        })
+    }
+
+    fn deliver(&mut self, message: &[u8]) {
+        let Some((&route, message)) = message.split_first() else {
+            return;
+        };
+        if message.len() > MAX_SIGNAL_LEN {
+            self.stats.refused += 1;
+            return;
+        }
+        let outcome = if route % 2 == 0 {
+            match Signal::decode(message) {
+                Ok(signal) => {
+                    self.stats.decoded += 1;
+                    self.on_signal(signal)
+                }
+                Err(_) => Err(()),
+            }
+        } else {
+            match Control::decode(message) {
+                Ok(control) => {
+                    self.stats.decoded += 1;
+                    self.on_control(control)
+                }
+                Err(_) => Err(()),
+            }
+        };
+        if outcome.is_err() {
+            self.stats.refused += 1;
+        }
+    }
+
+    fn on_signal(&mut self, signal: Signal) -> Result<(), ()> {
+        match signal {
+            Signal::Offer { sdp } if !self.offerer && !self.remote_set => {
+                let offer = RTCSessionDescription::offer(sdp).map_err(drop)?;
+                self.apply_remote(offer)?;
+                self.answer()
+            }
+            Signal::Answer { sdp } if self.offerer && !self.remote_set => {
+                let answer = RTCSessionDescription::answer(sdp).map_err(drop)?;
+                self.apply_remote(answer)
+            }
+            Signal::Candidate { candidate } => {
+                let init = candidate.into();
+                if self.remote_set {
+                    self.add_candidate(init)
+                } else if self.early.len() < MAX_EARLY_CANDIDATES {
+                    self.early.push(init);
+                    Ok(())
+                } else {
+                    Err(())
+                }
+            }
+            _ => Err(()),
+        }
+    }
+
+    fn on_control(&mut self, control: Control) -> Result<(), ()> {
+        match control {
+            Control::Offer { sdp } if self.remote_set => {
+                if self.polite {
+                    // Our own renegotiation offer collides: roll it back, as the polite
+                    // side does, then answer theirs.
+                    if let Ok(offer) = self.pc.create_offer(None) {
+                        let _ = self.pc.set_local_description(self.now, offer);
+                    }
+                    let rollback = RTCSessionDescription::rollback(None).map_err(drop)?;
+                    self.pc
+                        .set_local_description(self.now, rollback)
+                        .map_err(drop)?;
+                }
+                let offer = RTCSessionDescription::offer(sdp).map_err(drop)?;
+                self.apply_remote(offer)?;
+                self.answer()
+            }
+            Control::Answer { sdp } if self.remote_set => {
+                if self.pc.pending_local_description().is_none() {
+                    return Err(());
+                }
+                let answer = RTCSessionDescription::answer(sdp).map_err(drop)?;
+                self.apply_remote(answer)
+            }
+            Control::Applied { .. } | Control::Ended { .. } => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    fn apply_remote(&mut self, description: RTCSessionDescription) -> Result<(), ()> {
+        let _ = crate::webrtc::advertised_max_message(&description.sdp);
+        self.pc
+            .set_remote_description(self.now, description)
+            .map_err(drop)?;
+        self.stats.descriptions_applied += 1;
+        if !self.remote_set {
+            self.remote_set = true;
+            for candidate in std::mem::take(&mut self.early) {
+                let _ = self.add_candidate(candidate);
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self) -> Result<(), ()> {
+        let answer = self.pc.create_answer(None).map_err(drop)?;
+        self.pc
+            .set_local_description(self.now, answer)
+            .map_err(drop)?;
+        self.stats.answers_made += 1;
+        Ok(())
+    }
+
+    fn add_candidate(&mut self, candidate: RTCIceCandidateInit) -> Result<(), ()> {
+        self.pc.add_remote_candidate(candidate).map_err(drop)?;
+        self.stats.candidates_added += 1;
+        Ok(())
+    }
+
+    /// Lets the peer connection act on what it was given, as the driver would.
+    fn drain(&mut self) {
+        let _ = self.pc.handle_timeout(self.now);
+        for _ in 0..MAX_DRAIN {
+            let wrote = self.pc.poll_write().is_some();
+            let evented = self.pc.poll_event().is_some();
+            if !wrote && !evented {
+                break;
+            }
+        }
+    }
+}
+
+/// Honest scripts: what a genos peer sends, for seeds and tests. Each is a complete script
+/// (flag byte included).
+pub fn honest_scripts() -> Vec<Vec<u8>> {
+    let mut scripts = Vec::new();
+    let candidates = [
+        "candidate:1966762133 1 udp 2130706431 127.0.0.1 50000 typ host",
+        "candidate:2 1 udp 1694498815 203.0.113.7 61000 typ srflx raddr 10.0.0.2 rport 50000",
+        "candidate:3 1 tcp 1518280447 192.0.2.1 9 typ host tcptype active",
+        "candidate:4 1 udp 41885439 198.51.100.9 3478 typ relay raddr 203.0.113.7 rport 61000",
+    ];
+    let candidate_messages: Vec<Vec<u8>> = candidates
+        .iter()
+        .map(|line| {
+            routed(
+                SIGNALING,
+                format!(
+                    r#"{{"type":"candidate","candidate":{{"candidate":"{line}","sdpMid":"0","sdpMLineIndex":0}}}}"#
+                ),
+            )
+        })
+        .collect();
+    // We answer an honest offer, with candidates before and after it.
+    if let Some(offer) = honest_description(true) {
+        let offer_message = json_signal(SIGNALING, "offer", &offer);
+        let renegotiation = json_signal(CONTROL, "offer", &offer);
+        let mut script = vec![0u8];
+        let mut messages = vec![candidate_messages[0].clone(), offer_message.clone()];
+        messages.extend(candidate_messages[1..].iter().cloned());
+        messages.push(renegotiation);
+        messages.push(routed(CONTROL, r#"{"type":"applied","answers":1}"#.into()));
+        messages.push(routed(CONTROL, r#"{"type":"ended","id":"a1"}"#.into()));
+        join(&mut script, &messages);
+        scripts.push(script);
+        let mut polite = vec![2u8];
+        join(
+            &mut polite,
+            &[offer_message, json_signal(CONTROL, "offer", &offer)],
+        );
+        scripts.push(polite);
+    }
+    // We offer; an honest answer comes back.
+    if let Some(answer) = honest_description(false) {
+        let mut script = vec![1u8];
+        let mut messages = vec![json_signal(SIGNALING, "answer", &answer)];
+        messages.extend(candidate_messages.iter().cloned());
+        messages.push(json_signal(CONTROL, "answer", &answer));
+        join(&mut script, &messages);
+        scripts.push(script);
+    }
+    scripts
+}
+
+/// Route bytes of a script's messages.
+const SIGNALING: u8 = 0;
+const CONTROL: u8 = 1;
+
+fn routed(route: u8, message: String) -> Vec<u8> {
+    let mut routed = vec![route];
+    routed.extend_from_slice(message.as_bytes());
+    routed
+}
+
+fn json_signal(route: u8, kind: &str, sdp: &str) -> Vec<u8> {
+    let quoted = serde_json::to_string(sdp).unwrap_or_default();
+    routed(route, format!(r#"{{"type":"{kind}","sdp":{quoted}}}"#))
+}
+
+fn join(script: &mut Vec<u8>, messages: &[Vec<u8>]) {
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            script.push(SEPARATOR);
+        }
+        script.extend_from_slice(message);
+    }
+}
+
+/// An offer (or the answer to a fresh offer) made by an honest peer with a media track.
+fn honest_description(offer: bool) -> Option<String> {
+    let now = Instant::now();
+    let build = || {
+        let (engine, registry) = media_engine().ok()?;
+        RTCPeerConnectionBuilder::new()
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .build(now)
+            .ok()
+    };
+    let mut offerer = build()?;
+    offerer.create_data_channel("_genos", None).ok()?;
+    let made = offerer.create_offer(None).ok()?;
+    offerer.set_local_description(now, made.clone()).ok()?;
+    if offer {
+        return Some(made.sdp);
+    }
+    let mut answerer = build()?;
+    answerer
+        .set_remote_description(now, RTCSessionDescription::offer(made.sdp).ok()?)
+        .ok()?;
+    let answer = answerer.create_answer(None).ok()?;
+    answerer.set_local_description(now, answer.clone()).ok()?;
+    Some(answer.sdp)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    #[test]
+    fn honest_scripts_connect_both_roles() {
+        let scripts = honest_scripts();
+        assert_eq!(scripts.len(), 3, "every honest script was made");
+        let answering = signals(&scripts[0]);
+        assert_eq!(answering.descriptions_applied, 2, "{answering:?}");
+        assert_eq!(answering.answers_made, 2, "{answering:?}");
+        assert!(answering.candidates_added >= 3, "{answering:?}");
+        let polite = signals(&scripts[1]);
+        assert_eq!(polite.descriptions_applied, 2, "{polite:?}");
+        let offering = signals(&scripts[2]);
+        assert_eq!(offering.descriptions_applied, 1, "{offering:?}");
+        assert!(offering.candidates_added >= 3, "{offering:?}");
+        // The second answer comes to no pending offer and is refused.
+        assert_eq!(offering.refused, 1, "{offering:?}");
+    }
+
+    #[test]
+    fn oversized_and_garbage_messages_are_refused() {
+        let mut script = vec![0u8];
+        script.extend(std::iter::repeat_n(b'x', MAX_SIGNAL_LEN + 2));
+        script.push(SEPARATOR);
+        script.extend_from_slice(b"\0{\"type\":\"offer\",\"sdp\":\"v=0\\r\\nm=x\"}");
+        script.push(SEPARATOR);
+        script.extend_from_slice(b"\0{\"type\":\"answer\",\"sdp\":\"\"}");
+        let stats = signals(&script);
+        assert_eq!(stats.refused, 3, "{stats:?}");
+        assert_eq!(stats.descriptions_applied, 0);
+    }
+
+    /// Honest scripts with bytes changed, cut or repeated: no panic (the fuzz target's
+    /// property, kept in every test run).
+    #[test]
+    fn mutated_honest_scripts_never_panic() {
+        let scripts = honest_scripts();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5167);
+        for round in 0..300 {
+            let mut script = scripts[round % scripts.len()].clone();
+            for _ in 0..rng.random_range(1..8) {
+                let len = script.len();
+                match rng.random_range(0..4) {
+                    0 => script[rng.random_range(1..len)] = rng.random(),
+                    1 => script.truncate(rng.random_range(1..len)),
+                    2 => {
+                        let at = rng.random_range(1..len);
+                        let piece = script[at..(at + 40).min(len)].to_vec();
+                        script.splice(at..at, piece);
+                    }
+                    _ => script[0] = rng.random(),
+                }
+            }
+            signals(&script);
+        }
+    }
+}
