@@ -1,0 +1,438 @@
+//! The fault matrix on real parts (real WebRTC on 127.0.0.1, the embedded relay): a peer
+//! whose process is stopped (SIGSTOP) mid-stream and resumed, within and beyond the
+//! watchdog, and a peer sending maximum-size messages without end. Each: nothing lost for
+//! the healthy peers, bounded memory, and the faulty peer's outcome reported.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{FutureExt as _, StreamExt};
+use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
+use genos::{Genos, LeaveReason, PeerId, Room, RoomEvent, RoomEvents, RoomLimits};
+
+/// Bound on waiting for anything, so a broken build fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(90);
+/// Messages of the stream the tests send, and their size.
+const STREAM: u64 = 300;
+const STREAM_SIZE: usize = 16 * 1024;
+
+fn limits(peer_timeout: Duration) -> RoomLimits {
+    let mut limits = RoomLimits::default();
+    limits.peer_timeout = peer_timeout;
+    limits.heartbeat_interval = peer_timeout / 6;
+    limits
+}
+
+async fn join(relay: &str, room: &str, limits: RoomLimits) -> Room {
+    Genos::builder("genos-faults", room)
+        .password("pw")
+        .relay(relay)
+        .same_host_only()
+        .limits(limits)
+        .join()
+        .await
+        .unwrap()
+}
+
+async fn wait_for(events: &mut RoomEvents, wanted: impl Fn(&RoomEvent) -> bool) -> RoomEvent {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let event = events.next().await.expect("events ended");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the event never came")
+}
+
+async fn recv(channel: &genos::Channel) -> genos::Message {
+    tokio::time::timeout(PATIENCE, channel.recv())
+        .await
+        .expect("no message in time")
+        .expect("channel ended")
+}
+
+/// Stream message `n`: its number, then filler.
+fn stream_message(n: u64) -> Vec<u8> {
+    let mut message = vec![(n % 251) as u8; STREAM_SIZE];
+    message[..8].copy_from_slice(&n.to_be_bytes());
+    message
+}
+
+/// Checks the next stream message is number `expected`, whole.
+fn check_stream(message: &genos::Message, expected: u64) {
+    assert_eq!(message.payload.len(), STREAM_SIZE);
+    let n = u64::from_be_bytes(message.payload[..8].try_into().unwrap());
+    assert_eq!(n, expected, "stream messages out of order or lost");
+    assert!(message.payload[8..].iter().all(|b| *b == (n % 251) as u8));
+}
+
+/// The child process's peer: joins the room named in the environment, prints its id,
+/// takes the stream in order, and answers "count?" with how many stream messages it took
+/// (or "out of order at N").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by the stopped-peer tests"]
+async fn stopped_peer_child() {
+    let relay = std::env::var("GENOS_CHILD_RELAY").unwrap();
+    let room = std::env::var("GENOS_CHILD_ROOM").unwrap();
+    let timeout_ms: u64 = std::env::var("GENOS_CHILD_TIMEOUT_MS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let room = join(&relay, &room, limits(Duration::from_millis(timeout_ms))).await;
+    println!("{}", room.local_peer());
+    let stream = room.channel("stream").unwrap();
+    let ask = room.channel("ask").unwrap();
+    let mut taken = 0u64;
+    let mut broken = None;
+    loop {
+        tokio::select! {
+            message = stream.recv() => {
+                let Some(message) = message else { return };
+                let n = u64::from_be_bytes(message.payload[..8].try_into().unwrap());
+                if n != taken && broken.is_none() {
+                    broken = Some(taken);
+                }
+                taken += 1;
+            }
+            question = ask.recv() => {
+                let Some(question) = question else { return };
+                let answer = match broken {
+                    Some(at) => format!("out of order at {at}"),
+                    None => format!("took {taken}"),
+                };
+                ask.send_to(question.from, answer).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A child process in the room; killed when dropped.
+struct ChildPeer {
+    process: Child,
+    peer: PeerId,
+}
+
+impl ChildPeer {
+    fn spawn(relay: &str, room: &str, peer_timeout: Duration) -> Self {
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "stopped_peer_child", "--ignored", "--nocapture"])
+            .env("GENOS_CHILD_RELAY", relay)
+            .env("GENOS_CHILD_ROOM", room)
+            .env(
+                "GENOS_CHILD_TIMEOUT_MS",
+                peer_timeout.as_millis().to_string(),
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = process.stdout.take().unwrap();
+        let peer = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.trim().parse::<PeerId>().ok())
+            .expect("the child printed no peer id");
+        Self { process, peer }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([name, &self.process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name} failed");
+    }
+
+    /// Asks the child how much of the stream it took.
+    async fn ask(&self, room: &Room) -> String {
+        let ask = room.channel("ask").unwrap();
+        ask.send_to(self.peer, "count?").await.unwrap();
+        let answer = recv(&ask).await;
+        assert_eq!(answer.from, self.peer);
+        String::from_utf8(answer.payload.to_vec()).unwrap()
+    }
+}
+
+impl Drop for ChildPeer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+async fn relay() -> EmbeddedRelay {
+    EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap()
+}
+
+/// Sends the stream to everyone, one message after another; returns each send's report.
+fn send_stream(room: &Room) -> tokio::task::JoinHandle<Vec<genos::SendReport>> {
+    let stream = room.channel("stream").unwrap();
+    tokio::spawn(async move {
+        let mut reports = Vec::new();
+        for n in 0..STREAM {
+            reports.push(stream.send(stream_message(n)).await.unwrap());
+        }
+        reports
+    })
+}
+
+/// A peer stopped mid-stream for longer than the watchdog holds the sender back no longer
+/// than the watchdog: the healthy peer takes the whole stream in order, the sender reports
+/// the stopped peer left (timed out) and its later sends failed for it alone; resumed, the
+/// peer meets the room again and what it took has no hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stopped_beyond_the_watchdog_costs_the_others_nothing_and_comes_back() {
+    let relay = relay().await;
+    let room_id = format!("stopped-long-{}", rand::random::<u32>());
+    let watchdog = Duration::from_secs(3);
+    let a = join(relay.url(), &room_id, limits(watchdog)).await;
+    let b = join(relay.url(), &room_id, limits(watchdog)).await;
+    let mut ea = a.events();
+    let child = ChildPeer::spawn(relay.url(), &room_id, watchdog);
+    support::wait_joined(&mut ea, &[b.local_peer(), child.peer], PATIENCE).await;
+    let mut eb = b.events();
+    while b.peers().len() < 2 {
+        wait_for(&mut eb, |e| matches!(e, RoomEvent::PeerJoined { .. })).await;
+    }
+
+    let received = b.channel("stream").unwrap();
+    let sender = send_stream(&a);
+    for n in 0..30 {
+        check_stream(&recv(&received).await, n);
+    }
+    child.signal("-STOP");
+    for n in 30..STREAM {
+        check_stream(&recv(&received).await, n);
+    }
+    let left = wait_for(&mut ea, |e| matches!(e, RoomEvent::PeerLeft { .. })).await;
+    assert_eq!(
+        left,
+        RoomEvent::PeerLeft {
+            peer: child.peer,
+            reason: LeaveReason::TimedOut
+        }
+    );
+    let reports = tokio::time::timeout(PATIENCE, sender)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reports.iter().all(|r| r.sent.contains(&b.local_peer())));
+    let last = reports.last().unwrap();
+    assert_eq!(last.sent, vec![b.local_peer()], "{last:?}");
+    assert!(last.failed.is_empty(), "a departed peer is no target");
+
+    child.signal("-CONT");
+    let back = wait_for(&mut ea, |e| matches!(e, RoomEvent::PeerJoined { .. })).await;
+    assert_eq!(back, RoomEvent::PeerJoined { peer: child.peer });
+    let answer = child.ask(&a).await;
+    assert!(answer.starts_with("took "), "{answer}");
+    futures::future::join_all([a.leave(), b.leave()]).await;
+}
+
+/// A peer stopped mid-stream for less than the watchdog loses nothing: once resumed it
+/// takes the whole stream, in order, and nobody saw it leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stopped_within_the_watchdog_loses_nothing() {
+    let relay = relay().await;
+    let room_id = format!("stopped-short-{}", rand::random::<u32>());
+    let watchdog = Duration::from_secs(30);
+    let a = join(relay.url(), &room_id, limits(watchdog)).await;
+    let b = join(relay.url(), &room_id, limits(watchdog)).await;
+    let mut ea = a.events();
+    let child = ChildPeer::spawn(relay.url(), &room_id, watchdog);
+    support::wait_joined(&mut ea, &[b.local_peer(), child.peer], PATIENCE).await;
+
+    let received = b.channel("stream").unwrap();
+    let sender = send_stream(&a);
+    for n in 0..30 {
+        check_stream(&recv(&received).await, n);
+    }
+    child.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    child.signal("-CONT");
+    for n in 30..STREAM {
+        check_stream(&recv(&received).await, n);
+    }
+    let reports = tokio::time::timeout(PATIENCE, sender)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.failed.is_empty() && r.sent.len() == 2)
+    );
+    assert_eq!(child.ask(&a).await, format!("took {STREAM}"));
+    assert_eq!(a.peers().len(), 2, "nobody left");
+    while let Some(event) = ea.next().now_or_never().flatten() {
+        assert!(
+            !matches!(event, RoomEvent::PeerLeft { .. }),
+            "the stopped peer was reported gone: {event:?}"
+        );
+    }
+    futures::future::join_all([a.leave(), b.leave()]).await;
+}
+
+/// A peer that sends maximum-size messages without end costs the others nothing: two
+/// healthy peers keep talking (one of them not reading the flood at all), memory stays
+/// within the room's bounds, and every flood message a peer was sent arrives whole once it
+/// reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_max_size_messages_without_end_costs_the_others_nothing() {
+    const MAX: usize = 4 << 20;
+    let relay = relay().await;
+    let room_id = format!("flood-{}", rand::random::<u32>());
+    let mut flood_limits = RoomLimits::default();
+    flood_limits.max_message_size = MAX;
+    let rooms = futures::future::join_all(
+        (0..3).map(|_| join(relay.url(), &room_id, flood_limits.clone())),
+    )
+    .await;
+    let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
+    for room in &rooms {
+        let others: Vec<PeerId> = ids
+            .iter()
+            .copied()
+            .filter(|p| *p != room.local_peer())
+            .collect();
+        support::wait_joined(&mut room.events(), &others, PATIENCE).await;
+    }
+    let (flooder, idle, busy) = (&rooms[0], &rooms[1], &rooms[2]);
+    let rss_before = genos_cli::swarm::rss_mib();
+
+    // The flood: to everyone, until told to stop. `busy` reads it; `idle` opens the channel
+    // (messages for an unopened one wait within a small bound, then are dropped and counted)
+    // but does not read it until the end.
+    let idle_flood = idle.channel("flood").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = flooder.channel("flood").unwrap();
+    let flooding = {
+        let stop = stop.clone();
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut reports = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let mut message = vec![(n % 251) as u8; MAX];
+                message[..8].copy_from_slice(&n.to_be_bytes());
+                reports.push(flood.send(message).await.unwrap());
+                n += 1;
+                sent.store(n, Ordering::Release);
+            }
+            reports
+        })
+    };
+    let busy_flood = busy.channel("flood").unwrap();
+    let reader = tokio::spawn(async move {
+        let mut taken = 0u64;
+        while let Some(message) = busy_flood.recv().await {
+            assert_eq!(message.payload.len(), MAX);
+            assert_eq!(message.payload[..8], taken.to_be_bytes());
+            taken += 1;
+        }
+        taken
+    });
+
+    // The two healthy peers talk while the flood goes on.
+    let idle_chat = idle.channel("chat").unwrap();
+    let busy_chat = busy.channel("chat").unwrap();
+    for i in 0..50u32 {
+        idle_chat
+            .send_to(busy.local_peer(), i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+        busy_chat
+            .send_to(idle.local_peer(), i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+        assert_eq!(recv(&busy_chat).await.payload[..], i.to_be_bytes());
+        assert_eq!(recv(&idle_chat).await.payload[..], i.to_be_bytes());
+    }
+    // Held back by `idle`: the flood stops making progress (waits until two samples a second
+    // apart agree), with at most what the room's bounds let through for a peer that reads
+    // nothing.
+    let mut held_at = sent.load(Ordering::Acquire);
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = sent.load(Ordering::Acquire);
+            if now == held_at {
+                return;
+            }
+            held_at = now;
+        }
+    })
+    .await
+    .expect("the flood was never held back");
+    let rss_during = genos_cli::swarm::rss_mib();
+    stop.store(true, Ordering::Release);
+
+    // Every flood message that reached `idle`'s link arrives whole, in order, once it reads.
+    let drain = tokio::spawn(async move {
+        let mut taken = 0u64;
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_secs(5), idle_flood.recv()).await
+        {
+            assert_eq!(message.payload.len(), MAX);
+            assert_eq!(message.payload[..8], taken.to_be_bytes());
+            taken += 1;
+        }
+        taken
+    });
+    let reports = tokio::time::timeout(PATIENCE, flooding)
+        .await
+        .unwrap()
+        .unwrap();
+    let to_idle = reports
+        .iter()
+        .filter(|r| r.sent.contains(&idle.local_peer()))
+        .count() as u64;
+    assert!(reports.iter().all(|r| r.failed.is_empty()));
+    let idle_took = drain.await.unwrap();
+    assert_eq!(
+        idle_took, to_idle,
+        "every flood message sent to idle arrived"
+    );
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "flood: {} messages of {} MiB, held back after {held_at}; RSS {rss_before:.0} -> {rss_during:.0} MiB",
+            reports.len(),
+            MAX >> 20
+        );
+    }
+    // What a link holds for a peer that reads nothing: the room's channel queue, the message
+    // being handed to it, the transport's receive queue and webrtc's own per-channel event
+    // queue (256 frames of at most 256 KiB each), and SCTP's window.
+    let frames = 256 * 256 * 1024;
+    let per_link = flood_limits.channel_queue_bytes + MAX + 2 * frames + (64 << 20);
+    assert!(
+        held_at as usize * MAX <= per_link,
+        "{held_at} flood messages went out to a peer reading nothing (bound {} MiB)",
+        per_link >> 20
+    );
+    let grown = rss_during - rss_before;
+    assert!(
+        grown < 2.0 * (per_link >> 20) as f64,
+        "RSS grew {grown:.0} MiB"
+    );
+    futures::future::join_all(rooms.iter().map(Room::leave)).await;
+    let busy_took = reader.await.unwrap();
+    assert!(busy_took >= to_idle);
+}
