@@ -128,7 +128,25 @@ struct ChildPeer {
 
 impl ChildPeer {
     fn spawn(relay: &str, room: &str, peer_timeout: Duration) -> Self {
-        let mut process = Command::new(std::env::current_exe().unwrap())
+        Self::spawn_skewed(relay, room, peer_timeout, None)
+    }
+
+    /// Spawns the child with its wall clock moved by `skew` (libfaketime's `faketime`, from
+    /// Debian's package; its monotonic clock is left alone).
+    fn spawn_skewed(relay: &str, room: &str, peer_timeout: Duration, skew: Option<&str>) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut command = match skew {
+            Some(skew) => {
+                let mut command = Command::new("faketime");
+                command
+                    .args(["-f", skew])
+                    .arg(&exe)
+                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+                command
+            }
+            None => Command::new(&exe),
+        };
+        let mut process = command
             .args(["--exact", "stopped_peer_child", "--ignored", "--nocapture"])
             .env("GENOS_CHILD_RELAY", relay)
             .env("GENOS_CHILD_ROOM", room)
@@ -138,7 +156,7 @@ impl ChildPeer {
             )
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap();
+            .expect("cannot start the child (is faketime installed? .ci/run installs it)");
         let stdout = process.stdout.take().unwrap();
         let peer = BufReader::new(stdout)
             .lines()
@@ -435,4 +453,44 @@ async fn a_peer_sending_max_size_messages_without_end_costs_the_others_nothing()
     futures::future::join_all(rooms.iter().map(Room::leave)).await;
     let busy_took = reader.await.unwrap();
     assert!(busy_took >= to_idle);
+}
+
+/// Peers whose clocks differ by 90 s (inside the signaling skew window, two minutes) meet
+/// and talk, either way round; a peer ten minutes ahead is never heard, and what it sends is
+/// dropped and counted, not taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_inside_the_window_is_harmless_and_beyond_it_is_refused() {
+    let relay = relay().await;
+    let watchdog = Duration::from_secs(8);
+    for skew in ["+90s", "-90s"] {
+        let room_id = format!("skew-{}", rand::random::<u32>());
+        let a = join(relay.url(), &room_id, limits(watchdog)).await;
+        let mut ea = a.events();
+        let child = ChildPeer::spawn_skewed(relay.url(), &room_id, watchdog, Some(skew));
+        support::wait_joined(&mut ea, &[child.peer], PATIENCE).await;
+        assert_eq!(child.ask(&a).await, "took 0", "clock {skew}");
+        a.leave().await.unwrap();
+    }
+
+    let room_id = format!("skew-far-{}", rand::random::<u32>());
+    let a = join(relay.url(), &room_id, limits(watchdog)).await;
+    let mut ea = a.events();
+    let dropped_before = a.signal_health().dropped;
+    let child = ChildPeer::spawn_skewed(relay.url(), &room_id, watchdog, Some("+600s"));
+    // Its announces (at once, 2 s and 6 s) all come within this window.
+    let heard = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(RoomEvent::PeerJoined { peer }) = ea.next().await {
+                return peer;
+            }
+        }
+    })
+    .await;
+    assert!(heard.is_err(), "a peer ten minutes ahead was taken in");
+    assert!(
+        a.signal_health().dropped > dropped_before,
+        "the skewed peer's events were not counted as dropped"
+    );
+    drop(child);
+    a.leave().await.unwrap();
 }

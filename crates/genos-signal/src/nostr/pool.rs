@@ -152,7 +152,11 @@ impl Shared {
             Filter::new()
                 .kind(self.kind)
                 .custom_tags(SingleLetterTag::LOWERCASE_X, [self.room_tag.clone(), me])
-                .since(Timestamp::now() - Duration::from_secs(10)),
+                // Back by the whole skew window, not a few seconds: with our clock ahead of
+                // another peer's, a tighter `since` makes relays hold back everything it
+                // sends live (peers 90 s apart never met). Older events that come anyway
+                // are the replay guard's to judge.
+                .since(Timestamp::now() - Duration::from_millis(self.config.replay.skew_ms)),
         ];
         if self.config.stored_presence {
             filters.push(
