@@ -317,10 +317,8 @@ async fn a_peer_sending_max_size_messages_without_end_costs_the_others_nothing()
     let room_id = format!("flood-{}", rand::random::<u32>());
     let mut flood_limits = RoomLimits::default();
     flood_limits.max_message_size = MAX;
-    let rooms = futures::future::join_all(
-        (0..3).map(|_| join(relay.url(), &room_id, flood_limits.clone())),
-    )
-    .await;
+    let rooms =
+        futures::future::join_all((0..3).map(|_| join(relay.url(), &room_id, flood_limits))).await;
     let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
     for room in &rooms {
         let others: Vec<PeerId> = ids

@@ -23,9 +23,10 @@ fn main() -> ExitCode {
         "deny" => deny(),
         "bench" => bench(rest),
         "sim" => sim(rest),
+        "soak" => soak(rest),
         "vendor" => vendor::vendor(rest),
         _ => {
-            println!("usage: cargo xtask <ci|deny|bench|sim|vendor>");
+            println!("usage: cargo xtask <ci|deny|bench|sim|soak|vendor>");
             return if task == "help" {
                 ExitCode::SUCCESS
             } else {
@@ -40,6 +41,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The soak (`--minutes N`, default 30; `--peers N`, default 10): churn, messages and
+/// transfers on real parts, a report every minute. Long by design; not part of `ci`.
+fn soak(rest: &[String]) -> Result<(), String> {
+    let mut args = vec!["bench", "-p", "genos", "--bench", "soak", "--"];
+    args.extend(rest.iter().map(String::as_str));
+    run("cargo", &args)
 }
 
 /// Plays simulation scenarios with the release build of `genos sim`.

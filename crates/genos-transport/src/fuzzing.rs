@@ -260,8 +260,11 @@ pub fn honest_scripts() -> Vec<Vec<u8>> {
         let offer_message = json_signal(SIGNALING, "offer", &offer);
         let renegotiation = json_signal(CONTROL, "offer", &offer);
         let mut script = vec![0u8];
-        let mut messages = vec![candidate_messages[0].clone(), offer_message.clone()];
-        messages.extend(candidate_messages[1..].iter().cloned());
+        // One candidate before the offer (held early), the rest after it.
+        let (early, late) = candidate_messages.split_at(1);
+        let mut messages = early.to_vec();
+        messages.push(offer_message.clone());
+        messages.extend(late.iter().cloned());
         messages.push(renegotiation);
         messages.push(routed(CONTROL, r#"{"type":"applied","answers":1}"#.into()));
         messages.push(routed(CONTROL, r#"{"type":"ended","id":"a1"}"#.into()));
