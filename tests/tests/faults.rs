@@ -25,7 +25,7 @@ use genos::{Genos, LeaveReason, PeerId, Room, RoomEvent, RoomEvents, RoomLimits}
 const PATIENCE: Duration = Duration::from_secs(90);
 /// Messages of the stream the tests send, and their size.
 const STREAM: u64 = 300;
-const STREAM_SIZE: usize = 16 * 1024;
+const STREAM_SIZE: usize = 64 * 1024;
 
 fn limits(peer_timeout: Duration) -> RoomLimits {
     let mut limits = RoomLimits::default();
@@ -131,21 +131,22 @@ impl ChildPeer {
         Self::spawn_skewed(relay, room, peer_timeout, None)
     }
 
-    /// Spawns the child with its wall clock moved by `skew` (libfaketime's `faketime`, from
-    /// Debian's package; its monotonic clock is left alone).
+    /// Spawns the child with its wall clock moved by `skew` (libfaketime, from Debian's
+    /// package, preloaded into the child itself rather than through the `faketime` wrapper,
+    /// which would leave the child running when killed; its monotonic clock is left alone).
     fn spawn_skewed(relay: &str, room: &str, peer_timeout: Duration, skew: Option<&str>) -> Self {
-        let exe = std::env::current_exe().unwrap();
-        let mut command = match skew {
-            Some(skew) => {
-                let mut command = Command::new("faketime");
-                command
-                    .args(["-f", skew])
-                    .arg(&exe)
-                    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
-                command
-            }
-            None => Command::new(&exe),
-        };
+        const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some(skew) = skew {
+            assert!(
+                std::path::Path::new(LIBFAKETIME).exists(),
+                "{LIBFAKETIME} is missing: install Debian's faketime package (.ci/run does)"
+            );
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME", skew)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
         let mut process = command
             .args(["--exact", "stopped_peer_child", "--ignored", "--nocapture"])
             .env("GENOS_CHILD_RELAY", relay)
@@ -156,7 +157,7 @@ impl ChildPeer {
             )
             .stdout(Stdio::piped())
             .spawn()
-            .expect("cannot start the child (is faketime installed? .ci/run installs it)");
+            .unwrap();
         let stdout = process.stdout.take().unwrap();
         let peer = BufReader::new(stdout)
             .lines()
