@@ -576,13 +576,18 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 return;
             }
             if role == Role::Offerer {
-                let (connection, notes) = (connection.clone(), notes.clone());
+                let notes = notes.clone();
                 tokio::spawn(async move {
                     let result = connection
                         .open_channel(LINK_LABEL, Reliability::ReliableOrdered)
                         .await;
                     let _ = notes.send(Note::Offered { peer, dial, result }).await;
                 });
+            } else {
+                // Not held while the events are read: the stream ends only once the
+                // connection is gone, so a clone kept here kept every closed connection
+                // (and this task) alive for the room's life.
+                drop(connection);
             }
             while let Some(event) = events.next().await {
                 let note = match event {
