@@ -200,6 +200,10 @@ pub(super) async fn announcer(shared: std::sync::Weak<Shared>) {
         };
         let reset_notify = strong.announce_reset.clone();
         let reset = reset_notify.notified();
+        // Checked after `reset` exists, so a leave between the two still wakes us.
+        if strong.left.load(Ordering::Acquire) {
+            return;
+        }
         let schedule = {
             let mut offsets = strong.config.announce_burst.clone();
             offsets.sort();

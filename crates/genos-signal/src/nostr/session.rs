@@ -30,6 +30,9 @@ pub(super) fn stop(shared: &Shared) {
     }
     // The router drops the inbox when it sees this, ending the event stream.
     shared.stop.notify_one();
+    // The announcer may sleep a whole announce interval (60 s): wake it to end now, not
+    // linger with its task after every leave.
+    shared.announce_reset.notify_waiters();
 }
 
 impl std::fmt::Debug for NostrSession {
