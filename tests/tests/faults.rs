@@ -46,23 +46,11 @@ async fn join(relay: &str, room: &str, limits: RoomLimits) -> Room {
 }
 
 async fn wait_for(events: &mut RoomEvents, wanted: impl Fn(&RoomEvent) -> bool) -> RoomEvent {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let event = events.next().await.expect("events ended");
-            if wanted(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("the event never came")
+    support::wait_for(events, PATIENCE, wanted).await
 }
 
 async fn recv(channel: &genos::Channel) -> genos::Message {
-    tokio::time::timeout(PATIENCE, channel.recv())
-        .await
-        .expect("no message in time")
-        .expect("channel ended")
+    support::recv(channel, PATIENCE).await
 }
 
 /// Stream message `n`: its number, then filler.

@@ -45,23 +45,11 @@ async fn wait_joined(events: &mut RoomEvents, peers: &[PeerId]) {
 }
 
 async fn wait_for(events: &mut RoomEvents, wanted: impl Fn(&RoomEvent) -> bool) -> RoomEvent {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let event = events.next().await.expect("events ended");
-            if wanted(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("the event never came")
+    support::wait_for(events, PATIENCE, wanted).await
 }
 
 async fn recv(channel: &genos::Channel) -> genos::Message {
-    tokio::time::timeout(PATIENCE, channel.recv())
-        .await
-        .expect("no message in time")
-        .expect("channel ended")
+    support::recv(channel, PATIENCE).await
 }
 
 async fn relay() -> EmbeddedRelay {

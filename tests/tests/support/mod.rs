@@ -18,3 +18,31 @@ pub(crate) async fn wait_joined(events: &mut RoomEvents, peers: &[PeerId], patie
     .await
     .unwrap_or_else(|_| panic!("never saw {missing:?} join"));
 }
+
+/// Waits for the first event `wanted` accepts, at most `patience`.
+#[allow(dead_code, reason = "not every test file waits this way")]
+pub(crate) async fn wait_for(
+    events: &mut RoomEvents,
+    patience: Duration,
+    wanted: impl Fn(&RoomEvent) -> bool,
+) -> RoomEvent {
+    tokio::time::timeout(patience, async {
+        loop {
+            let event = events.next().await.expect("events ended");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("the event never came")
+}
+
+/// The channel's next message, at most `patience` away.
+#[allow(dead_code, reason = "not every test file reads channels")]
+pub(crate) async fn recv(channel: &genos::Channel, patience: Duration) -> genos::Message {
+    tokio::time::timeout(patience, channel.recv())
+        .await
+        .expect("no message in time")
+        .expect("channel ended")
+}
