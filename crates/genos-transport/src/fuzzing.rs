@@ -23,10 +23,10 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::sansio::Protocol;
 
-use crate::webrtc::MAX_EARLY_CANDIDATES;
 use crate::webrtc::MAX_SIGNAL_LEN;
 use crate::webrtc::media::media_engine;
 use crate::webrtc::signal::{Control, Signal};
+use crate::webrtc::{CONTROL_LABEL, MAX_EARLY_CANDIDATES};
 
 /// Messages one script delivers at most.
 pub const MAX_MESSAGES: usize = 32;
@@ -81,18 +81,10 @@ pub fn signals(data: &[u8]) -> SignalStats {
 
 impl Side {
     fn new(offerer: bool, polite: bool) -> Option<Self> {
-        let (engine, registry) = media_engine().ok()?;
         let now = Instant::now();
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_media_engine(engine)
-            .with_interceptor_registry(registry)
-            .build(now)
-            .ok()?;
+        let mut pc = peer_connection(now)?;
         if offerer {
-            // As the transport does: the control channel first, so the offer has SCTP.
-            pc.create_data_channel("_genos", None).ok()?;
-            let offer = pc.create_offer(None).ok()?;
-            pc.set_local_description(now, offer).ok()?;
+            make_offer(&mut pc, now)?;
         }
         Some(Self {
             pc,
@@ -313,25 +305,34 @@ fn join(script: &mut Vec<u8>, messages: &[Vec<u8>]) {
     }
 }
 
-/// An offer (or the answer to a fresh offer) made by an honest peer with a media track.
-fn honest_description(offer: bool) -> Option<String> {
+/// A peer connection with the transport's codecs and interceptors.
+fn peer_connection(now: Instant) -> Option<RTCPeerConnection> {
+    let (engine, registry) = media_engine().ok()?;
+    RTCPeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .ok()
+}
+
+/// Makes and applies an offer as the transport does: the control channel first, so the
+/// offer has SCTP.
+fn make_offer(pc: &mut RTCPeerConnection, now: Instant) -> Option<RTCSessionDescription> {
+    pc.create_data_channel(CONTROL_LABEL, None).ok()?;
+    let offer = pc.create_offer(None).ok()?;
+    pc.set_local_description(now, offer.clone()).ok()?;
+    Some(offer)
+}
+
+/// An honest peer's offer, or its answer to another honest peer's offer.
+fn honest_description(want_offer: bool) -> Option<String> {
     let now = Instant::now();
-    let build = || {
-        let (engine, registry) = media_engine().ok()?;
-        RTCPeerConnectionBuilder::new()
-            .with_media_engine(engine)
-            .with_interceptor_registry(registry)
-            .build(now)
-            .ok()
-    };
-    let mut offerer = build()?;
-    offerer.create_data_channel("_genos", None).ok()?;
-    let made = offerer.create_offer(None).ok()?;
-    offerer.set_local_description(now, made.clone()).ok()?;
-    if offer {
+    let mut offerer = peer_connection(now)?;
+    let made = make_offer(&mut offerer, now)?;
+    if want_offer {
         return Some(made.sdp);
     }
-    let mut answerer = build()?;
+    let mut answerer = peer_connection(now)?;
     answerer
         .set_remote_description(now, RTCSessionDescription::offer(made.sdp).ok()?)
         .ok()?;

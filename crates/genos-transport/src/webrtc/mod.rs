@@ -54,7 +54,7 @@ use crate::{
 };
 
 /// Label of the hidden control channel.
-const CONTROL_LABEL: &str = "_genos";
+pub(crate) const CONTROL_LABEL: &str = "_genos";
 /// Control message: the sender is closing the connection.
 const BYE: &[u8] = b"bye";
 /// Longest signaling message accepted (an SDP with many candidates stays far below).
