@@ -15,6 +15,8 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -179,16 +181,7 @@ async fn room_rtt(a: &Room, b: &Room) -> Vec<Duration> {
 
 /// Resident memory of this process, in KiB (Linux).
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
+    support::proc_status("VmRSS:")
 }
 
 /// `count` peers join one room at once; prints `mesh_ms rss_per_end_kib busy failed complete`.

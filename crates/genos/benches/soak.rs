@@ -19,6 +19,8 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,19 +140,6 @@ fn spawn_child(relay: &str, room: &str) -> Child {
         .unwrap()
 }
 
-fn proc_status(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn open_files() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
 }
@@ -241,32 +230,32 @@ async fn soak(minutes: u64, count: usize) {
                     + peers.iter().map(|p| p.room.signal_health().published).sum::<u64>();
                 let chat = tally.chat.load(Ordering::Relaxed);
                 let links: usize = peers.iter().map(|p| p.room.peers().len()).sum();
-                let rss = proc_status("VmRSS:") as f64 / 1024.0;
-                let threads = proc_status("Threads:");
+                let rss = support::proc_status("VmRSS:") as f64 / 1024.0;
+                let threads = support::proc_status("Threads:");
                 let fds = open_files();
+                let room_size = peers.len() + children.len();
+                let links_mean = links as f64 / peers.len() as f64;
+                let events = published - last_published;
+                let chat_per_min = chat - last_chat;
+                let ok = tally.transfers_ok.load(Ordering::Relaxed);
+                let bad = tally.transfers_bad.load(Ordering::Relaxed);
+                println!(
+                    "{minute:>3}  {room_size:>5}  {links_mean:>5.1}  {rss:>7.1}  {threads:>7}  {fds:>3}  {events:>10}  {chat_per_min:>8}  {ok:>12}  {bad:>3}  {leaves:>6}  {crashes:>7}",
+                );
                 let line = serde_json::json!({
                     "minute": minute,
-                    "peers": peers.len() + children.len(),
-                    "links_mean": links as f64 / peers.len() as f64,
+                    "peers": room_size,
+                    "links_mean": links_mean,
                     "rss_mib": (rss * 10.0).round() / 10.0,
                     "threads": threads,
                     "open_files": fds,
-                    "relay_events_per_min": published - last_published,
-                    "chat_per_min": chat - last_chat,
-                    "transfers_ok": tally.transfers_ok.load(Ordering::Relaxed),
-                    "transfers_bad": tally.transfers_bad.load(Ordering::Relaxed),
+                    "relay_events_per_min": events,
+                    "chat_per_min": chat_per_min,
+                    "transfers_ok": ok,
+                    "transfers_bad": bad,
                     "leaves": leaves,
                     "crashes": crashes,
                 });
-                println!(
-                    "{minute:>3}  {:>5}  {:>5.1}  {rss:>7.1}  {threads:>7}  {fds:>3}  {:>10}  {:>8}  {:>12}  {:>3}  {leaves:>6}  {crashes:>7}",
-                    peers.len() + children.len(),
-                    links as f64 / peers.len() as f64,
-                    published - last_published,
-                    chat - last_chat,
-                    tally.transfers_ok.load(Ordering::Relaxed),
-                    tally.transfers_bad.load(Ordering::Relaxed),
-                );
                 series.push(line);
                 last_published = published;
                 last_chat = chat;
