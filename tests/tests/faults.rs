@@ -308,15 +308,7 @@ async fn a_peer_sending_max_size_messages_without_end_costs_the_others_nothing()
     flood_limits.max_message_size = MAX;
     let rooms =
         futures::future::join_all((0..3).map(|_| join(relay.url(), &room_id, flood_limits))).await;
-    let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
-    for room in &rooms {
-        let others: Vec<PeerId> = ids
-            .iter()
-            .copied()
-            .filter(|p| *p != room.local_peer())
-            .collect();
-        support::wait_joined(&mut room.events(), &others, PATIENCE).await;
-    }
+    support::wait_all_joined(&rooms, PATIENCE).await;
     let (flooder, idle, busy) = (&rooms[0], &rooms[1], &rooms[2]);
     let rss_before = genos_cli::swarm::rss_mib();
 

@@ -369,17 +369,7 @@ async fn killed_peer_is_reported_left_by_the_watchdog() {
 async fn join_at_once(relay: &str, room: &str, count: usize) -> (Vec<Room>, Duration) {
     let start = std::time::Instant::now();
     let rooms: Vec<Room> = futures::future::join_all((0..count).map(|_| join(relay, room))).await;
-    let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
-    let waits = rooms.iter().map(|room| {
-        let others: Vec<PeerId> = ids
-            .iter()
-            .copied()
-            .filter(|p| *p != room.local_peer())
-            .collect();
-        let mut events = room.events();
-        async move { wait_joined(&mut events, &others).await }
-    });
-    futures::future::join_all(waits).await;
+    support::wait_all_joined(&rooms, PATIENCE).await;
     (rooms, start.elapsed())
 }
 
@@ -506,41 +496,34 @@ async fn a_peer_joining_and_leaving_again_and_again_leaves_nothing_behind() {
     let room_id = format!("churn-{}", rand::random::<u32>());
     let a = join(relay.url(), &room_id).await;
     let mut ea = a.events();
-    let metrics = tokio::runtime::Handle::current().metrics();
-    // Settles: waits until the count of live tasks is at most `at_most`.
-    let settle = |at_most: usize| async move {
-        tokio::time::timeout(PATIENCE, async {
-            while metrics.num_alive_tasks() > at_most {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await
-        .is_ok()
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
     };
     join_and_leave(relay.url(), &room_id, &mut ea).await;
-    let mut base = tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks();
     // The first cycle's goodbyes and closes may still be winding down: take the lowest
     // count seen over a few seconds as the base.
+    let mut base = alive();
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        base = base.min(
-            tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks(),
-        );
+        base = base.min(alive());
     }
     for _ in 0..CYCLES {
         join_and_leave(relay.url(), &room_id, &mut ea).await;
     }
-    let settled = settle(base + CYCLES / 4).await;
+    // Waits until the live tasks are back within a quarter of the cycles of the base.
+    let settled = tokio::time::timeout(PATIENCE, async {
+        while alive() > base + CYCLES / 4 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .is_ok();
     assert!(
         settled,
         "{} tasks alive after {CYCLES} joins and leaves, {base} before",
-        tokio::runtime::Handle::current()
-            .metrics()
-            .num_alive_tasks()
+        alive()
     );
     a.leave().await.unwrap();
 }

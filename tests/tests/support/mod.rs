@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use genos::{PeerId, RoomEvent, RoomEvents};
+use genos::{PeerId, Room, RoomEvent, RoomEvents};
 
 /// Waits until every one of `peers` has joined, at most `patience`.
 pub(crate) async fn wait_joined(events: &mut RoomEvents, peers: &[PeerId], patience: Duration) {
@@ -17,6 +17,22 @@ pub(crate) async fn wait_joined(events: &mut RoomEvents, peers: &[PeerId], patie
     })
     .await
     .unwrap_or_else(|_| panic!("never saw {missing:?} join"));
+}
+
+/// Waits until every room has seen every other join, at most `patience` each.
+#[allow(dead_code, reason = "not every test file joins rooms this way")]
+pub(crate) async fn wait_all_joined(rooms: &[Room], patience: Duration) {
+    let ids: Vec<PeerId> = rooms.iter().map(Room::local_peer).collect();
+    let waits = rooms.iter().map(|room| {
+        let others: Vec<PeerId> = ids
+            .iter()
+            .copied()
+            .filter(|p| *p != room.local_peer())
+            .collect();
+        let mut events = room.events();
+        async move { wait_joined(&mut events, &others, patience).await }
+    });
+    futures::future::join_all(waits).await;
 }
 
 /// Waits for the first event `wanted` accepts, at most `patience`.
