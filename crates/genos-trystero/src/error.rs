@@ -30,4 +30,16 @@ pub enum TrysteroError {
     /// Metadata or a JSON payload that is not JSON.
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// The settings cannot work (no relay, an empty app or room id, ...).
+    #[error("invalid settings: {0}")]
+    InvalidConfig(String),
+    /// No relay took our subscription in time.
+    #[error("signaling: {0}")]
+    Signal(String),
+    /// The WebRTC layer failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The room was left (or its driver stopped).
+    #[error("the room was left")]
+    Left,
 }

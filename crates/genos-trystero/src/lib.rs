@@ -34,8 +34,10 @@
 pub mod crypto;
 mod error;
 pub mod peer_id;
+pub mod room;
 pub mod signal;
 pub mod topic;
 pub mod wire;
 
 pub use error::TrysteroError;
+pub use room::{SendReport, TrysteroConfig, TrysteroEvent, TrysteroEvents, TrysteroRoom};

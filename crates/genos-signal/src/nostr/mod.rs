@@ -28,6 +28,7 @@
 //! (re)subscription to a relay. [`NostrStats::published`] counts every event.
 
 mod cache;
+mod client;
 mod config;
 mod directory;
 mod health;
@@ -53,6 +54,9 @@ use nostr::prelude::*;
 use tokio::sync::{Notify, mpsc};
 
 pub use self::cache::{read_relay_cache, write_relay_cache};
+pub use self::client::{RelayClient, RelayEvent};
+/// The `nostr` crate this backend is built on, for users of [`RelayClient`].
+pub use ::nostr as protocol;
 pub use self::config::{DEFAULT_RELAY_DIRECTORY, DEFAULT_RELAYS, NostrConfig, RelayDiscovery};
 pub use self::directory::fetch_relay_directory;
 #[cfg(feature = "relay")]

@@ -46,8 +46,10 @@ pub(crate) enum Command {
 }
 
 /// An event a relay delivered for our subscription, not yet verified.
-pub(crate) struct Incoming {
-    pub(crate) event: Box<Event>,
+#[derive(Debug)]
+pub struct Incoming {
+    /// The event as the relay sent it.
+    pub event: Box<Event>,
 }
 
 /// Makes a freshly sealed presence event, if the session has announced.

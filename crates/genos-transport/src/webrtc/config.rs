@@ -86,6 +86,13 @@ pub struct WebRtcConfig {
     /// after the ICE timeout, so check the server first with
     /// [`check_turn`](super::check_turn) (the facade does at join).
     pub relay_only: bool,
+    /// Connections a browser library can take part in (Trystero's, for one): no hidden
+    /// control channel. The offerer opens one reliable channel with this label before its
+    /// offer; both sides get it as a [`ConnectionEvent::ChannelOpened`] and report
+    /// [`ConnectionState::Connected`] when it opens. Without the control channel there is no
+    /// media renegotiation and no goodbye: the far side learns of a close from SCTP or ICE.
+    /// Default `None` (genos's own connections).
+    pub plain_channel: Option<String>,
 }
 
 impl Default for WebRtcConfig {
@@ -106,6 +113,7 @@ impl Default for WebRtcConfig {
             ice_disconnected_timeout: Some(Duration::from_secs(5)),
             ice_failed_timeout: Some(Duration::from_secs(15)),
             relay_only: false,
+            plain_channel: None,
         }
     }
 }
@@ -115,6 +123,13 @@ impl WebRtcConfig {
     pub fn with_relay_only(mut self, server: IceServer) -> Self {
         self.ice_servers = vec![server];
         self.relay_only = true;
+        self
+    }
+
+    /// Connections without genos's control channel, whose first channel is `label` (see
+    /// [`WebRtcConfig::plain_channel`]).
+    pub fn with_plain_channel(mut self, label: impl Into<String>) -> Self {
+        self.plain_channel = Some(label.into());
         self
     }
 
@@ -207,6 +222,12 @@ impl WebRtcConfig {
         }
         if self.receive_queue == 0 || self.events_capacity == 0 || self.max_channels == 0 {
             return invalid("queues and max_channels must be at least 1");
+        }
+        if let Some(label) = &self.plain_channel {
+            crate::shared::check_label(label)?;
+            if label == CONTROL_LABEL {
+                return invalid("the plain channel cannot use the control channel's label");
+            }
         }
         // Re-resolved at every connect (interfaces come and go); checked here so a
         // configuration that can never bind fails at once.

@@ -177,6 +177,19 @@ impl Shared {
         }
     }
 
+    /// The plain channel (see [`WebRtcConfig::plain_channel`]) is open: the connection is
+    /// usable, and the layer above gets the channel.
+    fn plain_channel_opened(&self, channel: WebRtcChannel) {
+        self.set_state(ConnectionState::Connected);
+        if self
+            .events
+            .try_send(ConnectionEvent::ChannelOpened(channel))
+            .is_err()
+        {
+            tracing::warn!("connection event queue full: the plain channel was dropped");
+        }
+    }
+
     /// Ends every channel and remote track (their readers see `None`).
     fn end_channels(&self) {
         self.media.end_remote();
@@ -276,13 +289,40 @@ impl Transport for WebRtcTransport {
         });
         *slot.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(&shared);
         if role == Role::Offerer {
-            let control = shared
-                .pc
-                .create_data_channel(CONTROL_LABEL, None)
-                .await
-                .map_err(|e| setup_error("cannot create the control channel", e))?;
-            watch_control(&shared, control.clone());
-            *shared.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(control);
+            match &config.plain_channel {
+                None => {
+                    let control = shared
+                        .pc
+                        .create_data_channel(CONTROL_LABEL, None)
+                        .await
+                        .map_err(|e| setup_error("cannot create the control channel", e))?;
+                    watch_control(&shared, control.clone());
+                    *shared.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(control);
+                }
+                Some(label) => {
+                    let data_channel = shared
+                        .pc
+                        .create_data_channel(label, None)
+                        .await
+                        .map_err(|e| setup_error("cannot create the plain channel", e))?;
+                    shared.opened.fetch_add(1, Ordering::AcqRel);
+                    let channel = WebRtcChannel::start(
+                        data_channel,
+                        label.clone(),
+                        Reliability::ReliableOrdered,
+                        &shared,
+                        false,
+                    );
+                    let weak = Arc::downgrade(&shared);
+                    tokio::spawn(async move {
+                        if channel.opened().await.is_ok() {
+                            if let Some(shared) = weak.upgrade() {
+                                shared.plain_channel_opened(channel);
+                            }
+                        }
+                    });
+                }
+            }
             let offer = shared
                 .pc
                 .create_offer(None)

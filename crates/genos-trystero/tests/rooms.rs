@@ -1,0 +1,183 @@
+//! Two genos peers in a Trystero room through the embedded relay and real WebRTC on
+//! 127.0.0.1: join, messages of every kind both ways, password rooms, leave.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use genos_signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
+use genos_transport::webrtc::WebRtcConfig;
+use genos_trystero::wire::Payload;
+use genos_trystero::{TrysteroConfig, TrysteroEvent, TrysteroEvents, TrysteroRoom};
+
+async fn relay() -> EmbeddedRelay {
+    EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap()
+}
+
+async fn join(
+    relay: &EmbeddedRelay,
+    room: &str,
+    password: Option<&str>,
+) -> (TrysteroRoom, TrysteroEvents) {
+    let mut config = TrysteroConfig::new("genos-tests", room, [relay.url()])
+        .with_webrtc(WebRtcConfig::loopback());
+    if let Some(password) = password {
+        config = config.with_password(password);
+    }
+    TrysteroRoom::join(config).await.unwrap()
+}
+
+async fn next(
+    events: &mut TrysteroEvents,
+    wanted: impl Fn(&TrysteroEvent) -> bool,
+) -> TrysteroEvent {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let event = events.recv().await.expect("events ended");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for an event")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_genos_peers_meet_and_exchange_every_kind_of_message() {
+    let relay = relay().await;
+    let (a, mut a_events) = join(&relay, "lobby", None).await;
+    let (b, mut b_events) = join(&relay, "lobby", None).await;
+    let joined = next(&mut a_events, |e| {
+        matches!(e, TrysteroEvent::PeerJoined { .. })
+    })
+    .await;
+    assert_eq!(
+        joined,
+        TrysteroEvent::PeerJoined {
+            peer: b.peer_id().to_owned()
+        }
+    );
+    next(&mut b_events, |e| {
+        matches!(e, TrysteroEvent::PeerJoined { .. })
+    })
+    .await;
+
+    a.send("chat", Payload::Text("hello".into()), None, None)
+        .await
+        .unwrap();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let meta = serde_json::json!({"name": "blob.bin"});
+    let report = b
+        .send(
+            "file",
+            Payload::Binary(Bytes::from(body.clone())),
+            Some(&meta),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.sent, vec![a.peer_id().to_owned()]);
+
+    let TrysteroEvent::Message { peer, message } = next(&mut b_events, |e| {
+        matches!(e, TrysteroEvent::Message { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(peer, a.peer_id());
+    assert_eq!(message.payload, Payload::Text("hello".into()));
+
+    let mut progress = 0;
+    let message = loop {
+        match next(&mut a_events, |e| {
+            matches!(
+                e,
+                TrysteroEvent::Message { .. } | TrysteroEvent::Progress { .. }
+            )
+        })
+        .await
+        {
+            TrysteroEvent::Progress { .. } => progress += 1,
+            TrysteroEvent::Message { message, .. } => break message,
+            _ => unreachable!(),
+        }
+    };
+    assert!(progress > 0, "no progress before the whole file");
+    assert_eq!(message.payload, Payload::Binary(Bytes::from(body)));
+    assert_eq!(message.metadata, Some(meta));
+
+    b.leave().await;
+    let left = next(&mut a_events, |e| {
+        matches!(e, TrysteroEvent::PeerLeft { .. })
+    })
+    .await;
+    assert_eq!(
+        left,
+        TrysteroEvent::PeerLeft {
+            peer: b.peer_id().to_owned()
+        }
+    );
+    a.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_never_joins_and_says_why() {
+    let relay = relay().await;
+    let (_a, mut a_events) = join(&relay, "vault", Some("right")).await;
+    let (_b, mut b_events) = join(&relay, "vault", Some("wrong")).await;
+    // The answering side cannot open the offer and says so; the offering side hears no
+    // answer. Neither ever joins.
+    let wanted = |e: &TrysteroEvent| {
+        matches!(
+            e,
+            TrysteroEvent::JoinFailed { .. } | TrysteroEvent::PeerJoined { .. }
+        )
+    };
+    let first = tokio::select! {
+        event = next(&mut a_events, wanted) => event,
+        event = next(&mut b_events, wanted) => event,
+    };
+    let TrysteroEvent::JoinFailed { reason, .. } = first else {
+        panic!("joined with a wrong password: {first:?}");
+    };
+    assert!(reason.contains("password"), "{reason}");
+    let joined = tokio::time::timeout(Duration::from_secs(3), async {
+        tokio::select! {
+            event = next(&mut a_events, |e| matches!(e, TrysteroEvent::PeerJoined { .. })) => event,
+            event = next(&mut b_events, |e| matches!(e, TrysteroEvent::PeerJoined { .. })) => event,
+        }
+    })
+    .await;
+    assert!(joined.is_err(), "joined with a wrong password: {joined:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_password_joins() {
+    let relay = relay().await;
+    let (a, mut a_events) = join(&relay, "vault", Some("s3cret")).await;
+    let (b, mut b_events) = join(&relay, "vault", Some("s3cret")).await;
+    next(&mut a_events, |e| {
+        matches!(e, TrysteroEvent::PeerJoined { .. })
+    })
+    .await;
+    next(&mut b_events, |e| {
+        matches!(e, TrysteroEvent::PeerJoined { .. })
+    })
+    .await;
+    a.send("x", Payload::Json(serde_json::json!([1, 2])), None, None)
+        .await
+        .unwrap();
+    let TrysteroEvent::Message { message, .. } = next(&mut b_events, |e| {
+        matches!(e, TrysteroEvent::Message { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(message.payload, Payload::Json(serde_json::json!([1, 2])));
+    b.leave().await;
+}
