@@ -25,6 +25,11 @@ const MAX_MESSAGE: usize = 32 << 10;
 const QUEUE: usize = 256;
 /// Steps one script plays at most.
 const MAX_STEPS: usize = 1_024;
+/// Chunks one honest message is cut into at most (a tiny chunk size on a long message would
+/// otherwise spend the run sealing thousands of one-byte frames that teach nothing new).
+const MAX_CHUNKS: usize = 64;
+/// Honest bytes one script seals at most, so every run stays short.
+const SEAL_BUDGET: usize = 1 << 20;
 
 struct Reader<'a> {
     data: &'a [u8],
@@ -75,6 +80,8 @@ struct Script {
     /// Sealed honest frames and the sequence number each was sealed at.
     queue: VecDeque<(u64, Bytes)>,
     next_seq: u64,
+    /// Honest bytes sealed so far (bounded by [`SEAL_BUDGET`]).
+    sealed_bytes: usize,
 }
 
 impl Script {
@@ -90,6 +97,7 @@ impl Script {
             tainted: HashSet::new(),
             queue: VecDeque::new(),
             next_seq: 0,
+            sealed_bytes: 0,
         }
     }
 
@@ -136,7 +144,13 @@ impl Script {
             512
         };
         let len = usize::from(reader.u16()) % bound;
-        let chunk = usize::from(reader.u16() % 4_096).max(1);
+        let chunk = usize::from(reader.u16() % 4_096)
+            .max(1)
+            .max(len.div_ceil(MAX_CHUNKS));
+        if self.sealed_bytes + len > SEAL_BUDGET {
+            return;
+        }
+        self.sealed_bytes += len;
         let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let key = (channel.clone(), message);
         // Reusing a (channel, message) pair is what a buggy sender does: not honest.

@@ -852,8 +852,13 @@ impl Driver {
         ]);
         match password {
             Some(_) if initiator => {
-                let challenge: String =
-                    (0..2).map(|_| peer_id::generate()).collect::<String>()[..36].to_owned();
+                // Trystero's challenges are 36 characters of its id alphabet.
+                let challenge: String = (0..2)
+                    .map(|_| peer_id::generate())
+                    .collect::<String>()
+                    .chars()
+                    .take(36)
+                    .collect();
                 link.send_internal(
                     &token,
                     HS_DATA,
