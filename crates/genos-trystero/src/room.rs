@@ -61,6 +61,9 @@ pub struct TrysteroConfig {
     pub room: String,
     /// The room password (Trystero's `password`); `None` for an open room.
     pub password: Option<String>,
+    /// This peer's id. Default `None`: a fresh random one, as Trystero makes. Ids decide
+    /// who offers (the lower one), which tests use to try both roles.
+    pub peer_id: Option<String>,
     /// Relays (ws:// or wss:// URLs); at least one. Trystero's browsers must use one of them.
     pub relays: Vec<String>,
     /// WebRTC settings; the plain channel is always Trystero's `data`.
@@ -93,6 +96,7 @@ impl TrysteroConfig {
             app: app.to_owned(),
             room: room.to_owned(),
             password: None,
+            peer_id: None,
             relays: relays.into_iter().map(Into::into).collect(),
             webrtc: WebRtcConfig::default(),
             nostr: NostrConfig::default(),
@@ -111,6 +115,12 @@ impl TrysteroConfig {
         self
     }
 
+    /// Sets this peer's id (see [`TrysteroConfig::peer_id`]).
+    pub fn with_peer_id(mut self, id: impl Into<String>) -> Self {
+        self.peer_id = Some(id.into());
+        self
+    }
+
     /// Sets the WebRTC settings (e.g. `WebRtcConfig::loopback()` in tests).
     pub fn with_webrtc(mut self, webrtc: WebRtcConfig) -> Self {
         self.webrtc = webrtc;
@@ -124,6 +134,9 @@ impl TrysteroConfig {
         }
         if self.relays.is_empty() {
             return invalid("at least one relay");
+        }
+        if self.peer_id.as_deref().is_some_and(|id| !peer_id::is_acceptable(id)) {
+            return invalid("a peer id is 1 to 64 visible ASCII characters");
         }
         if self.max_peers == 0 || self.events_capacity == 0 {
             return invalid("max_peers and events_capacity must be at least 1");
@@ -225,7 +238,7 @@ impl TrysteroRoom {
     pub async fn join(config: TrysteroConfig) -> Result<(Self, TrysteroEvents), TrysteroError> {
         config.validate()?;
         let config = Arc::new(config);
-        let self_id = peer_id::generate();
+        let self_id = config.peer_id.clone().unwrap_or_else(peer_id::generate);
         let topics = Topics::new(&config.app, &config.room);
         let self_topic = topics.peer(&self_id);
         let transport = WebRtcTransport::new(config.webrtc.clone().with_plain_channel("data"))
