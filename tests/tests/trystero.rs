@@ -2,11 +2,14 @@
 //! genos `TrysteroRoom` joins the same room through the embedded relay, with real WebRTC on
 //! 127.0.0.1. The browser side is `tests/browser/driver.mjs` (needs `npm ci` there and
 //! Debian's chromium; `.ci/run` installs both).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,8 +17,7 @@ use genos_signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos_transport::webrtc::WebRtcConfig;
 use genos_trystero::wire::Payload;
 use genos_trystero::{TrysteroConfig, TrysteroEvent, TrysteroEvents, TrysteroRoom};
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use serde_json::json;
 
 /// Lower than any id Trystero makes: genos offers.
 const LOW_ID: &str = "00000000000000000000";
@@ -23,109 +25,13 @@ const LOW_ID: &str = "00000000000000000000";
 const HIGH_ID: &str = "zzzzzzzzzzzzzzzzzzzz";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The browser driver process: commands in, answers and room events out.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::UnboundedReceiver<Value>,
-}
+#[path = "../browser/harness.rs"]
+mod browser;
+use browser::{Browser, checksum, pattern};
 
-impl Browser {
-    async fn start() -> Self {
-        let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser");
-        assert!(
-            folder.join("node_modules/trystero").exists(),
-            "tests/browser/node_modules missing: run `npm ci` in tests/browser (.ci/run does)"
-        );
-        let mut child = Command::new("node")
-            .arg(folder.join("driver.mjs"))
-            .current_dir(&folder)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node not found: .ci/run installs Node.js's packages");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    if sender.send(value).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let mut browser = Self {
-            child,
-            stdin,
-            lines,
-        };
-        browser.expect(|v| v.get("ready").is_some()).await;
-        browser
-    }
-
-    /// Sends a command and waits for its answer (room events before it are kept).
-    async fn call(&mut self, command: Value) -> Value {
-        let name = command["cmd"].as_str().unwrap().to_owned();
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-        let answer = self
-            .expect(|v| {
-                v.get("ok").and_then(Value::as_str) == Some(&name) || v.get("error").is_some()
-            })
-            .await;
-        assert!(
-            answer.get("error").is_none(),
-            "browser refused {name}: {answer}"
-        );
-        answer
-    }
-
-    /// Waits for a line `wanted` accepts, skipping others.
-    async fn expect(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let line = self.lines.recv().await.expect("the browser driver exited");
-                if wanted(&line) {
-                    return line;
-                }
-            }
-        })
-        .await
-        .expect("timed out waiting for the browser")
-    }
-
-    async fn event(&mut self, kind: &str, page: u64) -> Value {
-        self.expect(|v| v["ev"] == kind && v["page"] == page).await
-    }
-
-    /// A page that joined `room`; its Trystero peer id.
-    async fn join(&mut self, relay: &str, room: &str, password: Option<&str>) -> (u64, String) {
-        let page = self.call(json!({"cmd": "page"})).await["page"]
-            .as_u64()
-            .unwrap();
-        let mut command = json!({"cmd": "join", "page": page, "relay": relay, "app": "genos-interop", "room": room});
-        if let Some(password) = password {
-            command["password"] = json!(password);
-        }
-        let peer = self.call(command).await["peer"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        (page, peer)
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, r#"{{"cmd":"quit"}}"#);
-        let _ = self.stdin.flush();
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The browser driver's folder.
+fn driver() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
 async fn genos(
@@ -159,18 +65,6 @@ async fn next(
     .expect("timed out waiting for a room event")
 }
 
-/// The bytes the page makes for a binary send of `n` bytes.
-fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i % 251) as u8).collect()
-}
-
-/// The page's checksum of received bytes.
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(0u64, |sum, b| (sum * 31 + u64::from(*b)) % 1_000_000_007)
-}
-
 async fn message(events: &mut TrysteroEvents) -> (genos_trystero::wire::Message, usize) {
     let mut progress = 0;
     loop {
@@ -195,7 +89,7 @@ async fn conversation(genos_id: &str) {
     let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();
-    let mut browser = Browser::start().await;
+    let mut browser = Browser::start(&driver()).await;
     let (page, browser_id) = browser.join(relay.url(), "lobby", None).await;
     let (room, mut events) = genos(&relay, "lobby", genos_id, None).await;
 
@@ -290,7 +184,7 @@ async fn a_browser_leaving_is_seen_by_genos() {
     let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();
-    let mut browser = Browser::start().await;
+    let mut browser = Browser::start(&driver()).await;
     let (page, browser_id) = browser.join(relay.url(), "exit", None).await;
     let (_room, mut events) = genos(&relay, "exit", LOW_ID, None).await;
     next(&mut events, |e| {
@@ -307,7 +201,7 @@ async fn password_rooms_join_with_the_right_password_only() {
     let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();
-    let mut browser = Browser::start().await;
+    let mut browser = Browser::start(&driver()).await;
     let (page, browser_id) = browser
         .join(relay.url(), "vault", Some("open sesame"))
         .await;

@@ -46,6 +46,13 @@ enum Command {
     Chat {
         #[command(flatten)]
         room: RoomArgs,
+        /// Join as a Trystero 0.25 peer: chat with browsers running Trystero (same --app,
+        /// --room, --password and a --relay in common). Lines go out as text on --action.
+        #[arg(long)]
+        trystero: bool,
+        /// The Trystero action carrying the chat (with --trystero).
+        #[arg(long, default_value = "chat", requires = "trystero")]
+        action: String,
     },
     /// Send a file to the peers of a room (waits for --peers of them) and wait for their
     /// SHA-256 verdict.
@@ -351,7 +358,16 @@ fn main() -> ExitCode {
                 file_mib,
                 relay,
             } => run_demo(usize::from(peers), usize::from(file_mib) << 20, relay).await,
-            Command::Chat { room } => run_chat(room).await,
+            Command::Chat {
+                room,
+                trystero: false,
+                ..
+            } => run_chat(room).await,
+            Command::Chat {
+                room,
+                trystero: true,
+                action,
+            } => run_trystero_chat(room, action).await,
             Command::Swarm {
                 peers,
                 backend,
@@ -643,6 +659,59 @@ async fn run_chat(args: RoomArgs) -> Result<(), String> {
         }
     }
     room.leave().await.map_err(|e| e.to_string())
+}
+
+/// `genos chat --trystero`: the same chat as a Trystero peer, for rooms of browsers.
+async fn run_trystero_chat(args: RoomArgs, action: String) -> Result<(), String> {
+    use genos::trystero::TrysteroEvent;
+    use genos::trystero::wire::Payload;
+    let (room, mut events) = args
+        .builder()
+        .trystero()
+        .join()
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "joined Trystero room {} as {}; type lines, Ctrl-D to leave",
+        args.room,
+        room.peer_id()
+    );
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line.map_err(|e| e.to_string())? {
+                Some(line) => {
+                    let report = room
+                        .send(&action, Payload::Text(line), None, None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    for peer in report.failed {
+                        println!("* could not reach {peer}");
+                    }
+                }
+                None => break,
+            },
+            event = events.recv() => match event {
+                Some(TrysteroEvent::PeerJoined { peer }) => println!("* {peer} joined"),
+                Some(TrysteroEvent::PeerLeft { peer }) => println!("* {peer} left"),
+                Some(TrysteroEvent::JoinFailed { peer, reason }) => {
+                    println!("* {peer} could not join: {reason}");
+                }
+                Some(TrysteroEvent::Message { peer, message }) if message.action == action => {
+                    match message.payload {
+                        Payload::Text(text) => println!("{peer}: {text}"),
+                        Payload::Json(value) => println!("{peer}: {value}"),
+                        Payload::Binary(bytes) => println!("{peer}: ({} bytes)", bytes.len()),
+                        _ => {}
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    room.leave().await;
+    Ok(())
 }
 
 /// Prints the room's signaling health and counters (`/health` in `genos chat`).

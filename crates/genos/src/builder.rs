@@ -22,6 +22,7 @@ impl Genos {
             nostr: NostrConfig::default(),
             webrtc: WebRtcConfig::default(),
             identity: None,
+            password_text: None,
         }
     }
 }
@@ -42,6 +43,10 @@ pub enum GenosError {
     /// Joining failed.
     #[error(transparent)]
     Room(#[from] genos_room::RoomError),
+    /// Joining a Trystero room failed.
+    #[cfg(feature = "trystero")]
+    #[error("trystero: {0}")]
+    Trystero(#[from] genos_trystero::TrysteroError),
 }
 
 enum IdentitySource {
@@ -59,6 +64,8 @@ pub struct GenosBuilder {
     nostr: NostrConfig,
     webrtc: WebRtcConfig,
     identity: Option<IdentitySource>,
+    /// The password as text, for the Trystero profile (Trystero's passwords are strings).
+    password_text: Option<String>,
 }
 
 impl std::fmt::Debug for GenosBuilder {
@@ -73,6 +80,7 @@ impl std::fmt::Debug for GenosBuilder {
 impl GenosBuilder {
     /// Makes the room end-to-end encrypted with this password.
     pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
+        self.password_text = Some(String::from_utf8_lossy(password.as_ref()).into_owned());
         self.room = self.room.with_password(password);
         self
     }
@@ -179,6 +187,37 @@ impl GenosBuilder {
         self
     }
 
+    /// Joins as a Trystero 0.25 peer instead of a genos one: browsers running Trystero with
+    /// the same app id, room id and password, on a relay in common, see this peer as one of
+    /// their own (`genos_trystero`; what is and is not compatible: `docs/trystero.md`). Keeps
+    /// the relays (the built-in ones when none is given), the password and the WebRTC
+    /// settings; identity, topology, limits and key parameters are genos's own and do not
+    /// apply.
+    #[cfg(feature = "trystero")]
+    pub fn trystero(self) -> TrysteroBuilder {
+        let relays = if self.relays.is_empty() && self.nostr.relays.is_empty() {
+            genos_signal::nostr::DEFAULT_RELAYS
+                .iter()
+                .map(|url| (*url).to_owned())
+                .collect()
+        } else {
+            let mut relays = self.nostr.relays.clone();
+            relays.extend(self.relays);
+            relays
+        };
+        let mut config = genos_trystero::TrysteroConfig::new(
+            self.room.app_id(),
+            self.room.room_id(),
+            relays,
+        )
+        .with_webrtc(self.webrtc);
+        config.nostr = self.nostr;
+        if let Some(password) = self.password_text {
+            config = config.with_password(password);
+        }
+        TrysteroBuilder { config }
+    }
+
     /// Derives the room key, joins the relays' topic and returns the room; peers arrive as
     /// [`genos_room::RoomEvent::PeerJoined`].
     pub async fn join(self) -> Result<Room, GenosError> {
@@ -216,4 +255,33 @@ async fn check_relays(servers: &[IceServer]) -> Result<(), GenosError> {
         }
     }
     Err(last.into())
+}
+
+/// A Trystero room being described (see [`GenosBuilder::trystero`]).
+#[cfg(feature = "trystero")]
+#[derive(Debug)]
+#[must_use]
+pub struct TrysteroBuilder {
+    config: genos_trystero::TrysteroConfig,
+}
+
+#[cfg(feature = "trystero")]
+impl TrysteroBuilder {
+    /// Uses this peer id instead of a random one (the lower id of two peers offers).
+    pub fn peer_id(mut self, id: impl Into<String>) -> Self {
+        self.config = self.config.with_peer_id(id);
+        self
+    }
+
+    /// The settings so far, to change what the builder does not cover.
+    pub fn config_mut(&mut self) -> &mut genos_trystero::TrysteroConfig {
+        &mut self.config
+    }
+
+    /// Joins: returns once a relay took the subscription.
+    pub async fn join(
+        self,
+    ) -> Result<(genos_trystero::TrysteroRoom, genos_trystero::TrysteroEvents), GenosError> {
+        Ok(genos_trystero::TrysteroRoom::join(self.config).await?)
+    }
 }

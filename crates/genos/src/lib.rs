@@ -56,6 +56,8 @@ pub use genos_crypto as crypto;
 pub use genos_room as room;
 pub use genos_signal as signal;
 pub use genos_transport as transport;
+#[cfg(feature = "trystero")]
+pub use genos_trystero as trystero;
 
 pub use genos_crypto::{Identity, PeerId};
 pub use genos_room::{
@@ -69,3 +71,5 @@ pub use genos_transport::{Codec, ReceivedSample, RemoteTrack, Sample};
 mod builder;
 #[cfg(all(feature = "nostr", feature = "webrtc"))]
 pub use builder::{Genos, GenosBuilder, GenosError};
+#[cfg(feature = "trystero")]
+pub use builder::TrysteroBuilder;
