@@ -135,7 +135,11 @@ impl TrysteroConfig {
         if self.relays.is_empty() {
             return invalid("at least one relay");
         }
-        if self.peer_id.as_deref().is_some_and(|id| !peer_id::is_acceptable(id)) {
+        if self
+            .peer_id
+            .as_deref()
+            .is_some_and(|id| !peer_id::is_acceptable(id))
+        {
             return invalid("a peer id is 1 to 64 visible ASCII characters");
         }
         if self.max_peers == 0 || self.events_capacity == 0 {

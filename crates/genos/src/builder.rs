@@ -205,12 +205,9 @@ impl GenosBuilder {
             relays.extend(self.relays);
             relays
         };
-        let mut config = genos_trystero::TrysteroConfig::new(
-            self.room.app_id(),
-            self.room.room_id(),
-            relays,
-        )
-        .with_webrtc(self.webrtc);
+        let mut config =
+            genos_trystero::TrysteroConfig::new(self.room.app_id(), self.room.room_id(), relays)
+                .with_webrtc(self.webrtc);
         config.nostr = self.nostr;
         if let Some(password) = self.password_text {
             config = config.with_password(password);

@@ -69,7 +69,7 @@ pub use genos_transport::{Codec, ReceivedSample, RemoteTrack, Sample};
 
 #[cfg(all(feature = "nostr", feature = "webrtc"))]
 mod builder;
-#[cfg(all(feature = "nostr", feature = "webrtc"))]
-pub use builder::{Genos, GenosBuilder, GenosError};
 #[cfg(feature = "trystero")]
 pub use builder::TrysteroBuilder;
+#[cfg(all(feature = "nostr", feature = "webrtc"))]
+pub use builder::{Genos, GenosBuilder, GenosError};

@@ -55,8 +55,6 @@ use tokio::sync::{Notify, mpsc};
 
 pub use self::cache::{read_relay_cache, write_relay_cache};
 pub use self::client::{RelayClient, RelayEvent};
-/// The `nostr` crate this backend is built on, for users of [`RelayClient`].
-pub use ::nostr as protocol;
 pub use self::config::{DEFAULT_RELAY_DIRECTORY, DEFAULT_RELAYS, NostrConfig, RelayDiscovery};
 pub use self::directory::fetch_relay_directory;
 #[cfg(feature = "relay")]
@@ -75,6 +73,8 @@ use crate::{
     EventStream, JoinRequest, SignalError, SignalEvent, SignalLimits, SignalSession, Signaling,
     Topic,
 };
+/// The `nostr` crate this backend is built on, for users of [`RelayClient`].
+pub use ::nostr as protocol;
 
 /// The Nostr relay signaling backend. See the [module docs](self).
 #[derive(Clone)]
