@@ -62,6 +62,9 @@ fn dependencies_point_down() {
                 "genos-cellmesh",
             ][..],
         ),
+        // The Trystero profile sits beside genos-room: Trystero's own room logic on the same
+        // relay connections and transport, sharing nothing with genos's native rooms.
+        ("genos-trystero", &["genos-signal", "genos-transport"][..]),
         (
             "genos",
             &[
@@ -70,6 +73,7 @@ fn dependencies_point_down() {
                 "genos-transport",
                 "genos-cellmesh",
                 "genos-room",
+                "genos-trystero",
             ][..],
         ),
         ("genos-cli", &["genos"][..]),

@@ -224,7 +224,7 @@ async fn password_rooms_join_with_the_right_password_only() {
 
     // Wrong password, genos offering: the browser cannot open the offer and says so; no
     // join on either side.
-    let (_wrong, mut wrong_events) = genos(&relay, "vault", LOW_ID, Some("guess")).await;
+    let (wrong, mut wrong_events) = genos(&relay, "vault", LOW_ID, Some("guess")).await;
     let error = browser.event("error", page).await;
     assert_eq!(error["peer"], LOW_ID);
     assert!(
@@ -239,4 +239,20 @@ async fn password_rooms_join_with_the_right_password_only() {
     )
     .await;
     assert!(joined.is_err(), "genos joined with a wrong password");
+    drop(wrong);
+
+    // Wrong password, the browser offering: genos cannot open the offer and says so.
+    let (_other, mut other_events) = genos(&relay, "vault", HIGH_ID, Some("guess")).await;
+    let failed = next(&mut other_events, |e| {
+        matches!(
+            e,
+            TrysteroEvent::JoinFailed { .. } | TrysteroEvent::PeerJoined { .. }
+        )
+    })
+    .await;
+    let TrysteroEvent::JoinFailed { peer, reason } = failed else {
+        panic!("genos joined with a wrong password: {failed:?}");
+    };
+    assert_eq!(peer, browser_id);
+    assert!(reason.contains("password"), "{reason}");
 }
