@@ -33,6 +33,9 @@
 
 pub mod crypto;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod peer_id;
 pub mod room;
 pub mod signal;
