@@ -6,6 +6,7 @@
 //                                       -> {"ok":"join","page":N,"peer":ID}
 //   {"cmd":"send","page":N,"action":"chat"|"file","data":JSON?,"bytes":N?,"metadata":M?}
 //                                       -> {"ok":"send","page":N,"updates":K}
+//   {"cmd":"ping","page":N,"peer":ID}   -> {"ok":"ping","page":N,"ms":RTT}
 //   {"cmd":"leave","page":N}            -> {"ok":"leave","page":N}
 //   {"cmd":"quit"}
 // Room events arrive unasked: {"ev":"join"|"leave"|"message"|"progress"|"error","page":N,...}.
@@ -75,6 +76,10 @@ const handle = async command => {
     case 'send': {
       const updates = await pages[command.page].evaluate(options => window.genos.send(options), command)
       return {ok: 'send', page: command.page, updates}
+    }
+    case 'ping': {
+      const ms = await pages[command.page].evaluate(peer => window.genos.ping(peer), command.peer)
+      return {ok: 'ping', page: command.page, ms}
     }
     case 'leave': {
       await pages[command.page].evaluate(() => window.genos.leave())

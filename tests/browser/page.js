@@ -52,6 +52,7 @@ window.genos = {
     await actions[action].send(payload, {metadata, onProgress: () => (updates += 1)})
     return updates
   },
+  ping: peer => room.ping(peer),
   leave: async () => {
     await room.leave()
     return true

@@ -106,6 +106,13 @@ async fn conversation(genos_id: &str) {
     let seen = browser.event("join", page).await;
     assert_eq!(seen["peer"], genos_id);
 
+    // Pings both ways: genos answers Trystero's, and Trystero answers genos's.
+    let ping = browser
+        .call(json!({"cmd": "ping", "page": page, "peer": genos_id}))
+        .await;
+    assert!(ping["ms"].as_f64().is_some(), "{ping}");
+    room.ping(&browser_id).await.unwrap();
+
     // Browser -> genos: text, JSON, and a binary file with metadata and progress.
     browser
         .call(json!({"cmd": "send", "page": page, "action": "chat", "data": "hello from the browser"}))

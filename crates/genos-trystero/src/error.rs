@@ -39,6 +39,9 @@ pub enum TrysteroError {
     /// The WebRTC layer failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// No joined peer with this id (or it left before answering).
+    #[error("no joined peer {0}")]
+    NoPeer(String),
     /// The room was left (or its driver stopped).
     #[error("the room was left")]
     Left,

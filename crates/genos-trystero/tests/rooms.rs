@@ -65,6 +65,11 @@ async fn two_genos_peers_meet_and_exchange_every_kind_of_message() {
     })
     .await;
 
+    a.ping(b.peer_id()).await.unwrap();
+    assert!(matches!(
+        a.ping("nobody").await,
+        Err(genos_trystero::TrysteroError::NoPeer(_))
+    ));
     a.send("chat", Payload::Text("hello".into()), None, None)
         .await
         .unwrap();

@@ -65,6 +65,7 @@ impl Driver {
                     Some(Command::Peers(reply)) => {
                         let _ = reply.send(self.joined());
                     }
+                    Some(Command::Ping { peer, reply }) => self.ping(&peer, reply),
                     Some(Command::Leave(reply)) => {
                         self.leave().await;
                         let _ = reply.send(());
@@ -77,6 +78,22 @@ impl Driver {
                 },
             }
         }
+    }
+
+    /// Sends `@_ping`; the reply goes out when the pong comes (dropped if the peer is not
+    /// joined, leaves first, or has [`MAX_PINGS`] pings outstanding).
+    pub(super) fn ping(&mut self, peer: &str, reply: oneshot::Sender<Instant>) {
+        let token = self.token.clone();
+        let Some(link) = self
+            .peers
+            .get_mut(peer)
+            .and_then(|state| state.link.as_mut())
+            .filter(|link| link.active && link.pings.len() < MAX_PINGS)
+        else {
+            return;
+        };
+        link.send_internal(&token, PING, Payload::Text(String::new()));
+        link.pings.push_back(reply);
     }
 
     pub(super) fn joined(&self) -> Vec<String> {

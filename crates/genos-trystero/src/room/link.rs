@@ -23,6 +23,8 @@ pub(super) struct Link {
     pub(super) deadline: Instant,
     /// The action counter of the driver's own sends (handshake, pong, leave).
     pub(super) counters: HashMap<&'static str, u16>,
+    /// Our pings awaiting their pong, oldest first.
+    pub(super) pings: std::collections::VecDeque<oneshot::Sender<Instant>>,
 }
 
 impl Driver {
@@ -69,6 +71,7 @@ impl Driver {
             active: false,
             deadline: Instant::now() + self.config.handshake_timeout,
             counters: HashMap::new(),
+            pings: std::collections::VecDeque::new(),
         };
         let token = self.token.clone();
         let _ = link.writer.try_send(vec![
@@ -188,6 +191,11 @@ impl Driver {
                 }
             }
             PING => link.send_internal(&token, PONG, Payload::Text(String::new())),
+            PONG => {
+                if let Some(reply) = link.pings.pop_front() {
+                    let _ = reply.send(Instant::now());
+                }
+            }
             LEAVE => {
                 self.drop_peer(peer, true).await;
                 return;

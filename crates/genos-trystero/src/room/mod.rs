@@ -57,6 +57,8 @@ const HS_DATA: &str = "@_hsdata";
 const PING: &str = "@_ping";
 const PONG: &str = "@_pong";
 const LEAVE: &str = "@_leave";
+/// Pings awaiting a pong from one peer at most; more fail at once.
+const MAX_PINGS: usize = 16;
 
 /// A joined Trystero room. Cheap to clone; [`TrysteroRoom::leave`] ends it for all clones.
 #[derive(Debug, Clone)]
@@ -79,6 +81,10 @@ enum Command {
         reply: oneshot::Sender<Vec<(String, Option<Writer>)>>,
     },
     Peers(oneshot::Sender<Vec<String>>),
+    Ping {
+        peer: String,
+        reply: oneshot::Sender<Instant>,
+    },
     Leave(oneshot::Sender<()>),
 }
 
@@ -180,6 +186,22 @@ impl TrysteroRoom {
         let (reply, answer) = oneshot::channel();
         self.command(Command::Peers(reply)).await?;
         answer.await.map_err(|_| TrysteroError::Left)
+    }
+
+    /// Round-trip time to a joined peer (Trystero's `@_ping`, answered with `@_pong`).
+    /// Fails with [`TrysteroError::NoPeer`] if `peer` is not joined or leaves first.
+    pub async fn ping(&self, peer: &str) -> Result<Duration, TrysteroError> {
+        let (reply, answer) = oneshot::channel();
+        let start = Instant::now();
+        self.command(Command::Ping {
+            peer: peer.to_owned(),
+            reply,
+        })
+        .await?;
+        let answered = answer
+            .await
+            .map_err(|_| TrysteroError::NoPeer(peer.to_owned()))?;
+        Ok(answered.saturating_duration_since(start))
     }
 
     /// Sends `payload` on `action` to `targets` (every joined peer when `None`), with
