@@ -1,6 +1,11 @@
 //! Two genos peers in a Trystero room through the embedded relay and real WebRTC on
 //! 127.0.0.1: join, messages of every kind both ways, password rooms, leave.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::time::Duration;
 
@@ -185,4 +190,50 @@ async fn the_right_password_joins() {
     };
     assert_eq!(message.payload, Payload::Json(serde_json::json!([1, 2])));
     b.leave().await;
+}
+
+/// Scale tried, not assumed: 30 peers joining a Trystero room at once all meet each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_peers_joining_at_once_all_meet() {
+    const PEERS: usize = 30;
+    let relay = relay().await;
+    let joins = (0..PEERS).map(|_| join(&relay, "crowd", None));
+    let rooms = futures::future::join_all(joins).await;
+    let mut waits = Vec::new();
+    for (room, mut events) in rooms {
+        waits.push(tokio::spawn(async move {
+            let mut joined = std::collections::BTreeSet::new();
+            while joined.len() < PEERS - 1 {
+                match next(&mut events, |e| {
+                    matches!(e, TrysteroEvent::PeerJoined { .. })
+                })
+                .await
+                {
+                    TrysteroEvent::PeerJoined { peer } => {
+                        joined.insert(peer);
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            (room, events)
+        }));
+    }
+    let mut rooms = Vec::new();
+    for wait in waits {
+        rooms.push(wait.await.unwrap());
+    }
+    // Everyone hears a broadcast from the first.
+    let report = rooms[0]
+        .0
+        .send("all", Payload::Text("to everyone".into()), None, None)
+        .await
+        .unwrap();
+    assert_eq!(report.sent.len(), PEERS - 1);
+    for (_, events) in rooms.iter_mut().skip(1) {
+        let got = next(events, |e| matches!(e, TrysteroEvent::Message { .. })).await;
+        assert!(matches!(got, TrysteroEvent::Message { .. }));
+    }
+    for (room, _) in &rooms {
+        room.leave().await;
+    }
 }
