@@ -340,6 +340,33 @@ pub async fn close_is_seen_by_remote<H: Harness>(harness: &H) {
     );
 }
 
+/// Once a connection ends, both sides' event streams end too, right after reporting the
+/// terminal state, so whoever drains them lets go of the connection (a room driver leaked
+/// every departed link while its stream stayed open).
+pub async fn event_streams_end_after_close<H: Harness>(harness: &H) {
+    let (a, b) = connect_pair(harness).await;
+    a.conn.close().await;
+    for (mut side, name) in [(a, "closing"), (b, "remote")] {
+        within(&format!("the {name} side's events to end"), async {
+            let mut terminal = false;
+            while let Some(event) = side.events.recv().await {
+                if let ConnectionEvent::StateChanged(state) = event {
+                    assert!(
+                        !terminal,
+                        "{name}: {state} reported after the terminal state"
+                    );
+                    terminal = state.is_terminal();
+                }
+            }
+            assert!(
+                terminal,
+                "the {name} side's events ended without a terminal state"
+            );
+        })
+        .await;
+    }
+}
+
 /// Closing a channel delivers what was sent before, then ends it on both sides; the
 /// connection and its other channels keep working.
 pub async fn channel_close_ends_both_sides<H: Harness>(harness: &H) {
@@ -522,6 +549,7 @@ macro_rules! transport_conformance {
             reliable_send_applies_backpressure,
             unreliable_send_never_blocks,
             close_is_seen_by_remote,
+            event_streams_end_after_close,
             channel_close_ends_both_sides,
             invalid_signal_is_refused,
             channel_limits_are_enforced,

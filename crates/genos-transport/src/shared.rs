@@ -9,18 +9,27 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{ConnectionEvent, ConnectionState, ConnectionStats, TransportError};
 
-/// The event stream of a built-in backend's connection, fed by a bounded queue; it ends when
-/// the connection is gone.
+/// The event stream of a built-in backend's connection, fed by a bounded queue. It ends
+/// right after the terminal state ([`ConnectionState::Closed`] or
+/// [`ConnectionState::Failed`]), or when the connection is gone: a task draining it finishes
+/// and lets go of whatever it holds, even while handles to the connection live on.
 #[derive(Debug)]
 pub struct EventStream<C> {
     receiver: mpsc::Receiver<ConnectionEvent<C>>,
+    ended: bool,
 }
 
 impl<C> EventStream<C> {
     /// A bounded event queue of `capacity` and the stream that drains it.
     pub(crate) fn new(capacity: usize) -> (mpsc::Sender<ConnectionEvent<C>>, Self) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        (sender, Self { receiver })
+        (
+            sender,
+            Self {
+                receiver,
+                ended: false,
+            },
+        )
     }
 }
 
@@ -28,7 +37,17 @@ impl<C> Stream for EventStream<C> {
     type Item = ConnectionEvent<C>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let next = self.receiver.poll_recv(cx);
+        if let Poll::Ready(Some(ConnectionEvent::StateChanged(state))) = &next {
+            if state.is_terminal() {
+                self.ended = true;
+                self.receiver.close();
+            }
+        }
+        next
     }
 }
 

@@ -152,7 +152,8 @@ pub struct ConnectionStats {
 pub trait Transport: Send + Sync + 'static {
     /// A connection made by this transport.
     type Connection: Connection;
-    /// The connection's event stream; it ends when the connection is dropped.
+    /// The connection's event stream; it ends after the terminal state (closed or failed)
+    /// and when the connection is dropped.
     type Events: Stream<Item = ConnectionEvent<<Self::Connection as Connection>::Channel>>
         + Send
         + Unpin
