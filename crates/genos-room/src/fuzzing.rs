@@ -29,7 +29,7 @@ const MAX_STEPS: usize = 1_024;
 /// otherwise spend the run sealing thousands of one-byte frames that teach nothing new).
 const MAX_CHUNKS: usize = 64;
 /// Honest bytes one script seals at most, so every run stays short.
-const SEAL_BUDGET: usize = 1 << 20;
+const SEAL_BUDGET: usize = 128 << 10;
 
 struct Reader<'a> {
     data: &'a [u8],
