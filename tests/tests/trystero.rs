@@ -53,16 +53,18 @@ async fn next(
     events: &mut TrysteroEvents,
     wanted: impl Fn(&TrysteroEvent) -> bool,
 ) -> TrysteroEvent {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let event = events.recv().await.expect("room events ended");
-            if wanted(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a room event")
+    tokio::time::timeout(WAIT, events.recv_matching(wanted))
+        .await
+        .expect("timed out waiting for a room event")
+        .expect("room events ended")
+}
+
+/// The next peer to join.
+async fn joined(events: &mut TrysteroEvents) -> String {
+    match next(events, |e| matches!(e, TrysteroEvent::PeerJoined { .. })).await {
+        TrysteroEvent::PeerJoined { peer } => peer,
+        other => panic!("not a join: {other:?}"),
+    }
 }
 
 async fn message(events: &mut TrysteroEvents) -> (genos_trystero::wire::Message, usize) {
@@ -93,16 +95,7 @@ async fn conversation(genos_id: &str) {
     let (page, browser_id) = browser.join(relay.url(), "lobby", None).await;
     let (room, mut events) = genos(&relay, "lobby", genos_id, None).await;
 
-    let joined = next(&mut events, |e| {
-        matches!(e, TrysteroEvent::PeerJoined { .. })
-    })
-    .await;
-    assert_eq!(
-        joined,
-        TrysteroEvent::PeerJoined {
-            peer: browser_id.clone()
-        }
-    );
+    assert_eq!(joined(&mut events).await, browser_id);
     let seen = browser.event("join", page).await;
     assert_eq!(seen["peer"], genos_id);
 
@@ -215,16 +208,7 @@ async fn password_rooms_join_with_the_right_password_only() {
 
     // Right password: both join (genos answers, so the browser's challenge is answered).
     let (room, mut events) = genos(&relay, "vault", HIGH_ID, Some("open sesame")).await;
-    let joined = next(&mut events, |e| {
-        matches!(e, TrysteroEvent::PeerJoined { .. })
-    })
-    .await;
-    assert_eq!(
-        joined,
-        TrysteroEvent::PeerJoined {
-            peer: browser_id.clone()
-        }
-    );
+    assert_eq!(joined(&mut events).await, browser_id);
     assert_eq!(browser.event("join", page).await["peer"], HIGH_ID);
     room.leave().await;
     browser.event("leave", page).await;

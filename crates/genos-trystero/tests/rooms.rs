@@ -38,16 +38,10 @@ async fn next(
     events: &mut TrysteroEvents,
     wanted: impl Fn(&TrysteroEvent) -> bool,
 ) -> TrysteroEvent {
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let event = events.recv().await.expect("events ended");
-            if wanted(&event) {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for an event")
+    tokio::time::timeout(Duration::from_secs(60), events.recv_matching(wanted))
+        .await
+        .expect("timed out waiting for a room event")
+        .expect("room events ended")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

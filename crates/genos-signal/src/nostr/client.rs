@@ -32,24 +32,15 @@ impl RelayClient {
         events: mpsc::Sender<RelayEvent>,
         subscribed: Arc<Notify>,
     ) -> Self {
-        let (commands, receiver) = mpsc::channel(config.relay_queue);
-        let health = Arc::new(Mutex::new(RelayHealth::new(url)));
-        let worker = Worker {
-            url: url.to_owned(),
-            subscription: SubscriptionId::new(format!(
-                "genos-{}",
-                hex::encode(rand::random::<[u8; 8]>())
-            )),
+        let (commands, health) = Worker::spawn(
+            url,
             filters,
-            keys: keys.clone(),
+            keys.clone(),
             config,
-            health: health.clone(),
-            incoming: events,
+            events,
             subscribed,
-            presence: Arc::new(|| None),
-            commands: receiver,
-        };
-        tokio::spawn(worker.run());
+            Arc::new(|| None),
+        );
         Self {
             commands,
             health,

@@ -145,8 +145,6 @@ impl Shared {
     }
 
     pub(super) fn start_relay(self: &Arc<Self>, url: &str) {
-        let (commands, receiver) = mpsc::channel(self.config.relay_queue);
-        let health = Arc::new(Mutex::new(RelayHealth::new(url)));
         let me = wire::peer_tag(&self.topic, &self.peer);
         let mut filters = vec![
             Filter::new()
@@ -169,22 +167,15 @@ impl Shared {
         let weak = Arc::downgrade(self);
         let presence: PresenceSource =
             Arc::new(move || weak.upgrade().and_then(|shared| shared.fresh_presence()));
-        let worker = Worker {
-            url: url.to_owned(),
-            subscription: SubscriptionId::new(format!(
-                "genos-{}",
-                hex::encode(rand::random::<[u8; 8]>())
-            )),
+        let (commands, health) = Worker::spawn(
+            url,
             filters,
-            keys: self.keys.clone(),
-            config: self.config.clone(),
-            health: health.clone(),
-            incoming: self.incoming.clone(),
-            subscribed: self.subscribed.clone(),
+            self.keys.clone(),
+            self.config.clone(),
+            self.incoming.clone(),
+            self.subscribed.clone(),
             presence,
-            commands: receiver,
-        };
-        tokio::spawn(worker.run());
+        );
         self.relays
             .lock()
             .unwrap_or_else(|p| p.into_inner())

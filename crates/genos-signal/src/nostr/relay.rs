@@ -109,6 +109,37 @@ fn first_number(message: &str) -> Option<u8> {
 }
 
 impl Worker {
+    /// Starts a worker for `url` in the background; returns its command queue and health.
+    pub(crate) fn spawn(
+        url: &str,
+        filters: Vec<Filter>,
+        keys: Keys,
+        config: Arc<NostrConfig>,
+        incoming: mpsc::Sender<Incoming>,
+        subscribed: Arc<Notify>,
+        presence: PresenceSource,
+    ) -> (mpsc::Sender<Command>, Arc<Mutex<RelayHealth>>) {
+        let (commands, receiver) = mpsc::channel(config.relay_queue);
+        let health = Arc::new(Mutex::new(RelayHealth::new(url)));
+        let worker = Self {
+            url: url.to_owned(),
+            subscription: SubscriptionId::new(format!(
+                "genos-{}",
+                hex::encode(rand::random::<[u8; 8]>())
+            )),
+            filters,
+            keys,
+            config,
+            health: health.clone(),
+            incoming,
+            subscribed,
+            presence,
+            commands: receiver,
+        };
+        tokio::spawn(worker.run());
+        (commands, health)
+    }
+
     fn update(&self, f: impl FnOnce(&mut RelayHealth)) {
         f(&mut lock(&self.health));
     }

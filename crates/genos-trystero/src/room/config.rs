@@ -150,6 +150,19 @@ impl TrysteroEvents {
     pub async fn recv(&mut self) -> Option<TrysteroEvent> {
         self.receiver.recv().await
     }
+
+    /// The next event `wanted` accepts, skipping the others; `None` once the room is left.
+    pub async fn recv_matching(
+        &mut self,
+        wanted: impl Fn(&TrysteroEvent) -> bool,
+    ) -> Option<TrysteroEvent> {
+        while let Some(event) = self.receiver.recv().await {
+            if wanted(&event) {
+                return Some(event);
+            }
+        }
+        None
+    }
 }
 
 /// Who a send reached.

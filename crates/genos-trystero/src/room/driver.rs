@@ -85,9 +85,7 @@ impl Driver {
     pub(super) fn ping(&mut self, peer: &str, reply: oneshot::Sender<Instant>) {
         let token = self.token.clone();
         let Some(link) = self
-            .peers
-            .get_mut(peer)
-            .and_then(|state| state.link.as_mut())
+            .link_mut(peer)
             .filter(|link| link.active && link.pings.len() < MAX_PINGS)
         else {
             return;

@@ -113,11 +113,7 @@ impl Driver {
         let Ok(chunk) = chunk else {
             return;
         };
-        let Some(link) = self
-            .peers
-            .get_mut(peer)
-            .and_then(|state| state.link.as_mut())
-        else {
+        let Some(link) = self.link_mut(peer) else {
             return;
         };
         let internal = chunk.action.starts_with("@_");
@@ -144,15 +140,18 @@ impl Driver {
         }
     }
 
+    /// The link of `peer`, if its channel is open.
+    pub(super) fn link_mut(&mut self, peer: &str) -> Option<&mut Link> {
+        self.peers
+            .get_mut(peer)
+            .and_then(|state| state.link.as_mut())
+    }
+
     pub(super) async fn on_internal(&mut self, peer: &str, message: Message) {
         let token = self.token.clone();
         let password = self.config.password.clone().unwrap_or_default();
         let (app, room) = (self.config.app.clone(), self.config.room.clone());
-        let Some(link) = self
-            .peers
-            .get_mut(peer)
-            .and_then(|state| state.link.as_mut())
-        else {
+        let Some(link) = self.link_mut(peer) else {
             return;
         };
         match message.action.as_str() {
