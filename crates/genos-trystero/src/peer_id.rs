@@ -11,8 +11,14 @@ pub const MAX_PEER_ID_LEN: usize = 64;
 
 /// A fresh random peer id in Trystero's format.
 pub fn generate() -> String {
+    random(PEER_ID_LEN)
+}
+
+/// `len` random characters of Trystero's id alphabet (its offer ids and password challenges
+/// are made the same way, 12 and 36 long).
+pub fn random(len: usize) -> String {
     let mut rng = rand::rng();
-    (0..PEER_ID_LEN)
+    (0..len)
         .map(|_| {
             let at = rng.random_range(0..CHARSET.len());
             char::from(CHARSET.get(at).copied().unwrap_or(b'0'))

@@ -286,8 +286,17 @@ async fn a_flood_of_another_rooms_events_never_reaches_the_inbox() {
     let health = session.relays()[0].clone();
     assert_eq!(health.messages_dropped, FLOOD as u64, "{health:?}");
     assert_eq!(health.events_received, 1, "{health:?}");
-    // (`delivered` is counted just after the event is queued, so it may still read 0 here.)
+    // `delivered` is counted just after the event is queued: wait for it, then check that
+    // the honest event is the only one counted.
+    let counted = tokio::time::timeout(Duration::from_secs(30), async {
+        while session.stats().delivered == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "the delivered event was never counted");
     let stats = session.stats();
+    assert_eq!(stats.delivered, 1, "{stats:?}");
     assert_eq!(stats.dropped_overflow, 0, "{stats:?}");
     session.leave().await.unwrap();
 }

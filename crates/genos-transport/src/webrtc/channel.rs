@@ -108,11 +108,7 @@ impl WebRtcChannel {
     }
 
     /// Waits until the channel is open (an error if it closes first).
-    pub(crate) async fn opened(&self) -> Result<(), TransportError> {
-        self.wait_open().await
-    }
-
-    async fn wait_open(&self) -> Result<(), TransportError> {
+    pub(crate) async fn wait_open(&self) -> Result<(), TransportError> {
         let mut phase = self.inner.shared.phase.subscribe();
         loop {
             match *phase.borrow_and_update() {

@@ -89,19 +89,8 @@ impl PeerConnectionEventHandler for Handler {
             let _ = data_channel.close().await;
             return;
         }
-        let plain = shared.config.plain_channel.as_deref() == Some(label.as_str());
         let channel = WebRtcChannel::start(data_channel, label, reliability, &shared, true);
-        if plain {
-            shared.plain_channel_opened(channel);
-            return;
-        }
-        if shared
-            .events
-            .try_send(ConnectionEvent::ChannelOpened(channel))
-            .is_err()
-        {
-            tracing::warn!("connection event queue full: an opened channel was dropped");
-        }
+        shared.channel_opened(channel);
     }
 }
 

@@ -49,8 +49,8 @@ use self::signal::Signal;
 pub use self::turn::check_turn;
 use crate::shared::Counters;
 use crate::{
-    Connection, ConnectionEvent, ConnectionState, ConnectionStats, Reliability, Role, Transport,
-    TransportError, TransportLimits,
+    Connection, ConnectionEvent, ConnectionState, ConnectionStats, DataChannel as _, Reliability,
+    Role, Transport, TransportError, TransportLimits,
 };
 
 /// Label of the hidden control channel.
@@ -177,16 +177,18 @@ impl Shared {
         }
     }
 
-    /// The plain channel (see [`WebRtcConfig::plain_channel`]) is open: the connection is
-    /// usable, and the layer above gets the channel.
-    fn plain_channel_opened(&self, channel: WebRtcChannel) {
-        self.set_state(ConnectionState::Connected);
+    /// Hands an open channel to the layer above. The plain channel (see
+    /// [`WebRtcConfig::plain_channel`]) opening is also what makes the connection usable.
+    fn channel_opened(&self, channel: WebRtcChannel) {
+        if self.config.plain_channel.as_deref() == Some(channel.label()) {
+            self.set_state(ConnectionState::Connected);
+        }
         if self
             .events
             .try_send(ConnectionEvent::ChannelOpened(channel))
             .is_err()
         {
-            tracing::warn!("connection event queue full: the plain channel was dropped");
+            tracing::warn!("connection event queue full: an opened channel was dropped");
         }
     }
 
@@ -315,9 +317,9 @@ impl Transport for WebRtcTransport {
                     );
                     let weak = Arc::downgrade(&shared);
                     tokio::spawn(async move {
-                        if channel.opened().await.is_ok() {
+                        if channel.wait_open().await.is_ok() {
                             if let Some(shared) = weak.upgrade() {
-                                shared.plain_channel_opened(channel);
+                                shared.channel_opened(channel);
                             }
                         }
                     });

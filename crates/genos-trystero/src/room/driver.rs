@@ -128,14 +128,16 @@ impl Driver {
         }
     }
 
+    /// Our announce: to the room topic on the schedule, and as a nudge to one peer's topic.
+    pub(super) fn our_announce(&self) -> SignalContent {
+        SignalContent::Announce {
+            peer_id: self.self_id.clone(),
+            passive: false,
+        }
+    }
+
     pub(super) fn announce(&self) {
-        self.publish(
-            self.topics.room(),
-            &SignalContent::Announce {
-                peer_id: self.self_id.clone(),
-                passive: false,
-            },
-        );
+        self.publish(self.topics.room(), &self.our_announce());
     }
 
     pub(super) async fn on_relay_event(&mut self, event: &Event) {
@@ -171,23 +173,13 @@ impl Driver {
         }
         if self.self_id.as_str() > peer.as_str() {
             // The lower id offers: ask it to (Trystero's nudge).
-            let topic = self.topics.peer(&peer);
-            self.publish(
-                &topic,
-                &SignalContent::Announce {
-                    peer_id: self.self_id.clone(),
-                    passive: false,
-                },
-            );
+            self.publish(&self.topics.peer(&peer), &self.our_announce());
             return;
         }
         if self.peers.len() >= self.config.max_peers {
             return;
         }
-        let offer_id: String = peer_id::generate()
-            .chars()
-            .take(crate::signal::OFFER_ID_LEN)
-            .collect();
+        let offer_id = peer_id::random(crate::signal::OFFER_ID_LEN);
         self.connect(peer, Role::Offerer, Some(offer_id)).await;
     }
 
@@ -242,55 +234,61 @@ impl Driver {
             }
             self.drop_peer(&peer, false).await;
         }
-        let sdp = match self.key.decrypt(offer) {
-            Ok(sdp) => sdp,
-            Err(_) => {
-                self.emit(TrysteroEvent::JoinFailed {
-                    peer,
-                    reason: "incorrect room password when decrypting offer".into(),
-                })
-                .await;
-                return;
-            }
+        let Some(sdp) = self.open_description(&peer, "offer", offer).await else {
+            return;
         };
         if self.peers.len() >= self.config.max_peers
             || !self.connect(peer.clone(), Role::Answerer, offer_id).await
         {
             return;
         }
-        let mut signals = vec![json!({"type": "offer", "sdp": sdp})];
-        for candidate in self.early_candidates.remove(&peer).unwrap_or_default() {
-            signals.push(json!({"type": "candidate", "candidate": candidate}));
-        }
-        self.apply(&peer, signals).await;
+        self.apply_description(&peer, "offer", sdp).await;
     }
 
     pub(super) async fn on_answer(&mut self, peer: &str, offer_id: Option<&str>, answer: &str) {
-        let Some(state) = self.peers.get_mut(peer) else {
-            return;
-        };
-        if state.role != Role::Offerer
-            || state.answered
-            || offer_id.is_some_and(|id| state.offer_id.as_deref() != Some(id))
-        {
+        let awaited = self.peers.get(peer).is_some_and(|state| {
+            state.role == Role::Offerer
+                && !state.answered
+                && offer_id.is_none_or(|id| state.offer_id.as_deref() == Some(id))
+        });
+        if !awaited {
             return;
         }
-        let sdp = match self.key.decrypt(answer) {
-            Ok(sdp) => sdp,
+        let Some(sdp) = self.open_description(peer, "answer", answer).await else {
+            return;
+        };
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.answered = true;
+        }
+        self.apply_description(peer, "answer", sdp).await;
+    }
+
+    /// Decrypts an offer or answer (`kind`) from `peer`; a wrong key is reported in
+    /// Trystero's words.
+    async fn open_description(&self, peer: &str, kind: &str, text: &str) -> Option<String> {
+        match self.key.decrypt(text) {
+            Ok(sdp) => Some(sdp),
             Err(_) => {
                 self.emit(TrysteroEvent::JoinFailed {
                     peer: peer.to_owned(),
-                    reason: "incorrect room password when decrypting answer".into(),
+                    reason: format!("incorrect room password when decrypting {kind}"),
                 })
                 .await;
-                return;
+                None
             }
-        };
-        state.answered = true;
-        let mut signals = vec![json!({"type": "answer", "sdp": sdp})];
-        for candidate in self.early_candidates.remove(peer).unwrap_or_default() {
-            signals.push(json!({"type": "candidate", "candidate": candidate}));
         }
+    }
+
+    /// Hands `peer`'s connection its offer or answer, then the candidates that came early.
+    async fn apply_description(&mut self, peer: &str, kind: &str, sdp: String) {
+        let mut signals = vec![json!({"type": kind, "sdp": sdp})];
+        signals.extend(
+            self.early_candidates
+                .remove(peer)
+                .unwrap_or_default()
+                .into_iter()
+                .map(candidate_signal),
+        );
         self.apply(peer, signals).await;
     }
 
@@ -306,11 +304,7 @@ impl Driver {
             .get(&peer)
             .is_some_and(|state| state.role == Role::Answerer || state.answered);
         if ready {
-            self.apply(
-                &peer,
-                vec![json!({"type": "candidate", "candidate": candidate})],
-            )
-            .await;
+            self.apply(&peer, vec![candidate_signal(candidate)]).await;
         } else if self.early_candidates.len() < self.config.max_peers {
             let held = self.early_candidates.entry(peer).or_default();
             if held.len() < MAX_EARLY_CANDIDATES {
@@ -364,26 +358,24 @@ impl Driver {
         };
         let self_id = self.self_id.clone();
         let offer_id = state.offer_id.clone();
+        let sealed_sdp = || {
+            self.key.encrypt(
+                signal
+                    .get("sdp")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            )
+        };
         let content = match signal.get("type").and_then(Value::as_str) {
             Some("offer") => SignalContent::Offer {
                 peer_id: self_id,
                 offer_id,
-                offer: self.key.encrypt(
-                    signal
-                        .get("sdp")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                ),
+                offer: sealed_sdp(),
             },
             Some("answer") => SignalContent::Answer {
                 peer_id: self_id,
                 offer_id,
-                answer: self.key.encrypt(
-                    signal
-                        .get("sdp")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                ),
+                answer: sealed_sdp(),
             },
             Some("candidate") => {
                 let Some(candidate) = signal.get("candidate") else {
@@ -457,4 +449,9 @@ impl Driver {
     pub(super) async fn emit(&self, event: TrysteroEvent) {
         let _ = self.events.send(event).await;
     }
+}
+
+/// The transport's signal for a trickled candidate (`RTCIceCandidateInit` JSON).
+fn candidate_signal(candidate: Value) -> Value {
+    json!({"type": "candidate", "candidate": candidate})
 }

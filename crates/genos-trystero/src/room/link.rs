@@ -83,13 +83,7 @@ impl Driver {
         ]);
         match password {
             Some(_) if initiator => {
-                // Trystero's challenges are 36 characters of its id alphabet.
-                let challenge: String = (0..2)
-                    .map(|_| peer_id::generate())
-                    .collect::<String>()
-                    .chars()
-                    .take(36)
-                    .collect();
+                let challenge = peer_id::random(CHALLENGE_LEN);
                 link.send_internal(
                     &token,
                     HS_DATA,
@@ -223,10 +217,8 @@ impl Driver {
 impl Link {
     /// Queues one of Trystero's own messages (never waits: they are small and rare).
     pub(super) fn send_internal(&mut self, token: &str, action: &'static str, payload: Payload) {
-        let counter = self.counters.entry(action).or_insert(0);
-        let now = *counter;
-        *counter = counter.wrapping_add(1);
-        match room_frames(token, action, now, payload, None) {
+        let counter = next_counter(&mut self.counters, action);
+        match room_frames(token, action, counter, payload, None) {
             Ok(frames) => {
                 if self.writer.try_send(frames).is_err() {
                     tracing::debug!(action, "link queue full: an internal message was dropped");

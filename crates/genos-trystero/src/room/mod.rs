@@ -57,6 +57,8 @@ const HS_DATA: &str = "@_hsdata";
 const PING: &str = "@_ping";
 const PONG: &str = "@_pong";
 const LEAVE: &str = "@_leave";
+/// Length of Trystero's password challenges.
+const CHALLENGE_LEN: usize = 36;
 /// Pings awaiting a pong from one peer at most; more fail at once.
 const MAX_PINGS: usize = 16;
 
@@ -218,17 +220,14 @@ impl TrysteroRoom {
                 "action names starting with @_ are Trystero's own".into(),
             ));
         }
-        let counter = {
-            let mut counters = self
+        let counter = next_counter(
+            &mut self
                 .inner
                 .counters
                 .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let counter = counters.entry(action.to_owned()).or_insert(0);
-            let now = *counter;
-            *counter = counter.wrapping_add(1);
-            now
-        };
+                .unwrap_or_else(|p| p.into_inner()),
+            action.to_owned(),
+        );
         let frames = room_frames(&self.inner.token, action, counter, payload, metadata)?;
         let (reply, answer) = oneshot::channel();
         self.command(Command::Writers { targets, reply }).await?;
@@ -263,6 +262,15 @@ impl TrysteroRoom {
             .await
             .map_err(|_| TrysteroError::Left)
     }
+}
+
+/// The counter of the next message on action `key` (Trystero numbers each sender's messages
+/// per action, wrapping at 16 bits).
+fn next_counter<K: std::hash::Hash + Eq>(counters: &mut HashMap<K, u16>, key: K) -> u16 {
+    let counter = counters.entry(key).or_insert(0);
+    let now = *counter;
+    *counter = counter.wrapping_add(1);
+    now
 }
 
 /// A message's chunks, each wrapped in the room's frame.
