@@ -59,6 +59,26 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     }
 }
 
+/// A harness around one WebRTC transport, for tests beyond the suite that need connected
+/// pairs (faults, media over time, plain connections). Its in-flight bound is a generous
+/// 8 MiB: the suite's own WebRTC harness states the exact one.
+#[cfg(feature = "webrtc")]
+#[derive(Debug, Clone)]
+pub struct WebRtcHarness(pub crate::webrtc::WebRtcTransport);
+
+#[cfg(feature = "webrtc")]
+impl Harness for WebRtcHarness {
+    type Backend = crate::webrtc::WebRtcTransport;
+
+    async fn transport(&self) -> crate::webrtc::WebRtcTransport {
+        self.0.clone()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        8 * 1024 * 1024
+    }
+}
+
 /// Relays `events`' signals to `remote` and forwards everything else to the returned queue.
 fn pump<H: Harness>(
     mut events: <H::Backend as Transport>::Events,

@@ -13,26 +13,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use genos_transport::conformance::{channel_pair, connect_pair};
+use genos_transport::conformance::{WebRtcHarness, channel_pair, connect_pair};
 use genos_transport::webrtc::{WebRtcConfig, WebRtcTransport};
 use genos_transport::{
     Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, Role, Transport,
     TransportError,
 };
-
-struct Loopback(WebRtcTransport);
-
-impl genos_transport::conformance::Harness for Loopback {
-    type Backend = WebRtcTransport;
-
-    async fn transport(&self) -> WebRtcTransport {
-        self.0.clone()
-    }
-
-    fn max_in_flight(&self) -> usize {
-        8 * 1024 * 1024
-    }
-}
 
 fn signal(value: serde_json::Value) -> Bytes {
     Bytes::from(serde_json::to_vec(&value).unwrap())
@@ -69,7 +55,7 @@ async fn hostile_signals_are_typed_errors() {
     assert!(refused, "early candidates must be bounded");
 
     // A connected pair refuses garbage candidates and a second offer, and keeps working.
-    let harness = Loopback(transport);
+    let harness = WebRtcHarness(transport);
     let (a, mut b) = connect_pair(&harness).await;
     let bad_candidate = signal(serde_json::json!({
         "type": "candidate", "candidate": {"candidate": "candidate:garbage", "sdpMid": "0"}

@@ -9,23 +9,9 @@
 
 use std::time::Duration;
 
-use genos_transport::conformance::{Harness, connect_pair, next_ended, next_track};
+use genos_transport::conformance::{WebRtcHarness, connect_pair, next_ended, next_track};
 use genos_transport::webrtc::{WebRtcConfig, WebRtcTransport};
 use genos_transport::{Codec, Connection, Sample, TrackSpec};
-
-struct Loopback(WebRtcTransport);
-
-impl Harness for Loopback {
-    type Backend = WebRtcTransport;
-
-    async fn transport(&self) -> WebRtcTransport {
-        self.0.clone()
-    }
-
-    fn max_in_flight(&self) -> usize {
-        8 * 1024 * 1024
-    }
-}
 
 /// Resident memory of this process, in KiB (Linux).
 fn rss_kib() -> u64 {
@@ -39,7 +25,7 @@ fn rss_kib() -> u64 {
 
 async fn cycle(
     a: &genos_transport::webrtc::WebRtcConnection,
-    b: &mut genos_transport::conformance::Side<Loopback>,
+    b: &mut genos_transport::conformance::Side<WebRtcHarness>,
     n: usize,
 ) {
     let codec = if n % 2 == 0 { Codec::Opus } else { Codec::Vp8 };
@@ -72,7 +58,7 @@ async fn cycle(
 /// the figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_track_cycles_on_one_connection_keep_memory_flat() {
-    let harness = Loopback(WebRtcTransport::new(WebRtcConfig::loopback()).unwrap());
+    let harness = WebRtcHarness(WebRtcTransport::new(WebRtcConfig::loopback()).unwrap());
     let (a, mut b) = connect_pair(&harness).await;
     for n in 0..100 {
         cycle(&a.conn, &mut b, n).await;

@@ -7,28 +7,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use genos_transport::conformance::{accept, connect_pair};
+use genos_transport::conformance::{WebRtcHarness, accept, connect_pair};
 use genos_transport::webrtc::{WebRtcConfig, WebRtcTransport};
 use genos_transport::{
     Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, Role, Transport,
 };
 
-struct Plain(WebRtcTransport);
-
-impl genos_transport::conformance::Harness for Plain {
-    type Backend = WebRtcTransport;
-
-    async fn transport(&self) -> WebRtcTransport {
-        self.0.clone()
-    }
-
-    fn max_in_flight(&self) -> usize {
-        8 * 1024 * 1024
-    }
-}
-
-fn plain() -> Plain {
-    Plain(WebRtcTransport::new(WebRtcConfig::loopback().with_plain_channel("data")).unwrap())
+fn plain() -> WebRtcHarness {
+    WebRtcHarness(
+        WebRtcTransport::new(WebRtcConfig::loopback().with_plain_channel("data")).unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
