@@ -467,3 +467,66 @@ fn a_room_that_shrinks_to_a_few_peers_outside_cell_0_moves_to_fewer_cells() {
     assert_eq!(health.unbridged_pairs, 0, "{health:?}");
     assert_broadcasts_reach_everyone(&mut net, 3);
 }
+
+/// Crashes every cell mate of one peer at once, 10 s to notice (a room's heartbeat
+/// timeout), broadcasts right after from both sides of the cut; returns how many of the
+/// survivor's and the room's copies went missing after a minute.
+fn whole_cell_crash(repair_window: std::time::Duration) -> (usize, usize) {
+    let mut config = config(8);
+    config.repair_window = repair_window;
+    let mut net = Net::new(40, &config, [9; 32], NetConfig::new(20, 10, 10_000), 3);
+    warm(&mut net, &config, 30);
+    let cell_of = |net: &Net<_>, i: usize| net.overlay(i).unwrap().cell();
+    let mates_of = |net: &Net<_>, i: usize| -> Vec<usize> {
+        (0..net.len())
+            .filter(|j| *j != i && cell_of(net, *j) == cell_of(net, i))
+            .collect()
+    };
+    // A peer holding no bridge: every link it has goes to a cell mate.
+    let survivor = (0..net.len())
+        .filter(|i| net.degree(*i) == mates_of(&net, *i).len())
+        .max_by_key(|i| mates_of(&net, *i).len())
+        .expect("a peer without bridges");
+    let mates = mates_of(&net, survivor);
+    assert!(mates.len() >= 3, "a cell of {} mates", mates.len());
+    for mate in &mates {
+        net.crash(*mate);
+    }
+    // Before anyone notices: the survivor holds links only to the dead.
+    let mut ids = vec![net.broadcast_now(survivor, payload(0)).unwrap()];
+    for n in 1..6 {
+        let origin = net
+            .random_live_except(&[net.key(survivor).unwrap()])
+            .unwrap();
+        ids.push(net.broadcast_now(origin, payload(n)).unwrap());
+        let at = net.now_us() + 50_000;
+        net.run_until(at);
+    }
+    let at = net.now_us() + 60 * SECOND;
+    net.run_until(at);
+    let (mut at_survivor, mut elsewhere) = (0, 0);
+    for (n, id) in ids.iter().enumerate() {
+        let (got, live, _, _, twice_or_altered) = net.broadcast_outcome(id).unwrap();
+        assert!(!twice_or_altered);
+        if n == 0 {
+            elsewhere += live - got;
+        } else {
+            at_survivor += live - got;
+        }
+    }
+    (at_survivor, elsewhere)
+}
+
+#[test]
+fn a_peer_whose_whole_cell_crashed_gets_what_was_sent_meanwhile_once_linked_again() {
+    // Cells rooms keep broadcasts 60 s: the survivor, cut off until the crash is noticed
+    // and it is bridged again, pulls what the room sent, and the room pulls what it sent.
+    assert_eq!(whole_cell_crash(std::time::Duration::from_secs(60)), (0, 0));
+    // Kept only 2 s (the overlay's default, for the simulator's quick detection), both
+    // sides of the cut lose what was sent while it stood.
+    let (at_survivor, elsewhere) = whole_cell_crash(std::time::Duration::from_secs(2));
+    assert!(
+        at_survivor > 0 && elsewhere > 0,
+        "{at_survivor} {elsewhere}"
+    );
+}

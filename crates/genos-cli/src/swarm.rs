@@ -288,6 +288,9 @@ struct Sent {
     /// Peers it should reach (every live peer but the origin, or the target).
     expected: Vec<usize>,
     after_crash: bool,
+    /// The sending peer and when it sent, for the report of what went missing.
+    origin: usize,
+    sent_ns: u64,
 }
 
 /// Runs a swarm: one room per `(signaling, identity)`, all on `transport`, all with `key`
@@ -495,6 +498,13 @@ where
             runtime.crash();
         }
         let crashed: HashSet<usize> = doomed.iter().map(|(index, _)| *index).collect();
+        tracing::info!(
+            at_ms = nanos_since(start) / 1_000_000,
+            "crashed peers {crashed:?}"
+        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            log_layout(&rooms);
+        }
         traffic.alive.retain(|index| !crashed.contains(index));
         let survivors: Vec<Room> = traffic
             .alive
@@ -543,6 +553,30 @@ where
                 .filter(|index| receivers.contains(index))
                 .count()
         });
+        if got < probe.expected.len() {
+            let missing: Vec<&usize> = probe
+                .expected
+                .iter()
+                .filter(|index| receivers.is_none_or(|r| !r.contains(index)))
+                .collect();
+            tracing::warn!(
+                kind = if probe.kind == BROADCAST {
+                    "broadcast"
+                } else {
+                    "directed"
+                },
+                number = probe.number,
+                origin = probe.origin,
+                sent_ms = probe.sent_ns / 1_000_000,
+                after_crash = probe.after_crash,
+                "missing at peers {missing:?}"
+            );
+            for index in missing {
+                if let Some(status) = rooms.get(*index).and_then(Room::mesh_status) {
+                    tracing::debug!(peer = index, cell = status.cell, "{:?}", status.metrics);
+                }
+            }
+        }
         if probe.kind == BROADCAST {
             tally.broadcast.add(got, probe.expected.len());
             if probe.after_crash {
@@ -687,6 +721,8 @@ impl Traffic<'_> {
                     number,
                     expected: expected.collect(),
                     after_crash,
+                    origin,
+                    sent_ns,
                 });
                 self.broadcasts += 1;
                 b += 1;
@@ -703,12 +739,33 @@ impl Traffic<'_> {
                     number,
                     expected: vec![target],
                     after_crash,
+                    origin,
+                    sent_ns,
                 });
                 self.directed += 1;
                 d += 1;
             }
         }
         Ok(())
+    }
+}
+
+/// Each peer's cell and the peers it holds links to (by index), for debugging a run.
+fn log_layout(rooms: &[Room]) {
+    let index: HashMap<PeerId, usize> = rooms
+        .iter()
+        .enumerate()
+        .map(|(i, room)| (room.local_peer(), i))
+        .collect();
+    for (i, room) in rooms.iter().enumerate() {
+        let cell = room.mesh_status().map(|status| status.cell);
+        let mut held: Vec<usize> = room
+            .peers()
+            .iter()
+            .filter_map(|peer| index.get(peer).copied())
+            .collect();
+        held.sort_unstable();
+        tracing::debug!(peer = i, ?cell, "holds {held:?}");
     }
 }
 

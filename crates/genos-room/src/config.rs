@@ -253,9 +253,12 @@ pub struct CellsSettings {
     /// it waits 3 s (not 12 s) for a view before it assumes it is alone; announces and the
     /// census are refreshed every 5 minutes and the beacon every minute (relay
     /// citizenship: a few events per peer per hour); bridges settle after 1 s; broadcasts
-    /// are kept 5 s (not 2 s) to answer pulls, as a room changing shape re-links its peers
-    /// over WebRTC, which under load takes seconds, and a peer cut off meanwhile pulls what it
-    /// missed once linked again (still bounded by `max_repair_frames`/`max_repair_bytes`);
+    /// are kept 60 s (not 2 s) to answer pulls: a peer cut off from the room (every cell
+    /// mate crashed at once, or a room changing shape re-linking over WebRTC under load) is
+    /// linked again only after the crash is noticed ([`RoomLimits::peer_timeout`], 8 s) and
+    /// its new links are dialled (up to [`RoomLimits::dial_timeout`], 20 s), and then pulls
+    /// what it missed (still bounded by `max_repair_frames`/`max_repair_bytes`; raise the
+    /// window with those timeouts);
     /// and each origin's last 1,024 frames are told from new ones (not 64: a 1 MiB message
     /// is 64 chunks, and a frame older than the window is refused, repaired ones included).
     pub overlay: OverlayConfig,
@@ -295,7 +298,7 @@ impl Default for CellsSettings {
         overlay.peer_timeout = Duration::from_secs(700);
         overlay.census_interval = Duration::from_secs(300);
         overlay.beacon_interval = Duration::from_secs(60);
-        overlay.repair_window = Duration::from_secs(5);
+        overlay.repair_window = Duration::from_secs(60);
         overlay.dedup_window = 1_024;
         Self {
             overlay,

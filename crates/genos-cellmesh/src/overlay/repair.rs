@@ -330,15 +330,16 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// A link became a bridge: name every broadcast still kept (the newest
-    /// `max_digest_ids`) to it. Broadcasts sent while this cell had no bridge there (a view
-    /// changed, a bridge was replaced) were digested to nobody across; the far side pulls
-    /// what it lacks and carries it into its cell, so they arrive late rather than never.
+    /// A link became a bridge (or a cell mate linked in a young view): name every
+    /// broadcast still kept to it, newest first, at most `max_wanted` ids (what the far side
+    /// waits for at most) in digests of `max_digest_ids`. Broadcasts sent while this cell had
+    /// no bridge there (a view changed, a bridge was replaced, every cell mate crashed) were
+    /// digested to nobody across; the far side pulls what it lacks and carries it into its
+    /// cell, so they arrive late rather than never.
     pub(super) fn catch_up(&mut self, peer: PeerKey, out: &mut Vec<Output>) {
         if !self.repair_on() {
             return;
         }
-        let max = self.config.max_digest_ids.max(1);
         let mut ids: Vec<ShortId> = self
             .repair
             .kept_order
@@ -346,16 +347,15 @@ impl<A: FrameAuth> Overlay<A> {
             .rev()
             .map(|(_, id)| *id)
             .filter(|id| self.repair.kept.contains_key(id))
-            .take(max)
+            .take(self.config.max_wanted.max(1))
             .collect();
-        if ids.is_empty() {
-            return;
-        }
         ids.reverse();
-        let message = wire::encode_digest(&ids);
-        self.metrics.digests_sent += 1;
-        self.metrics.repair_bytes_sent += message.len() as u64;
-        self.send(peer, message, out);
+        for chunk in ids.chunks(self.config.max_digest_ids.max(1)) {
+            let message = wire::encode_digest(chunk);
+            self.metrics.digests_sent += 1;
+            self.metrics.repair_bytes_sent += message.len() as u64;
+            self.send(peer, message, out);
+        }
     }
 
     /// One digest to a random bridge, to the cell mates one step and half a cell on in key
