@@ -504,6 +504,15 @@ fn whole_cell_crash(repair_window: std::time::Duration) -> (usize, usize) {
     }
     let at = net.now_us() + 60 * SECOND;
     net.run_until(at);
+    // Re-formed: the survivor's cell is bridged to every other cell (its counterparts'
+    // holders kept dialling crashed peers, whose presence the relay still stores, so the
+    // survivor dialled them itself).
+    let health = net.health();
+    assert_eq!(
+        (health.missing_intra, health.unbridged_pairs),
+        (0, 0),
+        "{health:?}"
+    );
     let (mut at_survivor, mut elsewhere) = (0, 0);
     for (n, id) in ids.iter().enumerate() {
         let (got, live, _, _, twice_or_altered) = net.broadcast_outcome(id).unwrap();

@@ -152,6 +152,10 @@ enum Command {
         /// goodbye: each runs on a runtime of its own, stopped whole).
         #[arg(long, default_value_t = 0.0)]
         crash: f64,
+        /// (Cells) The crash takes every peer of one cell but one (a peer holding no
+        /// bridge, cut off until it is linked again), the rest at random.
+        #[arg(long)]
+        crash_cell: bool,
         /// Seconds to watch the survivors re-form after the crash.
         #[arg(long, default_value_t = 60)]
         repair_timeout: u64,
@@ -384,6 +388,7 @@ fn main() -> ExitCode {
                 form_timeout,
                 relay,
                 crash,
+                crash_cell,
                 repair_timeout,
                 json,
             } => {
@@ -396,6 +401,7 @@ fn main() -> ExitCode {
                 plan.rate = rate;
                 plan.payload_bytes = payload;
                 plan.crash = crash;
+                plan.crash_cell = crash_cell;
                 plan.repair_timeout = Duration::from_secs(repair_timeout);
                 let backend = match backend {
                     Backend::Webrtc => SwarmBackend::WebRtc { relay },

@@ -72,6 +72,11 @@ pub struct SwarmPlan {
     /// Fraction of the peers (never the first) that crash halfway through the traffic, all
     /// at once and without a goodbye; 0: none.
     pub crash: f64,
+    /// (Cells rooms) The crash takes every peer of one cell but one, a peer holding no
+    /// bridge, so that peer is cut off from the room until the crash is noticed and it is
+    /// linked again; the rest of [`Self::crash`] is drawn at random. Every peer then runs on
+    /// a runtime of its own, as the victims are known only once the room formed.
+    pub crash_cell: bool,
     /// How long to watch the survivors re-form after a crash.
     pub repair_timeout: Duration,
 }
@@ -87,6 +92,7 @@ impl Default for SwarmPlan {
             form_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
             crash: 0.0,
+            crash_cell: false,
             repair_timeout: Duration::from_secs(60),
         }
     }
@@ -327,13 +333,23 @@ where
             "a crash must leave at least two peers",
         ));
     }
-    // Never the first peer: in a cells room it starts the room alone.
-    let doomed_set: HashSet<usize> = rand::seq::index::sample(&mut rand::rng(), count - 1, victims)
-        .into_iter()
-        .map(|index| index + 1)
-        .collect();
     let cells_settings = config.topology().cells_settings();
     let cells = cells_settings.is_some();
+    if plan.crash_cell && (!cells || victims == 0) {
+        return Err(SwarmError::InvalidPlan(
+            "crash_cell needs a cells room and a crash",
+        ));
+    }
+    // Never the first peer: in a cells room it starts the room alone. With `crash_cell`
+    // every other peer may be a victim, chosen once the room formed.
+    let doomed_set: HashSet<usize> = if plan.crash_cell {
+        (1..count).collect()
+    } else {
+        rand::seq::index::sample(&mut rand::rng(), count - 1, victims)
+            .into_iter()
+            .map(|index| index + 1)
+            .collect()
+    };
     let join = |index: usize, (signaling, identity): (S, Identity)| {
         let config = config.clone().with_identity(identity.clone());
         let transport = transport.clone();
@@ -493,11 +509,18 @@ where
             .send(plan.broadcasts / 2, plan.directed / 2, false)
             .await?;
         drain(&received, &traffic.sent, plan.drain_timeout).await;
+        let crashed = if plan.crash_cell {
+            cell_victims(&rooms, victims)
+        } else {
+            doomed.iter().map(|(index, _)| *index).collect()
+        };
         let crashed_at = Instant::now();
-        for (_, runtime) in &mut doomed {
+        for (_, runtime) in doomed
+            .iter_mut()
+            .filter(|(index, _)| crashed.contains(index))
+        {
             runtime.crash();
         }
-        let crashed: HashSet<usize> = doomed.iter().map(|(index, _)| *index).collect();
         tracing::info!(
             at_ms = nanos_since(start) / 1_000_000,
             "crashed peers {crashed:?}"
@@ -748,6 +771,53 @@ impl Traffic<'_> {
         }
         Ok(())
     }
+}
+
+/// `victims` peers to crash (never the first): every cell mate of a peer whose links all
+/// go to cell mates (the largest such cell), then others at random.
+fn cell_victims(rooms: &[Room], victims: usize) -> HashSet<usize> {
+    let index: HashMap<PeerId, usize> = rooms
+        .iter()
+        .enumerate()
+        .map(|(i, room)| (room.local_peer(), i))
+        .collect();
+    let cell_of: Vec<Option<u32>> = rooms
+        .iter()
+        .map(|room| room.mesh_status().map(|status| status.cell))
+        .collect();
+    let mates_of = |i: usize| -> Vec<usize> {
+        (0..rooms.len())
+            .filter(|j| *j != i && cell_of.get(*j) == cell_of.get(i))
+            .collect()
+    };
+    let cut_off = (0..rooms.len())
+        .filter(|i| {
+            let mates = mates_of(*i);
+            let held = rooms.get(*i).map(Room::peers).unwrap_or_default();
+            !mates.contains(&0)
+                && held
+                    .iter()
+                    .all(|peer| index.get(peer).is_some_and(|j| mates.contains(j)))
+        })
+        .max_by_key(|i| mates_of(*i).len());
+    let mut crashed: HashSet<usize> = cut_off
+        .map(mates_of)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    match cut_off {
+        Some(peer) => tracing::info!(peer, "crashing every cell mate of peer {peer}"),
+        None => tracing::warn!("no peer holds only cell mates: crashing at random"),
+    }
+    let spared = cut_off.unwrap_or(0);
+    let mut rng = rand::rng();
+    while crashed.len() < victims {
+        let pick = rng.random_range(1..rooms.len());
+        if pick != spared {
+            crashed.insert(pick);
+        }
+    }
+    crashed
 }
 
 /// Each peer's cell and the peers it holds links to (by index), for debugging a run.

@@ -288,10 +288,14 @@ impl<A: FrameAuth> Overlay<A> {
         } else {
             Vec::new()
         };
+        self.unbridged_since
+            .retain(|cell, _| slots.iter().any(|(other, _)| other == cell));
         for (other, slot) in slots {
             if other < my_cell {
                 accepted_from.insert(other);
-                continue;
+                if !self.bridge_overdue(other, now) {
+                    continue;
+                }
             }
             topics.insert(MeshTopic::Cell { cells, cell: other });
             let theirs = self.known_members_of(other);
@@ -340,9 +344,12 @@ impl<A: FrameAuth> Overlay<A> {
             }
         }
         let mut hellos = Vec::new();
+        let my_slots = &self.slots;
         for (peer, link) in &mut self.links {
-            let keep_inbound =
-                matches!(link.role, LinkRole::Bridge { cell, .. } if accepted_from.contains(&cell));
+            // Bridges the other cell's holders dialled, and one dialled for a slot this peer
+            // holds by a holder whose own dial went nowhere (`bridge_overdue`).
+            let keep_inbound = matches!(link.role, LinkRole::Bridge { cell, slot }
+                if accepted_from.contains(&cell) || my_slots.contains(&(cell, slot)));
             match wanted.get(peer) {
                 Some(role) => {
                     link.unwanted_since = None;
@@ -388,6 +395,27 @@ impl<A: FrameAuth> Overlay<A> {
             );
             out.push(Output::Connect(peer));
         }
+    }
+
+    /// Whether this peer, holding a slot towards the lower cell `other` (whose holder
+    /// dials), has waited `connect_timeout` with no bridge to that cell up: then it dials
+    /// its counterpart itself. The lower holder may be dialling a peer that crashed (its
+    /// stored presence stands at the relay for minutes) while this peer, the one live
+    /// member of its cell, is never dialled; it keeps re-planning until then.
+    fn bridge_overdue(&mut self, other: u32, now: Instant) -> bool {
+        let bridged = self.links.values().any(|link| {
+            link.up && matches!(link.role, LinkRole::Bridge { cell, .. } if cell == other)
+        });
+        if bridged {
+            self.unbridged_since.remove(&other);
+            return false;
+        }
+        let since = *self.unbridged_since.entry(other).or_insert(now);
+        if now.saturating_duration_since(since) >= self.config.connect_timeout {
+            return true;
+        }
+        self.dirty = true;
+        false
     }
 
     pub(super) fn close_unwanted(&mut self, now: Instant, out: &mut Vec<Output>) {

@@ -210,6 +210,10 @@ pub struct Overlay<A> {
     slots: Vec<(u32, u8)>,
     /// (cells, cell) the slots were computed for.
     slots_for: (u32, u32),
+    /// Lower cells this peer holds a slot towards (their holders dial) with no bridge up,
+    /// since when: after `connect_timeout` this peer dials its counterpart itself (see
+    /// `bridge_overdue`). At most one entry per cell.
+    unbridged_since: BTreeMap<u32, Instant>,
     repair: repair::RepairState,
     /// Peers whose link setup failed, bounded by `max_roster`.
     backoff: KeyMap<PeerKey, Backoff>,
@@ -262,6 +266,7 @@ impl<A: FrameAuth> Overlay<A> {
             is_leader: false,
             slots: Vec::new(),
             slots_for: (0, 0),
+            unbridged_since: BTreeMap::new(),
             repair: repair::RepairState::new(hash_seed),
             backoff: key_map(hash_seed),
             departed: key_map(hash_seed),
