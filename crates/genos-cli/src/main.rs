@@ -152,8 +152,8 @@ enum Command {
         /// goodbye: each runs on a runtime of its own, stopped whole).
         #[arg(long, default_value_t = 0.0)]
         crash: f64,
-        /// (Cells) The crash takes every peer of one cell but one (a peer holding no
-        /// bridge, cut off until it is linked again), the rest at random.
+        /// (Cells) The crash takes every cell mate of one peer and every peer it is linked
+        /// to (it is cut off until linked again), the rest at random.
         #[arg(long)]
         crash_cell: bool,
         /// Seconds to watch the survivors re-form after the crash.

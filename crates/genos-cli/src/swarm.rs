@@ -72,9 +72,9 @@ pub struct SwarmPlan {
     /// Fraction of the peers (never the first) that crash halfway through the traffic, all
     /// at once and without a goodbye; 0: none.
     pub crash: f64,
-    /// (Cells rooms) The crash takes every peer of one cell but one, a peer holding no
-    /// bridge, so that peer is cut off from the room until the crash is noticed and it is
-    /// linked again; the rest of [`Self::crash`] is drawn at random. Every peer then runs on
+    /// (Cells rooms) The crash takes every cell mate of one peer and every peer it is linked
+    /// to, so that peer is cut off from the room until the crash is noticed and it is linked
+    /// again; the rest of [`Self::crash`] is drawn at random. Every peer then runs on
     /// a runtime of its own, as the victims are known only once the room formed.
     pub crash_cell: bool,
     /// How long to watch the survivors re-form after a crash.
@@ -155,6 +155,9 @@ pub struct SwarmReport {
     /// lingering); None when nothing crashed or it did not happen within
     /// [`SwarmPlan::repair_timeout`].
     pub repaired_ms: Option<f64>,
+    /// With [`SwarmPlan::crash_cell`]: the peer the crash cut off from the room (every peer
+    /// it was linked to, and every cell mate, crashed); None if no peer could be.
+    pub cut_off: Option<usize>,
 }
 
 impl SwarmReport {
@@ -169,7 +172,7 @@ impl SwarmReport {
                 "\"relay_events_per_peer_min\":{:.3},\"relay_events_per_peer_join\":{:.1},",
                 "\"rss_mib\":{:.1},\"cells\":{},\"hops_mean\":{:.3},",
                 "\"connections_planned_max\":{},\"plan_links_missing\":{},\"crashed\":{},",
-                "\"delivered_ratio_after_crash\":{:.6},\"repaired_ms\":{}}}"
+                "\"delivered_ratio_after_crash\":{:.6},\"repaired_ms\":{},\"cut_off\":{}}}"
             ),
             self.peers,
             self.topology,
@@ -194,6 +197,8 @@ impl SwarmReport {
             self.delivered_ratio_after_crash,
             self.repaired_ms
                 .map_or_else(|| "null".to_owned(), |ms| format!("{ms:.1}")),
+            self.cut_off
+                .map_or_else(|| "null".to_owned(), |peer| peer.to_string()),
         )
     }
 }
@@ -501,6 +506,7 @@ where
         directed: 0,
     };
     let mut repaired_ms = None;
+    let mut cut_off = None;
     if doomed.is_empty() {
         traffic.send(plan.broadcasts, plan.directed, false).await?;
         drain(&received, &traffic.sent, plan.drain_timeout).await;
@@ -510,7 +516,9 @@ where
             .await?;
         drain(&received, &traffic.sent, plan.drain_timeout).await;
         let crashed = if plan.crash_cell {
-            cell_victims(&rooms, victims)
+            let (crashed, spared) = cell_victims(&rooms, victims);
+            cut_off = spared;
+            crashed
         } else {
             doomed.iter().map(|(index, _)| *index).collect()
         };
@@ -661,6 +669,7 @@ where
             tally.after_crash.ratio()
         },
         repaired_ms,
+        cut_off,
     })
 }
 
@@ -773,9 +782,10 @@ impl Traffic<'_> {
     }
 }
 
-/// `victims` peers to crash (never the first): every cell mate of a peer whose links all
-/// go to cell mates (the largest such cell), then others at random.
-fn cell_victims(rooms: &[Room], victims: usize) -> HashSet<usize> {
+/// `victims` peers to crash (never the first): every cell mate of one peer and every peer
+/// it holds a link to (so it is cut off from the room; the peer with the fewest such, at
+/// most `victims`), then others at random. Returns them and the peer cut off.
+fn cell_victims(rooms: &[Room], victims: usize) -> (HashSet<usize>, Option<usize>) {
     let index: HashMap<PeerId, usize> = rooms
         .iter()
         .enumerate()
@@ -785,39 +795,28 @@ fn cell_victims(rooms: &[Room], victims: usize) -> HashSet<usize> {
         .iter()
         .map(|room| room.mesh_status().map(|status| status.cell))
         .collect();
-    let mates_of = |i: usize| -> Vec<usize> {
-        (0..rooms.len())
-            .filter(|j| *j != i && cell_of.get(*j) == cell_of.get(i))
-            .collect()
+    let around = |i: usize| -> HashSet<usize> {
+        let mates = (0..rooms.len()).filter(|j| *j != i && cell_of.get(*j) == cell_of.get(i));
+        let held = rooms.get(i).map(Room::peers).unwrap_or_default();
+        let linked = held.iter().filter_map(|peer| index.get(peer).copied());
+        mates.chain(linked).collect()
     };
-    let cut_off = (0..rooms.len())
-        .filter(|i| {
-            let mates = mates_of(*i);
-            let held = rooms.get(*i).map(Room::peers).unwrap_or_default();
-            !mates.contains(&0)
-                && held
-                    .iter()
-                    .all(|peer| index.get(peer).is_some_and(|j| mates.contains(j)))
-        })
-        .max_by_key(|i| mates_of(*i).len());
-    let mut crashed: HashSet<usize> = cut_off
-        .map(mates_of)
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    match cut_off {
-        Some(peer) => tracing::info!(peer, "crashing every cell mate of peer {peer}"),
-        None => tracing::warn!("no peer holds only cell mates: crashing at random"),
-    }
-    let spared = cut_off.unwrap_or(0);
+    let cut_off = (1..rooms.len())
+        .map(|i| (i, around(i)))
+        .filter(|(_, set)| !set.contains(&0) && set.len() <= victims)
+        .min_by_key(|(i, set)| (set.len(), *i));
+    let (spared, mut crashed) = match cut_off {
+        Some((peer, set)) => (Some(peer), set),
+        None => (None, HashSet::new()),
+    };
     let mut rng = rand::rng();
     while crashed.len() < victims {
         let pick = rng.random_range(1..rooms.len());
-        if pick != spared {
+        if Some(pick) != spared {
             crashed.insert(pick);
         }
     }
-    crashed
+    (crashed, spared)
 }
 
 /// Each peer's cell and the peers it holds links to (by index), for debugging a run.
