@@ -606,6 +606,11 @@ async fn run_swarm(
                 "crash: {} peers crashed halfway; broadcasts after it delivered {:.4} to the survivors; the survivors {repaired}",
                 report.crashed, report.delivered_ratio_after_crash,
             );
+            if let Some(peer) = report.cut_off {
+                println!(
+                    "crash: peer {peer} was cut off (its cell mates and every peer it was linked to crashed)"
+                );
+            }
         }
     }
     Ok(())
