@@ -16,6 +16,8 @@ impl<A: FrameAuth> Overlay<A> {
             // next refresh, minutes on.
             self.backoff.clear();
             self.next_retry = None;
+            // A bridge overdue in the old view says nothing of the new one's pairs.
+            self.unbridged_since.clear();
         }
         self.cells = cells;
         self.cells_since = Some(now);
