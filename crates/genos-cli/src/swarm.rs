@@ -782,15 +782,20 @@ impl Traffic<'_> {
     }
 }
 
+/// Each room's peer id to its index in `rooms`.
+fn peer_indices(rooms: &[Room]) -> HashMap<PeerId, usize> {
+    rooms
+        .iter()
+        .enumerate()
+        .map(|(i, room)| (room.local_peer(), i))
+        .collect()
+}
+
 /// `victims` peers to crash (never the first): every cell mate of one peer and every peer
 /// it holds a link to (so it is cut off from the room; the peer with the fewest such, at
 /// most `victims`), then others at random. Returns them and the peer cut off.
 fn cell_victims(rooms: &[Room], victims: usize) -> (HashSet<usize>, Option<usize>) {
-    let index: HashMap<PeerId, usize> = rooms
-        .iter()
-        .enumerate()
-        .map(|(i, room)| (room.local_peer(), i))
-        .collect();
+    let index = peer_indices(rooms);
     let cell_of: Vec<Option<u32>> = rooms
         .iter()
         .map(|room| room.mesh_status().map(|status| status.cell))
@@ -821,11 +826,7 @@ fn cell_victims(rooms: &[Room], victims: usize) -> (HashSet<usize>, Option<usize
 
 /// Each peer's cell and the peers it holds links to (by index), for debugging a run.
 fn log_layout(rooms: &[Room]) {
-    let index: HashMap<PeerId, usize> = rooms
-        .iter()
-        .enumerate()
-        .map(|(i, room)| (room.local_peer(), i))
-        .collect();
+    let index = peer_indices(rooms);
     for (i, room) in rooms.iter().enumerate() {
         let cell = room.mesh_status().map(|status| status.cell);
         let mut held: Vec<usize> = room
