@@ -579,6 +579,7 @@ macro_rules! transport_conformance {
             tracks_carry_samples_intact,
             removed_tracks_end_and_ids_are_not_reused,
             tracks_added_on_both_sides_at_once,
+            keyframe_requests_reach_the_sender,
         );
     };
     (@tests $harness:expr; $($check:ident),* $(,)?) => {

@@ -9,6 +9,11 @@
 //! [`ConnectionEvent::TrackEnded`](crate::ConnectionEvent::TrackEnded) once the sender removes
 //! it. Encoding is the caller's: genos moves encoded frames, it has no encoders.
 //!
+//! A video receiver that lost packets, or joined a running track, asks the sender for a key
+//! frame with [`RemoteTrack::request_keyframe`] (an RTCP PLI on WebRTC); the sender learns of
+//! it from [`LocalTrack::keyframe_requested`] and encodes one (genos has no encoder, so that is
+//! the caller's part too).
+//!
 //! Media is live: a receiver that does not read loses samples rather than slowing the sender
 //! (each remote track buffers [`TRACK_BUFFER`] samples; beyond that new samples are dropped
 //! and counted in [`TrackStats::samples_dropped`]).
@@ -48,7 +53,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc};
 
 use crate::TransportError;
 
@@ -210,6 +215,9 @@ pub struct TrackStats {
     pub samples_lost: u64,
     /// Remote: samples dropped because the reader's queue was full.
     pub samples_dropped: u64,
+    /// Key frame requests: received from the remote side (local track), or made with
+    /// [`RemoteTrack::request_keyframe`] (remote track).
+    pub keyframe_requests: u64,
 }
 
 /// The track ids one side used, and how many of its tracks are live: enforces id uniqueness
@@ -256,6 +264,7 @@ pub(crate) struct TrackCounters {
     bytes: AtomicU64,
     lost: AtomicU64,
     dropped: AtomicU64,
+    keyframes: AtomicU64,
 }
 
 impl TrackCounters {
@@ -278,9 +287,29 @@ impl TrackCounters {
             bytes: self.bytes.load(Ordering::Relaxed),
             samples_lost: self.lost.load(Ordering::Relaxed),
             samples_dropped: self.dropped.load(Ordering::Relaxed),
+            keyframe_requests: self.keyframes.load(Ordering::Relaxed),
         }
     }
 }
+
+/// Key frame requests that reached a local track: counted, and one kept for the next
+/// [`LocalTrack::keyframe_requested`] (requests while nobody waits coalesce into one).
+#[derive(Debug, Default)]
+pub(crate) struct KeyframeRequests {
+    arrived: Notify,
+    count: AtomicU64,
+}
+
+impl KeyframeRequests {
+    /// The remote side asked for a key frame.
+    pub(crate) fn signal(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.arrived.notify_one();
+    }
+}
+
+/// How a remote track's key frame request reaches its sender (the backend's part).
+pub(crate) type KeyframeRequester = Box<dyn Fn() + Send + Sync>;
 
 /// Where a backend puts a local track's samples.
 pub(crate) trait SampleSink: Send + Sync + 'static {
@@ -307,6 +336,7 @@ struct LocalInner {
     sink: Box<dyn SampleSink>,
     removed: AtomicBool,
     counters: TrackCounters,
+    keyframes: Arc<KeyframeRequests>,
 }
 
 impl fmt::Debug for LocalTrack {
@@ -319,7 +349,13 @@ impl fmt::Debug for LocalTrack {
 }
 
 impl LocalTrack {
-    pub(crate) fn new(owner: usize, spec: TrackSpec, sink: Box<dyn SampleSink>) -> Self {
+    /// A track fed through `sink`; the backend signals `keyframes` when the remote side asks.
+    pub(crate) fn new(
+        owner: usize,
+        spec: TrackSpec,
+        sink: Box<dyn SampleSink>,
+        keyframes: Arc<KeyframeRequests>,
+    ) -> Self {
         Self {
             inner: Arc::new(LocalInner {
                 owner,
@@ -327,6 +363,7 @@ impl LocalTrack {
                 sink,
                 removed: AtomicBool::new(false),
                 counters: TrackCounters::default(),
+                keyframes,
             }),
         }
     }
@@ -369,9 +406,21 @@ impl LocalTrack {
         self.inner.sink.ready().await
     }
 
-    /// Counters of samples written.
+    /// Waits until the remote side asks for a key frame (a receiver lost packets, or started
+    /// late). A request that came while nobody waited is kept: the next call returns at once
+    /// (several such requests count as one). Never returns for a track nobody asks about, so
+    /// wait for it beside the sample loop (`tokio::select!`); a sender without an encoder can
+    /// ignore it.
+    pub async fn keyframe_requested(&self) {
+        self.inner.keyframes.arrived.notified().await;
+    }
+
+    /// Counters of samples written and key frame requests received.
     pub fn stats(&self) -> TrackStats {
-        self.inner.counters.snapshot()
+        TrackStats {
+            keyframe_requests: self.inner.keyframes.count.load(Ordering::Relaxed),
+            ..self.inner.counters.snapshot()
+        }
     }
 
     /// Whether [`Connection::remove_track`](crate::Connection::remove_track) removed it.
@@ -425,6 +474,7 @@ struct RemoteInner {
     codec: Codec,
     samples: AsyncMutex<mpsc::Receiver<ReceivedSample>>,
     counters: Arc<TrackCounters>,
+    request_keyframe: KeyframeRequester,
 }
 
 impl fmt::Debug for RemoteTrack {
@@ -459,8 +509,13 @@ impl RemoteFeed {
 }
 
 impl RemoteTrack {
-    /// A remote track and the feed its backend fills.
-    pub(crate) fn new(id: String, codec: Codec) -> (Self, RemoteFeed) {
+    /// A remote track and the feed its backend fills; `request_keyframe` carries a key frame
+    /// request to the sender.
+    pub(crate) fn new(
+        id: String,
+        codec: Codec,
+        request_keyframe: KeyframeRequester,
+    ) -> (Self, RemoteFeed) {
         let (sender, receiver) = mpsc::channel(TRACK_BUFFER);
         let counters = Arc::new(TrackCounters::default());
         let track = Self {
@@ -469,6 +524,7 @@ impl RemoteTrack {
                 codec,
                 samples: AsyncMutex::new(receiver),
                 counters: counters.clone(),
+                request_keyframe,
             }),
         };
         (
@@ -495,7 +551,27 @@ impl RemoteTrack {
         self.inner.samples.lock().await.recv().await
     }
 
-    /// Counters of samples received, lost and dropped.
+    /// Asks the sender for a key frame, so decoding can restart after a loss (or begin, for a
+    /// receiver that joined a running track). Requests made while one is on its way go as one;
+    /// the sender sees it in [`LocalTrack::keyframe_requested`].
+    ///
+    /// Errors: [`TransportError::InvalidTrack`] for an audio track (audio has no key frames).
+    pub fn request_keyframe(&self) -> Result<(), TransportError> {
+        if self.codec().kind() != MediaKind::Video {
+            return Err(TransportError::InvalidTrack(format!(
+                "track {:?} is audio: it has no key frames",
+                self.id()
+            )));
+        }
+        self.inner
+            .counters
+            .keyframes
+            .fetch_add(1, Ordering::Relaxed);
+        (self.inner.request_keyframe)();
+        Ok(())
+    }
+
+    /// Counters of samples received, lost and dropped, and key frame requests sent.
     pub fn stats(&self) -> TrackStats {
         self.inner.counters.snapshot()
     }
@@ -532,7 +608,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_remote_queue_drops_and_counts_instead_of_waiting() {
-        let (track, feed) = RemoteTrack::new("a".into(), Codec::Opus);
+        let (track, feed) = RemoteTrack::new("a".into(), Codec::Opus, Box::new(|| {}));
         for n in 0..TRACK_BUFFER + 3 {
             feed.push(ReceivedSample {
                 data: Bytes::from(vec![1; 10]),

@@ -179,6 +179,60 @@ pub async fn tracks_carry_samples_intact<H: Harness>(harness: &H) {
     );
 }
 
+/// A receiver's key frame requests reach the sender's track (coalesced while unread), an
+/// audio track refuses them, and samples keep flowing meanwhile.
+pub async fn keyframe_requests_reach_the_sender<H: Harness>(harness: &H) {
+    let (a, mut b) = connect_pair(harness).await;
+    let video = within(
+        "add video",
+        a.conn.add_track(TrackSpec::new("cam", Codec::Vp8)),
+    )
+    .await
+    .unwrap();
+    let audio = within(
+        "add audio",
+        a.conn.add_track(TrackSpec::new("mic", Codec::Opus)),
+    )
+    .await
+    .unwrap();
+    play(&video, 1, 0, 3, &[5_000]).await;
+    play(&audio, 2, 0, 3, &[100]).await;
+    let mut remote_video = None;
+    let mut remote_audio = None;
+    for _ in 0..2 {
+        let track = next_track(&mut b).await;
+        match track.codec() {
+            Codec::Vp8 => remote_video = Some(track),
+            _ => remote_audio = Some(track),
+        }
+    }
+    let (remote_video, remote_audio) = (remote_video.unwrap(), remote_audio.unwrap());
+    assert!(
+        matches!(
+            remote_audio.request_keyframe(),
+            Err(TransportError::InvalidTrack(_))
+        ),
+        "an audio track took a key frame request"
+    );
+    assert_eq!(video.stats().keyframe_requests, 0, "a request nobody made");
+    // Each request answered before the next is made reaches the sender.
+    for round in 1..=3u64 {
+        remote_video.request_keyframe().unwrap();
+        within("a key frame request", video.keyframe_requested()).await;
+        // Two requests at once may arrive as one: wait for the count, not for two wakeups.
+        assert!(video.stats().keyframe_requests >= round);
+    }
+    assert_eq!(remote_video.stats().keyframe_requests, 3);
+    assert_eq!(
+        audio.stats().keyframe_requests,
+        0,
+        "the audio track was asked"
+    );
+    // Samples still flow on the track that was asked.
+    play(&video, 1, 3, 3, &[5_000]).await;
+    check_samples(&collect(&remote_video, 6).await, Codec::Vp8, 1, 0, &[5_000]);
+}
+
 /// Removing a track ends it remotely (after its queued samples); writes to it fail; its id
 /// cannot be reused; a new track works.
 pub async fn removed_tracks_end_and_ids_are_not_reused<H: Harness>(harness: &H) {

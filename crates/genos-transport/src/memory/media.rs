@@ -7,7 +7,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::*;
-use crate::media::{ReceivedSample, RemoteTrack, Sample, SampleSink};
+use crate::media::{KeyframeRequests, ReceivedSample, RemoteTrack, Sample, SampleSink};
 use crate::shared::closed;
 
 /// Serials of tracks across every network, so a link's feed map never mixes two tracks.
@@ -23,6 +23,8 @@ struct MemorySink {
     next_timestamp: AtomicU32,
     /// Whether the remote side was told of the track (at its first sample).
     announced: tokio::sync::Mutex<bool>,
+    /// Where the remote track's key frame requests land (straight in, as the link is ours).
+    keyframes: Arc<KeyframeRequests>,
 }
 
 impl SampleSink for MemorySink {
@@ -34,7 +36,14 @@ impl SampleSink for MemorySink {
             let mut announced = self.announced.lock().await;
             if !*announced {
                 let remote = self.remote.upgrade().ok_or_else(closed)?;
-                let (track, feed) = RemoteTrack::new(self.spec.id.clone(), self.spec.codec);
+                let keyframes = Arc::downgrade(&self.keyframes);
+                let request = Box::new(move || {
+                    if let Some(keyframes) = keyframes.upgrade() {
+                        keyframes.signal();
+                    }
+                });
+                let (track, feed) =
+                    RemoteTrack::new(self.spec.id.clone(), self.spec.codec, request);
                 lock(&self.link.feeds).insert(self.serial, feed);
                 if self.link.down.load(Ordering::Acquire) {
                     lock(&self.link.feeds).clear();
@@ -100,6 +109,7 @@ pub(super) fn add_track(
     let (link, side) = me.link().ok_or_else(closed)?;
     let remote = link.ends.get(1 - side).cloned().ok_or_else(closed)?;
     lock(&me.tracks).reserve(&spec)?;
+    let keyframes = Arc::new(KeyframeRequests::default());
     let sink = MemorySink {
         serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
         spec: spec.clone(),
@@ -108,6 +118,12 @@ pub(super) fn add_track(
         remote,
         next_timestamp: AtomicU32::new(rand::rng().random()),
         announced: tokio::sync::Mutex::new(false),
+        keyframes: keyframes.clone(),
     };
-    Ok(LocalTrack::new(shared::owner_of(me), spec, Box::new(sink)))
+    Ok(LocalTrack::new(
+        shared::owner_of(me),
+        spec,
+        Box::new(sink),
+        keyframes,
+    ))
 }

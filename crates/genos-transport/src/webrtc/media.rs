@@ -10,6 +10,8 @@
 //!   again), the offerer is impolite (ignores the colliding offer, its own offer wins).
 //!   Exchanges are serialized per connection; a change made while one is under way is
 //!   offered once it ends. Data channels are untouched by all this.
+//! - **Key frame requests** ([`super::keyframe`]): a remote track's request goes out as an
+//!   RTCP PLI; a PLI or FIR about a local track is handed to it.
 //! - **Remote tracks** are reported at their first RTP packet (webrtc reports them no
 //!   earlier); their packets are reassembled into whole samples ([`super::frames`]). webrtc
 //!   produces no "ended": the remover sends `ended` over the control channel.
@@ -26,7 +28,7 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -40,11 +42,12 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::frames::FrameAssembler;
+use super::keyframe::{self, KeyframeFeedback};
 use super::signal::Control;
 use super::*;
 use crate::media::{
-    Codec, LocalTrack, MAX_LIVE_TRACKS, MediaKind, RemoteFeed, RemoteTrack, Sample, SampleSink,
-    TrackBook, TrackSpec,
+    Codec, KeyframeRequests, LocalTrack, MAX_LIVE_TRACKS, MediaKind, RemoteFeed, RemoteTrack,
+    Sample, SampleSink, TrackBook, TrackSpec,
 };
 use crate::shared::{closed, lock};
 
@@ -59,12 +62,18 @@ const ENDED_GRACE: Duration = Duration::from_millis(250);
 /// The MediaStream id every genos track is announced under.
 const STREAM_ID: &str = "genos";
 
+/// Where [`KeyframeFeedback`] sits in the chain: any place works (it only marks packets),
+/// past the built-in slots.
+const KEYFRAME_FEEDBACK_SLOT: usize = 20_000;
+
 /// A remote track's feed, shared by its reader task and the `ended` handler, which takes it
 /// and wakes the reader so it lets go of webrtc's track at once (no packet comes to wake it).
 #[derive(Default)]
 struct FeedSlot {
     feed: Mutex<Option<RemoteFeed>>,
     ended: tokio::sync::Notify,
+    /// The reader owes the sender a key frame request (PLI).
+    keyframe_wanted: Arc<tokio::sync::Notify>,
 }
 
 impl FeedSlot {
@@ -152,7 +161,11 @@ pub(crate) fn media_engine() -> Result<(MediaEngine, Registry), TransportError> 
             .map_err(|e| setup_error("cannot register a codec", e))?;
     }
     let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .map_err(|e| setup_error("cannot register the media interceptors", e))?;
+        .map_err(|e| setup_error("cannot register the media interceptors", e))?
+        .with(
+            Slot::Custom(KEYFRAME_FEEDBACK_SLOT),
+            KeyframeFeedback::default(),
+        );
     Ok((engine, registry))
 }
 
@@ -356,6 +369,9 @@ pub(super) async fn add_track(
             release();
             setup_error("cannot add the track", e)
         })?;
+    // Bound to the connection by now: its RTCP events flow until it is removed.
+    let keyframes = Arc::new(KeyframeRequests::default());
+    keyframe::watch_local_track(track.clone(), ssrc, keyframes.clone());
     negotiate(shared).await;
     let sink = WebRtcSink {
         shared: Arc::downgrade(shared),
@@ -369,6 +385,7 @@ pub(super) async fn add_track(
         crate::shared::owner_of(shared),
         spec,
         Box::new(sink),
+        keyframes,
     ))
 }
 
@@ -520,11 +537,13 @@ pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>)
     tokio::spawn(async move {
         let id = track.track_id().await;
         tracing::trace!(%id, "remote track's first packet");
-        let codec = match track.ssrcs().await.first() {
-            Some(ssrc) => track.codec(*ssrc).await,
+        let ssrc = track.ssrcs().await.first().copied();
+        let codec = match ssrc {
+            Some(ssrc) => track.codec(ssrc).await,
             None => None,
         }
         .and_then(|codec| Codec::from_mime_type(&codec.mime_type));
+        let keyframe_wanted = Arc::new(tokio::sync::Notify::new());
         let slot: Option<(Arc<FeedSlot>, Codec)> = match (weak.upgrade(), codec) {
             (Some(shared), Some(codec)) => {
                 let mut remote = lock(&shared.media.remote);
@@ -532,10 +551,13 @@ pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>)
                     tracing::warn!(%id, "remote track refused: too many, or its id is in use");
                     None
                 } else {
-                    let (reader, feed) = RemoteTrack::new(id.clone(), codec);
+                    let wanted = keyframe_wanted.clone();
+                    let request = Box::new(move || wanted.notify_one());
+                    let (reader, feed) = RemoteTrack::new(id.clone(), codec, request);
                     let slot = Arc::new(FeedSlot {
                         feed: Mutex::new(Some(feed)),
                         ended: tokio::sync::Notify::new(),
+                        keyframe_wanted,
                     });
                     remote.insert(id.clone(), slot.clone());
                     drop(remote);
@@ -561,6 +583,14 @@ pub(super) fn on_remote_track(shared: &Arc<Shared>, track: Arc<dyn TrackRemote>)
             let event = tokio::select! {
                 event = track.poll() => event,
                 () = slot.ended.notified() => None,
+                () = slot.keyframe_wanted.notified() => {
+                    if let Some(ssrc) = ssrc
+                        && let Err(error) = track.write_rtcp(keyframe::picture_loss(ssrc)).await
+                    {
+                        tracing::debug!(%error, "key frame request not sent");
+                    }
+                    continue;
+                }
             };
             match event {
                 Some(TrackRemoteEvent::OnRtpPacket(packet)) => {

@@ -17,6 +17,7 @@ mod connection;
 mod frames;
 mod handler;
 mod interfaces;
+mod keyframe;
 pub(crate) mod media;
 pub(crate) mod signal;
 mod turn;
