@@ -274,3 +274,40 @@ async fn a_late_joiner_gets_the_tracks_for_everyone_and_a_targeted_track_reaches
     b.leave().await.unwrap();
     c.leave().await.unwrap();
 }
+
+/// A sender learns that a peer started receiving its video (a decoder needs a key frame to
+/// begin) and each key frame request a receiver makes; audio refuses requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_frame_requests_reach_the_sender_and_a_new_receiver_asks_for_one() {
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let a = join(relay.url(), "keyframes").await;
+    let b = join(relay.url(), "keyframes").await;
+    let mut ea = a.events();
+    let mut eb = b.events();
+    wait_joined(&mut ea, &[b.local_peer()]).await;
+    let camera = a.add_track(Codec::Vp8, TrackOptions::new()).await.unwrap();
+    // b's link agreeing to the track is a reason for a key frame, before b asked anything.
+    tokio::time::timeout(PATIENCE, camera.keyframe_requested())
+        .await
+        .expect("no key frame wanted for the new receiver");
+    assert_eq!(camera.peers(), vec![b.local_peer()]);
+    assert_eq!(camera.keyframe_requests(), 0);
+    play(&camera, 3, 0..3, 4_000).await;
+    let (_, at_b, _) = next_track(&mut eb).await;
+    for asked in 1..=2 {
+        at_b.request_keyframe().unwrap();
+        tokio::time::timeout(PATIENCE, camera.keyframe_requested())
+            .await
+            .expect("b's key frame request did not reach a");
+        assert!(camera.keyframe_requests() >= asked);
+    }
+    check(&collect(&at_b, 3).await, Codec::Vp8, 3, 0, 4_000);
+    let mic = a.add_track(Codec::Opus, TrackOptions::new()).await.unwrap();
+    play(&mic, 4, 0..3, 80).await;
+    let (_, mic_at_b, _) = next_track(&mut eb).await;
+    assert!(mic_at_b.request_keyframe().is_err(), "audio took a request");
+    a.leave().await.unwrap();
+    b.leave().await.unwrap();
+}

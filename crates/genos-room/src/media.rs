@@ -9,6 +9,10 @@
 //! gives [`RoomEvent::PeerTrackEnded`](crate::RoomEvent::PeerTrackEnded). Tracks meant for
 //! everyone reach peers that join later, too.
 //!
+//! Key frames: a receiver asks with [`RemoteTrack::request_keyframe`]; the sender learns of
+//! it from [`RoomTrack::keyframe_requested`], which also returns when a peer starts receiving
+//! the track (a decoder needs a key frame to begin).
+//!
 //! Bounds: [`MAX_ROOM_TRACKS`] live tracks per room, metadata up to
 //! [`MAX_METADATA_LEN`](crate::MAX_METADATA_LEN), and per remote peer at most
 //! [`MAX_REMOTE_TRACKS`] tracks being paired (further announcements are ignored).
@@ -78,6 +82,8 @@ pub(crate) struct TrackInner {
     removed: AtomicBool,
     samples_written: AtomicU64,
     bytes_written: AtomicU64,
+    /// A peer started receiving the track: it needs a key frame.
+    peer_joined: tokio::sync::Notify,
 }
 
 impl TrackInner {
@@ -115,6 +121,39 @@ impl RoomTrack {
     /// The peers it currently reaches.
     pub fn peers(&self) -> Vec<PeerId> {
         lock(&self.inner.peers).keys().copied().collect()
+    }
+
+    /// Waits until a peer the track reaches asks for a key frame, or a peer starts receiving
+    /// it (its decoder needs one to begin); the sender should then encode its next frame as a
+    /// key frame. A request that came while nobody waited is kept for the next call. Never
+    /// returns when nobody asks: wait for it beside the sample loop (`tokio::select!`).
+    pub async fn keyframe_requested(&self) {
+        let tracks: Vec<LocalTrack> = lock(&self.inner.peers)
+            .values()
+            .map(|(_, track)| track.clone())
+            .collect();
+        if tracks.is_empty() {
+            self.inner.peer_joined.notified().await;
+            return;
+        }
+        // Not empty: `select_all` panics on no futures.
+        let asked = futures::future::select_all(
+            tracks
+                .iter()
+                .map(|track| Box::pin(track.keyframe_requested())),
+        );
+        tokio::select! {
+            _ = asked => {}
+            () = self.inner.peer_joined.notified() => {}
+        }
+    }
+
+    /// Key frame requests received from the peers the track reaches now.
+    pub fn keyframe_requests(&self) -> u64 {
+        lock(&self.inner.peers)
+            .values()
+            .map(|(_, track)| track.stats().keyframe_requests)
+            .sum()
     }
 
     /// Sends one encoded sample to every peer the track reaches; returns how many that is.
@@ -182,6 +221,7 @@ pub(crate) async fn attach(track: Arc<TrackInner>, link: Arc<Link>) {
                 return;
             }
             lock(&track.peers).insert(link.peer, (link.dial, local));
+            track.peer_joined.notify_one();
         }
         Err(error) => {
             tracing::debug!(peer = %link.peer.short(), %error, "track not added to a link");
@@ -227,6 +267,7 @@ impl RoomMedia {
             removed: AtomicBool::new(false),
             samples_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            peer_joined: tokio::sync::Notify::new(),
         });
         local.push(inner.clone());
         Ok(RoomTrack { inner })
