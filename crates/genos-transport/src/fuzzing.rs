@@ -307,7 +307,7 @@ fn join(script: &mut Vec<u8>, messages: &[Vec<u8>]) {
 
 /// A peer connection with the transport's codecs and interceptors.
 fn peer_connection(now: Instant) -> Option<RTCPeerConnection> {
-    let (engine, registry) = media_engine().ok()?;
+    let (engine, registry) = media_engine(false).ok()?;
     RTCPeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)

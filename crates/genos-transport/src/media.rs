@@ -321,6 +321,11 @@ pub(crate) trait SampleSink: Send + Sync + 'static {
 
     /// Waits until samples written now reach the remote side (the track is negotiated).
     fn ready(&self) -> BoxFuture<'_, Result<(), TransportError>>;
+
+    /// The congestion controller's send estimate for the track, in bits per second.
+    fn target_bitrate(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(std::future::ready(None))
+    }
 }
 
 /// A track this side sends. Cheap to clone; clones share the track.
@@ -413,6 +418,14 @@ impl LocalTrack {
     /// ignore it.
     pub async fn keyframe_requested(&self) {
         self.inner.keyframes.arrived.notified().await;
+    }
+
+    /// The send-side bandwidth estimate for this track, in bits per second, for an encoder to
+    /// follow: `None` unless the backend runs congestion control (WebRTC with
+    /// [`WebRtcConfig::congestion_control`](crate::webrtc::WebRtcConfig::congestion_control))
+    /// and has an estimate. genos itself does not drop samples to fit it.
+    pub async fn target_bitrate(&self) -> Option<u64> {
+        self.inner.sink.target_bitrate().await
     }
 
     /// Counters of samples written and key frame requests received.

@@ -77,3 +77,55 @@ async fn a_thousand_track_cycles_on_one_connection_keep_memory_flat() {
         "RSS grew by {grown} KiB over 900 track cycles"
     );
 }
+
+/// With congestion control on, a video track gets a bandwidth estimate from the receiver's
+/// transport-wide feedback while its samples still arrive whole and in order; without it,
+/// there is no estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn congestion_control_estimates_the_send_rate_and_loses_nothing() {
+    for congestion_control in [true, false] {
+        let config = WebRtcConfig::loopback().with_congestion_control(congestion_control);
+        let harness = WebRtcHarness(WebRtcTransport::new(config).unwrap());
+        let (a, mut b) = connect_pair(&harness).await;
+        let video = a
+            .conn
+            .add_track(TrackSpec::new("cam", Codec::Vp8))
+            .await
+            .unwrap();
+        let frame = |n: usize| vec![(n % 251) as u8; 4_000 + n % 700];
+        let mut estimate = None;
+        let mut written = 0;
+        // ~1 Mbit/s at 30 frames a second; an estimate comes after a few feedback rounds.
+        while written < 300 && (written < 90 || (congestion_control && estimate.is_none())) {
+            video
+                .write_sample(Sample::new(frame(written), Duration::from_millis(33)))
+                .await
+                .unwrap();
+            written += 1;
+            tokio::time::sleep(Duration::from_millis(33)).await;
+            if written % 15 == 0 {
+                estimate = video.target_bitrate().await;
+            }
+        }
+        let remote = next_track(&mut b).await;
+        for n in 0..written {
+            let sample = tokio::time::timeout(Duration::from_secs(30), remote.recv_sample())
+                .await
+                .expect("a sample")
+                .expect("the track ended");
+            assert_eq!(&sample.data[..], &frame(n)[..], "sample {n} differs");
+            assert_eq!(sample.lost_before, 0);
+        }
+        println!(
+            "congestion control {congestion_control}: estimate {estimate:?} after {written} frames"
+        );
+        if congestion_control {
+            assert!(
+                estimate.is_some_and(|bits| bits > 0),
+                "no estimate after {written} frames"
+            );
+        } else {
+            assert_eq!(estimate, None);
+        }
+    }
+}

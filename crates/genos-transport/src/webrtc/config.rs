@@ -93,6 +93,13 @@ pub struct WebRtcConfig {
     /// media renegotiation and no goodbye: the far side learns of a close from SCTP or ICE.
     /// Default `None` (genos's own connections).
     pub plain_channel: Option<String>,
+    /// Send-side congestion control for media: webrtc's GCC estimator fed by transport-wide
+    /// feedback (TWCC), with a pacer that spreads each track's packets to the estimate. The
+    /// estimate is read with [`LocalTrack::target_bitrate`](crate::LocalTrack::target_bitrate),
+    /// for an encoder to follow (genos has none; it does not drop samples to fit). Default
+    /// off: pacing queues packets, which costs latency on paths with room to spare
+    /// (docs/benchmarks.md measures both). Data channels are not paced.
+    pub congestion_control: bool,
 }
 
 impl Default for WebRtcConfig {
@@ -113,12 +120,19 @@ impl Default for WebRtcConfig {
             ice_disconnected_timeout: Some(Duration::from_secs(5)),
             ice_failed_timeout: Some(Duration::from_secs(15)),
             relay_only: false,
+            congestion_control: false,
             plain_channel: None,
         }
     }
 }
 
 impl WebRtcConfig {
+    /// Turns media congestion control on or off (see [`WebRtcConfig::congestion_control`]).
+    pub fn with_congestion_control(mut self, on: bool) -> Self {
+        self.congestion_control = on;
+        self
+    }
+
     /// Uses `server` and only relay candidates through it (see [`WebRtcConfig::relay_only`]).
     pub fn with_relay_only(mut self, server: IceServer) -> Self {
         self.ice_servers = vec![server];

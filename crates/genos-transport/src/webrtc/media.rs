@@ -28,8 +28,12 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use rtc::interceptor::Gcc;
 use rtc::interceptor::{Registry, Slot};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+    configure_simulcast_extension_headers, register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -152,20 +156,36 @@ fn rtp_kind(codec: Codec) -> RtpCodecKind {
     }
 }
 
-/// The codecs and interceptors every connection is built with.
-pub(crate) fn media_engine() -> Result<(MediaEngine, Registry), TransportError> {
+/// The codecs and interceptors every connection is built with: webrtc's defaults, or with
+/// `congestion_control` the same minus the lone TWCC receiver plus GCC, its pacer and both
+/// TWCC halves (webrtc's defaults would register the TWCC receiver a second time).
+pub(crate) fn media_engine(
+    congestion_control: bool,
+) -> Result<(MediaEngine, Registry), TransportError> {
     let mut engine = MediaEngine::default();
     for codec in [Codec::Opus, Codec::Vp8] {
         engine
             .register_codec(codec_parameters(codec), rtp_kind(codec))
             .map_err(|e| setup_error("cannot register a codec", e))?;
     }
-    let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .map_err(|e| setup_error("cannot register the media interceptors", e))?
-        .with(
-            Slot::Custom(KEYFRAME_FEEDBACK_SLOT),
-            KeyframeFeedback::default(),
-        );
+    let interceptors = |e| setup_error("cannot register the media interceptors", e);
+    let registry = if congestion_control {
+        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut engine));
+        configure_simulcast_extension_headers(&mut engine).map_err(interceptors)?;
+        configure_congestion_control(
+            registry,
+            Gcc::default(),
+            CongestionFeedback::Twcc,
+            &mut engine,
+        )
+        .map_err(interceptors)?
+    } else {
+        register_default_interceptors(Registry::new(), &mut engine).map_err(interceptors)?
+    };
+    let registry = registry.with(
+        Slot::Custom(KEYFRAME_FEEDBACK_SLOT),
+        KeyframeFeedback::default(),
+    );
     Ok((engine, registry))
 }
 
@@ -503,6 +523,26 @@ impl SampleSink for WebRtcSink {
 
     fn ready(&self) -> BoxFuture<'_, Result<(), TransportError>> {
         async move { self.payload_type().await.map(drop) }.boxed()
+    }
+
+    fn target_bitrate(&self) -> BoxFuture<'_, Option<u64>> {
+        async move {
+            let shared = self.shared.upgrade()?;
+            if !shared.config.congestion_control {
+                return None;
+            }
+            let report = shared
+                .pc
+                .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+                .await;
+            let stream = report
+                .outbound_rtp_streams()
+                .find(|stream| stream.sent_rtp_stream_stats.rtp_stream_stats.ssrc == self.ssrc)?;
+            let bits = stream.target_bitrate;
+            // A float from the estimator: nonsense (NaN, negative) reads as no estimate.
+            (bits.is_finite() && bits >= 1.0).then(|| bits as u64)
+        }
+        .boxed()
     }
 
     fn end(&self) -> BoxFuture<'_, Result<(), TransportError>> {

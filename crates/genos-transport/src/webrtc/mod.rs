@@ -248,7 +248,7 @@ impl Transport for WebRtcTransport {
         let slot: Arc<Mutex<std::sync::Weak<Shared>>> =
             Arc::new(Mutex::new(std::sync::Weak::new()));
         let handler = Handler { slot: slot.clone() };
-        let (media_engine, interceptors) = media::media_engine()?;
+        let (media_engine, interceptors) = media::media_engine(config.congestion_control)?;
         let pc = PeerConnectionBuilder::new()
             .with_configuration(
                 RTCConfigurationBuilder::new()
