@@ -75,8 +75,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// When each (track, sample) arrived.
 type Arrivals = Arc<Mutex<Vec<((usize, u64), Instant)>>>;
 
-async fn genos_pair() -> (WebRtcConnection, mpsc::Receiver<RemoteTrack>) {
-    let transport = WebRtcTransport::new(WebRtcConfig::loopback()).unwrap();
+async fn genos_pair(congestion_control: bool) -> (WebRtcConnection, mpsc::Receiver<RemoteTrack>) {
+    let config = WebRtcConfig::loopback().with_congestion_control(congestion_control);
+    let transport = WebRtcTransport::new(config).unwrap();
     let (a, mut a_events) = transport.connect(Role::Offerer).await.unwrap();
     let (b, mut b_events) = transport.connect(Role::Answerer).await.unwrap();
     let (tracks, track_rx) = mpsc::channel(256);
@@ -109,19 +110,35 @@ async fn genos_pair() -> (WebRtcConnection, mpsc::Receiver<RemoteTrack>) {
 
 /// Plays `count` samples on each of `tracks` at their pace; returns the send instants by
 /// (track, sample).
+///
+/// With `follow`, samples are sized to the first track's congestion control estimate (read
+/// every 5 samples, 90% of it, at most `kind`'s size; GCC's 300 kbit/s start before the first
+/// estimate), as an encoder following it would.
 async fn play(
     tracks: &[LocalTrack],
     kind: (Codec, usize, Duration),
     count: u64,
+    follow: bool,
 ) -> HashMap<(usize, u64), Instant> {
     let start = tokio::time::Instant::now();
     let mut sent = HashMap::new();
+    let size_for = |bits: f64| {
+        let per_sample = bits * 0.9 * kind.2.as_secs_f64() / 8.0;
+        (per_sample as usize).clamp(64, kind.1)
+    };
+    let mut len = if follow { size_for(300_000.0) } else { kind.1 };
     for n in 0..count {
         tokio::time::sleep_until(start + kind.2 * n as u32).await;
+        if follow
+            && n % 5 == 0
+            && let Some(bits) = tracks[0].target_bitrate().await
+        {
+            len = size_for(bits as f64);
+        }
         for (t, track) in tracks.iter().enumerate() {
             sent.insert((t, n), Instant::now());
             track
-                .write_sample(Sample::new(frame(n, kind.1), kind.2))
+                .write_sample(Sample::new(frame(n, len), kind.2))
                 .await
                 .unwrap();
         }
@@ -129,14 +146,37 @@ async fn play(
     sent
 }
 
-/// Runs `streams` tracks of `kind` on one genos connection for `count` samples each;
-/// returns (latencies, delivered ratio, CPU seconds).
+/// What one genos run measured.
+struct GenosRun {
+    latencies: Vec<Duration>,
+    delivered: f64,
+    cpu_seconds: f64,
+    /// The first track's congestion control estimate at the end (bits/s).
+    estimate: Option<u64>,
+    /// Payload bits per second the first track carried.
+    sent_bits_per_second: f64,
+}
+
+/// How a run's tracks are fed.
+#[derive(Clone, Copy, PartialEq)]
+enum Feed {
+    /// Fixed-size samples, no congestion control.
+    Plain,
+    /// Fixed-size samples with congestion control on: the pacer holds what exceeds the
+    /// estimate.
+    Paced,
+    /// Congestion control on, samples sized to its estimate.
+    Following,
+}
+
+/// Runs `streams` tracks of `kind` on one genos connection for `count` samples each.
 async fn genos_run(
     streams: usize,
     kind: (Codec, usize, Duration),
     count: u64,
-) -> (Vec<Duration>, f64, f64) {
-    let (a, mut track_rx) = genos_pair().await;
+    feed: Feed,
+) -> GenosRun {
+    let (a, mut track_rx) = genos_pair(feed != Feed::Plain).await;
     let mut locals = Vec::new();
     for t in 0..streams {
         let track = a
@@ -168,9 +208,16 @@ async fn genos_run(
         }
     });
     let cpu = cpu_time();
-    let sent = play(&locals, kind, count).await;
+    let sent = play(&locals, kind, count, feed == Feed::Following).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu = (cpu_time() - cpu).as_secs_f64();
+    let sent_bits_per_second = locals.first().map_or(0.0, |track| {
+        track.stats().bytes as f64 * 8.0 / (kind.2.as_secs_f64() * count as f64)
+    });
+    let estimate = match locals.first() {
+        Some(track) => track.target_bitrate().await,
+        None => None,
+    };
     for track in &locals {
         a.remove_track(track).await.unwrap();
     }
@@ -185,7 +232,13 @@ async fn genos_run(
         .collect();
     latencies.sort();
     let delivered = latencies.len() as f64 / sent.len() as f64;
-    (latencies, delivered, cpu)
+    GenosRun {
+        latencies,
+        delivered,
+        cpu_seconds: cpu,
+        estimate,
+        sent_bits_per_second,
+    }
 }
 
 // ---------------------------------------------------------------- raw webrtc
@@ -434,7 +487,11 @@ async fn main() {
         ("video: VP8 12 KB / 33 ms", VIDEO),
     ] {
         let (raw, raw_delivered) = raw_run(kind, 300).await;
-        let (genos, delivered, _) = genos_run(1, kind, 300).await;
+        let GenosRun {
+            latencies: genos,
+            delivered,
+            ..
+        } = genos_run(1, kind, 300, Feed::Plain).await;
         let (raw_median, genos_median) = (percentile(&raw, 0.5), percentile(&genos, 0.5));
         println!(
             "| {name} | {} | {} | {} | {} | {:.2} | {:.3} / {:.3} |",
@@ -459,7 +516,12 @@ async fn main() {
         ("video", VIDEO, 64, 90),
     ] {
         let wall = kind.2.as_secs_f64() * count as f64 + 0.3;
-        let (latencies, delivered, cpu) = genos_run(streams, kind, count).await;
+        let GenosRun {
+            latencies,
+            delivered,
+            cpu_seconds: cpu,
+            ..
+        } = genos_run(streams, kind, count, Feed::Plain).await;
         let percent = cpu / wall * 100.0;
         println!(
             "| {streams} x {name} | {percent:.1} | {:.2} | {delivered:.3} | {} | {} |",
@@ -467,5 +529,39 @@ async fn main() {
             ms(percentile(&latencies, 0.5)),
             ms(percentile(&latencies, 0.99)),
         );
+    }
+    println!("\n## congestion control (GCC + pacer): one video stream, 20 s\n");
+    println!(
+        "| stream | feed | median | p99 | delivered | sent | CPU (% of one core) | estimate at the end |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, kind) in [
+        ("VP8 12 KB / 33 ms (2.9 Mbit/s)", VIDEO),
+        (
+            "VP8 40 KB / 33 ms (9.7 Mbit/s)",
+            (Codec::Vp8, 40_000, VIDEO.2),
+        ),
+    ] {
+        for (feed, feed_name) in [
+            (Feed::Plain, "off"),
+            (Feed::Paced, "on, fixed size"),
+            (Feed::Following, "on, sized to the estimate"),
+        ] {
+            let count = 600;
+            let wall = kind.2.as_secs_f64() * count as f64 + 0.3;
+            let run = genos_run(1, kind, count, feed).await;
+            println!(
+                "| {name} | {feed_name} | {} | {} | {:.3} | {:.2} Mbit/s | {:.1} | {} |",
+                ms(percentile(&run.latencies, 0.5)),
+                ms(percentile(&run.latencies, 0.99)),
+                run.delivered,
+                run.sent_bits_per_second / 1e6,
+                run.cpu_seconds / wall * 100.0,
+                run.estimate.map_or("none".to_owned(), |bits| format!(
+                    "{:.2} Mbit/s",
+                    bits as f64 / 1e6
+                )),
+            );
+        }
     }
 }
