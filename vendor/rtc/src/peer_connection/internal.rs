@@ -898,6 +898,18 @@ impl RTCPeerConnection {
 
                     receive_codings.push(rtp_coding_parameters.clone());
 
+                    // genos patch 0006: a reused m-line now carries another stream. Unbind the
+                    // one it replaces from the interceptors (its report, NACK and TWCC state
+                    // would otherwise live as long as the connection; `stop` is only reached
+                    // when the transceiver itself stops).
+                    if !receiver.track().ssrcs().any(|old| old == ssrc) {
+                        receiver.interceptor_remote_streams_op(
+                            &self.media_engine,
+                            &mut self.interceptor,
+                            false,
+                        );
+                    }
+
                     receiver.set_track(MediaStreamTrack::new(
                         incoming_track.stream_id,
                         incoming_track.track_id,
@@ -936,6 +948,22 @@ impl RTCPeerConnection {
                 receiver.set_coding_parameters(receive_codings);
             }
         }
+
+        // genos patch 0006: statistics of streams no transceiver sends or receives any more
+        // (removed tracks, m-lines reused for new ones) would otherwise be kept until the
+        // connection closes.
+        let mut live = std::collections::HashSet::new();
+        for transceiver in &self.rtp_transceivers {
+            let sent = transceiver.sender().iter().flat_map(|s| s.track().codings());
+            let received = transceiver.receiver().iter().flat_map(|r| r.track().codings());
+            for coding in sent.chain(received) {
+                let parameters = &coding.rtp_coding_parameters;
+                live.extend(parameters.ssrc);
+                live.extend(parameters.rtx.as_ref().map(|rtx| rtx.ssrc));
+                live.extend(parameters.fec.as_ref().map(|fec| fec.ssrc));
+            }
+        }
+        self.pipeline_context.stats.retain_rtp_streams(&live);
 
         Ok(())
     }

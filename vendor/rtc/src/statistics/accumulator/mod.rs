@@ -576,6 +576,17 @@ impl RTCStatsAccumulator {
         self.certificates.insert(fingerprint, cert);
     }
 
+    /// Forgets the RTP streams (and their repair-flow mappings) whose SSRC is not in `live`.
+    /// genos patch 0006.
+    pub(crate) fn retain_rtp_streams(&mut self, live: &std::collections::HashSet<SSRC>) {
+        self.inbound_rtp_streams.retain(|ssrc, _| live.contains(ssrc));
+        self.outbound_rtp_streams.retain(|ssrc, _| live.contains(ssrc));
+        self.rtx_ssrc_to_primary
+            .retain(|_, primary| live.contains(primary));
+        self.fec_ssrc_to_primary
+            .retain(|_, primary| live.contains(primary));
+    }
+
     /// Gets or creates a media source accumulator.
     pub(crate) fn get_or_create_media_source(
         &mut self,
