@@ -175,7 +175,14 @@ struct Received {
     odd_durations: usize,
     /// The first VP8 frame: a key frame, and its size.
     first_key_frame: Option<(u16, u16)>,
+    /// VP8 key frames after the first, before and after genos asked for one (at frame
+    /// [`KEY_FRAME_ASKED_AT`]); aiortc's encoder makes one every 3,000 frames on its own.
+    key_frames_unasked: usize,
+    key_frames_after_asking: usize,
 }
+
+/// The VP8 frame after which genos asks aiortc for a key frame (RTCP PLI).
+const KEY_FRAME_ASKED_AT: usize = 15;
 
 /// A VP8 key frame's size (RFC 6386 §9.1), None if `frame` is not a key frame.
 fn vp8_key_frame_size(frame: &[u8]) -> Option<(u16, u16)> {
@@ -217,6 +224,20 @@ async fn check_and_echo(track: RemoteTrack, echo: LocalTrack) -> Received {
             Codec::Vp8 if received.samples == 1 => {
                 received.first_key_frame = vp8_key_frame_size(&sample.data);
             }
+            Codec::Vp8 => {
+                if vp8_key_frame_size(&sample.data).is_some() {
+                    if received.samples > KEY_FRAME_ASKED_AT {
+                        received.key_frames_after_asking += 1;
+                    } else {
+                        received.key_frames_unasked += 1;
+                    }
+                }
+                if received.samples == KEY_FRAME_ASKED_AT {
+                    track
+                        .request_keyframe()
+                        .expect("a video track takes requests");
+                }
+            }
             Codec::Opus if opus_packet_duration(&sample.data) != Some(frame) => {
                 received.odd_durations += 1;
             }
@@ -237,7 +258,8 @@ async fn check_and_echo(track: RemoteTrack, echo: LocalTrack) -> Received {
 /// (renegotiated over the control channel, which aiortc speaks), aiortc answers with its own
 /// VP8 and Opus on the same transceivers; genos checks what it receives (key frame first,
 /// nothing lost, one frame per RTP step, 20 ms Opus packets) and echoes every sample back;
-/// aiortc decodes the echo and reports what it saw (each video frame a known shade).
+/// aiortc decodes the echo and reports what it saw (each video frame a known shade). Midway
+/// genos asks aiortc's video for a key frame (RTCP PLI), and one comes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_exchanges_audio_and_video() {
     let mut peer = Aiortc::start("aiortc_media.py").await;
@@ -305,6 +327,9 @@ async fn aiortc_exchanges_audio_and_video() {
         assert_eq!(received.odd_durations, 0, "{codec}: {received:?}");
         if codec == Codec::Vp8 {
             assert_eq!(received.first_key_frame, Some((320, 240)), "{received:?}");
+            // aiortc answered genos's PLI with a key frame, and made none unasked.
+            assert_eq!(received.key_frames_unasked, 0, "{received:?}");
+            assert!(received.key_frames_after_asking >= 1, "{received:?}");
         }
     }
 }
