@@ -276,6 +276,10 @@ struct RoomArgs {
     /// How the room's peers link up (every peer of a room must use the same).
     #[arg(long, value_enum, default_value_t = Topology::Mesh)]
     topology: Topology,
+    /// Pace media tracks to a congestion control estimate (GCC). Files are not re-encoded to
+    /// follow it: what exceeds the estimate queues (docs/benchmarks.md measures it).
+    #[arg(long)]
+    congestion_control: bool,
 }
 
 impl RoomArgs {
@@ -296,6 +300,9 @@ impl RoomArgs {
         }
         if self.no_relay_discovery {
             builder = builder.relay_discovery(genos::signal::nostr::RelayDiscovery::Off);
+        }
+        if self.congestion_control {
+            builder = builder.congestion_control();
         }
         builder.topology(self.topology.room_topology())
     }

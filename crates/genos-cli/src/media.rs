@@ -57,6 +57,9 @@ pub struct TrackReport {
     pub bytes: u64,
     /// Samples lost on the way (receiver).
     pub lost: u64,
+    /// Key frame requests the receivers made (sender; a file cannot answer them, genos has
+    /// no encoder, so they are only counted).
+    pub keyframe_requests: u64,
 }
 
 impl TrackReport {
@@ -67,16 +70,21 @@ impl TrackReport {
             samples: stats.samples,
             bytes: stats.bytes,
             lost: stats.samples_lost + stats.samples_dropped,
+            keyframe_requests: 0,
         }
     }
 
     /// The live line: codec, samples, mean bitrate over `elapsed`, losses.
     pub fn line(&self, elapsed: Duration) -> String {
         let kbits = self.bytes as f64 * 8.0 / 1000.0 / elapsed.as_secs_f64().max(1e-3);
-        format!(
+        let mut line = format!(
             "{} [{}]: {} samples, {:.0} kbit/s, lost {}",
             self.name, self.codec, self.samples, kbits, self.lost
-        )
+        );
+        if self.keyframe_requests > 0 {
+            line.push_str(&format!(", key frames asked {}", self.keyframe_requests));
+        }
+        line
     }
 }
 
@@ -112,6 +120,7 @@ pub async fn send_files(
                 samples: track.samples_written(),
                 bytes: track.bytes_written(),
                 lost: 0,
+                keyframe_requests: track.keyframe_requests(),
             })
             .collect()
     };

@@ -1,6 +1,9 @@
 //! Two peers on this machine: one sends an audio and a video track (synthetic encoded
 //! frames: genos moves encoded media, it has no encoders) with metadata, the other receives
-//! them, counts the frames and measures how long each frame took from write to read.
+//! them, counts the frames and measures how long each frame took from write to read. The
+//! receiver asks for a key frame midway (as after a loss); the sender sees each request
+//! (and one when the receiver joined the track) where an encoder would make its next frame a
+//! key frame.
 //!
 //! `cargo run --release -p genos --example media`
 //!
@@ -10,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos::{Codec, Genos, RoomEvent, Sample, TrackOptions};
 
@@ -54,6 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let send = async {
         let (mut audio_at, mut video_at) = (Duration::ZERO, Duration::ZERO);
+        let mut key_frames = 0;
         while audio_at < Duration::from_secs(2) {
             if audio_at <= video_at {
                 tokio::time::sleep_until((start + audio_at).into()).await;
@@ -62,12 +66,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 audio_at += Duration::from_millis(20);
             } else {
                 tokio::time::sleep_until((start + video_at).into()).await;
+                // An encoder would make this frame a key frame.
+                if camera.keyframe_requested().now_or_never().is_some() {
+                    key_frames += 1;
+                }
                 camera
                     .write_sample(Sample::new(stamp(12_000), Duration::from_millis(33)))
                     .await?;
                 video_at += Duration::from_millis(33);
             }
         }
+        println!("key frames wanted by the receiver: {key_frames}");
         sender.remove_track(&mic).await?;
         sender.remove_track(&camera).await?;
         Ok::<_, genos::RoomError>(())
@@ -88,6 +97,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     readers.push(tokio::spawn(async move {
                         let mut latencies = Vec::new();
                         while let Some(sample) = track.recv_sample().await {
+                            if latencies.len() == 20 && track.codec() == Codec::Vp8 {
+                                // As a decoder would after losing a frame.
+                                let _ = track.request_keyframe();
+                            }
                             let mut sent = [0u8; 8];
                             if let Some(head) = sample.data.get(..8) {
                                 sent.copy_from_slice(head);

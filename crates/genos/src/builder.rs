@@ -127,6 +127,14 @@ impl GenosBuilder {
         self
     }
 
+    /// Media congestion control (see [`WebRtcConfig::congestion_control`]): tracks are paced
+    /// to a GCC bandwidth estimate, which [`genos_transport::LocalTrack::target_bitrate`]
+    /// reports for an encoder to follow. Off by default.
+    pub fn congestion_control(mut self) -> Self {
+        self.webrtc.congestion_control = true;
+        self
+    }
+
     /// Connects on this machine only: binds 127.0.0.1 and uses no STUN/TURN server. For
     /// tests, demos and same-host peers. TURN servers added after it are kept.
     pub fn same_host_only(mut self) -> Self {

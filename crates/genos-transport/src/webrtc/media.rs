@@ -540,7 +540,7 @@ impl SampleSink for WebRtcSink {
                 .find(|stream| stream.sent_rtp_stream_stats.rtp_stream_stats.ssrc == self.ssrc)?;
             let bits = stream.target_bitrate;
             // A float from the estimator: nonsense (NaN, negative) reads as no estimate.
-            (bits.is_finite() && bits >= 1.0).then(|| bits as u64)
+            (bits.is_finite() && bits >= 1.0).then_some(bits as u64)
         }
         .boxed()
     }
