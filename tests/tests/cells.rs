@@ -10,13 +10,17 @@
 )]
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use genos::cellmesh::{Sizing, assign_cell};
 use genos::crypto::RoomKey;
 use genos::room::{CellsSettings, Topology, missing_planned_links};
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
-use genos::{PeerId, Room};
+use genos::{Codec, PeerId, Room, RoomEvent, Sample, Target, TrackOptions};
 use own_runtime::{PASSWORD, Peer, key_params};
 use tokio::runtime::Runtime;
 
@@ -219,6 +223,151 @@ fn a_cells_room_survives_a_killed_bridge_and_takes_in_a_newcomer() {
     );
     everyone_hears_everyone(&main, &rooms, "with the newcomer");
 
+    for peer in peers {
+        peer.leave();
+    }
+}
+
+/// Waits on `runtime` for `room`'s next `PeerTrack` from `from`.
+fn next_track_from(runtime: &Runtime, room: &Room, from: PeerId) -> genos::RemoteTrack {
+    let mut events = room.events();
+    runtime.block_on(async {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match events.next().await {
+                    Some(RoomEvent::PeerTrack { peer, track, .. }) if peer == from => {
+                        return track;
+                    }
+                    Some(_) => {}
+                    None => panic!("events ended"),
+                }
+            }
+        })
+        .await
+        .expect("no track arrived")
+    })
+}
+
+/// Reads `count` samples on `runtime`; each carries its number, and they follow one another.
+fn read_numbered(runtime: &Runtime, track: &genos::RemoteTrack, count: usize) -> Vec<u64> {
+    runtime.block_on(async {
+        let mut numbers = Vec::new();
+        while numbers.len() < count {
+            let sample = tokio::time::timeout(PATIENCE, track.recv_sample())
+                .await
+                .expect("no sample")
+                .expect("the track ended");
+            numbers.push(u64::from_be_bytes(sample.data[..8].try_into().unwrap()));
+        }
+        for pair in numbers.windows(2) {
+            assert_eq!(
+                pair[1],
+                pair[0] + 1,
+                "samples out of order or lost: {numbers:?}"
+            );
+        }
+        numbers
+    })
+}
+
+// In a cells room, a track addressed to a peer with no direct link gets a link of its own:
+// it reaches the peer, the link outlives the overlay's linger (the overlay does not plan it),
+// and once the track is removed the link goes.
+#[test]
+fn a_track_to_a_peer_without_a_link_gets_a_link_for_the_track() {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let relay = main
+        .block_on(EmbeddedRelay::start(EmbeddedRelayConfig::default()))
+        .unwrap();
+    let room_id = format!("cells-media-{}", rand::random::<u32>());
+    let topic = topic(&room_id);
+    // Two cells of about four: each peer links to its cell mates and a few bridges.
+    let mut two_cells = settings();
+    two_cells.overlay.sizing = Sizing::Fixed(2);
+    let join = || {
+        Peer::join(
+            relay.url(),
+            APP,
+            &room_id,
+            Topology::Cells(two_cells.clone()),
+        )
+    };
+    let mut peers = vec![join()];
+    std::thread::sleep(Duration::from_secs(2));
+    let rest: Vec<Peer> = std::thread::scope(|scope| {
+        let joins: Vec<_> = (1..8).map(|_| scope.spawn(join)).collect();
+        joins.into_iter().map(|join| join.join().unwrap()).collect()
+    });
+    peers.extend(rest);
+    let rooms: Vec<&Room> = peers.iter().map(|peer| &peer.room).collect();
+    wait_formed(&main, &rooms, &topic, "8 peers in 2 cells");
+
+    // A pair the plan does not link.
+    let (a, b) = (0..peers.len())
+        .flat_map(|a| (0..peers.len()).map(move |b| (a, b)))
+        .find(|&(a, b)| a != b && !rooms[a].peers().contains(&rooms[b].local_peer()))
+        .expect("two cells of four leave some pair unlinked");
+    let (sender, receiver) = (&peers[a], &peers[b]);
+    let to = receiver.room.local_peer();
+    let track = sender
+        .runtime
+        .block_on(
+            sender
+                .room
+                .add_track(Codec::Vp8, TrackOptions::new().to(Target::Peer(to))),
+        )
+        .unwrap();
+    let playing = Arc::new(AtomicBool::new(true));
+    sender.runtime.spawn({
+        let (track, playing) = (track.clone(), playing.clone());
+        async move {
+            let mut n: u64 = 0;
+            while playing.load(Ordering::Relaxed) {
+                let mut frame = n.to_be_bytes().to_vec();
+                frame.resize(3_000, 7);
+                // Reaches nobody until the link is up: numbering starts at its first sample.
+                if track
+                    .write_sample(Sample::new(frame, Duration::from_millis(20)))
+                    .await
+                    .is_ok_and(|reached| reached > 0)
+                {
+                    n += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let remote = next_track_from(&receiver.runtime, &receiver.room, sender.room.local_peer());
+    read_numbered(&receiver.runtime, &remote, 10);
+    assert!(sender.room.peers().contains(&to), "no link for the track");
+
+    // Past the overlay's linger (10 s), which would have closed a link it does not plan.
+    std::thread::sleep(two_cells.overlay.linger + Duration::from_secs(3));
+    assert!(
+        sender.room.peers().contains(&to),
+        "the track's link was closed"
+    );
+    read_numbered(&receiver.runtime, &remote, 10);
+
+    // Removed: the link is the overlay's again, which does not plan it.
+    playing.store(false, Ordering::Relaxed);
+    sender
+        .runtime
+        .block_on(sender.room.remove_track(&track))
+        .unwrap();
+    main.block_on(async {
+        tokio::time::timeout(PATIENCE, async {
+            while sender.room.peers().contains(&to) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("the track's link outlived the track");
+    });
     for peer in peers {
         peer.leave();
     }

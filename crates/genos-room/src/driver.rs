@@ -7,7 +7,7 @@
 //! connection's events: transport signals it emits go straight to signaling (they carry no
 //! decision), state changes and opened channels come back to the machine.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,9 @@ pub(crate) type ChannelOf<T> = <<T as Transport>::Connection as Connection>::Cha
 /// What the application asks of the driver.
 pub(crate) enum Command {
     Leave(oneshot::Sender<()>),
+    /// (Cells rooms) link to these peers for media: a track is addressed to them and no
+    /// link reaches them.
+    MediaDial(Vec<PeerId>),
 }
 
 /// What connection and link tasks tell the driver.
@@ -131,6 +134,12 @@ pub(crate) struct Driver<S: Signaling, T: Transport> {
     mesh: Option<MeshLayer<S>>,
     /// Overlay messages a link queues (cells rooms).
     mesh_queue: usize,
+    /// (Cells rooms) peers linked, or being dialled, for media alone; at most
+    /// [`crate::MAX_MEDIA_LINKS`].
+    media_links: HashSet<PeerId>,
+    /// (Cells rooms) links the overlay let go that media still needs; handed back to the
+    /// overlay (as newly up) once no track ties the peers any more.
+    media_held: HashSet<PeerId>,
     work: VecDeque<Work>,
 }
 
@@ -160,6 +169,8 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             outgoing,
             mesh: None,
             mesh_queue: 1,
+            media_links: HashSet::new(),
+            media_held: HashSet::new(),
             work: VecDeque::new(),
         };
         (driver, note_rx, reader_rx)
@@ -197,7 +208,14 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             let wake_at = tokio::time::Instant::from_std(wake.unwrap_or_else(Instant::now));
             tokio::select! {
                 command = commands.recv() => {
-                    let done = command.map(|Command::Leave(done)| done);
+                    let done = match command {
+                        Some(Command::MediaDial(peers)) => {
+                            self.media_dial(peers).await;
+                            continue;
+                        }
+                        Some(Command::Leave(done)) => Some(done),
+                        None => None,
+                    };
                     self.feed(Input::Leave).await;
                     if let Some(done) = done {
                         let _ = done.send(());
@@ -214,6 +232,10 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     let input = match note {
                         ReaderNote::Track(announce) => {
                             self.router.media.on_announce(&self.shared, peer, announce);
+                            // A cells room keeps this link while the track lasts.
+                            if self.mesh.is_some() && self.media_links.len() < crate::MAX_MEDIA_LINKS {
+                                self.media_links.insert(peer);
+                            }
                             continue;
                         }
                         ReaderNote::Bye => Input::LinkBye { peer, dial },
@@ -249,6 +271,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     self.run_work().await;
                 }
                 _ = tick.tick() => {
+                    self.release_media_links();
                     let now = Instant::now();
                     if let Some(mesh) = self.mesh.as_mut() {
                         mesh.publish_status();
@@ -408,6 +431,52 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
         }
     }
 
+    /// (Cells rooms) dials `peers` for media (a track addressed to them finds no link), as
+    /// far as [`crate::MAX_MEDIA_LINKS`] allows; the track attaches once a link is up.
+    async fn media_dial(&mut self, peers: Vec<PeerId>) {
+        if self.mesh.is_none() {
+            return;
+        }
+        for peer in peers {
+            if self.router.link(&peer).is_some() || self.media_links.contains(&peer) {
+                continue;
+            }
+            if self.media_links.len() >= crate::MAX_MEDIA_LINKS {
+                tracing::warn!(
+                    peer = %peer.short(),
+                    limit = crate::MAX_MEDIA_LINKS,
+                    "too many media links: a track does not reach this peer"
+                );
+                continue;
+            }
+            tracing::debug!(peer = %peer.short(), "dialling for media");
+            self.media_links.insert(peer);
+            self.feed(Input::PeerSeen { peer }).await;
+        }
+    }
+
+    /// (Cells rooms) lets go of media links no track needs any more: a link the overlay had
+    /// let go is handed back to it as newly up, so it keeps it (planned) or closes it after
+    /// its linger.
+    fn release_media_links(&mut self) {
+        let router = &self.router;
+        let released: Vec<PeerId> = self
+            .media_links
+            .iter()
+            .filter(|peer| !router.media.involves(peer))
+            .copied()
+            .collect();
+        for peer in released {
+            self.media_links.remove(&peer);
+            if self.media_held.remove(&peer) && self.router.link(&peer).is_some() {
+                tracing::debug!(peer = %peer.short(), "media link handed back to the overlay");
+                self.push_overlay(MeshInput::LinkUp {
+                    peer: *peer.as_bytes(),
+                });
+            }
+        }
+    }
+
     /// Carries out one of the overlay's outputs.
     fn carry_out(&mut self, output: MeshOutput) {
         let Some(mesh) = self.mesh.as_mut() else {
@@ -428,6 +497,16 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             }
             MeshOutput::Disconnect(peer) => {
                 let peer = PeerId::from_bytes(peer);
+                if self.media_links.contains(&peer)
+                    && self.router.link(&peer).is_some()
+                    && self.router.media.involves(&peer)
+                {
+                    // Media still ties us to the peer: the link stays, out of the overlay's
+                    // hands until no track does.
+                    tracing::debug!(peer = %peer.short(), "link kept for media");
+                    self.media_held.insert(peer);
+                    return;
+                }
                 // No link: the overlay gave up on a setup that never finished (the peer that
                 // was to dial is gone). Replaying its presence would put it back in the plan
                 // every replay interval until its stored presence expires, as for a link

@@ -73,7 +73,7 @@ pub use config::{
 pub use dial::dial_role;
 pub use error::{FrameError, RoomError};
 pub use events::{LeaveReason, RoomEvent, RoomEvents};
-pub use media::{MAX_REMOTE_TRACKS, MAX_ROOM_TRACKS, RoomTrack, TrackOptions};
+pub use media::{MAX_MEDIA_LINKS, MAX_REMOTE_TRACKS, MAX_ROOM_TRACKS, RoomTrack, TrackOptions};
 pub use mesh::{MeshStatus, missing_planned_links, planned_peers};
 pub use room::Room;
 pub use stats::{PeerInfo, RoomStats};

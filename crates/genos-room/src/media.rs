@@ -13,6 +13,13 @@
 //! it from [`RoomTrack::keyframe_requested`], which also returns when a peer starts receiving
 //! the track (a decoder needs a key frame to begin).
 //!
+//! In a cells room, a track addressed to peers by name reaches those without a direct link
+//! too: the room dials them for the track alone (at most [`MAX_MEDIA_LINKS`]) and both ends
+//! keep that link while a track ties them, whatever the overlay plans; then the overlay
+//! decides again. Tracks are never forwarded. A track to everyone reaches the peers this
+//! peer is linked to (its cell and its bridges): media to a whole large room wants a
+//! forwarding server, which genos does not have.
+//!
 //! Bounds: [`MAX_ROOM_TRACKS`] live tracks per room, metadata up to
 //! [`MAX_METADATA_LEN`](crate::MAX_METADATA_LEN), and per remote peer at most
 //! [`MAX_REMOTE_TRACKS`] tracks being paired (further announcements are ignored).
@@ -36,6 +43,10 @@ use crate::{MAX_METADATA_LEN, RoomError, RoomEvent, Target, lock};
 pub const MAX_ROOM_TRACKS: usize = 32;
 /// Tracks of one remote peer held while waiting to pair announcement and media.
 pub const MAX_REMOTE_TRACKS: usize = MAX_LIVE_TRACKS;
+/// (Cells rooms) peers a room links to for media alone, beyond the overlay's links: peers a
+/// track is addressed to without a direct link, and peers sending us a track over such a
+/// link. Further targets are not dialled (the track does not reach them).
+pub const MAX_MEDIA_LINKS: usize = 16;
 
 /// Who a track goes to and what is said about it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,6 +98,15 @@ pub(crate) struct TrackInner {
 }
 
 impl TrackInner {
+    /// The peers the track is addressed to by name (none for a track to everyone).
+    pub(crate) fn named_targets(&self) -> Vec<PeerId> {
+        match &self.options.target {
+            Target::Peer(one) => vec![*one],
+            Target::Peers(list) => list.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether the track goes to `peer`.
     pub(crate) fn wants(&self, peer: &PeerId) -> bool {
         match &self.options.target {
@@ -283,6 +303,18 @@ impl RoomMedia {
             .drain()
             .map(|(peer, (dial, local))| (peer, dial, local))
             .collect()
+    }
+
+    /// Whether media ties us to `peer`: a live track of ours addressed to it by name (not
+    /// to everyone), or a track it sends us. A cells room keeps such a link even when the
+    /// overlay does not want it.
+    pub(crate) fn involves(&self, peer: &PeerId) -> bool {
+        lock(&self.local)
+            .iter()
+            .any(|track| track.named_targets().contains(peer))
+            || lock(&self.remote)
+                .get(peer)
+                .is_some_and(|tracks| !tracks.is_empty())
     }
 
     /// The live tracks meant for `peer`.

@@ -320,8 +320,10 @@ impl Room {
     /// transport's negotiation bound); write the encoded samples to the returned track.
     /// Receivers get [`RoomEvent::PeerTrack`](crate::RoomEvent::PeerTrack).
     ///
-    /// In a cells room a track reaches the targeted peers this peer has a direct link to
-    /// (tracks are never forwarded).
+    /// In a cells room a track to everyone reaches the peers this peer has a direct link to
+    /// (tracks are never forwarded); a track addressed to peers by name also reaches those
+    /// without one: the room links to them for it (at most [`crate::MAX_MEDIA_LINKS`] such
+    /// links), and the track attaches once each link is up.
     ///
     /// Errors: [`RoomError::MetadataTooLarge`], [`RoomError::TooManyTracks`],
     /// [`RoomError::Left`].
@@ -341,6 +343,22 @@ impl Room {
             .filter(|link| track.inner.wants(&link.peer))
             .map(|link| crate::media::attach(track.inner.clone(), link));
         join_all(attaching).await;
+        if self.handle.mesh_status.is_some() {
+            let unlinked: Vec<PeerId> = track
+                .inner
+                .named_targets()
+                .into_iter()
+                .filter(|peer| router.link(peer).is_none())
+                .collect();
+            if !unlinked.is_empty() {
+                // Full only while the driver is busy; the peers are then not reached.
+                let _ = self
+                    .handle
+                    .commands
+                    .send(Command::MediaDial(unlinked))
+                    .await;
+            }
+        }
         Ok(track)
     }
 
