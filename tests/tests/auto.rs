@@ -14,9 +14,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use genos::room::{AutoSettings, Topology};
-use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos::{PeerId, Room};
-use own_runtime::Peer;
+use own_runtime::{Peer, main_and_relay};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
@@ -194,14 +193,7 @@ fn an_auto_room_moves_from_mesh_to_cells_and_back_losing_nothing() {
 }
 
 fn grow_and_shrink(shrink: bool) {
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let relay = main
-        .block_on(EmbeddedRelay::start(EmbeddedRelayConfig::default()))
-        .unwrap();
+    let (main, relay) = main_and_relay();
     let room_id = format!("auto-{}", rand::random::<u32>());
 
     let mut peers = vec![join(relay.url(), &room_id)];

@@ -19,9 +19,8 @@ use futures::StreamExt;
 use genos::cellmesh::{Sizing, assign_cell};
 use genos::crypto::RoomKey;
 use genos::room::{CellsSettings, Topology, missing_planned_links};
-use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos::{Codec, PeerId, Room, RoomEvent, Sample, Target, TrackOptions};
-use own_runtime::{PASSWORD, Peer, key_params};
+use own_runtime::{PASSWORD, Peer, key_params, main_and_relay};
 use tokio::runtime::Runtime;
 
 #[path = "support/own_runtime.rs"]
@@ -139,14 +138,7 @@ fn everyone_hears_everyone(runtime: &Runtime, rooms: &[&Room], channel: &str) {
 // the cell its key gives, links to its cell mates, and hears and is heard by all.
 #[test]
 fn a_cells_room_survives_a_killed_bridge_and_takes_in_a_newcomer() {
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let relay = main
-        .block_on(EmbeddedRelay::start(EmbeddedRelayConfig::default()))
-        .unwrap();
+    let (main, relay) = main_and_relay();
     let room_id = format!("cells-{}", rand::random::<u32>());
     let topic = topic(&room_id);
 
@@ -275,14 +267,7 @@ fn read_numbered(runtime: &Runtime, track: &genos::RemoteTrack, count: usize) ->
 // and once the track is removed the link goes.
 #[test]
 fn a_track_to_a_peer_without_a_link_gets_a_link_for_the_track() {
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let relay = main
-        .block_on(EmbeddedRelay::start(EmbeddedRelayConfig::default()))
-        .unwrap();
+    let (main, relay) = main_and_relay();
     let room_id = format!("cells-media-{}", rand::random::<u32>());
     let topic = topic(&room_id);
     // Two cells of about four: each peer links to its cell mates and a few bridges.

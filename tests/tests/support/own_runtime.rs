@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use genos::crypto::KeyParams;
 use genos::room::Topology;
+use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos::{Genos, Room, RoomLimits};
 use tokio::runtime::Runtime;
 
@@ -16,6 +17,19 @@ pub(crate) const PASSWORD: &str = "pw";
 /// Cheap Argon2id parameters: the tests derive the key once per peer.
 pub(crate) fn key_params() -> KeyParams {
     KeyParams::new(64, 1, 1)
+}
+
+/// The test's own runtime (two workers) and an embedded relay started on it.
+pub(crate) fn main_and_relay() -> (Runtime, EmbeddedRelay) {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let relay = main
+        .block_on(EmbeddedRelay::start(EmbeddedRelayConfig::default()))
+        .unwrap();
+    (main, relay)
 }
 
 pub(crate) struct Peer {
