@@ -134,7 +134,7 @@ pub(crate) struct Driver<S: Signaling, T: Transport> {
     mesh: Option<MeshLayer<S>>,
     /// Overlay messages a link queues (cells rooms).
     mesh_queue: usize,
-    /// (Cells rooms) peers linked, or being dialled, for media alone; at most
+    /// (Cells rooms) peers dialled for media, or whose link is held for it; at most
     /// [`crate::MAX_MEDIA_LINKS`].
     media_links: HashSet<PeerId>,
     /// (Cells rooms) links the overlay let go that media still needs; handed back to the
@@ -232,10 +232,6 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     let input = match note {
                         ReaderNote::Track(announce) => {
                             self.router.media.on_announce(&self.shared, peer, announce);
-                            // A cells room keeps this link while the track lasts.
-                            if self.mesh.is_some() && self.media_links.len() < crate::MAX_MEDIA_LINKS {
-                                self.media_links.insert(peer);
-                            }
                             continue;
                         }
                         ReaderNote::Bye => Input::LinkBye { peer, dial },
@@ -497,13 +493,16 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             }
             MeshOutput::Disconnect(peer) => {
                 let peer = PeerId::from_bytes(peer);
-                if self.media_links.contains(&peer)
+                let room_for_it = self.media_links.contains(&peer)
+                    || self.media_links.len() < crate::MAX_MEDIA_LINKS;
+                if room_for_it
                     && self.router.link(&peer).is_some()
                     && self.router.media.involves(&peer)
                 {
-                    // Media still ties us to the peer: the link stays, out of the overlay's
-                    // hands until no track does.
+                    // Media still ties us to the peer (a track named for it, or one it sends
+                    // us): the link stays, out of the overlay's hands until no track does.
                     tracing::debug!(peer = %peer.short(), "link kept for media");
+                    self.media_links.insert(peer);
                     self.media_held.insert(peer);
                     return;
                 }
