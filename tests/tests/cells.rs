@@ -220,9 +220,12 @@ fn a_cells_room_survives_a_killed_bridge_and_takes_in_a_newcomer() {
     }
 }
 
-/// Waits on `runtime` for `room`'s next `PeerTrack` from `from`.
-fn next_track_from(runtime: &Runtime, room: &Room, from: PeerId) -> genos::RemoteTrack {
-    let mut events = room.events();
+/// Waits on `runtime` for the next `PeerTrack` from `from` on `events`.
+fn next_track_from(
+    runtime: &Runtime,
+    events: &mut genos::RoomEvents,
+    from: PeerId,
+) -> genos::RemoteTrack {
     runtime.block_on(async {
         tokio::time::timeout(PATIENCE, async {
             loop {
@@ -262,98 +265,134 @@ fn read_numbered(runtime: &Runtime, track: &genos::RemoteTrack, count: usize) ->
     })
 }
 
-// In a cells room, a track addressed to a peer with no direct link gets a link of its own:
-// it reaches the peer, the link outlives the overlay's linger (the overlay does not plan it),
-// and once the track is removed the link goes.
-#[test]
-fn a_track_to_a_peer_without_a_link_gets_a_link_for_the_track() {
+/// Plays numbered VP8 samples on `track` every 20 ms while `playing`; numbering starts at
+/// the first sample that reaches a peer (nothing does until the track's link is up).
+fn play_numbered(runtime: &Runtime, track: genos::RoomTrack, playing: Arc<AtomicBool>) {
+    runtime.spawn(async move {
+        let mut n: u64 = 0;
+        while playing.load(Ordering::Relaxed) {
+            let mut frame = n.to_be_bytes().to_vec();
+            frame.resize(3_000, 7);
+            if track
+                .write_sample(Sample::new(frame, Duration::from_millis(20)))
+                .await
+                .is_ok_and(|reached| reached > 0)
+            {
+                n += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// `peer_count` peers form a cells room of `cells` cells; `pairs` senders (distinct) each add
+/// a video track addressed to a peer (distinct) they have no link to. Each track reaches its
+/// peer, the link outlives the overlay's linger (the overlay does not plan it), and once the
+/// tracks are removed the links go.
+fn tracks_to_unlinked_peers(peer_count: usize, cells: u32, pairs: usize) {
     let (main, relay) = main_and_relay();
     let room_id = format!("cells-media-{}", rand::random::<u32>());
     let topic = topic(&room_id);
-    // Two cells of about four: each peer links to its cell mates and a few bridges.
-    let mut two_cells = settings();
-    two_cells.overlay.sizing = Sizing::Fixed(2);
+    let mut settings = settings();
+    settings.overlay.sizing = Sizing::Fixed(cells);
     let join = || {
         Peer::join(
             relay.url(),
             APP,
             &room_id,
-            Topology::Cells(two_cells.clone()),
+            Topology::Cells(settings.clone()),
         )
     };
     let mut peers = vec![join()];
     std::thread::sleep(Duration::from_secs(2));
     let rest: Vec<Peer> = std::thread::scope(|scope| {
-        let joins: Vec<_> = (1..8).map(|_| scope.spawn(join)).collect();
+        let joins: Vec<_> = (1..peer_count).map(|_| scope.spawn(join)).collect();
         joins.into_iter().map(|join| join.join().unwrap()).collect()
     });
     peers.extend(rest);
     let rooms: Vec<&Room> = peers.iter().map(|peer| &peer.room).collect();
-    wait_formed(&main, &rooms, &topic, "8 peers in 2 cells");
+    wait_formed(&main, &rooms, &topic, &format!("{peer_count} peers"));
 
-    // A pair the plan does not link.
-    let (a, b) = (0..peers.len())
-        .flat_map(|a| (0..peers.len()).map(move |b| (a, b)))
-        .find(|&(a, b)| a != b && !rooms[a].peers().contains(&rooms[b].local_peer()))
-        .expect("two cells of four leave some pair unlinked");
-    let (sender, receiver) = (&peers[a], &peers[b]);
-    let to = receiver.room.local_peer();
-    let track = sender
-        .runtime
-        .block_on(
-            sender
-                .room
-                .add_track(Codec::Vp8, TrackOptions::new().to(Target::Peer(to))),
-        )
-        .unwrap();
-    let playing = Arc::new(AtomicBool::new(true));
-    sender.runtime.spawn({
-        let (track, playing) = (track.clone(), playing.clone());
-        async move {
-            let mut n: u64 = 0;
-            while playing.load(Ordering::Relaxed) {
-                let mut frame = n.to_be_bytes().to_vec();
-                frame.resize(3_000, 7);
-                // Reaches nobody until the link is up: numbering starts at its first sample.
-                if track
-                    .write_sample(Sample::new(frame, Duration::from_millis(20)))
-                    .await
-                    .is_ok_and(|reached| reached > 0)
-                {
-                    n += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+    // Pairs the plan does not link, with distinct senders and receivers.
+    let mut chosen: Vec<(usize, usize)> = Vec::new();
+    for a in 0..peers.len() {
+        let free = |b: &usize| {
+            *b != a
+                && !chosen.iter().any(|&(x, y)| x == *b || y == *b || y == a)
+                && !rooms[a].peers().contains(&rooms[*b].local_peer())
+        };
+        if let Some(b) = (0..peers.len()).find(free) {
+            chosen.push((a, b));
         }
-    });
-    let remote = next_track_from(&receiver.runtime, &receiver.room, sender.room.local_peer());
-    read_numbered(&receiver.runtime, &remote, 10);
-    assert!(sender.room.peers().contains(&to), "no link for the track");
+        if chosen.len() == pairs {
+            break;
+        }
+    }
+    assert_eq!(chosen.len(), pairs, "not enough unlinked pairs: {chosen:?}");
+    let mut events: Vec<genos::RoomEvents> = chosen
+        .iter()
+        .map(|&(_, b)| peers[b].room.events())
+        .collect();
+    let playing = Arc::new(AtomicBool::new(true));
+    let mut tracks = Vec::new();
+    for &(a, b) in &chosen {
+        let to = Target::Peer(rooms[b].local_peer());
+        let track = peers[a]
+            .runtime
+            .block_on(rooms[a].add_track(Codec::Vp8, TrackOptions::new().to(to)))
+            .unwrap();
+        play_numbered(&peers[a].runtime, track.clone(), playing.clone());
+        tracks.push(track);
+    }
+    let remotes: Vec<genos::RemoteTrack> = chosen
+        .iter()
+        .zip(&mut events)
+        .map(|(&(a, b), events)| next_track_from(&peers[b].runtime, events, rooms[a].local_peer()))
+        .collect();
+    let linked = |&(a, b): &(usize, usize)| rooms[a].peers().contains(&rooms[b].local_peer());
+    for (&(_, b), remote) in chosen.iter().zip(&remotes) {
+        read_numbered(&peers[b].runtime, remote, 10);
+    }
+    assert!(chosen.iter().all(linked), "a track has no link");
 
-    // Past the overlay's linger (10 s), which would have closed a link it does not plan.
-    std::thread::sleep(two_cells.overlay.linger + Duration::from_secs(3));
-    assert!(
-        sender.room.peers().contains(&to),
-        "the track's link was closed"
-    );
-    read_numbered(&receiver.runtime, &remote, 10);
+    // Past the overlay's linger (10 s), which would have closed links it does not plan.
+    std::thread::sleep(settings.overlay.linger + Duration::from_secs(3));
+    assert!(chosen.iter().all(linked), "a track's link was closed");
+    for (&(_, b), remote) in chosen.iter().zip(&remotes) {
+        read_numbered(&peers[b].runtime, remote, 10);
+    }
 
-    // Removed: the link is the overlay's again, which does not plan it.
+    // Removed: the links are the overlay's again, which does not plan them.
     playing.store(false, Ordering::Relaxed);
-    sender
-        .runtime
-        .block_on(sender.room.remove_track(&track))
-        .unwrap();
+    for (&(a, _), track) in chosen.iter().zip(&tracks) {
+        peers[a]
+            .runtime
+            .block_on(rooms[a].remove_track(track))
+            .unwrap();
+    }
     main.block_on(async {
         tokio::time::timeout(PATIENCE, async {
-            while sender.room.peers().contains(&to) {
+            while chosen.iter().any(linked) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
         .await
-        .expect("the track's link outlived the track");
+        .expect("a track's link outlived the track");
     });
+    drop(rooms);
     for peer in peers {
         peer.leave();
     }
+}
+
+// In a cells room, a track addressed to a peer with no direct link gets a link of its own.
+#[test]
+fn a_track_to_a_peer_without_a_link_gets_a_link_for_the_track() {
+    tracks_to_unlinked_peers(8, 2, 1);
+}
+
+// The same with 30 peers joining at once and six such tracks at once.
+#[test]
+fn thirty_peers_six_tracks_to_peers_without_a_link() {
+    tracks_to_unlinked_peers(30, 4, 6);
 }
