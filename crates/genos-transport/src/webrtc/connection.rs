@@ -22,6 +22,12 @@ impl std::fmt::Debug for WebRtcConnection {
 pub type WebRtcEvents = crate::EventStream<WebRtcChannel>;
 
 impl WebRtcConnection {
+    /// Whether offers and answers now renegotiate media: a plain connection (no control
+    /// channel) whose first exchange is done.
+    fn renegotiates_by_signal(&self) -> bool {
+        self.shared.config.plain_channel.is_some() && self.shared.remote_set.load(Ordering::Acquire)
+    }
+
     async fn apply_remote(&self, description: RTCSessionDescription) -> Result<(), TransportError> {
         let shared = &self.shared;
         shared
@@ -79,6 +85,15 @@ impl Connection for WebRtcConnection {
         }
         let shared = &self.shared;
         match Signal::decode(&message)? {
+            // A plain connection renegotiates through signals (it has no control channel).
+            Signal::Offer { sdp } if self.renegotiates_by_signal() => {
+                super::media::on_offer(shared, sdp).await;
+                Ok(())
+            }
+            Signal::Answer { sdp } if self.renegotiates_by_signal() => {
+                super::media::on_answer(shared, sdp).await;
+                Ok(())
+            }
             Signal::Offer { sdp } => {
                 if shared.role != Role::Answerer || shared.remote_set.load(Ordering::Acquire) {
                     return Err(TransportError::InvalidSignal("unexpected offer".into()));

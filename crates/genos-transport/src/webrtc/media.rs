@@ -198,8 +198,25 @@ fn media_lines(sdp: &str) -> String {
         .join(" | ")
 }
 
-/// Sends a control message; false if the control channel is not there or refused it.
+/// Whether the connection is a plain one (no control channel): its renegotiation offers and
+/// answers travel as signals, through whatever carries the first exchange's.
+fn plain(shared: &Shared) -> bool {
+    shared.config.plain_channel.is_some()
+}
+
+/// Sends a control message; false if the control channel is not there or refused it. On a
+/// plain connection offers and answers go out as [`ConnectionEvent::Signal`]s instead, and
+/// the rest (`applied`, `ended`) has no carrier.
 async fn send_control(shared: &Shared, message: &Control) -> bool {
+    if plain(shared) {
+        let signal = match message {
+            Control::Offer { sdp } => Signal::Offer { sdp: sdp.clone() },
+            Control::Answer { sdp } => Signal::Answer { sdp: sdp.clone() },
+            Control::Applied { .. } | Control::Ended { .. } => return false,
+        };
+        shared.emit_signal(&signal);
+        return true;
+    }
     let control = lock(&shared.control).clone();
     let Some(control) = control else {
         return false;
@@ -268,27 +285,7 @@ pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
     };
     match control {
         Control::Offer { sdp } => on_offer(shared, sdp).await,
-        Control::Answer { sdp } => {
-            tracing::trace!(role = ?shared.role, media = media_lines(&sdp), "renegotiation answer received");
-            let turn = shared.media.negotiation.lock().await;
-            let answers = shared.media.answers_received.fetch_add(1, Ordering::AcqRel) + 1;
-            if shared.pc.pending_local_description().await.is_none() {
-                tracing::debug!("ignoring an answer to no offer");
-                return;
-            }
-            let applied = match RTCSessionDescription::answer(sdp) {
-                Ok(answer) => shared.pc.set_remote_description(answer).await,
-                Err(error) => Err(error),
-            };
-            drop(turn);
-            match applied {
-                Ok(()) => {
-                    send_control(shared, &Control::Applied { answers }).await;
-                    exchange_done(shared);
-                }
-                Err(error) => tracing::warn!(%error, "renegotiation answer refused"),
-            }
-        }
+        Control::Answer { sdp } => on_answer(shared, sdp).await,
         Control::Applied { answers } => {
             shared
                 .media
@@ -309,7 +306,32 @@ pub(super) async fn on_control(shared: &Arc<Shared>, message: &[u8]) {
     }
 }
 
-async fn on_offer(shared: &Arc<Shared>, sdp: String) {
+/// The answer to our renegotiation offer (from the control channel, or a plain
+/// connection's signal).
+pub(super) async fn on_answer(shared: &Arc<Shared>, sdp: String) {
+    tracing::trace!(role = ?shared.role, media = media_lines(&sdp), "renegotiation answer received");
+    let turn = shared.media.negotiation.lock().await;
+    let answers = shared.media.answers_received.fetch_add(1, Ordering::AcqRel) + 1;
+    if shared.pc.pending_local_description().await.is_none() {
+        tracing::debug!("ignoring an answer to no offer");
+        return;
+    }
+    let applied = match RTCSessionDescription::answer(sdp) {
+        Ok(answer) => shared.pc.set_remote_description(answer).await,
+        Err(error) => Err(error),
+    };
+    drop(turn);
+    match applied {
+        Ok(()) => {
+            send_control(shared, &Control::Applied { answers }).await;
+            exchange_done(shared);
+        }
+        Err(error) => tracing::warn!(%error, "renegotiation answer refused"),
+    }
+}
+
+/// A renegotiation offer (from the control channel, or a plain connection's signal).
+pub(super) async fn on_offer(shared: &Arc<Shared>, sdp: String) {
     tracing::trace!(role = ?shared.role, media = media_lines(&sdp), "renegotiation offer received");
     let turn = shared.media.negotiation.lock().await;
     if shared.pc.pending_local_description().await.is_some() {
@@ -424,8 +446,12 @@ impl WebRtcSink {
     /// applied every answer we sent.
     async fn negotiated(&self, shared: &Shared) -> bool {
         let media = &shared.media;
-        if media.answers_applied.load(Ordering::Acquire)
-            < media.answers_sent.load(Ordering::Acquire)
+        // A plain connection's peer (a browser) says no `applied`: its answers are taken as
+        // applied once sent, as browsers do.
+        let unapplied = !plain(shared)
+            && media.answers_applied.load(Ordering::Acquire)
+                < media.answers_sent.load(Ordering::Acquire);
+        if unapplied
             || exchange_under_way(shared).await
             || shared.pc.current_remote_description().await.is_none()
         {

@@ -138,7 +138,7 @@ impl Shared {
         }
     }
 
-    fn emit_signal(&self, signal: &Signal) {
+    pub(super) fn emit_signal(&self, signal: &Signal) {
         match signal.encode() {
             Ok(bytes) => {
                 if self
