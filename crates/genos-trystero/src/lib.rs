@@ -43,4 +43,6 @@ pub mod topic;
 pub mod wire;
 
 pub use error::TrysteroError;
-pub use room::{SendReport, TrysteroConfig, TrysteroEvent, TrysteroEvents, TrysteroRoom};
+pub use room::{
+    SendReport, TrysteroConfig, TrysteroEvent, TrysteroEvents, TrysteroRoom, TrysteroTrack,
+};

@@ -231,3 +231,78 @@ async fn thirty_peers_joining_at_once_all_meet() {
         room.leave().await;
     }
 }
+
+/// Tracks both ways between two genos peers speaking Trystero: announced with `@_track`,
+/// renegotiated over `@_signal`, samples intact, the metadata with each, at the same moment
+/// from both sides; a key frame request crosses too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_cross_both_ways_with_their_metadata() {
+    use genos_transport::{Codec, Sample};
+    let relay = relay().await;
+    let (a, mut a_events) = join(&relay, "media", None).await;
+    let (b, mut b_events) = join(&relay, "media", None).await;
+    for events in [&mut a_events, &mut b_events] {
+        next(events, |e| matches!(e, TrysteroEvent::PeerJoined { .. })).await;
+    }
+    let (camera_meta, mic_meta) = (
+        serde_json::json!({"kind": "camera"}),
+        serde_json::json!("mic"),
+    );
+    let (camera, microphone) = tokio::join!(
+        a.add_track(Codec::Vp8, Some(&camera_meta), None),
+        b.add_track(Codec::Opus, Some(&mic_meta), None),
+    );
+    let (camera, microphone) = (camera.unwrap(), microphone.unwrap());
+    assert_eq!(camera.peers(), vec![b.peer_id().to_owned()]);
+    assert_eq!(microphone.peers(), vec![a.peer_id().to_owned()]);
+    let frame = |n: u8| Sample::new(vec![n; 5_000], Duration::from_millis(33));
+    for n in 0..5 {
+        assert_eq!(camera.write_sample(frame(n)).await, 1);
+        assert_eq!(microphone.write_sample(frame(100 + n)).await, 1);
+    }
+    for (events, from, codec, metadata, first) in [
+        (
+            &mut b_events,
+            a.peer_id(),
+            Codec::Vp8,
+            serde_json::json!({"kind": "camera"}),
+            0,
+        ),
+        (
+            &mut a_events,
+            b.peer_id(),
+            Codec::Opus,
+            serde_json::json!("mic"),
+            100,
+        ),
+    ] {
+        let TrysteroEvent::PeerTrack {
+            peer,
+            track,
+            metadata: got,
+        } = next(events, |e| matches!(e, TrysteroEvent::PeerTrack { .. })).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (peer.as_str(), track.codec(), got),
+            (from, codec, Some(metadata))
+        );
+        for n in 0..5u8 {
+            let sample = tokio::time::timeout(Duration::from_secs(30), track.recv_sample())
+                .await
+                .expect("no sample")
+                .expect("the track ended");
+            assert_eq!(&sample.data[..], &[first + n; 5_000][..]);
+        }
+        if codec == Codec::Vp8 {
+            track.request_keyframe().unwrap();
+            let (_, sent) = camera.local_tracks().pop().unwrap();
+            tokio::time::timeout(Duration::from_secs(30), sent.keyframe_requested())
+                .await
+                .expect("the key frame request did not cross");
+        }
+    }
+    a.leave().await;
+    b.leave().await;
+}

@@ -130,6 +130,17 @@ pub enum TrysteroEvent {
         /// 0.0 to 1.0.
         progress: f32,
     },
+    /// A joined peer's media track arrived (its first packet), with the metadata of its
+    /// `@_track` (or `@_stream`) announcement.
+    PeerTrack {
+        /// The sender.
+        peer: String,
+        /// The track; [`RemoteTrack::recv_sample`](genos_transport::RemoteTrack::recv_sample)
+        /// gives its samples.
+        track: genos_transport::RemoteTrack,
+        /// What the sender said about it.
+        metadata: Option<Value>,
+    },
     /// A peer could not join: wrong password, failed handshake, failed connection.
     JoinFailed {
         /// Its Trystero peer id.

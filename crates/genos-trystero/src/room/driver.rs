@@ -66,6 +66,9 @@ impl Driver {
                         let _ = reply.send(self.joined());
                     }
                     Some(Command::Ping { peer, reply }) => self.ping(&peer, reply),
+                    Some(Command::Media { targets, reply }) => {
+                        let _ = reply.send(self.media_peers(targets));
+                    }
                     Some(Command::Leave(reply)) => {
                         self.leave().await;
                         let _ = reply.send(());
@@ -342,18 +345,29 @@ impl Driver {
                     self.drop_peer(&peer, true).await;
                 }
             }
+            LinkEvent::Connection(ConnectionEvent::TrackReceived(track)) => {
+                self.on_track(&peer, track).await;
+            }
             LinkEvent::Connection(_) => {}
             LinkEvent::Frame(frame) => self.on_frame(&peer, &frame).await,
             LinkEvent::ChannelClosed => self.drop_peer(&peer, true).await,
         }
     }
 
-    /// Our connection's offer, answer or candidate, encrypted and sent to the peer's topic.
-    pub(super) fn on_local_signal(&self, peer: &str, bytes: &[u8]) {
-        let Some(state) = self.peers.get(peer) else {
+    /// Our connection's offer, answer or candidate: encrypted and sent to the peer's topic,
+    /// or, once the peer joined (media renegotiation), on the link as Trystero's `@_signal`.
+    pub(super) fn on_local_signal(&mut self, peer: &str, bytes: &[u8]) {
+        let Ok(signal) = serde_json::from_slice::<Value>(bytes) else {
             return;
         };
-        let Ok(signal) = serde_json::from_slice::<Value>(bytes) else {
+        let token = self.token.clone();
+        if let Some(link) = self.link_mut(peer).filter(|link| link.active) {
+            if let Some(signal) = super::media::to_trystero_signal(&signal) {
+                link.send_internal(&token, super::media::SIGNAL, Payload::Json(signal));
+            }
+            return;
+        }
+        let Some(state) = self.peers.get(peer) else {
             return;
         };
         let self_id = self.self_id.clone();
@@ -452,6 +466,6 @@ impl Driver {
 }
 
 /// The transport's signal for a trickled candidate (`RTCIceCandidateInit` JSON).
-fn candidate_signal(candidate: Value) -> Value {
+pub(super) fn candidate_signal(candidate: Value) -> Value {
     json!({"type": "candidate", "candidate": candidate})
 }

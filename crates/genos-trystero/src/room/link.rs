@@ -25,6 +25,8 @@ pub(super) struct Link {
     pub(super) counters: HashMap<&'static str, u16>,
     /// Our pings awaiting their pong, oldest first.
     pub(super) pings: std::collections::VecDeque<oneshot::Sender<Instant>>,
+    /// The peer's track announcements, waiting for their tracks.
+    pub(super) media: super::media::PendingMedia,
 }
 
 impl Driver {
@@ -72,6 +74,7 @@ impl Driver {
             deadline: Instant::now() + self.config.handshake_timeout,
             counters: HashMap::new(),
             pings: std::collections::VecDeque::new(),
+            media: super::media::PendingMedia::default(),
         };
         let token = self.token.clone();
         let _ = link.writer.try_send(vec![
@@ -142,6 +145,25 @@ impl Driver {
     }
 
     pub(super) async fn on_internal(&mut self, peer: &str, message: Message) {
+        use super::media::{SIGNAL, STREAM_META, TRACK_META, from_trystero_signal};
+        let active = self.link_mut(peer).is_some_and(|link| link.active);
+        match (message.action.as_str(), &message.payload) {
+            // Media renegotiation, once joined (Trystero ignores it before).
+            (SIGNAL, Payload::Json(signal)) if active => {
+                if let Some(signal) = from_trystero_signal(signal) {
+                    self.apply(peer, vec![signal]).await;
+                }
+                return;
+            }
+            (TRACK_META | STREAM_META, Payload::Json(meta)) if active => {
+                if let Some(link) = self.link_mut(peer) {
+                    link.media.announced(&message.action, meta.clone());
+                }
+                return;
+            }
+            (SIGNAL | TRACK_META | STREAM_META, _) => return,
+            _ => {}
+        }
         let token = self.token.clone();
         let password = self.config.password.clone().unwrap_or_default();
         let (app, room) = (self.config.app.clone(), self.config.room.clone());

@@ -7,7 +7,8 @@
 //! ([`WebRtcConfig::plain_channel`](genos_transport::webrtc::WebRtcConfig::plain_channel)).
 //! The lower peer id offers; the higher answers an announce with a nudge. A connected peer
 //! joins once both sides sent `@_hsready` (after the password challenge in password rooms);
-//! then named actions flow both ways, chunked, with metadata and progress.
+//! then named actions flow both ways, chunked, with metadata and progress, and media tracks
+//! with Trystero's track metadata ([`TrysteroRoom::add_track`], [`TrysteroEvent::PeerTrack`]).
 //!
 //! One task drives the room: it owns every peer's state and takes relay events, connection
 //! events, frames and commands from bounded queues. Sending chunks happens outside it, on a
@@ -16,6 +17,7 @@
 mod config;
 mod driver;
 mod link;
+mod media;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,7 @@ use crate::{TrysteroError, peer_id};
 
 pub use self::config::{SendReport, TrysteroConfig, TrysteroEvent, TrysteroEvents};
 use self::driver::Driver;
+pub use self::media::TrysteroTrack;
 
 /// Trystero's announce schedule: these first delays, then [`TrysteroConfig::announce_interval`].
 const ANNOUNCE_WARMUP: [Duration; 3] = [
@@ -86,6 +89,11 @@ enum Command {
     Ping {
         peer: String,
         reply: oneshot::Sender<Instant>,
+    },
+    /// Joined peers' writers and connections, to add a track.
+    Media {
+        targets: Option<Vec<String>>,
+        reply: oneshot::Sender<Vec<(String, Writer, WebRtcConnection)>>,
     },
     Leave(oneshot::Sender<()>),
 }
