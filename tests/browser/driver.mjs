@@ -7,9 +7,12 @@
 //   {"cmd":"send","page":N,"action":"chat"|"file","data":JSON?,"bytes":N?,"metadata":M?}
 //                                       -> {"ok":"send","page":N,"updates":K}
 //   {"cmd":"ping","page":N,"peer":ID}   -> {"ok":"ping","page":N,"ms":RTT}
+//   {"cmd":"media","page":N,"metadata":M?} -> {"ok":"media","page":N,"kinds":[..]}
+//                                       (the fake camera and microphone, added as a stream)
+//   {"cmd":"mediaStats","page":N}       -> {"ok":"mediaStats","page":N,"stats":{..}}
 //   {"cmd":"leave","page":N}            -> {"ok":"leave","page":N}
 //   {"cmd":"quit"}
-// Room events arrive unasked: {"ev":"join"|"leave"|"message"|"progress"|"error","page":N,...}.
+// Room events arrive unasked: {"ev":"join"|"leave"|"message"|"progress"|"track"|"error","page":N,...}.
 // Needs `npm ci` in this folder and Chromium at /usr/bin/chromium (.ci/run installs both).
 import {chromium} from 'playwright-core'
 import * as esbuild from 'esbuild'
@@ -51,7 +54,9 @@ const browser = await chromium.launch({
     '--no-first-run',
     '--disable-background-networking',
     '--disable-component-update',
-    '--disable-sync'
+    '--disable-sync',
+    '--use-fake-device-for-media-stream',
+    '--use-fake-ui-for-media-stream'
   ]
 })
 const out = value => process.stdout.write(JSON.stringify(value) + '\n')
@@ -60,7 +65,7 @@ const pages = []
 const handle = async command => {
   switch (command.cmd) {
     case 'page': {
-      const context = await browser.newContext()
+      const context = await browser.newContext({permissions: ['camera', 'microphone']})
       const page = await context.newPage()
       const n = pages.length
       pages.push(page)
@@ -80,6 +85,14 @@ const handle = async command => {
     case 'ping': {
       const ms = await pages[command.page].evaluate(peer => window.genos.ping(peer), command.peer)
       return {ok: 'ping', page: command.page, ms}
+    }
+    case 'media': {
+      const kinds = await pages[command.page].evaluate(options => window.genos.media(options), command)
+      return {ok: 'media', page: command.page, kinds}
+    }
+    case 'mediaStats': {
+      const stats = await pages[command.page].evaluate(() => window.genos.mediaStats())
+      return {ok: 'mediaStats', page: command.page, stats}
     }
     case 'leave': {
       await pages[command.page].evaluate(() => window.genos.leave())

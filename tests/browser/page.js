@@ -12,6 +12,7 @@ const pattern = n => Uint8Array.from({length: n}, (_, i) => i % 251)
 
 let room = null
 const actions = {}
+let localStream = null
 
 window.genos = {
   join: ({relay, app, room: roomId, password}) => {
@@ -26,6 +27,8 @@ window.genos = {
       onJoinError: e => window.report({ev: 'error', peer: e.peerId, error: e.error})
     })
     room.onPeerJoin = peer => window.report({ev: 'join', peer})
+    room.onPeerTrack = (track, stream, peer, metadata) =>
+      window.report({ev: 'track', peer, kind: track.kind, metadata})
     room.onPeerLeave = peer => window.report({ev: 'leave', peer})
     for (const name of ['chat', 'file']) {
       const action = room.makeAction(name)
@@ -53,6 +56,31 @@ window.genos = {
     return updates
   },
   ping: peer => room.ping(peer),
+  // Chromium's fake camera and microphone (flags set by the driver), added as one stream.
+  media: async ({metadata}) => {
+    localStream = await navigator.mediaDevices.getUserMedia({
+      video: {width: 320, height: 240, frameRate: 30},
+      audio: true
+    })
+    await Promise.all(room.addStream(localStream, {metadata}))
+    return localStream.getTracks().map(track => track.kind)
+  },
+  // What the page's connections received and sent, from getStats.
+  mediaStats: async () => {
+    const out = {framesDecoded: 0, videoPackets: 0, audioPackets: 0, pliReceived: 0}
+    for (const pc of Object.values(room.getPeers())) {
+      const stats = await pc.getStats()
+      stats.forEach(r => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') {
+          out.framesDecoded += r.framesDecoded ?? 0
+          out.videoPackets += r.packetsReceived ?? 0
+        }
+        if (r.type === 'inbound-rtp' && r.kind === 'audio') out.audioPackets += r.packetsReceived ?? 0
+        if (r.type === 'outbound-rtp' && r.kind === 'video') out.pliReceived += r.pliCount ?? 0
+      })
+    }
+    return out
+  },
   leave: async () => {
     await room.leave()
     return true

@@ -247,3 +247,148 @@ async fn password_rooms_join_with_the_right_password_only() {
     assert_eq!(peer, browser_id);
     assert!(reason.contains("password"), "{reason}");
 }
+
+/// Whether a VP8 frame is a key frame (RFC 6386 §9.1: the frame tag's first bit is 0, and
+/// the start code follows).
+fn vp8_key_frame(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|tag| tag & 1 == 0) && frame.get(3..6) == Some(&[0x9d, 0x01, 0x2a])
+}
+
+/// Media between genos and a browser: the browser's fake camera and microphone reach genos
+/// with Trystero's stream metadata (VP8 starting with a key frame, Opus); genos sends them
+/// back on tracks of its own with metadata, which the browser's `onPeerTrack` reports and its
+/// decoder decodes; a key frame genos asks for (RTCP PLI) reaches Chromium's encoder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_crosses_between_genos_and_a_browser() {
+    use genos_transport::{Codec, Sample};
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let mut browser = Browser::start(&driver()).await;
+    let (page, browser_id) = browser.join(relay.url(), "media", None).await;
+    let (room, mut events) = genos(&relay, "media", LOW_ID, None).await;
+    assert_eq!(joined(&mut events).await, browser_id);
+    browser.event("join", page).await;
+
+    // Browser -> genos.
+    let kinds = browser
+        .call(json!({"cmd": "media", "page": page, "metadata": {"from": "browser"}}))
+        .await;
+    assert_eq!(kinds["kinds"].as_array().map(Vec::len), Some(2), "{kinds}");
+    let mut video = None;
+    let mut audio = None;
+    while video.is_none() || audio.is_none() {
+        let TrysteroEvent::PeerTrack {
+            peer,
+            track,
+            metadata,
+        } = next(&mut events, |e| {
+            matches!(e, TrysteroEvent::PeerTrack { .. })
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(peer, browser_id);
+        assert_eq!(metadata, Some(json!({"from": "browser"})));
+        match track.codec() {
+            Codec::Vp8 => video = Some(track),
+            _ => audio = Some(track),
+        }
+    }
+    let (video, audio) = (video.unwrap(), audio.unwrap());
+    let first = tokio::time::timeout(WAIT, video.recv_sample())
+        .await
+        .expect("no video sample")
+        .expect("the video track ended");
+    assert!(
+        vp8_key_frame(&first.data),
+        "the first frame is not a key frame"
+    );
+
+    // genos -> browser: the browser's own media, echoed on genos's tracks.
+    let genos_meta = json!({"from": "genos"});
+    let camera = room
+        .add_track(Codec::Vp8, Some(&genos_meta), None)
+        .await
+        .unwrap();
+    let microphone = room
+        .add_track(Codec::Opus, Some(&genos_meta), None)
+        .await
+        .unwrap();
+    assert_eq!(camera.peers(), vec![browser_id.clone()]);
+    for _ in 0..2 {
+        let track = browser.event("track", page).await;
+        assert_eq!(track["metadata"], genos_meta, "{track}");
+        assert_eq!(track["peer"], LOW_ID);
+    }
+    // The echo starts mid-stream: ask the browser for a key frame so its decoder can start
+    // (and pass on each request the browser makes, as a forwarding server would).
+    video.request_keyframe().unwrap();
+    let echo_video = tokio::spawn({
+        let (video, camera) = (video.clone(), camera.clone());
+        async move {
+            let mut key_frames = 0;
+            while let Some(sample) = video.recv_sample().await {
+                key_frames += usize::from(vp8_key_frame(&sample.data));
+                camera
+                    .write_sample(Sample::new(sample.data, Duration::from_millis(33)))
+                    .await;
+            }
+            key_frames
+        }
+    });
+    let forward_requests = tokio::spawn({
+        let (video, camera) = (video.clone(), camera.clone());
+        async move {
+            let (_, sent) = camera.local_tracks().pop().unwrap();
+            loop {
+                sent.keyframe_requested().await;
+                let _ = video.request_keyframe();
+            }
+        }
+    });
+    let echo_audio = tokio::spawn({
+        let microphone = microphone.clone();
+        async move {
+            while let Some(sample) = audio.recv_sample().await {
+                microphone
+                    .write_sample(Sample::new(sample.data, Duration::from_millis(20)))
+                    .await;
+            }
+        }
+    });
+    let stats = tokio::time::timeout(WAIT, async {
+        loop {
+            let stats = browser
+                .call(json!({"cmd": "mediaStats", "page": page}))
+                .await["stats"]
+                .clone();
+            let enough = stats["framesDecoded"].as_u64() >= Some(30)
+                && stats["audioPackets"].as_u64() >= Some(50)
+                && stats["pliReceived"].as_u64() >= Some(1);
+            if enough {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the browser never decoded genos's echo");
+    println!("browser: {stats}");
+    room.leave().await;
+    forward_requests.abort();
+    let key_frames = tokio::time::timeout(WAIT, echo_video)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, echo_audio)
+        .await
+        .unwrap()
+        .unwrap();
+    // The first, and at least one answering genos's request.
+    assert!(key_frames >= 1, "{key_frames} key frames after the first");
+}

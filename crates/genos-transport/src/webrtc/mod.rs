@@ -38,6 +38,7 @@ use webrtc::peer_connection::{
 };
 
 use rtc::peer_connection::configuration::setting_engine::SctpMaxMessageSize;
+use rtc::peer_connection::transport::RTCDtlsRole;
 
 use self::channel::ChannelShared;
 pub use self::channel::WebRtcChannel;
@@ -235,7 +236,16 @@ impl Transport for WebRtcTransport {
             .collect();
         let bind = config.bind_addrs()?;
         let advertised = u32::try_from(config.max_message_size).unwrap_or(u32::MAX);
+        // The DTLS role is fixed by the first exchange (RFC 5763 §5) and webrtc writes the
+        // answering role into every answer: an offerer, whose peer answered `active` (browsers,
+        // webrtc and aiortc do) and so is the DTLS server, answers renegotiations `passive`.
+        // Chromium refuses an answer that claims the other role ("Failed to set SSL role").
+        let answering_role = match role {
+            Role::Offerer => RTCDtlsRole::Server,
+            Role::Answerer => RTCDtlsRole::Client,
+        };
         let settings = SettingEngineBuilder::new()
+            .with_answering_dtls_role(answering_role)
             .with_sctp_max_message_size(SctpMaxMessageSize::Bounded(advertised))
             .with_include_loopback_candidate(config.include_loopback)
             .with_ice_connection_attempts(config.ice_check_interval, None)
