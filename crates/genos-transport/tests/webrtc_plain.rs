@@ -100,7 +100,7 @@ async fn tracks_added_on_both_sides_at_once_over_signals() {
             }
         });
     }
-    let mut at_b = vec![next_track(&mut b).await, next_track(&mut b).await];
+    let mut at_b = [next_track(&mut b).await, next_track(&mut b).await];
     at_b.sort_by(|x, y| x.id().cmp(y.id()));
     let at_a = next_track(&mut a).await;
     for (track, n) in [(&at_b[0], 1), (&at_b[1], 3), (&at_a, 2)] {

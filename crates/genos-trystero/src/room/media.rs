@@ -154,10 +154,10 @@ impl TrysteroRoom {
     ) -> Result<TrysteroTrack, TrysteroError> {
         let id = format!("genos-{}", peer_id::random(16));
         let key = peer_id::random(20);
-        let mut meta = json!({"k": key, "s": STREAM_ID, "t": id});
-        if let Some(metadata) = metadata {
-            meta["m"] = metadata.clone();
-        }
+        let meta = match metadata {
+            Some(metadata) => json!({"k": key, "s": STREAM_ID, "t": id, "m": metadata}),
+            None => json!({"k": key, "s": STREAM_ID, "t": id}),
+        };
         let counter = next_counter(
             &mut self
                 .inner
