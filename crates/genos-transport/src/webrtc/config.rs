@@ -89,9 +89,12 @@ pub struct WebRtcConfig {
     /// Connections a browser library can take part in (Trystero's, for one): no hidden
     /// control channel. The offerer opens one reliable channel with this label before its
     /// offer; both sides get it as a [`ConnectionEvent::ChannelOpened`] and report
-    /// [`ConnectionState::Connected`] when it opens. Without the control channel there is no
-    /// media renegotiation and no goodbye: the far side learns of a close from SCTP or ICE.
-    /// Default `None` (genos's own connections).
+    /// [`ConnectionState::Connected`] when it opens. Without the control channel, media
+    /// renegotiation travels as signals: after the first exchange, offers and answers come
+    /// out as [`ConnectionEvent::Signal`]s and [`Connection::handle_signal`] takes the other
+    /// side's (carry them as the application protocol does: Trystero's `@_signal`); a track's
+    /// end and the goodbye have no carrier (the far side learns of a close from SCTP or
+    /// ICE). Default `None` (genos's own connections).
     pub plain_channel: Option<String>,
     /// Send-side congestion control for media: webrtc's GCC estimator fed by transport-wide
     /// feedback (TWCC), with a pacer that spreads each track's packets to the estimate. The
