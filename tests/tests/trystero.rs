@@ -261,9 +261,6 @@ fn vp8_key_frame(frame: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_crosses_between_genos_and_a_browser() {
     use genos_transport::{Codec, Sample};
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
     let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();

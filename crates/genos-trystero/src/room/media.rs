@@ -158,21 +158,7 @@ impl TrysteroRoom {
             Some(metadata) => json!({"k": key, "s": STREAM_ID, "t": id, "m": metadata}),
             None => json!({"k": key, "s": STREAM_ID, "t": id}),
         };
-        let counter = next_counter(
-            &mut self
-                .inner
-                .counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-            TRACK_META.to_owned(),
-        );
-        let frames = room_frames(
-            &self.inner.token,
-            TRACK_META,
-            counter,
-            Payload::Json(meta),
-            None,
-        )?;
+        let frames = self.frames(TRACK_META, Payload::Json(meta), None)?;
         let (reply, answer) = oneshot::channel();
         self.command(Command::Media { targets, reply }).await?;
         let peers = answer.await.map_err(|_| TrysteroError::Left)?;

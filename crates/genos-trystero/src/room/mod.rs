@@ -228,15 +228,7 @@ impl TrysteroRoom {
                 "action names starting with @_ are Trystero's own".into(),
             ));
         }
-        let counter = next_counter(
-            &mut self
-                .inner
-                .counters
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-            action.to_owned(),
-        );
-        let frames = room_frames(&self.inner.token, action, counter, payload, metadata)?;
+        let frames = self.frames(action, payload, metadata)?;
         let (reply, answer) = oneshot::channel();
         self.command(Command::Writers { targets, reply }).await?;
         let writers = answer.await.map_err(|_| TrysteroError::Left)?;
@@ -261,6 +253,24 @@ impl TrysteroRoom {
         if self.command(Command::Leave(reply)).await.is_ok() {
             let _ = answer.await;
         }
+    }
+
+    /// The frames of our next message on `action` (numbered by this room's counter for it).
+    fn frames(
+        &self,
+        action: &str,
+        payload: Payload,
+        metadata: Option<&Value>,
+    ) -> Result<Vec<Bytes>, TrysteroError> {
+        let counter = next_counter(
+            &mut self
+                .inner
+                .counters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            action.to_owned(),
+        );
+        room_frames(&self.inner.token, action, counter, payload, metadata)
     }
 
     async fn command(&self, command: Command) -> Result<(), TrysteroError> {
