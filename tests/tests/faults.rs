@@ -399,15 +399,33 @@ async fn a_peer_sending_max_size_messages_without_end_costs_the_others_nothing()
     stop.store(true, Ordering::Release);
 
     // Every flood message that reached `idle`'s link arrives whole, in order, once it reads.
+    // The reader starts first (the flooder may be waiting on `idle`'s link) and learns how
+    // many to expect once the flooder ends; it does not stop at a pause (under a loaded CI
+    // machine a 4 MiB message once took over 5 s to come through).
+    let (expected_tx, mut expected) = tokio::sync::watch::channel(None::<u64>);
     let drain = tokio::spawn(async move {
         let mut taken = 0u64;
-        while let Ok(Some(message)) =
-            tokio::time::timeout(Duration::from_secs(5), idle_flood.recv()).await
-        {
-            assert_eq!(message.payload.len(), MAX);
-            assert_eq!(message.payload[..8], taken.to_be_bytes());
-            taken += 1;
-        }
+        let read_all = async {
+            loop {
+                if expected.borrow().is_some_and(|wanted| taken >= wanted) {
+                    return;
+                }
+                tokio::select! {
+                    message = idle_flood.recv() => {
+                        let Some(message) = message else { return };
+                        assert_eq!(message.payload.len(), MAX);
+                        assert_eq!(message.payload[..8], taken.to_be_bytes());
+                        taken += 1;
+                    }
+                    changed = expected.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(PATIENCE, read_all).await;
         taken
     });
     let reports = tokio::time::timeout(PATIENCE, flooding)
@@ -419,6 +437,7 @@ async fn a_peer_sending_max_size_messages_without_end_costs_the_others_nothing()
         .filter(|r| r.sent.contains(&idle.local_peer()))
         .count() as u64;
     assert!(reports.iter().all(|r| r.failed.is_empty()));
+    let _ = expected_tx.send(Some(to_idle));
     let idle_took = drain.await.unwrap();
     assert_eq!(
         idle_took, to_idle,
