@@ -85,19 +85,48 @@ async fn message(events: &mut TrysteroEvents) -> (genos_trystero::wire::Message,
     }
 }
 
-/// Both sides see the join, messages of every kind cross both ways, and each side sees the
-/// other leave. `genos_id` decides who offers.
-async fn conversation(genos_id: &str) {
+/// A browser page and a genos peer with id `genos_id` (which decides who offers) in room
+/// `room_id` on a relay of their own, each having seen the other join.
+struct Meeting {
+    relay: EmbeddedRelay,
+    browser: Browser,
+    page: u64,
+    browser_id: String,
+    room: TrysteroRoom,
+    events: TrysteroEvents,
+}
+
+async fn meet(room_id: &str, genos_id: &str) -> Meeting {
     let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();
     let mut browser = Browser::start(&driver()).await;
-    let (page, browser_id) = browser.join(relay.url(), "lobby", None).await;
-    let (room, mut events) = genos(&relay, "lobby", genos_id, None).await;
-
+    let (page, browser_id) = browser.join(relay.url(), room_id, None).await;
+    let (room, mut events) = genos(&relay, room_id, genos_id, None).await;
     assert_eq!(joined(&mut events).await, browser_id);
     let seen = browser.event("join", page).await;
     assert_eq!(seen["peer"], genos_id);
+    Meeting {
+        relay,
+        browser,
+        page,
+        browser_id,
+        room,
+        events,
+    }
+}
+
+/// Both sides see the join, messages of every kind cross both ways, and each side sees the
+/// other leave. `genos_id` decides who offers.
+async fn conversation(genos_id: &str) {
+    let Meeting {
+        relay: _relay,
+        mut browser,
+        page,
+        browser_id,
+        room,
+        mut events,
+    } = meet("lobby", genos_id).await;
 
     // Pings both ways: genos answers Trystero's, and Trystero answers genos's.
     let ping = browser
@@ -181,16 +210,14 @@ async fn a_browser_offering_to_genos_talks_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_leaving_is_seen_by_genos() {
-    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
-        .await
-        .unwrap();
-    let mut browser = Browser::start(&driver()).await;
-    let (page, browser_id) = browser.join(relay.url(), "exit", None).await;
-    let (_room, mut events) = genos(&relay, "exit", LOW_ID, None).await;
-    next(&mut events, |e| {
-        matches!(e, TrysteroEvent::PeerJoined { .. })
-    })
-    .await;
+    let Meeting {
+        relay: _relay,
+        mut browser,
+        page,
+        browser_id,
+        room: _room,
+        mut events,
+    } = meet("exit", LOW_ID).await;
     browser.call(json!({"cmd": "leave", "page": page})).await;
     let left = next(&mut events, |e| matches!(e, TrysteroEvent::PeerLeft { .. })).await;
     assert_eq!(left, TrysteroEvent::PeerLeft { peer: browser_id });
@@ -261,14 +288,14 @@ fn vp8_key_frame(frame: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_crosses_between_genos_and_a_browser() {
     use genos_transport::{Codec, Sample};
-    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
-        .await
-        .unwrap();
-    let mut browser = Browser::start(&driver()).await;
-    let (page, browser_id) = browser.join(relay.url(), "media", None).await;
-    let (room, mut events) = genos(&relay, "media", LOW_ID, None).await;
-    assert_eq!(joined(&mut events).await, browser_id);
-    browser.event("join", page).await;
+    let Meeting {
+        relay: _relay,
+        mut browser,
+        page,
+        browser_id,
+        room,
+        mut events,
+    } = meet("media", LOW_ID).await;
 
     // Browser -> genos.
     let kinds = browser

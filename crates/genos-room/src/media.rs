@@ -107,11 +107,19 @@ impl TrackInner {
         }
     }
 
-    /// Whether the track goes to `peer`.
-    pub(crate) fn wants(&self, peer: &PeerId) -> bool {
+    /// Whether the track is addressed to `peer` by name.
+    pub(crate) fn names(&self, peer: &PeerId) -> bool {
         match &self.options.target {
             Target::Peer(one) => one == peer,
             Target::Peers(list) => list.contains(peer),
+            _ => false,
+        }
+    }
+
+    /// Whether the track goes to `peer`: named, or a track to everyone.
+    pub(crate) fn wants(&self, peer: &PeerId) -> bool {
+        match &self.options.target {
+            Target::Peer(_) | Target::Peers(_) => self.names(peer),
             _ => true,
         }
     }
@@ -309,9 +317,7 @@ impl RoomMedia {
     /// to everyone), or a track it sends us. A cells room keeps such a link even when the
     /// overlay does not want it.
     pub(crate) fn involves(&self, peer: &PeerId) -> bool {
-        lock(&self.local)
-            .iter()
-            .any(|track| track.named_targets().contains(peer))
+        lock(&self.local).iter().any(|track| track.names(peer))
             || lock(&self.remote)
                 .get(peer)
                 .is_some_and(|tracks| !tracks.is_empty())

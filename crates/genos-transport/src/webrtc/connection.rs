@@ -25,7 +25,7 @@ impl WebRtcConnection {
     /// Whether offers and answers now renegotiate media: a plain connection (no control
     /// channel) whose first exchange is done.
     fn renegotiates_by_signal(&self) -> bool {
-        self.shared.config.plain_channel.is_some() && self.shared.remote_set.load(Ordering::Acquire)
+        self.shared.is_plain() && self.shared.remote_set.load(Ordering::Acquire)
     }
 
     async fn apply_remote(&self, description: RTCSessionDescription) -> Result<(), TransportError> {

@@ -198,17 +198,11 @@ fn media_lines(sdp: &str) -> String {
         .join(" | ")
 }
 
-/// Whether the connection is a plain one (no control channel): its renegotiation offers and
-/// answers travel as signals, through whatever carries the first exchange's.
-fn plain(shared: &Shared) -> bool {
-    shared.config.plain_channel.is_some()
-}
-
 /// Sends a control message; false if the control channel is not there or refused it. On a
 /// plain connection offers and answers go out as [`ConnectionEvent::Signal`]s instead, and
 /// the rest (`applied`, `ended`) has no carrier.
 async fn send_control(shared: &Shared, message: &Control) -> bool {
-    if plain(shared) {
+    if shared.is_plain() {
         let signal = match message {
             Control::Offer { sdp } => Signal::Offer { sdp: sdp.clone() },
             Control::Answer { sdp } => Signal::Answer { sdp: sdp.clone() },
@@ -448,7 +442,7 @@ impl WebRtcSink {
         let media = &shared.media;
         // A plain connection's peer (a browser) says no `applied`: its answers are taken as
         // applied once sent, as browsers do.
-        let unapplied = !plain(shared)
+        let unapplied = !shared.is_plain()
             && media.answers_applied.load(Ordering::Acquire)
                 < media.answers_sent.load(Ordering::Acquire);
         if unapplied

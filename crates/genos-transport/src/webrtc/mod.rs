@@ -124,6 +124,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether this is a plain connection (no control channel, see
+    /// [`WebRtcConfig::plain_channel`]).
+    pub(super) fn is_plain(&self) -> bool {
+        self.config.plain_channel.is_some()
+    }
+
     /// Moves to `state` and reports it, unless it is no change or the connection already
     /// ended (terminal states are final).
     fn set_state(&self, state: ConnectionState) {
