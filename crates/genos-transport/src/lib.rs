@@ -60,6 +60,8 @@ mod traits;
 
 pub mod media;
 
+#[cfg(feature = "fallback")]
+pub mod fallback;
 pub mod memory;
 #[cfg(feature = "webrtc")]
 pub mod webrtc;
