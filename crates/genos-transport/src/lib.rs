@@ -60,6 +60,7 @@ mod traits;
 
 pub mod media;
 
+pub mod failover;
 #[cfg(feature = "fallback")]
 pub mod fallback;
 pub mod memory;

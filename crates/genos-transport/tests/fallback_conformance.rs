@@ -12,9 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use genos_transport::conformance::Harness;
+use genos_transport::failover::{FailoverConfig, FailoverConnection, FailoverTransport, PathKind};
 use genos_transport::fallback::{
     FallbackConfig, FallbackHub, FallbackHubConfig, FallbackTransport,
 };
+use genos_transport::webrtc::{IceServer, WebRtcConfig, WebRtcTransport};
 use genos_transport::{
     Connection, ConnectionEvent, ConnectionState, DataChannel, Reliability, Role, Transport,
 };
@@ -182,4 +184,136 @@ async fn a_hub_refuses_connections_beyond_the_room_quota() {
     }
     assert_eq!(failed, 1);
     assert_eq!(hub.stats().refused, 1);
+}
+
+/// The suite again through `FailoverTransport`: WebRTC first, the hub when it fails; and
+/// with direct links off (`--no-direct`).
+mod failover {
+    use genos_transport::conformance::Harness;
+    use genos_transport::failover::{FailoverConfig, FailoverTransport};
+    use genos_transport::fallback::{FallbackConfig, FallbackHub, FallbackHubConfig, FallbackTransport};
+    use genos_transport::webrtc::{WebRtcConfig, WebRtcTransport};
+
+    type Both = FailoverTransport<WebRtcTransport, FallbackTransport>;
+
+    pub(super) struct FailoverHarness {
+        direct: bool,
+        hub: tokio::sync::OnceCell<(FallbackHub, Both)>,
+    }
+
+    impl FailoverHarness {
+        pub(super) fn new(direct: bool) -> Self {
+            Self {
+                direct,
+                hub: tokio::sync::OnceCell::new(),
+            }
+        }
+    }
+
+    impl Harness for FailoverHarness {
+        type Backend = Both;
+
+        async fn transport(&self) -> Both {
+            let (_, transport) = self
+                .hub
+                .get_or_init(|| async {
+                    let hub = FallbackHub::start(FallbackHubConfig::default()).await.unwrap();
+                    let config = FallbackConfig::new(hub.url().unwrap()).with_window(super::WINDOW);
+                    let fallback = FallbackTransport::new(config).unwrap();
+                    let transport = if self.direct {
+                        let direct = WebRtcTransport::new(WebRtcConfig::default().same_host_only())
+                            .unwrap();
+                        FailoverTransport::new(direct, fallback, FailoverConfig::default())
+                    } else {
+                        FailoverTransport::fallback_only(fallback, FailoverConfig::default())
+                    };
+                    (hub, transport)
+                })
+                .await;
+            transport.clone()
+        }
+
+        fn max_in_flight(&self) -> usize {
+            // The larger of the two paths' (WebRTC's send buffer and SCTP window are below).
+            super::WINDOW + 64 * 256 * 1024 + 8 * 1024 * 1024
+        }
+    }
+
+    mod direct_first {
+        genos_transport::transport_conformance!(super::FailoverHarness::new(true));
+    }
+
+    mod no_direct {
+        genos_transport::transport_conformance!(super::FailoverHarness::new(false));
+    }
+}
+
+/// Two `FailoverTransport` ends on one hub, with the given direct backend.
+async fn failover_pair(
+    direct: WebRtcTransport,
+    direct_timeout: Duration,
+) -> (
+    FallbackHub,
+    FailoverConnection<WebRtcTransport, FallbackTransport>,
+    FailoverConnection<WebRtcTransport, FallbackTransport>,
+) {
+    let (hub, url) = start_hub(FallbackHubConfig::default()).await;
+    let fallback = FallbackTransport::new(FallbackConfig::new(url)).unwrap();
+    let config = FailoverConfig::default().with_direct_timeout(direct_timeout);
+    let transport = FailoverTransport::new(direct, fallback, config);
+    let (a, a_events) = transport.connect(Role::Offerer).await.unwrap();
+    let (b, b_events) = transport.connect(Role::Answerer).await.unwrap();
+    relay_signals(a_events, b.clone());
+    relay_signals(b_events, a.clone());
+    (hub, a, b)
+}
+
+fn relay_signals<C: Connection>(
+    mut events: impl futures::Stream<Item = ConnectionEvent<impl Send>> + Unpin + Send + 'static,
+    remote: C,
+) {
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let ConnectionEvent::Signal(signal) = event {
+                let _ = remote.handle_signal(signal).await;
+            }
+        }
+    });
+}
+
+async fn exchange(
+    a: &FailoverConnection<WebRtcTransport, FallbackTransport>,
+    b: &FailoverConnection<WebRtcTransport, FallbackTransport>,
+) {
+    wait_for(a, |s| s == ConnectionState::Connected).await;
+    wait_for(b, |s| s == ConnectionState::Connected).await;
+    let channel = a
+        .open_channel("data", Reliability::ReliableOrdered)
+        .await
+        .unwrap();
+    channel.send(Bytes::from_static(b"through")).await.unwrap();
+    assert!(a.stats().await.bytes_sent >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_direct_setup_cannot_work_takes_the_fallback_path() {
+    // Relay-only through a TURN server nobody runs: ICE has no candidate, as when UDP is
+    // blocked.
+    let nowhere = IceServer::turn("turn:127.0.0.1:9", "user", "pass");
+    let direct = WebRtcTransport::new(WebRtcConfig::default().with_relay_only(nowhere)).unwrap();
+    let (hub, a, b) = failover_pair(direct, Duration::from_secs(1)).await;
+    exchange(&a, &b).await;
+    assert_eq!(a.path(), Some(PathKind::Fallback));
+    assert_eq!(b.path(), Some(PathKind::Fallback));
+    assert_eq!(hub.stats().circuits_paired, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_whose_direct_setup_works_stays_direct() {
+    let direct = WebRtcTransport::new(WebRtcConfig::default().same_host_only()).unwrap();
+    let (hub, a, b) = failover_pair(direct, Duration::from_secs(20)).await;
+    exchange(&a, &b).await;
+    assert_eq!(a.path(), Some(PathKind::Direct));
+    assert_eq!(b.path(), Some(PathKind::Direct));
+    assert_eq!(hub.stats().circuits_paired, 0);
 }
