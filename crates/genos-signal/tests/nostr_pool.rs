@@ -288,3 +288,46 @@ fn relay_discovery_is_on_with_the_built_in_relays_and_off_with_named_ones() {
         Some(std::path::Path::new("/tmp/relays.json"))
     );
 }
+
+/// A port with nothing listening (bound, then let go).
+async fn dead_relay_url() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_relay_is_used_only_when_no_relay_answers() {
+    let fallback = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let with_fallback = |relays: &[&str]| {
+        let mut config = config(relays);
+        config.fallback_relays = vec![fallback.url().to_owned()];
+        config.fallback_after = Duration::from_millis(300);
+        config
+    };
+    // Unreachable relays: the join succeeds through the fallback relay, and peers meet there.
+    let dead = dead_relay_url().await;
+    let topic = Topic::from_bytes(rand::random());
+    let (a, _a_events) = join(with_fallback(&[&dead]), topic).await;
+    let (b, mut b_events) = join(with_fallback(&[&dead]), topic).await;
+    wait_connected(&a, fallback.url()).await;
+    deliver(
+        &a,
+        b.local_peer(),
+        &mut b_events,
+        b"through the fallback relay",
+    )
+    .await;
+
+    // A relay that answers: the fallback is never dialled.
+    let live = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let (c, _c_events) = join(with_fallback(&[live.url()]), topic).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let urls: Vec<_> = c.relays().into_iter().map(|h| h.url).collect();
+    assert_eq!(urls, vec![live.url().to_owned()]);
+}

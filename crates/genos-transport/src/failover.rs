@@ -284,7 +284,10 @@ impl<D: Transport, F: Transport> Shared<D, F> {
                     ConnectionEvent::StateChanged(state) => {
                         Self::on_path_state(&me, generation, PathKind::Direct, state).await;
                     }
-                    other => me.emit(map_event(other, FailoverChannel::Direct, TAG_DIRECT)).await,
+                    other => {
+                        me.emit(map_event(other, FailoverChannel::Direct, TAG_DIRECT))
+                            .await
+                    }
                 }
             }
         });
@@ -311,7 +314,12 @@ impl<D: Transport, F: Transport> Shared<D, F> {
         });
     }
 
-    async fn on_path_state(me: &Arc<Self>, generation: u64, kind: PathKind, state: ConnectionState) {
+    async fn on_path_state(
+        me: &Arc<Self>,
+        generation: u64,
+        kind: PathKind,
+        state: ConnectionState,
+    ) {
         let connected_before = *me.state.borrow() == ConnectionState::Connected;
         match state {
             ConnectionState::Failed

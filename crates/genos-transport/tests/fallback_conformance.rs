@@ -191,7 +191,9 @@ async fn a_hub_refuses_connections_beyond_the_room_quota() {
 mod failover {
     use genos_transport::conformance::Harness;
     use genos_transport::failover::{FailoverConfig, FailoverTransport};
-    use genos_transport::fallback::{FallbackConfig, FallbackHub, FallbackHubConfig, FallbackTransport};
+    use genos_transport::fallback::{
+        FallbackConfig, FallbackHub, FallbackHubConfig, FallbackTransport,
+    };
     use genos_transport::webrtc::{WebRtcConfig, WebRtcTransport};
 
     type Both = FailoverTransport<WebRtcTransport, FallbackTransport>;
@@ -217,12 +219,14 @@ mod failover {
             let (_, transport) = self
                 .hub
                 .get_or_init(|| async {
-                    let hub = FallbackHub::start(FallbackHubConfig::default()).await.unwrap();
+                    let hub = FallbackHub::start(FallbackHubConfig::default())
+                        .await
+                        .unwrap();
                     let config = FallbackConfig::new(hub.url().unwrap()).with_window(super::WINDOW);
                     let fallback = FallbackTransport::new(config).unwrap();
                     let transport = if self.direct {
-                        let direct = WebRtcTransport::new(WebRtcConfig::default().same_host_only())
-                            .unwrap();
+                        let direct =
+                            WebRtcTransport::new(WebRtcConfig::default().same_host_only()).unwrap();
                         FailoverTransport::new(direct, fallback, FailoverConfig::default())
                     } else {
                         FailoverTransport::fallback_only(fallback, FailoverConfig::default())

@@ -36,6 +36,14 @@ pub enum RelayDiscovery {
 pub struct NostrConfig {
     /// Relays to connect to at once. Empty: [`DEFAULT_RELAYS`].
     pub relays: Vec<String>,
+    /// Relays dialled only when none of `relays` (nor the extended list) is connected
+    /// [`NostrConfig::fallback_after`] into the session, or later: a fallback server's relay
+    /// (`genos serve`), for when public relays are down or refuse. Default none.
+    pub fallback_relays: Vec<String>,
+    /// How long the session waits for a connected relay before it dials the fallback relays.
+    /// Default 3 s (a reachable relay connects in well under a second; join waits up to
+    /// `join_timeout`).
+    pub fallback_after: Duration,
     /// A JSON file (an array of relay URLs) holding the extended relay list; read at join,
     /// dialled in the background. Default none: with discovery on, the user's cache folder
     /// (`$XDG_CACHE_HOME/genos/relays.json`, else `~/.cache/genos/relays.json`).
@@ -127,6 +135,8 @@ impl Default for NostrConfig {
     fn default() -> Self {
         Self {
             relays: Vec::new(),
+            fallback_relays: Vec::new(),
+            fallback_after: Duration::from_secs(3),
             relay_cache: None,
             directory_url: None,
             relay_discovery: RelayDiscovery::Auto,

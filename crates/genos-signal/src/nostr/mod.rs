@@ -60,7 +60,7 @@ pub use self::directory::fetch_relay_directory;
 #[cfg(feature = "relay")]
 pub use self::embedded::{EmbeddedRelay, EmbeddedRelayConfig};
 pub use self::health::{MuteReason, RelayHealth, RelayState};
-use self::pool::{announcer, extend};
+use self::pool::{announcer, extend, fall_back};
 use self::relay::{Command, Incoming, Outgoing, PresenceSource, Worker};
 use self::router::Router;
 use self::session::Handle;
@@ -212,6 +212,12 @@ impl Signaling for NostrSignaling {
         };
         tokio::spawn(router.run(incoming_rx));
         tokio::spawn(announcer(Arc::downgrade(&shared)));
+        if !self.config.fallback_relays.is_empty() {
+            tokio::spawn(fall_back(
+                Arc::downgrade(&shared),
+                self.config.fallback_relays.clone(),
+            ));
+        }
         let cache = self.config.effective_relay_cache();
         let directory = self.config.effective_directory();
         if cache.is_some() || directory.is_some() {

@@ -144,6 +144,18 @@ impl Shared {
             .count()
     }
 
+    /// Relays connected and subscribed now.
+    pub(super) fn connected_relays(&self) -> usize {
+        let relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        relays
+            .iter()
+            .filter(|r| {
+                let health = r.health.lock().unwrap_or_else(|p| p.into_inner());
+                health.state == super::health::RelayState::Connected
+            })
+            .count()
+    }
+
     pub(super) fn start_relay(self: &Arc<Self>, url: &str) {
         let me = wire::peer_tag(&self.topic, &self.peer);
         let mut filters = vec![
@@ -233,6 +245,34 @@ pub(super) async fn announcer(shared: std::sync::Weak<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// Dials the fallback relays once no other relay is connected, `fallback_after` into the
+/// session or at any later check (every second); then they stay for the session.
+pub(super) async fn fall_back(shared: std::sync::Weak<Shared>, fallback: Vec<String>) {
+    let Some(strong) = shared.upgrade() else {
+        return;
+    };
+    let wait = strong.config.fallback_after;
+    drop(strong);
+    tokio::time::sleep(wait).await;
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        if strong.left.load(Ordering::Acquire) {
+            return;
+        }
+        if strong.connected_relays() == 0 {
+            tracing::info!(relays = ?fallback, "no relay answers: using the fallback relays");
+            for url in &fallback {
+                strong.start_relay(url);
+            }
+            return;
+        }
+        drop(strong);
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
