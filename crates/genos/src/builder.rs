@@ -23,6 +23,8 @@ impl Genos {
             webrtc: WebRtcConfig::default(),
             identity: None,
             password_text: None,
+            #[cfg(feature = "fallback")]
+            fallback: None,
         }
     }
 }
@@ -66,6 +68,18 @@ pub struct GenosBuilder {
     identity: Option<IdentitySource>,
     /// The password as text, for the Trystero profile (Trystero's passwords are strings).
     password_text: Option<String>,
+    #[cfg(feature = "fallback")]
+    fallback: Option<FallbackSettings>,
+}
+
+/// Where and how links fall back (see [`GenosBuilder::fallback`]).
+#[cfg(feature = "fallback")]
+#[derive(Debug, Clone)]
+struct FallbackSettings {
+    url: String,
+    token: Option<String>,
+    direct: bool,
+    direct_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for GenosBuilder {
@@ -94,6 +108,57 @@ impl GenosBuilder {
     /// Adds relays.
     pub fn relays<I: IntoIterator<Item = S>, S: Into<String>>(mut self, urls: I) -> Self {
         self.relays.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// Uses the fallback server at `url` (`genos serve`, `ws://host:port`): its relay carries
+    /// signaling when none of the room's relays answers (after
+    /// [`NostrConfig::fallback_after`]), and a link whose direct setup fails (ICE failed, or
+    /// not connected within [`genos_transport::failover::FailoverConfig::direct_timeout`]) is
+    /// carried through its hub instead, transparently to channels. The server forwards
+    /// sealed frames only. Every peer of a room that may need it must name the same server.
+    #[cfg(feature = "fallback")]
+    pub fn fallback(mut self, url: impl Into<String>) -> Self {
+        let settings = self.fallback.get_or_insert_with(|| FallbackSettings {
+            url: String::new(),
+            token: None,
+            direct: true,
+            direct_timeout: None,
+        });
+        settings.url = url.into();
+        self
+    }
+
+    /// The token the fallback server's hub requires.
+    #[cfg(feature = "fallback")]
+    pub fn fallback_token(mut self, token: impl Into<String>) -> Self {
+        if let Some(settings) = &mut self.fallback {
+            settings.token = Some(token.into());
+        }
+        self
+    }
+
+    /// Never tries a direct link: every link goes through the fallback server (networks that
+    /// block UDP; tests). Needs [`GenosBuilder::fallback`] (joining without one fails with
+    /// [`GenosError::Transport`]).
+    #[cfg(feature = "fallback")]
+    pub fn no_direct(mut self) -> Self {
+        let settings = self.fallback.get_or_insert_with(|| FallbackSettings {
+            url: String::new(),
+            token: None,
+            direct: true,
+            direct_timeout: None,
+        });
+        settings.direct = false;
+        self
+    }
+
+    /// How long a direct setup may take before the link falls back (default 10 s).
+    #[cfg(feature = "fallback")]
+    pub fn fallback_after(mut self, timeout: Duration) -> Self {
+        if let Some(settings) = &mut self.fallback {
+            settings.direct_timeout = Some(timeout);
+        }
         self
     }
 
@@ -235,12 +300,69 @@ impl GenosBuilder {
         let room = self.room.with_identity(identity.clone());
         let mut nostr = self.nostr;
         nostr.relays.extend(self.relays);
+        #[cfg(feature = "fallback")]
+        if let Some(fallback) = &self.fallback {
+            nostr.fallback_relays.push(fallback.url.clone());
+        }
         let signaling = NostrSignaling::new(identity, nostr)?;
         if self.webrtc.relay_only {
             check_relays(&self.webrtc.ice_servers).await?;
         }
+        #[cfg(feature = "fallback")]
+        if let Some(fallback) = self.fallback {
+            return join_with_fallback(signaling, self.webrtc, fallback, peer, room).await;
+        }
         let transport = WebRtcTransport::new(self.webrtc)?;
         Ok(Room::join(signaling, transport, peer, room).await?)
+    }
+}
+
+/// Joins with links that fall back to the server's hub (or always use it).
+#[cfg(feature = "fallback")]
+async fn join_with_fallback(
+    signaling: NostrSignaling,
+    webrtc: WebRtcConfig,
+    settings: FallbackSettings,
+    peer: genos_crypto::PeerId,
+    room: RoomConfig,
+) -> Result<Room, GenosError> {
+    use genos_transport::failover::{FailoverConfig, FailoverTransport};
+    use genos_transport::fallback::{FallbackConfig, FallbackTransport};
+
+    if settings.url.is_empty() {
+        return Err(
+            TransportError::InvalidConfig("no_direct needs a fallback server".into()).into(),
+        );
+    }
+    let key = room
+        .derive_key()
+        .await
+        .map_err(genos_room::RoomError::from)?;
+    // The hub counts circuits per room by this tag: derived from the room key, it names the
+    // room to nobody who cannot join it.
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(key.sub_topic(b"fallback").get(..16).unwrap_or(&[0; 16]));
+    let link_url = format!(
+        "{}{}",
+        settings.url.trim_end_matches('/'),
+        crate::serve::LINK_PATH
+    );
+    let mut config = FallbackConfig::new(link_url).with_room_tag(tag);
+    if let Some(token) = settings.token {
+        config = config.with_token(token);
+    }
+    let fallback = FallbackTransport::new(config)?;
+    let mut failover = FailoverConfig::default();
+    if let Some(timeout) = settings.direct_timeout {
+        failover = failover.with_direct_timeout(timeout);
+    }
+    if settings.direct {
+        let transport = FailoverTransport::new(WebRtcTransport::new(webrtc)?, fallback, failover);
+        Ok(Room::join_with_key(signaling, transport, peer, &key, &room).await?)
+    } else {
+        let transport: FailoverTransport<WebRtcTransport, _> =
+            FailoverTransport::fallback_only(fallback, failover);
+        Ok(Room::join_with_key(signaling, transport, peer, &key, &room).await?)
     }
 }
 

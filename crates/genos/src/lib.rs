@@ -69,6 +69,8 @@ pub use genos_transport::{Codec, ReceivedSample, RemoteTrack, Sample};
 
 #[cfg(all(feature = "nostr", feature = "webrtc"))]
 mod builder;
+#[cfg(all(feature = "fallback", feature = "webrtc"))]
+pub mod serve;
 #[cfg(feature = "trystero")]
 pub use builder::TrysteroBuilder;
 #[cfg(all(feature = "nostr", feature = "webrtc"))]

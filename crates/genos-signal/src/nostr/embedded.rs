@@ -83,7 +83,8 @@ impl EmbeddedRelayConfig {
 pub struct EmbeddedRelay {
     relay: LocalRelay,
     url: String,
-    accept: tokio::task::AbortHandle,
+    upgrades: Arc<Upgrades>,
+    accept: Option<tokio::task::AbortHandle>,
 }
 
 /// Largest HTTP upgrade request read before the WebSocket starts.
@@ -94,7 +95,29 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 impl EmbeddedRelay {
     /// Starts a relay and waits until it listens.
     pub async fn start(config: EmbeddedRelayConfig) -> Result<Self, SignalError> {
-        // No address for the builder: we bind and accept ourselves (below).
+        // Our own accept loop rather than `LocalRelay::run`: it turns Nagle off on every
+        // connection. Signaling is many small messages in a row; with Nagle and the peer's
+        // delayed ACKs each hop through the relay waited tens of milliseconds.
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| SignalError::Unavailable(format!("embedded relay: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SignalError::Unavailable(format!("embedded relay: {e}")))?;
+        let mut relay = Self::detached(&config, format!("ws://{addr}"));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            relay.relay.clone(),
+            relay.upgrades.clone(),
+        ));
+        relay.accept = Some(accept.abort_handle());
+        Ok(relay)
+    }
+
+    /// A relay without a listener of its own, reachable at `url`: hand it connections
+    /// accepted elsewhere with [`EmbeddedRelay::serve`] (`genos serve` shares one port
+    /// between its relay and its fallback hub). `config.addr` is not used.
+    pub fn detached(config: &EmbeddedRelayConfig, url: impl Into<String>) -> Self {
         let mut builder = RelayBuilder::default()
             .max_connections(config.max_connections)
             .rate_limit(RateLimit {
@@ -109,23 +132,21 @@ impl EmbeddedRelay {
                 mode: RelayBuilderNip42Mode::Both,
             });
         }
-        let relay = LocalRelay::new(builder);
-        // Our own accept loop rather than `LocalRelay::run`: it turns Nagle off on every
-        // connection. Signaling is many small messages in a row; with Nagle and the peer's
-        // delayed ACKs each hop through the relay waited tens of milliseconds.
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|e| SignalError::Unavailable(format!("embedded relay: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| SignalError::Unavailable(format!("embedded relay: {e}")))?;
-        let pending = config.max_pending_upgrades.max(1);
-        let accept = tokio::spawn(accept_loop(listener, relay.clone(), pending)).abort_handle();
-        Ok(Self {
-            relay,
-            url: format!("ws://{addr}"),
-            accept,
-        })
+        Self {
+            relay: LocalRelay::new(builder),
+            url: url.into(),
+            upgrades: Arc::new(Upgrades {
+                pending: Mutex::default(),
+                next: std::sync::atomic::AtomicU64::new(0),
+                max_pending: config.max_pending_upgrades.max(1),
+            }),
+            accept: None,
+        }
+    }
+
+    /// Serves one TCP connection whose WebSocket upgrade is not read yet.
+    pub fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+        admit(&self.relay, &self.upgrades, stream, peer);
     }
 
     /// The relay's `ws://` URL.
@@ -135,7 +156,9 @@ impl EmbeddedRelay {
 
     /// Stops accepting connections.
     pub fn shutdown(&self) {
-        self.accept.abort();
+        if let Some(accept) = &self.accept {
+            accept.abort();
+        }
         self.relay.shutdown();
     }
 }
@@ -146,50 +169,60 @@ impl Drop for EmbeddedRelay {
     }
 }
 
-/// Upgrades in progress, oldest first: (id, the task doing it).
-type Pending = Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>>;
+/// Upgrades in progress, oldest first (beyond `max_pending` the oldest is closed).
+#[derive(Debug)]
+struct Upgrades {
+    pending: Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>,
+    next: std::sync::atomic::AtomicU64,
+    max_pending: usize,
+}
 
-async fn accept_loop(listener: TcpListener, relay: LocalRelay, max_pending: usize) {
-    let pending: Pending = Arc::default();
-    for id in 0u64.. {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+async fn accept_loop(listener: TcpListener, relay: LocalRelay, upgrades: Arc<Upgrades>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => admit(&relay, &upgrades, stream, peer),
             Err(error) => {
                 // Out of descriptors and the like: back off instead of spinning.
                 tracing::warn!(%error, "embedded relay cannot accept");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let relay = relay.clone();
-        let registry = pending.clone();
-        // Locked across the spawn, so the task cannot finish (and unregister) before it is
-        // registered.
-        let mut queue = pending.lock().unwrap_or_else(|p| p.into_inner());
-        let handshake = tokio::spawn(async move {
-            let upgraded = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade(stream)).await;
-            registry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|(other, _)| *other != id);
-            match upgraded {
-                // Its own task: closing the oldest handshake must never reach a connection.
-                Ok(Ok(stream)) => drop(tokio::spawn(async move {
-                    if let Err(error) = relay.take_connection(stream, peer).await {
-                        tracing::debug!(%error, "embedded relay connection ended");
-                    }
-                })),
-                Ok(Err(error)) => tracing::debug!(%error, "refused a WebSocket upgrade"),
-                Err(_) => tracing::debug!("a WebSocket upgrade timed out"),
-            }
-        });
-        queue.push_back((id, handshake.abort_handle()));
-        while queue.len() > max_pending {
-            if let Some((_, oldest)) = queue.pop_front() {
-                tracing::debug!("closed the oldest pending WebSocket upgrade");
-                oldest.abort();
-            }
+        }
+    }
+}
+
+fn admit(relay: &LocalRelay, upgrades: &Arc<Upgrades>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let id = upgrades
+        .next
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let relay = relay.clone();
+    let registry = upgrades.clone();
+    // Locked across the spawn, so the task cannot finish (and unregister) before it is
+    // registered.
+    let mut queue = upgrades.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let handshake = tokio::spawn(async move {
+        let upgraded = tokio::time::timeout(UPGRADE_TIMEOUT, upgrade(stream)).await;
+        registry
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(other, _)| *other != id);
+        match upgraded {
+            // Its own task: closing the oldest handshake must never reach a connection.
+            Ok(Ok(stream)) => drop(tokio::spawn(async move {
+                if let Err(error) = relay.take_connection(stream, peer).await {
+                    tracing::debug!(%error, "embedded relay connection ended");
+                }
+            })),
+            Ok(Err(error)) => tracing::debug!(%error, "refused a WebSocket upgrade"),
+            Err(_) => tracing::debug!("a WebSocket upgrade timed out"),
+        }
+    });
+    queue.push_back((id, handshake.abort_handle()));
+    while queue.len() > upgrades.max_pending {
+        if let Some((_, oldest)) = queue.pop_front() {
+            tracing::debug!("closed the oldest pending WebSocket upgrade");
+            oldest.abort();
         }
     }
 }
