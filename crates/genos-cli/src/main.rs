@@ -163,6 +163,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runs a fallback server until interrupted: a Nostr relay (signaling when public relays
+    /// are down or refuse) and, on the same port at /link, a hub that carries the links of
+    /// peers that cannot connect directly (it forwards sealed frames, never plaintext).
+    /// Peers use it with --fallback ws://HOST:PORT.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7448")]
+        addr: std::net::SocketAddr,
+        /// Admit to the hub only clients presenting this token (--fallback-token).
+        #[arg(long)]
+        token: Option<String>,
+        /// Require NIP-42 authentication to publish and subscribe on the relay.
+        #[arg(long)]
+        auth: bool,
+        /// Seconds between the hub's counter lines.
+        #[arg(long, default_value_t = 10)]
+        report_every: u64,
+    },
     /// Runs a Nostr relay for signaling ("run your own relay") until interrupted.
     Relay {
         /// Address to listen on.
@@ -276,6 +294,17 @@ struct RoomArgs {
     /// How the room's peers link up (every peer of a room must use the same).
     #[arg(long, value_enum, default_value_t = Topology::Mesh)]
     topology: Topology,
+    /// A fallback server (`genos serve`, ws://HOST:PORT): signaling through its relay when no
+    /// relay answers, and links through it when a direct link cannot be made.
+    #[arg(long)]
+    fallback: Option<String>,
+    /// The token the fallback server requires.
+    #[arg(long, requires = "fallback")]
+    fallback_token: Option<String>,
+    /// Never link directly: every link goes through the fallback server (networks that block
+    /// UDP).
+    #[arg(long, requires = "fallback")]
+    no_direct: bool,
     /// Pace media tracks to a congestion control estimate (GCC). Files are not re-encoded to
     /// follow it: what exceeds the estimate queues (docs/benchmarks.md measures it).
     #[arg(long)]
@@ -303,6 +332,15 @@ impl RoomArgs {
         }
         if self.congestion_control {
             builder = builder.congestion_control();
+        }
+        if let Some(url) = &self.fallback {
+            builder = builder.fallback(url);
+            if let Some(token) = &self.fallback_token {
+                builder = builder.fallback_token(token);
+            }
+            if self.no_direct {
+                builder = builder.no_direct();
+            }
         }
         builder.topology(self.topology.room_topology())
     }
@@ -426,6 +464,21 @@ fn main() -> ExitCode {
             Command::Media { action } => run_media(action).await,
             // Handled before the runtime starts.
             Command::Sim { .. } => Ok(()),
+            Command::Serve {
+                addr,
+                token,
+                auth,
+                report_every,
+            } => {
+                let mut config = genos::serve::FallbackServerConfig::default().with_addr(addr);
+                if let Some(token) = token {
+                    config = config.with_token(token);
+                }
+                if auth {
+                    config.relay = config.relay.with_auth();
+                }
+                run_serve(config, std::time::Duration::from_secs(report_every.max(1))).await
+            }
             Command::Relay {
                 addr,
                 min_pow,
@@ -620,6 +673,43 @@ async fn run_swarm(
             }
         }
     }
+    Ok(())
+}
+
+async fn run_serve(
+    config: genos::serve::FallbackServerConfig,
+    report_every: std::time::Duration,
+) -> Result<(), String> {
+    let server = genos::serve::FallbackServer::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "genos fallback server listening on {} (relay; hub at {})",
+        server.url(),
+        server.link_url()
+    );
+    let mut report = tokio::time::interval(report_every);
+    report.tick().await;
+    loop {
+        tokio::select! {
+            stop = tokio::signal::ctrl_c() => {
+                stop.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+                break;
+            }
+            _ = report.tick() => {
+                let stats = server.hub_stats();
+                println!(
+                    "hub: {} circuits live, {} paired, {} refused, {} MiB forwarded",
+                    stats.circuits_live,
+                    stats.circuits_paired,
+                    stats.refused,
+                    stats.bytes_forwarded >> 20
+                );
+            }
+        }
+    }
+    println!("stopping");
+    server.shutdown();
     Ok(())
 }
 

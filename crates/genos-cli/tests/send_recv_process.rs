@@ -1,5 +1,6 @@
 //! `genos send` and `genos recv` as real processes meeting over a `genos relay` process, the
-//! way two users would run them.
+//! way two users would run them; and through a `genos serve` fallback server with direct
+//! links off.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -61,6 +62,60 @@ fn a_file_sent_by_one_process_arrives_intact_in_another() {
     assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
     // Nothing but the file: the temporary part file was renamed, not left behind.
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_file_crosses_a_genos_serve_process_with_direct_links_off() {
+    let server = RelayProcess::serve(&["--token", "t0ken", "--report-every", "1"]);
+    let url = server.url.clone();
+    let dir = std::env::temp_dir().join(format!("genos-serve-{}", rand::random::<u64>()));
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let source = dir.join("payload.bin");
+    let data: Vec<u8> = (0..12_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&source, &data).unwrap();
+    let room = format!("serve-{}", rand::random::<u32>());
+    let fallback = [
+        "--fallback",
+        &url,
+        "--fallback-token",
+        "t0ken",
+        "--no-direct",
+        "--password",
+        "pw",
+    ];
+    let recv = genos(
+        &[&["recv", "--out", out.to_str().unwrap()][..], &fallback[..]].concat(),
+        &room,
+        &url,
+    );
+    let send = genos(
+        &[&["send", source.to_str().unwrap()][..], &fallback[..]].concat(),
+        &room,
+        &url,
+    );
+    let (sent, send_out, send_err) = finish(send, "genos send");
+    let (received, recv_out, recv_err) = finish(recv, "genos recv");
+    assert!(sent, "send failed:\n{send_out}\n{send_err}");
+    assert!(received, "recv failed:\n{recv_out}\n{recv_err}");
+    assert!(recv_out.contains("SHA-256 ok"), "{recv_out}");
+    let stored = std::fs::read(out.join("payload.bin")).unwrap();
+    assert_eq!(Sha256::digest(&stored), Sha256::digest(&data));
+    // The server carried it: its hub counts the circuit and the megabytes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let carried = loop {
+        let line = server
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the server reports the circuit in time");
+        if line.starts_with("hub: ") && !line.contains(" 0 paired") && !line.contains(" 0 MiB") {
+            break line;
+        }
+    };
+    assert!(carried.contains("MiB forwarded"), "{carried}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

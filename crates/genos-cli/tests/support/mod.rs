@@ -1,4 +1,4 @@
-//! Test support: `genos relay` as a child process, killed when dropped.
+//! Test support: `genos relay` (or `genos serve`) as a child process, killed when dropped.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -9,12 +9,25 @@ pub(crate) struct RelayProcess {
     child: Child,
     /// Its `ws://` URL.
     pub(crate) url: String,
+    /// The lines it printed after the first, as they come.
+    #[allow(dead_code)] // only the fallback tests read them
+    pub(crate) lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl RelayProcess {
     /// Starts `genos relay` on a free loopback port, with `extra` arguments, and waits until
     /// it prints the URL it listens on.
     pub(crate) fn start(extra: &[&str]) -> Self {
+        Self::run("relay", extra)
+    }
+
+    /// Starts `genos serve` (a fallback server: relay and hub) the same way.
+    #[allow(dead_code)] // only the fallback tests run a server
+    pub(crate) fn serve(extra: &[&str]) -> Self {
+        Self::run("serve", extra)
+    }
+
+    fn run(command: &str, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -22,18 +35,24 @@ impl RelayProcess {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_genos"))
-            .args(["relay", "--addr", &addr])
+            .args([command, "--addr", &addr])
             .args(extra)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("run genos relay");
+            .expect("run genos");
         let mut first_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first_line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first_line).unwrap();
         let url = format!("ws://{addr}");
         assert!(first_line.contains(&url), "{first_line}");
-        Self { child, url }
+        // Drained on a thread, so a chatty process never blocks on a full pipe.
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        Self { child, url, lines }
     }
 }
 
