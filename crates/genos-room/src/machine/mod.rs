@@ -539,8 +539,10 @@ impl RoomMachine {
             .attempts
             .iter()
             .filter(|(_, a)| {
+                // A linked attempt was answered, whatever its backend signalled.
                 a.role == Role::Offerer
                     && !a.heard_back
+                    && !matches!(a.stage, Stage::Linked { .. })
                     && now.saturating_duration_since(a.started) >= answer_timeout
             })
             .map(|(peer, a)| (*peer, a.dial))

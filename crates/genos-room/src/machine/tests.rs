@@ -45,6 +45,9 @@ enum Fault {
     Stall,
     /// The answer arrives after this much extra delay.
     LateAnswer(Duration),
+    /// The answering transport connects without a signal of its own (a backend whose
+    /// answerer has nothing to say).
+    SilentAnswer,
 }
 
 /// Machines, a clock and a queue of inputs in flight.
@@ -235,6 +238,20 @@ impl World {
                             payload: Bytes::from_static(b"stalled"),
                         };
                         self.schedule(LATENCY, peer, answer);
+                    }
+                    Some(Fault::SilentAnswer) => {
+                        let offered = Input::ChannelOffered {
+                            peer: local,
+                            dial,
+                            opened: true,
+                        };
+                        self.schedule(LATENCY, peer, offered);
+                        let opened = Input::ChannelOpened {
+                            peer,
+                            dial,
+                            label: crate::wire::LINK_LABEL.to_owned(),
+                        };
+                        self.schedule(LATENCY * 3, local, opened);
                     }
                     fault => {
                         let extra = match fault {
@@ -448,6 +465,29 @@ fn a_lost_answer_is_retried_within_a_second_of_the_answer_timeout() {
         w.count(Counter::DialsFailed),
         1,
         "the dialler gave up on it"
+    );
+    assert_eq!(w.joined(a), BTreeSet::from([b]));
+    assert_eq!(w.joined(b), BTreeSet::from([a]));
+}
+
+#[test]
+fn a_link_whose_answerer_sent_no_signal_is_kept_past_the_answer_timeout() {
+    let (a, b) = (id(1), id(2));
+    let mut w = world(2, limits());
+    w.faults.insert((a, b), (Fault::SilentAnswer, u32::MAX));
+    w.faults.insert((b, a), (Fault::SilentAnswer, u32::MAX));
+    w.announce_all();
+    w.run_until_mesh(Duration::from_secs(10)).expect("linked");
+    // Both sides keep hearing each other (heartbeats) well past the answer timeout.
+    while w.elapsed() < limits().answer_timeout * 3 {
+        w.hear_all();
+        let next = w.elapsed() + Duration::from_millis(500);
+        w.run_until(next);
+    }
+    assert_eq!(
+        w.count(Counter::DialsFailed),
+        0,
+        "a linked attempt was retried"
     );
     assert_eq!(w.joined(a), BTreeSet::from([b]));
     assert_eq!(w.joined(b), BTreeSet::from([a]));

@@ -10,7 +10,8 @@
 //!
 //! A connection behaves like every other backend's (the conformance suite runs against it):
 //!
-//! - **setup**: the offerer's one signal is the offer (circuit id); the answerer emits none.
+//! - **setup**: the offerer's one signal is the offer (circuit id); the answerer's, an answer
+//!   naming the same circuit.
 //!   Both report [`ConnectionState::Connected`] once the hub paired them, and
 //!   [`ConnectionState::Failed`] when the hub refuses (wrong token, quota; the reason is in
 //!   [`FallbackConnection::failure`]) or nobody pairs within
@@ -564,14 +565,18 @@ impl Connection for FallbackConnection {
     }
 
     async fn handle_signal(&self, message: Bytes) -> Result<(), TransportError> {
+        let current = *lock(&self.shared.circuit);
+        if self.shared.role == Role::Offerer {
+            // The answer names our circuit; it carries nothing else.
+            return match wire::decode_answer(&message) {
+                Some(circuit) if Some(circuit) == current => Ok(()),
+                _ => Err(TransportError::InvalidSignal(
+                    "not an answer to this fallback offer".into(),
+                )),
+            };
+        }
         let circuit = wire::decode_offer(&message)
             .ok_or_else(|| TransportError::InvalidSignal("not a fallback offer".into()))?;
-        if self.shared.role == Role::Offerer {
-            return Err(TransportError::InvalidSignal(
-                "an offering fallback link takes no signals".into(),
-            ));
-        }
-        let current = *lock(&self.shared.circuit);
         match current {
             Some(known) if known == circuit => Ok(()),
             Some(_) => Err(TransportError::InvalidSignal(
@@ -580,6 +585,8 @@ impl Connection for FallbackConnection {
             None if self.state().is_terminal() => Err(TransportError::NotConnected(self.state())),
             None => {
                 ConnShared::start(&self.shared, circuit);
+                let answer = ConnectionEvent::Signal(wire::encode_answer(&circuit));
+                let _ = self.shared.events.try_send(answer);
                 Ok(())
             }
         }

@@ -321,23 +321,42 @@ impl<'a> Reader<'a> {
 
 /// The offer an offerer emits: magic, version, circuit id.
 pub(crate) const OFFER_MAGIC: &[u8; 4] = b"GFB\0";
+/// The answer an answerer emits once it took the offer (the layer above learns the answerer
+/// is there before the hub pairs them): magic, version, circuit id.
+pub(crate) const ANSWER_MAGIC: &[u8; 4] = b"GFA\0";
 
-pub(crate) fn encode_offer(circuit: &CircuitId) -> Bytes {
-    let mut out = BytesMut::with_capacity(OFFER_MAGIC.len() + 1 + circuit.len());
-    out.put_slice(OFFER_MAGIC);
+fn encode_signal(magic: &[u8; 4], circuit: &CircuitId) -> Bytes {
+    let mut out = BytesMut::with_capacity(magic.len() + 1 + circuit.len());
+    out.put_slice(magic);
     out.put_u8(VERSION);
     out.put_slice(circuit);
     out.freeze()
 }
 
-pub(crate) fn decode_offer(message: &[u8]) -> Option<CircuitId> {
+fn decode_signal(magic: &[u8; 4], message: &[u8]) -> Option<CircuitId> {
     let mut r = Reader(message);
-    if r.take(OFFER_MAGIC.len())? != OFFER_MAGIC || r.u8()? != VERSION {
+    if r.take(magic.len())? != magic || r.u8()? != VERSION {
         return None;
     }
     let circuit = r.array()?;
     r.end()?;
     Some(circuit)
+}
+
+pub(crate) fn encode_offer(circuit: &CircuitId) -> Bytes {
+    encode_signal(OFFER_MAGIC, circuit)
+}
+
+pub(crate) fn decode_offer(message: &[u8]) -> Option<CircuitId> {
+    decode_signal(OFFER_MAGIC, message)
+}
+
+pub(crate) fn encode_answer(circuit: &CircuitId) -> Bytes {
+    encode_signal(ANSWER_MAGIC, circuit)
+}
+
+pub(crate) fn decode_answer(message: &[u8]) -> Option<CircuitId> {
+    decode_signal(ANSWER_MAGIC, message)
 }
 
 #[cfg(test)]
@@ -398,6 +417,8 @@ mod tests {
         let offer = encode_offer(&[5; 16]);
         assert_eq!(decode_offer(&offer), Some([5; 16]));
         assert_eq!(decode_offer(b"garbage"), None);
+        assert_eq!(decode_answer(&encode_answer(&[6; 16])), Some([6; 16]));
+        assert_eq!(decode_answer(&offer), None);
         let credit = Frame::Credit { id: 1, bytes: 2 }.encode();
         for cut in 0..credit.len() {
             assert_eq!(Frame::decode(&credit.slice(..cut)), None);
