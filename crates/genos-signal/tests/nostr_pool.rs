@@ -331,3 +331,64 @@ async fn the_fallback_relay_is_used_only_when_no_relay_answers() {
     let urls: Vec<_> = c.relays().into_iter().map(|h| h.url).collect();
     assert_eq!(urls, vec![live.url().to_owned()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_one_identity_share_relay_connections_and_keep_their_own_traffic() {
+    let relay = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let bot = NostrSignaling::new(Identity::generate(), config(&[relay.url()])).unwrap();
+    let per_connection = bot.config().subscriptions_per_connection;
+    let rooms = 2 * per_connection + 3;
+    let topics: Vec<Topic> = (0..rooms)
+        .map(|_| Topic::from_bytes(rand::random()))
+        .collect();
+    let mut sessions = Vec::new();
+    for topic in &topics {
+        let request = JoinRequest::new(*topic, bot.peer_id());
+        sessions.push(bot.join(request).await.unwrap());
+    }
+    // Three connections for 19 rooms at 8 per connection, not 19.
+    assert_eq!(
+        bot.relay_connections(relay.url()),
+        rooms.div_ceil(per_connection)
+    );
+
+    // Each room's traffic reaches that room's session only.
+    for (i, topic) in topics.iter().enumerate().step_by(5) {
+        let (guest, _guest_events) = join(config(&[relay.url()]), *topic).await;
+        let (_, bot_events) = &mut sessions[i];
+        deliver(
+            &guest,
+            bot.peer_id(),
+            bot_events,
+            b"to the bot in this room",
+        )
+        .await;
+        for (j, (_, other)) in sessions.iter_mut().enumerate() {
+            if j != i {
+                let leaked = futures::FutureExt::now_or_never(other.next());
+                assert!(
+                    !matches!(leaked, Some(Some(SignalEvent::Message { .. }))),
+                    "room {i}'s message reached room {j}"
+                );
+            }
+        }
+    }
+    // The connections close once their last session leaves.
+    for (session, _) in &sessions {
+        session.leave().await.unwrap();
+    }
+    drop(sessions);
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        while bot.relay_connections(relay.url()) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "{} connections left",
+        bot.relay_connections(relay.url())
+    );
+}

@@ -32,15 +32,8 @@ impl RelayClient {
         events: mpsc::Sender<RelayEvent>,
         subscribed: Arc<Notify>,
     ) -> Self {
-        let (commands, health) = Worker::spawn(
-            url,
-            filters,
-            keys.clone(),
-            config,
-            events,
-            subscribed,
-            Arc::new(|| None),
-        );
+        let first = relay::Sub::new(filters, events, subscribed, Arc::new(|| None));
+        let (commands, health) = Worker::spawn(url, first, keys.clone(), config);
         Self {
             commands,
             health,

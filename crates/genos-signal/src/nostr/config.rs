@@ -40,6 +40,13 @@ pub struct NostrConfig {
     /// [`NostrConfig::fallback_after`] into the session, or later: a fallback server's relay
     /// (`genos serve`), for when public relays are down or refuse. Default none.
     pub fallback_relays: Vec<String>,
+    /// Sessions (rooms, or a cells room's topics) that sign as the same identity in one
+    /// process share each relay's connection, each with its own subscription on it, up to
+    /// this many per connection; more open another connection. Default 8 (relays cap
+    /// subscriptions per connection: 10 to 20 is common; the embedded relay allows 16). A
+    /// shared connection runs with the settings of the session that opened it. 1: a
+    /// connection per session.
+    pub subscriptions_per_connection: usize,
     /// How long the session waits for a connected relay before it dials the fallback relays.
     /// Default 3 s (a reachable relay connects in well under a second; join waits up to
     /// `join_timeout`).
@@ -136,6 +143,7 @@ impl Default for NostrConfig {
         Self {
             relays: Vec::new(),
             fallback_relays: Vec::new(),
+            subscriptions_per_connection: 8,
             fallback_after: Duration::from_secs(3),
             relay_cache: None,
             directory_url: None,

@@ -1,7 +1,9 @@
 //! `NostrSignaling`: peers meet through Nostr relays, with no server of ours.
 //!
-//! Each join opens one WebSocket per relay (a task each, so a slow or dead relay never
-//! delays the others), subscribes to the room's topic and to this peer's own topic, and
+//! Each join uses one WebSocket per relay (a task each, so a slow or dead relay never
+//! delays the others; the sessions of one identity in a process share them, a subscription
+//! each, see [`NostrConfig::subscriptions_per_connection`]), subscribes to the room's topic
+//! and to this peer's own topic, and
 //! publishes ephemeral events whose content is sealed with the room's signaling subkey (see
 //! [`wire`](self) in `docs/protocol.md`). Every incoming event is checked: id and signature,
 //! kind and tag, a seal bound to the event's author and topic, dedup and replay guard. What
@@ -30,6 +32,7 @@
 mod cache;
 mod client;
 mod config;
+mod connections;
 mod directory;
 mod health;
 mod oversize;
@@ -61,7 +64,7 @@ pub use self::directory::fetch_relay_directory;
 pub use self::embedded::{EmbeddedRelay, EmbeddedRelayConfig};
 pub use self::health::{MuteReason, RelayHealth, RelayState};
 use self::pool::{announcer, extend, fall_back};
-use self::relay::{Command, Incoming, Outgoing, PresenceSource, Worker};
+use self::relay::{Command, Incoming, Outgoing, PresenceSource, Sub, Worker};
 use self::router::Router;
 use self::session::Handle;
 pub use self::session::{NostrEvents, NostrSession};
@@ -120,6 +123,12 @@ impl NostrSignaling {
     pub fn config(&self) -> &NostrConfig {
         &self.config
     }
+
+    /// WebSocket connections to `url` that sessions signing as this backend's identity hold
+    /// open in this process (they share them: [`NostrConfig::subscriptions_per_connection`]).
+    pub fn relay_connections(&self, url: &str) -> usize {
+        connections::count(url, &self.keys)
+    }
 }
 
 /// State shared by a session's handle, its router and its relay workers.
@@ -145,10 +154,8 @@ struct Shared {
     subscribed: Arc<Notify>,
 }
 
-struct RelayHandle {
-    commands: mpsc::Sender<Command>,
-    health: Arc<Mutex<RelayHealth>>,
-}
+/// The session's subscription on a (possibly shared) relay connection.
+type RelayHandle = connections::Attached;
 
 fn now_ms() -> u64 {
     SystemTime::now()

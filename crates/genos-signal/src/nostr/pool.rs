@@ -179,19 +179,17 @@ impl Shared {
         let weak = Arc::downgrade(self);
         let presence: PresenceSource =
             Arc::new(move || weak.upgrade().and_then(|shared| shared.fresh_presence()));
-        let (commands, health) = Worker::spawn(
-            url,
+        let sub = Sub::new(
             filters,
-            self.keys.clone(),
-            self.config.clone(),
             self.incoming.clone(),
             self.subscribed.clone(),
             presence,
         );
+        let attached = super::connections::attach(url, sub, &self.keys, &self.config);
         self.relays
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(RelayHandle { commands, health });
+            .push(attached);
     }
 }
 

@@ -42,7 +42,60 @@ impl Outgoing {
 
 pub(crate) enum Command {
     Publish(Outgoing),
+    /// Adds a subscription to the connection (another session on the same relay).
+    Subscribe(Sub),
+    /// Removes a subscription; the connection closes with its last one.
+    Unsubscribe(SubscriptionId),
     Stop,
+}
+
+/// One session's subscription on a (possibly shared) relay connection.
+pub(crate) struct Sub {
+    pub(crate) id: SubscriptionId,
+    /// Live signaling since a few seconds ago, and (with stored presence) the topic's stored
+    /// presence, which a `since` filter would never return.
+    pub(crate) filters: Vec<Filter>,
+    pub(crate) incoming: mpsc::Sender<Incoming>,
+    pub(crate) subscribed: Arc<Notify>,
+    pub(crate) presence: PresenceSource,
+}
+
+impl Sub {
+    pub(crate) fn new(
+        filters: Vec<Filter>,
+        incoming: mpsc::Sender<Incoming>,
+        subscribed: Arc<Notify>,
+        presence: PresenceSource,
+    ) -> Self {
+        Self {
+            id: SubscriptionId::new(format!("genos-{}", hex::encode(rand::random::<[u8; 8]>()))),
+            filters,
+            incoming,
+            subscribed,
+            presence,
+        }
+    }
+
+    fn request(&self) -> String {
+        ClientMessage::req(self.id.clone(), self.filters.clone()).as_json()
+    }
+
+    /// True if one of the filters' kinds and tags selects `event` (time bounds are the
+    /// router's to judge: stored presence is older than the live filter's `since`).
+    fn asked_for(&self, event: &Event) -> bool {
+        let options = MatchEventOptions {
+            id: false,
+            author: false,
+            kind: true,
+            tags: true,
+            since: false,
+            until: false,
+            nip50: false,
+        };
+        self.filters
+            .iter()
+            .any(|filter| filter.match_event(event, options))
+    }
 }
 
 /// An event a relay delivered for our subscription, not yet verified.
@@ -57,16 +110,11 @@ pub(crate) type PresenceSource = Arc<dyn Fn() -> Option<Outgoing> + Send + Sync>
 
 pub(crate) struct Worker {
     pub(crate) url: String,
-    pub(crate) subscription: SubscriptionId,
-    /// Live signaling since a few seconds ago, and (with stored presence) the topic's stored
-    /// presence, which a `since` filter would never return.
-    pub(crate) filters: Vec<Filter>,
+    /// The subscriptions the connection carries (one per session using it).
+    subs: HashMap<SubscriptionId, Sub>,
     pub(crate) keys: Keys,
     pub(crate) config: Arc<NostrConfig>,
     pub(crate) health: Arc<Mutex<RelayHealth>>,
-    pub(crate) incoming: mpsc::Sender<Incoming>,
-    pub(crate) subscribed: Arc<Notify>,
-    pub(crate) presence: PresenceSource,
     pub(crate) commands: mpsc::Receiver<Command>,
 }
 
@@ -90,6 +138,8 @@ struct Link {
     rate_backoff: Duration,
     /// The relay refused a stored event: send it ephemeral fallbacks from now on.
     stored_refused: bool,
+    /// A subscription of this connection was confirmed (EOSE): the relay is connected.
+    confirmed: bool,
 }
 
 const AWAITING_OK_LIMIT: usize = 256;
@@ -109,31 +159,24 @@ fn first_number(message: &str) -> Option<u8> {
 }
 
 impl Worker {
-    /// Starts a worker for `url` in the background; returns its command queue and health.
+    /// Starts a worker for `url` in the background with its first subscription; returns its
+    /// command queue and health.
     pub(crate) fn spawn(
         url: &str,
-        filters: Vec<Filter>,
+        first: Sub,
         keys: Keys,
         config: Arc<NostrConfig>,
-        incoming: mpsc::Sender<Incoming>,
-        subscribed: Arc<Notify>,
-        presence: PresenceSource,
     ) -> (mpsc::Sender<Command>, Arc<Mutex<RelayHealth>>) {
         let (commands, receiver) = mpsc::channel(config.relay_queue);
         let health = Arc::new(Mutex::new(RelayHealth::new(url)));
+        let mut subs = HashMap::new();
+        subs.insert(first.id.clone(), first);
         let worker = Self {
             url: url.to_owned(),
-            subscription: SubscriptionId::new(format!(
-                "genos-{}",
-                hex::encode(rand::random::<[u8; 8]>())
-            )),
-            filters,
+            subs,
             keys,
             config,
             health: health.clone(),
-            incoming,
-            subscribed,
-            presence,
             commands: receiver,
         };
         tokio::spawn(worker.run());
@@ -159,6 +202,7 @@ impl Worker {
             rate_limited_until: None,
             rate_backoff: Duration::from_secs(5),
             stored_refused: false,
+            confirmed: false,
         };
         loop {
             self.set_state(RelayState::Connecting);
@@ -216,6 +260,13 @@ impl Worker {
                 () = tokio::time::sleep_until(deadline) => return false,
                 command = self.commands.recv() => match command {
                     Some(Command::Publish(outgoing)) => self.queue(link, outgoing),
+                    Some(Command::Subscribe(sub)) => {
+                        self.subs.insert(sub.id.clone(), sub);
+                    }
+                    // The registry stops a connection once its last session left.
+                    Some(Command::Unsubscribe(id)) => {
+                        self.subs.remove(&id);
+                    }
                     Some(Command::Stop) | None => return true,
                 },
             }
@@ -290,9 +341,11 @@ impl Worker {
         link.authenticated = false;
         link.auth_retries = 0;
         link.challenge = None;
-        let request = ClientMessage::req(self.subscription.clone(), self.filters.clone());
-        if let Err(error) = sink.send(WsMessage::text(request.as_json())).await {
-            return Ended::Lost(format!("subscribe: {error}"));
+        link.confirmed = false;
+        for sub in self.subs.values() {
+            if let Err(error) = sink.send(WsMessage::text(sub.request())).await {
+                return Ended::Lost(format!("subscribe: {error}"));
+            }
         }
         let mut keepalive = tokio::time::interval(Duration::from_secs(30));
         keepalive.tick().await;
@@ -304,9 +357,22 @@ impl Worker {
                         self.prepare(link, outgoing, &mut to_send).await;
                         None
                     }
+                    Some(Command::Subscribe(sub)) => {
+                        to_send.push(sub.request());
+                        self.subs.insert(sub.id.clone(), sub);
+                        None
+                    }
+                    Some(Command::Unsubscribe(id)) => {
+                        if self.subs.remove(&id).is_some() {
+                            to_send.push(ClientMessage::close(id).as_json());
+                        }
+                        None
+                    }
                     Some(Command::Stop) | None => {
-                        let close = ClientMessage::close(self.subscription.clone());
-                        let _ = sink.send(WsMessage::text(close.as_json())).await;
+                        for id in self.subs.keys() {
+                            let close = ClientMessage::close(id.clone());
+                            let _ = sink.send(WsMessage::text(close.as_json())).await;
+                        }
                         let _ = sink.close().await;
                         Some(Ended::Stop)
                     }
@@ -421,23 +487,6 @@ impl Worker {
         true
     }
 
-    /// True if one of our filters' kinds and tags selects `event` (time bounds are the
-    /// router's to judge: stored presence is older than the live filter's `since`).
-    fn asked_for(&self, event: &Event) -> bool {
-        let options = MatchEventOptions {
-            id: false,
-            author: false,
-            kind: true,
-            tags: true,
-            since: false,
-            until: false,
-            nip50: false,
-        };
-        self.filters
-            .iter()
-            .any(|filter| filter.match_event(event, options))
-    }
-
     async fn handle_text(
         &mut self,
         link: &mut Link,
@@ -460,14 +509,18 @@ impl Worker {
                 // Not for our subscription, or outside what we asked for (a relay that
                 // ignores filters, or floods another room's events): dropped here, so it
                 // never takes room in the queue that honest events share.
-                if *subscription_id != self.subscription || !self.asked_for(event.as_ref()) {
+                let Some(sub) = self
+                    .subs
+                    .get(subscription_id.as_ref())
+                    .filter(|sub| sub.asked_for(event.as_ref()))
+                else {
                     self.update(|h| h.messages_dropped += 1);
                     return None;
-                }
+                };
                 let incoming = Incoming {
                     event: Box::new(event.into_owned()),
                 };
-                match self.incoming.try_send(incoming) {
+                match sub.incoming.try_send(incoming) {
                     Ok(()) => self.update(|h| h.events_received += 1),
                     Err(_) => {
                         tracing::debug!(relay = %self.url, "incoming queue full: event dropped");
@@ -477,24 +530,30 @@ impl Worker {
                 None
             }
             RelayMessage::EndOfStoredEvents(subscription_id) => {
-                if *subscription_id == self.subscription {
+                let Some(sub) = self.subs.get(subscription_id.as_ref()) else {
+                    return None;
+                };
+                sub.subscribed.notify_waiters();
+                // After every (re)subscription: be seen again.
+                let presence = (sub.presence)();
+                if !link.confirmed {
+                    link.confirmed = true;
                     self.update(|h| {
                         h.state = RelayState::Connected;
                         h.connects += 1;
                         h.consecutive_failures = 0;
                     });
-                    self.subscribed.notify_waiters();
-                    // After every (re)subscription: be seen again, then send what waited.
-                    if let Some(presence) = (self.presence)() {
-                        self.prepare(link, presence, to_send).await;
-                    }
-                    let cutoff = self.config.queued_event_max_age;
-                    while let Some(outgoing) = link.pending.pop_front() {
-                        if outgoing.created.elapsed() <= cutoff {
-                            self.prepare(link, outgoing, to_send).await;
-                        } else {
-                            self.update(|h| h.publish_dropped += 1);
-                        }
+                }
+                if let Some(presence) = presence {
+                    self.prepare(link, presence, to_send).await;
+                }
+                // Then send what waited for the connection.
+                let cutoff = self.config.queued_event_max_age;
+                while let Some(outgoing) = link.pending.pop_front() {
+                    if outgoing.created.elapsed() <= cutoff {
+                        self.prepare(link, outgoing, to_send).await;
+                    } else {
+                        self.update(|h| h.publish_dropped += 1);
                     }
                 }
                 None
@@ -533,13 +592,21 @@ impl Worker {
                 subscription_id,
                 message,
             } => {
-                if *subscription_id != self.subscription {
+                let Some(request) = self.subs.get(subscription_id.as_ref()).map(Sub::request)
+                else {
+                    return None;
+                };
+                if message.starts_with("auth-required:") && self.authenticate(link, to_send) {
+                    to_send.push(request);
                     return None;
                 }
-                if message.starts_with("auth-required:") && self.authenticate(link, to_send) {
-                    let request =
-                        ClientMessage::req(self.subscription.clone(), self.filters.clone());
-                    to_send.push(request.as_json());
+                if self.subs.len() > 1 {
+                    // One session's subscription refused on a shared connection (a cap on
+                    // subscriptions, most likely): that session loses this relay, the others
+                    // keep it.
+                    tracing::info!(url = %self.url, %message, "relay closed one of our subscriptions");
+                    self.subs.remove(subscription_id.as_ref());
+                    self.update(|h| h.refusals += 1);
                     return None;
                 }
                 Some(Ended::Muted(MuteReason::SubscriptionClosed(

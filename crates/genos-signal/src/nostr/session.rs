@@ -26,7 +26,7 @@ pub(super) fn stop(shared: &Shared) {
     let relays = shared.relays.lock().unwrap_or_else(|p| p.into_inner());
     for relay in relays.iter() {
         // Queued after any goodbye, so the goodbye goes out first.
-        let _ = relay.commands.try_send(Command::Stop);
+        relay.detach();
     }
     // The router drops the inbox when it sees this, ending the event stream.
     shared.stop.notify_one();
@@ -91,7 +91,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let relays = self.relays.get_mut().unwrap_or_else(|p| p.into_inner());
         for relay in relays.iter() {
-            let _ = relay.commands.try_send(Command::Stop);
+            relay.detach();
         }
     }
 }
