@@ -25,7 +25,10 @@
 //!
 //! Backends: [`memory::MemoryTransport`], bounded in-process channel pairs with fault injection
 //! (drop or stall a link), for testing the layers above alone; with the `webrtc` feature,
-//! `webrtc::WebRtcTransport` (webrtc 0.21 with the fixes in `vendor/`). With the
+//! `webrtc::WebRtcTransport` (webrtc 0.21 with the fixes in `vendor/`); with the `fallback`
+//! feature, `fallback::FallbackTransport`, links carried through a fallback hub over
+//! WebSocket for peers that cannot connect directly, and the hub itself. [`failover`] joins
+//! two backends: direct first, the fallback path when the direct setup fails. With the
 //! `conformance` feature, `conformance` holds the suite every backend must pass.
 //!
 //! ```
