@@ -19,7 +19,8 @@ use futures::StreamExt;
 use genos_crypto::Identity;
 use genos_signal::nostr::{
     DEFAULT_RELAY_DIRECTORY, EmbeddedRelay, EmbeddedRelayConfig, NostrConfig, NostrEvents,
-    NostrSession, NostrSignaling, RelayDiscovery, RelayState, read_relay_cache, write_relay_cache,
+    NostrSession, NostrSignaling, RelayDiscovery, RelayRecord, RelayState, read_relay_cache,
+    read_relay_records, record_relays, write_relay_cache,
 };
 use genos_signal::{JoinRequest, SignalEvent, SignalSession, Signaling, Topic};
 use support::deliver;
@@ -391,4 +392,54 @@ async fn sessions_of_one_identity_share_relay_connections_and_keep_their_own_tra
         "{} connections left",
         bot.relay_connections(relay.url())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extended_list_is_dialled_best_first_by_recorded_health() {
+    let home = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let good = EmbeddedRelay::start(EmbeddedRelayConfig::default())
+        .await
+        .unwrap();
+    let dead = dead_relay_url().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("relays.json");
+    // The dead relay comes first in the list; the records say it never worked.
+    write_relay_cache(&cache, &[dead.clone(), good.url().to_owned()]).unwrap();
+    let record = |url: &str, connects, failures| {
+        let text = serde_json::json!([{
+            "url": url, "connects": connects, "failures": failures,
+            "latency_ms": null, "muted": false, "seen": 1
+        }]);
+        serde_json::from_value::<Vec<RelayRecord>>(text).unwrap()
+    };
+    let records = dir.path().join("relays.health.json");
+    record_relays(&records, &record(&dead, 0, 8)).unwrap();
+    record_relays(&records, &record(good.url(), 3, 0)).unwrap();
+    let mut config = config(&[home.url()]).with_relay_cache(&cache);
+    config.redundancy = 2;
+    config.health_record_interval = Duration::from_millis(100);
+    let (session, _events) = join(config, Topic::from_bytes(rand::random())).await;
+    wait_connected(&session, good.url()).await;
+    let urls: Vec<_> = session.relays().into_iter().map(|h| h.url).collect();
+    assert!(
+        !urls.contains(&dead),
+        "the failing relay was dialled: {urls:?}"
+    );
+    // And this session's own measurements are recorded for the next.
+    let recorded = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let records = read_relay_records(&records);
+            if records
+                .iter()
+                .any(|r| r.url == home.url() && r.connects >= 1)
+            {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(recorded.is_ok(), "the session's relays were not recorded");
 }

@@ -3,8 +3,9 @@
 //! a relay connection per room and session (`subscriptions_per_connection = 1`, what genos did
 //! before connections were shared) and shared connections at 8 (the default) and 64
 //! subscriptions per connection. Reports the time until every room's two peers are linked,
-//! resident memory, relay connections, and signaling events published per minute in the
-//! steady state (a minute after the last join).
+//! resident memory, relay connections, signaling events published while joining, and per
+//! minute in the steady state (over `GENOS_BENCH_STEADY_SECS`, default 330 s: one presence
+//! refresh interval and some slack, after the last join).
 //!
 //! Run: `cargo bench -p genos --bench many_rooms` (`GENOS_BENCH_ROOMS`, default 1000). Each
 //! configuration runs in a child process of this binary (`--child PER_CONNECTION ROOMS`).
@@ -71,11 +72,8 @@ async fn child(per_connection: usize, count: usize) {
     let mut first = 0;
     while first < count {
         let last = (first + BATCH).min(count);
-        let joins = (first..last).flat_map(|room| {
-            [&bot, &other]
-                .into_iter()
-                .map(move |who| (who, room))
-        });
+        let joins =
+            (first..last).flat_map(|room| [&bot, &other].into_iter().map(move |who| (who, room)));
         let batch: Vec<Room> = futures::future::join_all(
             joins.map(|(who, room)| join(who, room, relay.url(), per_connection)),
         )
@@ -94,12 +92,16 @@ async fn child(per_connection: usize, count: usize) {
                 .relay_connections(relay.url())
         })
         .sum::<usize>();
+    let steady: u64 = std::env::var("GENOS_BENCH_STEADY_SECS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(330);
     let before = published(&rooms);
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    let per_minute = published(&rooms) - before;
+    tokio::time::sleep(Duration::from_secs(steady)).await;
+    let per_minute = (published(&rooms) - before) as f64 * 60.0 / steady.max(1) as f64;
     let linked = rooms.iter().filter(|r| !r.peers().is_empty()).count();
     println!(
-        "{} {rss} {connections} {per_minute} {linked}",
+        "{} {rss} {connections} {before} {per_minute:.0} {linked}",
         joined.as_millis()
     );
     for room in rooms {
@@ -123,9 +125,9 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
     println!(
-        "| {count} rooms x 2 peers, one process | joined (all linked) | RSS | relay connections | signaling events / min | rooms linked after a minute |"
+        "| {count} rooms x 2 peers, one process | joined (all linked) | RSS | relay connections | events published joining | events / min, steady | rooms still linked |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (label, per) in [
         ("a connection per room (baseline)", 1),
         ("shared, 8 per connection (default)", 8),
@@ -137,20 +139,24 @@ fn main() {
             .unwrap();
         let line = String::from_utf8_lossy(&out.stdout);
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() != 5 {
+        if fields.len() != 6 {
             println!(
                 "| {label} | run failed: {line:?} {} |",
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             );
             continue;
         }
         println!(
-            "| {label} | {:.1} s | {} MiB | {} | {} | {} of {count} |",
+            "| {label} | {:.1} s | {} MiB | {} | {} | {} | {} of {count} |",
             fields[0].parse::<f64>().unwrap() / 1000.0,
             fields[1],
             fields[2],
             fields[3],
-            fields[4].parse::<usize>().unwrap() / 2
+            fields[4],
+            fields[5].parse::<usize>().unwrap() / 2
         );
     }
 }

@@ -66,6 +66,11 @@ pub struct NostrConfig {
     /// The directory is asked again only when the cache file is older than this. Default
     /// 24 h: relay lists change slowly and directories are shared by everyone.
     pub directory_refresh: Duration,
+    /// How often a session with a relay cache records what it measured of its relays
+    /// (connections, failures, acknowledgement time, muting) beside the cache
+    /// (`relays.health.json`), so later sessions dial the extended list's relays best first.
+    /// Default 60 s (and once more after leaving).
+    pub health_record_interval: Duration,
     /// Relays to keep active when an extended list is available. Default 5: enough that two
     /// or three may fail without peers losing each other, few enough to be polite.
     pub redundancy: usize,
@@ -102,7 +107,9 @@ pub struct NostrConfig {
     pub inbox_capacity: usize,
     /// Verified-or-not events queued from all relays to the session. Default 1024.
     pub incoming_capacity: usize,
-    /// Events queued per relay while it is disconnected (oldest dropped first). Default 64.
+    /// Events queued per relay while it is disconnected (oldest dropped first). Default 64
+    /// (per session: a connection shared by up to `subscriptions_per_connection` sessions
+    /// queues that many times as much).
     /// Also the bound of the hand-over to each relay's task: a burst beyond it makes
     /// `send_to`, `announce` and `leave` wait for room (at most `publish_wait`).
     pub relay_queue: usize,
@@ -149,6 +156,7 @@ impl Default for NostrConfig {
             directory_url: None,
             relay_discovery: RelayDiscovery::Auto,
             directory_refresh: Duration::from_secs(24 * 60 * 60),
+            health_record_interval: Duration::from_secs(60),
             redundancy: 5,
             background_delay: (Duration::from_millis(500), Duration::from_secs(3)),
             connect_timeout: Duration::from_secs(5),

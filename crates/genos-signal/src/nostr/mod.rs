@@ -56,14 +56,16 @@ use genos_crypto::{Identity, PeerId, ReplayError, ReplayGuard, ReplayGuardConfig
 use nostr::prelude::*;
 use tokio::sync::{Notify, mpsc};
 
-pub use self::cache::{read_relay_cache, write_relay_cache};
+pub use self::cache::{
+    RelayRecord, read_relay_cache, read_relay_records, record_relays, write_relay_cache,
+};
 pub use self::client::{RelayClient, RelayEvent};
 pub use self::config::{DEFAULT_RELAY_DIRECTORY, DEFAULT_RELAYS, NostrConfig, RelayDiscovery};
 pub use self::directory::fetch_relay_directory;
 #[cfg(feature = "relay")]
 pub use self::embedded::{EmbeddedRelay, EmbeddedRelayConfig};
 pub use self::health::{MuteReason, RelayHealth, RelayState};
-use self::pool::{announcer, extend, fall_back};
+use self::pool::{announcer, extend, fall_back, record_health};
 use self::relay::{Command, Incoming, Outgoing, PresenceSource, Sub, Worker};
 use self::router::Router;
 use self::session::Handle;
@@ -227,6 +229,12 @@ impl Signaling for NostrSignaling {
         }
         let cache = self.config.effective_relay_cache();
         let directory = self.config.effective_directory();
+        if let Some(cache) = &cache {
+            tokio::spawn(record_health(
+                Arc::downgrade(&shared),
+                cache::records_path(cache),
+            ));
+        }
         if cache.is_some() || directory.is_some() {
             tokio::spawn(extend(
                 Arc::downgrade(&shared),

@@ -246,6 +246,61 @@ pub(super) async fn announcer(shared: std::sync::Weak<Shared>) {
     }
 }
 
+/// Every `health_record_interval`, and once more after leaving, merges what this session
+/// measured of its relays into the records beside the relay cache (read by later sessions'
+/// [`extend`] to pick relays by health).
+pub(super) async fn record_health(shared: std::sync::Weak<Shared>, path: std::path::PathBuf) {
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let interval = strong.config.health_record_interval;
+        drop(strong);
+        tokio::time::sleep(interval).await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let left = strong.left.load(Ordering::Acquire);
+        let records = strong.relay_records();
+        drop(strong);
+        let path = path.clone();
+        let written =
+            tokio::task::spawn_blocking(move || super::cache::record_relays(&path, &records)).await;
+        if let Ok(Err(error)) = written {
+            tracing::debug!(%error, "cannot write the relay records");
+        }
+        if left {
+            return;
+        }
+    }
+}
+
+impl Shared {
+    /// This session's relays as records.
+    fn relay_records(&self) -> Vec<super::cache::RelayRecord> {
+        let seen = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        relays
+            .iter()
+            .map(|relay| {
+                let health = relay.health.lock().unwrap_or_else(|p| p.into_inner());
+                super::cache::RelayRecord {
+                    url: health.url.clone(),
+                    connects: health.connects,
+                    failures: health.failures,
+                    latency_ms: health
+                        .ok_latency
+                        .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+                    muted: matches!(health.state, super::health::RelayState::Muted(_)),
+                    seen,
+                }
+            })
+            .collect()
+    }
+}
+
 /// Dials the fallback relays once no other relay is connected, `fallback_after` into the
 /// session or at any later check (every second); then they stay for the session.
 pub(super) async fn fall_back(shared: std::sync::Weak<Shared>, fallback: Vec<String>) {
@@ -334,6 +389,11 @@ pub(super) async fn extend(
         .into_iter()
         .filter(|url| !initial.contains(url))
         .collect();
+    // Best first, by what earlier sessions measured (list order among the untried).
+    if let Some(cache) = &cache {
+        let records = super::cache::read_relay_records(&super::cache::records_path(cache));
+        super::cache::rank_relays(&mut candidates, &records);
+    }
     loop {
         let Some(strong) = shared.upgrade() else {
             return;

@@ -167,7 +167,12 @@ impl Worker {
         keys: Keys,
         config: Arc<NostrConfig>,
     ) -> (mpsc::Sender<Command>, Arc<Mutex<RelayHealth>>) {
-        let (commands, receiver) = mpsc::channel(config.relay_queue);
+        // The hand-over queue is the sessions': each session sharing the connection gets its
+        // `relay_queue` of room.
+        let capacity = config
+            .relay_queue
+            .saturating_mul(config.subscriptions_per_connection.max(1));
+        let (commands, receiver) = mpsc::channel(capacity.max(1));
         let health = Arc::new(Mutex::new(RelayHealth::new(url)));
         let mut subs = HashMap::new();
         subs.insert(first.id.clone(), first);
@@ -274,7 +279,11 @@ impl Worker {
     }
 
     fn queue(&self, link: &mut Link, outgoing: Outgoing) {
-        if link.pending.len() >= self.config.relay_queue {
+        let limit = self
+            .config
+            .relay_queue
+            .saturating_mul(self.config.subscriptions_per_connection.max(1));
+        if link.pending.len() >= limit {
             link.pending.pop_front();
             self.update(|h| h.publish_dropped += 1);
         }
