@@ -143,10 +143,16 @@ pub enum PathKind {
 
 type Chan<D, F> = FailoverChannel<<D as Connection>::Channel, <F as Connection>::Channel>;
 
+/// The current path and its generation (events of older paths are ignored).
+type Current<D, F> = (
+    u64,
+    Path<<D as Transport>::Connection, <F as Transport>::Connection>,
+);
+
 struct Shared<D: Transport, F: Transport> {
     backends: Arc<Backends<D, F>>,
     role: Role,
-    path: Mutex<(u64, Path<D::Connection, F::Connection>)>,
+    path: Mutex<Current<D, F>>,
     state: watch::Sender<ConnectionState>,
     events: mpsc::Sender<ConnectionEvent<Chan<D::Connection, F::Connection>>>,
 }

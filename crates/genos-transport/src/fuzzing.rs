@@ -402,3 +402,140 @@ mod tests {
         }
     }
 }
+
+/// What one input made of the fallback link's decoders.
+#[cfg(feature = "fallback")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FallbackStats {
+    /// Messages that decoded as a hello (what the hub reads first).
+    pub hellos: usize,
+    /// Messages that decoded as a peer frame (what an end reads from the other).
+    pub frames: usize,
+    /// Messages that decoded as an offer or an answer (what the room relays).
+    pub signals: usize,
+}
+
+/// Feeds every message of `data` to what a fallback link decodes from outside (the hub's
+/// hello, the ends' frames, the offer and answer signals). `data` is a sequence of messages,
+/// each a big-endian `u16` length and that many bytes (a short tail is one more message).
+/// Properties: no panic; whatever decodes re-encodes to the same bytes (one encoding per
+/// meaning), and the hub forwards exactly the messages that decode as frames' types.
+#[cfg(feature = "fallback")]
+pub fn fallback_messages(data: &[u8]) -> FallbackStats {
+    use crate::fallback::wire::{self, Frame, Hello};
+
+    let mut stats = FallbackStats::default();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (message, tail) = match rest {
+            [high, low, tail @ ..] => {
+                let len = usize::from(u16::from_be_bytes([*high, *low])).min(tail.len());
+                tail.split_at(len)
+            }
+            short => (short, &[][..]),
+        };
+        rest = tail;
+        let bytes = bytes::Bytes::copy_from_slice(message);
+        if let Some(hello) = Hello::decode(message) {
+            assert_eq!(hello.encode(), bytes, "a hello has one encoding");
+            stats.hellos += 1;
+        }
+        if let Some(frame) = Frame::decode(&bytes) {
+            assert_eq!(frame.encode(), bytes, "a frame has one encoding");
+            assert!(
+                Frame::is_peer_frame(message),
+                "the hub forwards every frame"
+            );
+            stats.frames += 1;
+        }
+        for circuit in [wire::decode_offer(message), wire::decode_answer(message)]
+            .into_iter()
+            .flatten()
+        {
+            stats.signals += 1;
+            let again = [wire::encode_offer(&circuit), wire::encode_answer(&circuit)];
+            assert!(again.iter().any(|signal| signal == &bytes));
+        }
+    }
+    stats
+}
+
+/// Honest fallback messages in the format of [`fallback_messages`]: a hello, every frame
+/// type, an offer and an answer (for the fuzz target's kept inputs and the tests).
+#[cfg(feature = "fallback")]
+pub fn honest_fallback_messages() -> Vec<u8> {
+    use crate::fallback::wire::{self, Frame, Hello};
+    use crate::{Codec, Reliability};
+
+    let hello = Hello {
+        circuit: [7; 16],
+        offerer: true,
+        room: [1; 16],
+        token: "token".into(),
+    };
+    let mut messages = vec![
+        hello.encode(),
+        Frame::Open {
+            id: 2,
+            reliability: Reliability::ReliableOrdered,
+            label: "genos-room/1".into(),
+        }
+        .encode(),
+        Frame::Data {
+            id: 2,
+            payload: bytes::Bytes::from_static(b"sealed frame"),
+        }
+        .encode(),
+        Frame::Credit { id: 2, bytes: 12 }.encode(),
+        Frame::TrackOpen {
+            serial: 1,
+            codec: Codec::Vp8,
+            id: "cam".into(),
+        }
+        .encode(),
+        Frame::Sample {
+            serial: 1,
+            rtp_timestamp: 3000,
+            data: bytes::Bytes::from_static(b"vp8"),
+        }
+        .encode(),
+        Frame::Keyframe { serial: 1 }.encode(),
+        Frame::TrackEnd { serial: 1 }.encode(),
+        Frame::CloseChannel { id: 2 }.encode(),
+        Frame::Bye.encode(),
+    ];
+    messages.push(wire::encode_offer(&[7; 16]));
+    messages.push(wire::encode_answer(&[7; 16]));
+    let mut out = Vec::new();
+    for message in messages {
+        out.extend_from_slice(
+            &u16::try_from(message.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
+        out.extend_from_slice(&message);
+    }
+    out
+}
+
+#[cfg(all(test, feature = "fallback"))]
+mod fallback_tests {
+    use super::*;
+
+    #[test]
+    fn honest_fallback_messages_decode_and_garbage_does_not_panic() {
+        let stats = fallback_messages(&honest_fallback_messages());
+        assert_eq!(stats.hellos, 1);
+        assert_eq!(stats.frames, 9);
+        assert_eq!(stats.signals, 2);
+        for cut in 0..64 {
+            let mut noisy = honest_fallback_messages();
+            noisy.truncate(noisy.len() - cut);
+            if let Some(byte) = noisy.get_mut(cut * 3) {
+                *byte ^= 0x5a;
+            }
+            let _ = fallback_messages(&noisy);
+        }
+    }
+}

@@ -104,7 +104,7 @@ pub fn record_relays(path: &std::path::Path, fresh: &[RelayRecord]) -> std::io::
         records.retain(|r| r.url != record.url);
         records.push(record.clone());
     }
-    records.sort_by(|a, b| b.seen.cmp(&a.seen));
+    records.sort_by_key(|r| std::cmp::Reverse(r.seen));
     records.truncate(MAX_RECORDS);
     let text = serde_json::to_string_pretty(&records).map_err(std::io::Error::other)?;
     let temporary = path.with_extension(format!("tmp{}", rand::random::<u32>()));

@@ -539,9 +539,7 @@ impl Worker {
                 None
             }
             RelayMessage::EndOfStoredEvents(subscription_id) => {
-                let Some(sub) = self.subs.get(subscription_id.as_ref()) else {
-                    return None;
-                };
+                let sub = self.subs.get(subscription_id.as_ref())?;
                 sub.subscribed.notify_waiters();
                 // After every (re)subscription: be seen again.
                 let presence = (sub.presence)();
@@ -601,10 +599,7 @@ impl Worker {
                 subscription_id,
                 message,
             } => {
-                let Some(request) = self.subs.get(subscription_id.as_ref()).map(Sub::request)
-                else {
-                    return None;
-                };
+                let request = self.subs.get(subscription_id.as_ref()).map(Sub::request)?;
                 if message.starts_with("auth-required:") && self.authenticate(link, to_send) {
                     to_send.push(request);
                     return None;

@@ -29,7 +29,7 @@
 mod channel;
 mod hub;
 mod media;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
