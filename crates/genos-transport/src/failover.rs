@@ -201,7 +201,13 @@ impl<D: Transport, F: Transport> Transport for FailoverTransport<D, F> {
                 Some(direct) => {
                     let (conn, events) = direct.connect(Role::Offerer).await?;
                     let generation = Shared::take_path(&shared, Path::Direct(conn));
-                    Shared::pump_direct(&shared, generation, events);
+                    Shared::pump(
+                        &shared,
+                        generation,
+                        PathKind::Direct,
+                        events,
+                        FailoverChannel::Direct,
+                    );
                     Shared::watch_direct(&shared, generation);
                 }
                 None => Shared::start_fallback(&shared).await?,
@@ -235,16 +241,7 @@ impl<D: Transport, F: Transport> Shared<D, F> {
     }
 
     fn set_state(&self, state: ConnectionState) {
-        let mut changed = false;
-        self.state.send_if_modified(|current| {
-            if current.is_terminal() || *current == state {
-                return false;
-            }
-            *current = state;
-            changed = true;
-            true
-        });
-        if changed {
+        if shared::advance_state(&self.state, state) {
             let _ = self.events.try_send(ConnectionEvent::StateChanged(state));
         }
     }
@@ -257,7 +254,13 @@ impl<D: Transport, F: Transport> Shared<D, F> {
     async fn start_fallback(me: &Arc<Self>) -> Result<(), TransportError> {
         let (conn, events) = me.backends.fallback.connect(me.role).await?;
         let generation = Self::take_path(me, Path::Fallback(conn));
-        Self::pump_fallback(me, generation, events);
+        Self::pump(
+            me,
+            generation,
+            PathKind::Fallback,
+            events,
+            FailoverChannel::Fallback,
+        );
         Ok(())
     }
 
@@ -278,28 +281,19 @@ impl<D: Transport, F: Transport> Shared<D, F> {
         });
     }
 
-    fn pump_direct(me: &Arc<Self>, generation: u64, mut events: D::Events) {
-        let weak = Arc::downgrade(me);
-        tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                let Some(me) = weak.upgrade() else { return };
-                if !me.is_current(generation) {
-                    return;
-                }
-                match event {
-                    ConnectionEvent::StateChanged(state) => {
-                        Self::on_path_state(&me, generation, PathKind::Direct, state).await;
-                    }
-                    other => {
-                        me.emit(map_event(other, FailoverChannel::Direct, TAG_DIRECT))
-                            .await
-                    }
-                }
-            }
-        });
-    }
-
-    fn pump_fallback(me: &Arc<Self>, generation: u64, mut events: F::Events) {
+    /// Forwards one path's events as the connection's (signals tagged with the path, channels
+    /// wrapped), until the path is replaced or the connection is gone.
+    fn pump<C: Send + 'static>(
+        me: &Arc<Self>,
+        generation: u64,
+        kind: PathKind,
+        mut events: impl futures::Stream<Item = ConnectionEvent<C>> + Send + Unpin + 'static,
+        wrap: fn(C) -> Chan<D::Connection, F::Connection>,
+    ) {
+        let tag = match kind {
+            PathKind::Direct => TAG_DIRECT,
+            PathKind::Fallback => TAG_FALLBACK,
+        };
         let weak: Weak<Self> = Arc::downgrade(me);
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
@@ -309,12 +303,9 @@ impl<D: Transport, F: Transport> Shared<D, F> {
                 }
                 match event {
                     ConnectionEvent::StateChanged(state) => {
-                        Self::on_path_state(&me, generation, PathKind::Fallback, state).await;
+                        Self::on_path_state(&me, generation, kind, state).await;
                     }
-                    other => {
-                        me.emit(map_event(other, FailoverChannel::Fallback, TAG_FALLBACK))
-                            .await;
-                    }
+                    other => me.emit(map_event(other, wrap, tag)).await,
                 }
             }
         });
@@ -349,7 +340,7 @@ impl<D: Transport, F: Transport> Shared<D, F> {
 
 fn map_event<C, D: DataChannel, F: DataChannel>(
     event: ConnectionEvent<C>,
-    wrap: impl Fn(C) -> FailoverChannel<D, F>,
+    wrap: fn(C) -> FailoverChannel<D, F>,
     tag: u8,
 ) -> ConnectionEvent<FailoverChannel<D, F>> {
     match event {
@@ -433,7 +424,13 @@ impl<D: Transport, F: Transport> Connection for FailoverConnection<D, F> {
                 let (conn, events) = direct.connect(Role::Answerer).await?;
                 conn.handle_signal(body).await?;
                 let generation = Shared::take_path(me, Path::Direct(conn));
-                Shared::pump_direct(me, generation, events);
+                Shared::pump(
+                    me,
+                    generation,
+                    PathKind::Direct,
+                    events,
+                    FailoverChannel::Direct,
+                );
                 Ok(())
             }
             (TAG_FALLBACK, Path::None | Path::Direct(_)) if me.role == Role::Answerer => {
@@ -447,7 +444,13 @@ impl<D: Transport, F: Transport> Connection for FailoverConnection<D, F> {
                 let (conn, events) = me.backends.fallback.connect(Role::Answerer).await?;
                 conn.handle_signal(body).await?;
                 let generation = Shared::take_path(me, Path::Fallback(conn));
-                Shared::pump_fallback(me, generation, events);
+                Shared::pump(
+                    me,
+                    generation,
+                    PathKind::Fallback,
+                    events,
+                    FailoverChannel::Fallback,
+                );
                 Ok(())
             }
             // A late signal of a path we left is harmless.

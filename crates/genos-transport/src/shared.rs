@@ -107,6 +107,18 @@ pub(crate) async fn wait_connected(
     }
 }
 
+/// Moves `state` to `next` unless it is final (a closed or failed connection stays so) or
+/// already there; true when it changed.
+pub(crate) fn advance_state(state: &watch::Sender<ConnectionState>, next: ConnectionState) -> bool {
+    state.send_if_modified(|current| {
+        if current.is_terminal() || *current == next {
+            return false;
+        }
+        *current = next;
+        true
+    })
+}
+
 /// Traffic counters of one connection, shared by its channels.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {

@@ -17,6 +17,8 @@
 
 mod support;
 
+use support::{joined, percentile, room_rtt, room_throughput};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +26,7 @@ use futures::StreamExt;
 use genos::signal::nostr::{EmbeddedRelay, EmbeddedRelayConfig};
 use genos::transport::webrtc::{WebRtcChannel, WebRtcConfig, WebRtcTransport};
 use genos::transport::{Connection, ConnectionEvent, DataChannel, Reliability, Role, Transport};
-use genos::{Genos, Room, RoomEvent};
+use genos::{Genos, Room};
 
 async fn bare_pair(transport: &WebRtcTransport) -> (WebRtcChannel, WebRtcChannel) {
     let (a, mut a_events) = transport.connect(Role::Offerer).await.unwrap();
@@ -79,19 +81,6 @@ async fn room_pair(relay: &str, room: &str) -> (Room, Room, Duration, Duration) 
     (a, b, joined_at, start.elapsed())
 }
 
-async fn joined(events: &mut genos::RoomEvents) {
-    while let Some(event) = events.next().await {
-        if matches!(event, RoomEvent::PeerJoined { .. }) {
-            return;
-        }
-    }
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() - 1) as f64 * p).round() as usize]
-}
-
 const BULK: usize = 256 << 20;
 
 async fn bare_throughput(left: &WebRtcChannel, right: &WebRtcChannel, message: usize) -> f64 {
@@ -117,25 +106,6 @@ async fn bare_throughput(left: &WebRtcChannel, right: &WebRtcChannel, message: u
     BULK as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn room_throughput(a: &Room, b: &Room, message: usize) -> f64 {
-    let tx = a.channel(&format!("bulk-{message}")).unwrap();
-    let rx = b.channel(&format!("bulk-{message}")).unwrap();
-    let payload = Bytes::from(vec![7u8; message]);
-    let count = BULK / message;
-    let start = Instant::now();
-    let reader = tokio::spawn(async move {
-        for _ in 0..count {
-            rx.recv().await.unwrap();
-        }
-    });
-    let to = b.local_peer();
-    for _ in 0..count {
-        tx.send_to(to, payload.clone()).await.unwrap();
-    }
-    reader.await.unwrap();
-    BULK as f64 / (1 << 20) as f64 / start.elapsed().as_secs_f64()
-}
-
 async fn bare_rtt(left: &WebRtcChannel, right: &WebRtcChannel) -> Vec<Duration> {
     let echo = right.clone();
     tokio::spawn(async move {
@@ -152,28 +122,6 @@ async fn bare_rtt(left: &WebRtcChannel, right: &WebRtcChannel) -> Vec<Duration> 
             .await
             .unwrap();
         left.recv().await.unwrap();
-        samples.push(start.elapsed());
-    }
-    samples
-}
-
-async fn room_rtt(a: &Room, b: &Room) -> Vec<Duration> {
-    let (ping, pong) = (a.channel("rtt").unwrap(), b.channel("rtt").unwrap());
-    tokio::spawn(async move {
-        while let Some(message) = pong.recv().await {
-            if pong.send_to(message.from, message.payload).await.is_err() {
-                break;
-            }
-        }
-    });
-    let to = b.local_peer();
-    let mut samples = Vec::new();
-    for i in 0..2000u32 {
-        let start = Instant::now();
-        ping.send_to(to, Bytes::from(i.to_be_bytes().to_vec()))
-            .await
-            .unwrap();
-        ping.recv().await.unwrap();
         samples.push(start.elapsed());
     }
     samples
@@ -347,9 +295,9 @@ async fn main() {
     for message in [64 << 10, 1 << 20] {
         // Alternate to share any drift between the two.
         let bare1 = bare_throughput(&left, &right, message).await;
-        let room1 = room_throughput(&a, &b, message).await;
+        let room1 = room_throughput(&a, &b, message, BULK).await;
         let bare2 = bare_throughput(&left, &right, message).await;
-        let room2 = room_throughput(&a, &b, message).await;
+        let room2 = room_throughput(&a, &b, message, BULK).await;
         let (bare, room) = ((bare1 + bare2) / 2.0, (room1 + room2) / 2.0);
         println!(
             "| throughput, {} KiB messages | room {room:.0} MiB/s | bare transport {bare:.0} MiB/s | {:.2}x |",

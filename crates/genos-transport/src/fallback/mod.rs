@@ -272,17 +272,7 @@ impl ConnShared {
     }
 
     fn set_state(&self, state: ConnectionState) {
-        let mut changed = false;
-        self.state.send_if_modified(|current| {
-            // A final state stays final.
-            if current.is_terminal() || *current == state {
-                return false;
-            }
-            *current = state;
-            changed = true;
-            true
-        });
-        if changed {
+        if shared::advance_state(&self.state, state) {
             // State changes are advisory on the queue; `state()` always has the truth.
             let _ = self.events.try_send(ConnectionEvent::StateChanged(state));
             if state.is_terminal() {
