@@ -267,6 +267,7 @@ async fn a_fallback_restart_mid_transfer_fails_the_send_clearly_and_a_resend_arr
     });
     let send = alice.channel("files").unwrap();
     let inbox = bob.channel("files").unwrap();
+    let mut alice_events = alice.events();
     let sending = tokio::spawn({
         let data = data.clone();
         async move { send.send_with(data, options).await }
@@ -305,7 +306,14 @@ async fn a_fallback_restart_mid_transfer_fails_the_send_clearly_and_a_resend_arr
     }
     // Nothing partial was delivered.
     assert!(futures::FutureExt::now_or_never(inbox.recv()).is_none());
-    // The peers find each other again through the restarted server; the resend arrives.
+    // The cut circuit ends the link (every link goes through the hub); the peers then find
+    // each other again through the restarted server, and the resend arrives.
+    support::wait_for(
+        &mut alice_events,
+        PATIENCE,
+        |event| matches!(event, RoomEvent::PeerLeft { peer, .. } if *peer == bob.local_peer()),
+    )
+    .await;
     wait_linked(&alice, bob.local_peer()).await;
     wait_linked(&bob, alice.local_peer()).await;
     let report = tokio::time::timeout(PATIENCE, alice.channel("files").unwrap().send(data))

@@ -303,17 +303,18 @@ async fn the_fallback_relay_is_used_only_when_no_relay_answers() {
     let fallback = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();
-    let with_fallback = |relays: &[&str]| {
+    let with_fallback = |relays: &[&str], after: Duration| {
         let mut config = config(relays);
         config.fallback_relays = vec![fallback.url().to_owned()];
-        config.fallback_after = Duration::from_millis(300);
+        config.fallback_after = after;
         config
     };
+    let soon = Duration::from_millis(300);
     // Unreachable relays: the join succeeds through the fallback relay, and peers meet there.
     let dead = dead_relay_url().await;
     let topic = Topic::from_bytes(rand::random());
-    let (a, _a_events) = join(with_fallback(&[&dead]), topic).await;
-    let (b, mut b_events) = join(with_fallback(&[&dead]), topic).await;
+    let (a, _a_events) = join(with_fallback(&[&dead], soon), topic).await;
+    let (b, mut b_events) = join(with_fallback(&[&dead], soon), topic).await;
     wait_connected(&a, fallback.url()).await;
     deliver(
         &a,
@@ -323,12 +324,13 @@ async fn the_fallback_relay_is_used_only_when_no_relay_answers() {
     )
     .await;
 
-    // A relay that answers: the fallback is never dialled.
+    // A relay that answers (join returns once it confirmed): the fallback is never dialled.
     let live = EmbeddedRelay::start(EmbeddedRelayConfig::default())
         .await
         .unwrap();
-    let (c, _c_events) = join(with_fallback(&[live.url()]), topic).await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let after = Duration::from_secs(2);
+    let (c, _c_events) = join(with_fallback(&[live.url()], after), topic).await;
+    tokio::time::sleep(after + Duration::from_millis(1500)).await;
     let urls: Vec<_> = c.relays().into_iter().map(|h| h.url).collect();
     assert_eq!(urls, vec![live.url().to_owned()]);
 }
