@@ -199,18 +199,10 @@ impl<D: Transport, F: Transport> Transport for FailoverTransport<D, F> {
         if role == Role::Offerer {
             match &self.inner.direct {
                 Some(direct) => {
-                    let (conn, events) = direct.connect(Role::Offerer).await?;
-                    let generation = Shared::take_path(&shared, Path::Direct(conn));
-                    Shared::pump(
-                        &shared,
-                        generation,
-                        PathKind::Direct,
-                        events,
-                        FailoverChannel::Direct,
-                    );
+                    let generation = Shared::start_direct(&shared, direct, None).await?;
                     Shared::watch_direct(&shared, generation);
                 }
-                None => Shared::start_fallback(&shared).await?,
+                None => Shared::start_fallback(&shared, None).await?,
             }
         }
         Ok((FailoverConnection { shared }, stream))
@@ -250,9 +242,35 @@ impl<D: Transport, F: Transport> Shared<D, F> {
         let _ = self.events.send(event).await;
     }
 
-    /// The offerer's switch: drop the direct attempt and offer the fallback path.
-    async fn start_fallback(me: &Arc<Self>) -> Result<(), TransportError> {
+    /// Makes a direct connection in our role the path (an answerer's handles `offer` first);
+    /// returns its generation.
+    async fn start_direct(
+        me: &Arc<Self>,
+        direct: &D,
+        offer: Option<Bytes>,
+    ) -> Result<u64, TransportError> {
+        let (conn, events) = direct.connect(me.role).await?;
+        if let Some(offer) = offer {
+            conn.handle_signal(offer).await?;
+        }
+        let generation = Self::take_path(me, Path::Direct(conn));
+        Self::pump(
+            me,
+            generation,
+            PathKind::Direct,
+            events,
+            FailoverChannel::Direct,
+        );
+        Ok(generation)
+    }
+
+    /// Makes a fallback connection in our role the path, dropping any direct attempt (an
+    /// answerer's handles `offer` first; an offerer's emits its own offer).
+    async fn start_fallback(me: &Arc<Self>, offer: Option<Bytes>) -> Result<(), TransportError> {
         let (conn, events) = me.backends.fallback.connect(me.role).await?;
+        if let Some(offer) = offer {
+            conn.handle_signal(offer).await?;
+        }
         let generation = Self::take_path(me, Path::Fallback(conn));
         Self::pump(
             me,
@@ -264,6 +282,15 @@ impl<D: Transport, F: Transport> Shared<D, F> {
         Ok(())
     }
 
+    /// The offerer's switch after a failed or slow direct setup.
+    async fn switch_to_fallback(me: &Arc<Self>, why: &str) {
+        tracing::debug!(why, "switching to the fallback path");
+        if let Err(error) = Self::start_fallback(me, None).await {
+            tracing::debug!(%error, "the fallback path cannot start");
+            me.set_state(ConnectionState::Failed);
+        }
+    }
+
     /// Gives the direct path `direct_timeout` to connect; then switches to the fallback.
     fn watch_direct(me: &Arc<Self>, generation: u64) {
         let weak = Arc::downgrade(me);
@@ -272,11 +299,7 @@ impl<D: Transport, F: Transport> Shared<D, F> {
             tokio::time::sleep(timeout).await;
             let Some(me) = weak.upgrade() else { return };
             if me.is_current(generation) && *me.state.borrow() != ConnectionState::Connected {
-                tracing::debug!("direct setup too slow: switching to the fallback path");
-                if let Err(error) = Self::start_fallback(&me).await {
-                    tracing::debug!(%error, "the fallback path cannot start");
-                    me.set_state(ConnectionState::Failed);
-                }
+                Self::switch_to_fallback(&me, "direct setup too slow").await;
             }
         });
     }
@@ -322,10 +345,7 @@ impl<D: Transport, F: Transport> Shared<D, F> {
             ConnectionState::Failed
                 if kind == PathKind::Direct && !connected_before && me.role == Role::Offerer =>
             {
-                tracing::debug!("direct setup failed: switching to the fallback path");
-                if Self::start_fallback(me).await.is_err() {
-                    me.set_state(ConnectionState::Failed);
-                }
+                Self::switch_to_fallback(me, "direct setup failed").await;
             }
             // An answerer's failed direct attempt waits for the offerer's fallback offer
             // (the layer above times out a setup that never completes).
@@ -421,17 +441,7 @@ impl<D: Transport, F: Transport> Connection for FailoverConnection<D, F> {
                         "a direct offer, and direct links are off here".into(),
                     ));
                 };
-                let (conn, events) = direct.connect(Role::Answerer).await?;
-                conn.handle_signal(body).await?;
-                let generation = Shared::take_path(me, Path::Direct(conn));
-                Shared::pump(
-                    me,
-                    generation,
-                    PathKind::Direct,
-                    events,
-                    FailoverChannel::Direct,
-                );
-                Ok(())
+                Shared::start_direct(me, direct, Some(body)).await.map(drop)
             }
             (TAG_FALLBACK, Path::None | Path::Direct(_)) if me.role == Role::Answerer => {
                 if *me.state.borrow() == ConnectionState::Connected {
@@ -441,17 +451,7 @@ impl<D: Transport, F: Transport> Connection for FailoverConnection<D, F> {
                         "a fallback offer on a connected direct link".into(),
                     ));
                 }
-                let (conn, events) = me.backends.fallback.connect(Role::Answerer).await?;
-                conn.handle_signal(body).await?;
-                let generation = Shared::take_path(me, Path::Fallback(conn));
-                Shared::pump(
-                    me,
-                    generation,
-                    PathKind::Fallback,
-                    events,
-                    FailoverChannel::Fallback,
-                );
-                Ok(())
+                Shared::start_fallback(me, Some(body)).await
             }
             // A late signal of a path we left is harmless.
             (TAG_DIRECT, Path::Fallback(_)) => Ok(()),
