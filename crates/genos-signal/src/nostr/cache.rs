@@ -1,22 +1,32 @@
-//! The extended relay list kept on disk: read at join, written when the directory answers.
+//! The extended relay list kept on disk: read at join, written when the directory answers;
+//! and what sessions measured of its relays, beside it.
+
+/// The JSON array in the file at `path`, if the file exists, holds at most `max_file` bytes
+/// and parses as an array (what is wrong is logged as `what`).
+fn read_json_array(
+    path: &std::path::Path,
+    max_file: u64,
+    what: &str,
+) -> Option<Vec<serde_json::Value>> {
+    let metadata = std::fs::metadata(path).ok()?;
+    if metadata.len() > max_file {
+        tracing::warn!(path = %path.display(), "{what} too large, ignored");
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let values = serde_json::from_str::<Vec<serde_json::Value>>(&text);
+    if values.is_err() {
+        tracing::warn!(path = %path.display(), "{what} is not a JSON array, ignored");
+    }
+    values.ok()
+}
 
 /// Reads an extended relay list: a JSON array of `ws://`/`wss://` URLs, at most 64 KiB and
 /// 256 entries; anything else in the file is ignored. Missing or unreadable: empty.
 pub fn read_relay_cache(path: &std::path::Path) -> Vec<String> {
     const MAX_FILE: u64 = 64 * 1024;
     const MAX_ENTRIES: usize = 256;
-    let Ok(metadata) = std::fs::metadata(path) else {
-        return Vec::new();
-    };
-    if metadata.len() > MAX_FILE {
-        tracing::warn!(path = %path.display(), "relay cache too large, ignored");
-        return Vec::new();
-    }
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else {
-        tracing::warn!(path = %path.display(), "relay cache is not a JSON array, ignored");
+    let Some(values) = read_json_array(path, MAX_FILE, "relay cache") else {
         return Vec::new();
     };
     values
@@ -78,14 +88,7 @@ pub(crate) fn records_path(cache: &std::path::Path) -> std::path::PathBuf {
 /// skipped, a missing or unreadable file is empty).
 pub fn read_relay_records(path: &std::path::Path) -> Vec<RelayRecord> {
     const MAX_FILE: u64 = 256 * 1024;
-    let too_large = std::fs::metadata(path).map_or(true, |m| m.len() > MAX_FILE);
-    if too_large {
-        return Vec::new();
-    }
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let Ok(values) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else {
+    let Some(values) = read_json_array(path, MAX_FILE, "relay records") else {
         return Vec::new();
     };
     values

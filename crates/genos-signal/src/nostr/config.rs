@@ -267,6 +267,14 @@ impl NostrConfig {
         self
     }
 
+    /// Events one relay connection queues (hand-over and offline alike): `relay_queue` for
+    /// each session that may share it.
+    pub(super) fn connection_queue(&self) -> usize {
+        self.relay_queue
+            .saturating_mul(self.subscriptions_per_connection.max(1))
+            .max(1)
+    }
+
     pub(super) fn validate(&self) -> Result<(), SignalError> {
         let invalid = |what: &str| Err(SignalError::InvalidConfig(what.to_owned()));
         if self.inbox_capacity == 0 || self.incoming_capacity == 0 || self.relay_queue == 0 {

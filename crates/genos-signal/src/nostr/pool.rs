@@ -278,9 +278,7 @@ pub(super) async fn record_health(shared: std::sync::Weak<Shared>, path: std::pa
 impl Shared {
     /// This session's relays as records.
     fn relay_records(&self) -> Vec<super::cache::RelayRecord> {
-        let seen = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let seen = now_ms() / 1000;
         let relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
         relays
             .iter()

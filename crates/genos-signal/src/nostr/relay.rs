@@ -167,12 +167,7 @@ impl Worker {
         keys: Keys,
         config: Arc<NostrConfig>,
     ) -> (mpsc::Sender<Command>, Arc<Mutex<RelayHealth>>) {
-        // The hand-over queue is the sessions': each session sharing the connection gets its
-        // `relay_queue` of room.
-        let capacity = config
-            .relay_queue
-            .saturating_mul(config.subscriptions_per_connection.max(1));
-        let (commands, receiver) = mpsc::channel(capacity.max(1));
+        let (commands, receiver) = mpsc::channel(config.connection_queue());
         let health = Arc::new(Mutex::new(RelayHealth::new(url)));
         let mut subs = HashMap::new();
         subs.insert(first.id.clone(), first);
@@ -279,11 +274,7 @@ impl Worker {
     }
 
     fn queue(&self, link: &mut Link, outgoing: Outgoing) {
-        let limit = self
-            .config
-            .relay_queue
-            .saturating_mul(self.config.subscriptions_per_connection.max(1));
-        if link.pending.len() >= limit {
+        if link.pending.len() >= self.config.connection_queue() {
             link.pending.pop_front();
             self.update(|h| h.publish_dropped += 1);
         }
