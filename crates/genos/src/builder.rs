@@ -76,10 +76,23 @@ pub struct GenosBuilder {
 #[cfg(feature = "fallback")]
 #[derive(Debug, Clone)]
 struct FallbackSettings {
+    /// Empty until [`GenosBuilder::fallback`] names the server.
     url: String,
     token: Option<String>,
     direct: bool,
     direct_timeout: Option<Duration>,
+}
+
+#[cfg(feature = "fallback")]
+impl Default for FallbackSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            token: None,
+            direct: true,
+            direct_timeout: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for GenosBuilder {
@@ -119,22 +132,15 @@ impl GenosBuilder {
     /// sealed frames only. Every peer of a room that may need it must name the same server.
     #[cfg(feature = "fallback")]
     pub fn fallback(mut self, url: impl Into<String>) -> Self {
-        let settings = self.fallback.get_or_insert_with(|| FallbackSettings {
-            url: String::new(),
-            token: None,
-            direct: true,
-            direct_timeout: None,
-        });
-        settings.url = url.into();
+        self.fallback.get_or_insert_default().url = url.into();
         self
     }
 
-    /// The token the fallback server's hub requires.
+    /// The token the fallback server's hub requires (in any order with
+    /// [`GenosBuilder::fallback`], which it needs).
     #[cfg(feature = "fallback")]
     pub fn fallback_token(mut self, token: impl Into<String>) -> Self {
-        if let Some(settings) = &mut self.fallback {
-            settings.token = Some(token.into());
-        }
+        self.fallback.get_or_insert_default().token = Some(token.into());
         self
     }
 
@@ -143,22 +149,15 @@ impl GenosBuilder {
     /// [`GenosError::Transport`]).
     #[cfg(feature = "fallback")]
     pub fn no_direct(mut self) -> Self {
-        let settings = self.fallback.get_or_insert_with(|| FallbackSettings {
-            url: String::new(),
-            token: None,
-            direct: true,
-            direct_timeout: None,
-        });
-        settings.direct = false;
+        self.fallback.get_or_insert_default().direct = false;
         self
     }
 
-    /// How long a direct setup may take before the link falls back (default 10 s).
+    /// How long a direct setup may take before the link falls back (default 10 s; needs
+    /// [`GenosBuilder::fallback`]).
     #[cfg(feature = "fallback")]
     pub fn fallback_after(mut self, timeout: Duration) -> Self {
-        if let Some(settings) = &mut self.fallback {
-            settings.direct_timeout = Some(timeout);
-        }
+        self.fallback.get_or_insert_default().direct_timeout = Some(timeout);
         self
     }
 
@@ -330,9 +329,10 @@ async fn join_with_fallback(
     use genos_transport::fallback::{FallbackConfig, FallbackTransport};
 
     if settings.url.is_empty() {
-        return Err(
-            TransportError::InvalidConfig("no_direct needs a fallback server".into()).into(),
-        );
+        return Err(TransportError::InvalidConfig(
+            "no_direct, fallback_token and fallback_after need a fallback server URL".into(),
+        )
+        .into());
     }
     let key = room
         .derive_key()
