@@ -271,6 +271,10 @@ impl ConnShared {
         *lock(&me.task) = Some(task.abort_handle());
     }
 
+    fn state(&self) -> ConnectionState {
+        *self.state.borrow()
+    }
+
     fn set_state(&self, state: ConnectionState) {
         if shared::advance_state(&self.state, state) {
             // State changes are advisory on the queue; `state()` always has the truth.
@@ -306,7 +310,7 @@ impl ConnShared {
         self.queued.fetch_add(len, Ordering::AcqRel);
         if self.data.send(frame).await.is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            return Err(TransportError::NotConnected(*self.state.borrow()));
+            return Err(TransportError::NotConnected(self.state()));
         }
         Ok(())
     }
@@ -526,7 +530,7 @@ impl std::fmt::Debug for FallbackConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FallbackConnection")
             .field("role", &self.shared.role)
-            .field("state", &*self.shared.state.borrow())
+            .field("state", &self.shared.state())
             .finish_non_exhaustive()
     }
 }
@@ -546,7 +550,7 @@ impl Connection for FallbackConnection {
     }
 
     fn state(&self) -> ConnectionState {
-        *self.shared.state.borrow()
+        self.shared.state()
     }
 
     fn limits(&self) -> TransportLimits {
@@ -630,7 +634,7 @@ impl Connection for FallbackConnection {
         if me.state().is_terminal() {
             return;
         }
-        let connected = *me.state.borrow() == ConnectionState::Connected;
+        let connected = me.state() == ConnectionState::Connected;
         me.set_state(ConnectionState::Closed);
         if connected {
             // Behind the data already queued, so the remote gets it all before the goodbye;
@@ -643,11 +647,5 @@ impl Connection for FallbackConnection {
         if let Some(task) = lock(&me.task).take() {
             task.abort();
         }
-    }
-}
-
-impl ConnShared {
-    fn state(&self) -> ConnectionState {
-        *self.state.borrow()
     }
 }
