@@ -125,9 +125,30 @@ pub struct OverlayConfig {
     pub max_message_len: usize,
     /// Peers listed in one roster message at most. Default 512.
     pub max_roster_message: usize,
+    /// How long a directed payload waits for its target's acknowledgement before it is sent
+    /// again (as a new frame, over more and other paths); doubled after each resend, at most
+    /// 8 times this. Default 1 s (three hops each way take about 0.2 s in a room spread over
+    /// a continent).
+    pub direct_retry: Duration,
+    /// How long a directed payload is sent again before it is given up
+    /// ([`OverlayEvent::DirectFailed`](crate::OverlayEvent::DirectFailed)). Default 60 s: a peer a mass
+    /// crash cut off is usually linked again within that.
+    pub direct_give_up: Duration,
+    /// Directed payloads awaiting acknowledgement span at most this many message numbers;
+    /// sending one more gives up those that fall out of the span (reported like a timeout).
+    /// Targets remember this many message numbers per origin to deliver each once (so a
+    /// resend is never taken for new, and never refused as too old). Rounded up to a
+    /// multiple of 64, 64 to 65,536. Default 1,024.
+    pub direct_window: u32,
+    /// Bytes of directed payloads (with metadata) kept for resending at most; at the bound
+    /// the oldest is given up. Default 16 MiB.
+    pub max_unacked_bytes: usize,
+    /// How long a target gathers acknowledgements for one origin before sending them in one
+    /// frame (64 at most). Default 20 ms.
+    pub ack_delay: Duration,
     /// First sequence number of this peer's frames. Drivers pass something that grows across
     /// restarts (milliseconds since the epoch, shifted) so a restarted peer is not taken for a
-    /// replay. Default 0.
+    /// replay. Default 0. Directed payloads are numbered from it too.
     pub first_seq: u64,
 }
 
@@ -167,6 +188,11 @@ impl Default for OverlayConfig {
             max_targets: 1_024,
             max_message_len: (1 << 20) + 4096,
             max_roster_message: 512,
+            direct_retry: Duration::from_secs(1),
+            direct_give_up: Duration::from_secs(60),
+            direct_window: 1_024,
+            max_unacked_bytes: 16 << 20,
+            ack_delay: Duration::from_millis(20),
             first_seq: 0,
         }
     }

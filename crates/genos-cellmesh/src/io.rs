@@ -155,7 +155,8 @@ pub enum Output {
 pub struct Delivery {
     /// Who sent it (signature checked).
     pub origin: PeerKey,
-    /// The origin's sequence number (unique per origin).
+    /// The origin's number for it, unique per origin and kind: a broadcast's frame sequence
+    /// number, or a directed payload's message number (the same in every resend of it).
     pub seq: u64,
     /// Links it crossed.
     pub hops: u8,
@@ -209,4 +210,13 @@ pub enum OverlayEvent {
     },
     /// A command could not be carried out.
     CommandFailed(MeshError),
+    /// A directed payload was given up: its target did not acknowledge it within
+    /// `direct_give_up`, or newer payloads pushed it out of the bounds on what is kept for
+    /// resending. The target may still have received it (its acks may be what was lost).
+    DirectFailed {
+        /// Whom it was for.
+        target: PeerKey,
+        /// Its message number (see [`Delivery::seq`]).
+        message: u64,
+    },
 }

@@ -3,10 +3,12 @@
 //! Six messages, each starting with a tag byte:
 //!
 //! - **frame** `[1][ttl][hops][kind][origin 32][seq 8][cells 4][origin cell 4][target 32 if
-//!   directed][signature 64][body]`: an application payload on its way
+//!   directed or an ack][signature 64][body]`: an application payload (kind 1 broadcast, 2
+//!   directed) or an acknowledgement of directed payloads (kind 3) on its way
 //!   through the mesh. The origin signs everything but `ttl` and `hops`, which forwarders
 //!   change; the body is sealed by the origin (room key for broadcasts, a key only origin and
-//!   target share for directed frames).
+//!   target share for directed frames and acks). A directed body opens to `[message 8][meta
+//!   length 4][meta][payload]`, an ack's to `[count 2][message 8]*` (see `overlay/direct.rs`).
 //! - **hello** `[2][role][cells 4][from cell 4][to cell 4][slot][known 4]`: sent by both ends
 //!   when a link comes up, saying what the link is for.
 //! - **roster** `[3][cells 4][cell 4][count 2][peer 32]*`: the members of a cell a peer knows,
@@ -55,6 +57,8 @@ pub(crate) enum FrameKind {
     Broadcast,
     /// An application payload for one peer.
     Direct(PeerKey),
+    /// Acknowledges directed payloads to the peer that sent them.
+    Ack(PeerKey),
 }
 
 impl FrameKind {
@@ -62,6 +66,15 @@ impl FrameKind {
         match self {
             Self::Broadcast => 1,
             Self::Direct(_) => 2,
+            Self::Ack(_) => 3,
+        }
+    }
+
+    /// The peer a directed frame or an ack is for.
+    pub(crate) fn target(self) -> Option<PeerKey> {
+        match self {
+            Self::Broadcast => None,
+            Self::Direct(target) | Self::Ack(target) => Some(target),
         }
     }
 }
@@ -88,10 +101,7 @@ impl FrameId {
         buf.put_u64(self.seq);
         buf.put_u32(self.cells);
         buf.put_u32(self.origin_cell);
-        match self.kind {
-            FrameKind::Direct(target) => buf.put_slice(&target),
-            _ => buf.put_slice(&[0u8; 32]),
-        }
+        buf.put_slice(&self.kind.target().unwrap_or([0u8; 32]));
         out
     }
 
@@ -102,10 +112,7 @@ impl FrameId {
         let mut buf = &mut out[..];
         buf.put_u8(self.kind.byte());
         buf.put_u64(self.seq);
-        match self.kind {
-            FrameKind::Direct(target) => buf.put_slice(&target),
-            _ => buf.put_slice(&[0u8; 32]),
-        }
+        buf.put_slice(&self.kind.target().unwrap_or([0u8; 32]));
         out
     }
 }
@@ -139,7 +146,7 @@ impl Frame {
     /// The frame as a repair message (`repair`: it came through repair, so whoever gets it
     /// next counts it as repaired too and forwards it without a backup delay).
     pub(crate) fn encode_tagged(&self, repair: bool) -> Bytes {
-        let target_len = if matches!(self.id.kind, FrameKind::Direct(_)) {
+        let target_len = if self.id.kind.target().is_some() {
             32
         } else {
             0
@@ -154,7 +161,7 @@ impl Frame {
         buf.put_u64(self.id.seq);
         buf.put_u32(self.id.cells);
         buf.put_u32(self.id.origin_cell);
-        if let FrameKind::Direct(target) = self.id.kind {
+        if let Some(target) = self.id.kind.target() {
             buf.put_slice(&target);
         }
         buf.put_slice(&self.signature);
@@ -338,6 +345,37 @@ fn decode_ids(reader: &mut Reader, max: usize) -> Result<Vec<ShortId>, MeshError
     Ok(ids)
 }
 
+/// An ack's plaintext: `[count 2][message 8]*`.
+pub(crate) fn encode_acks(messages: &[u64]) -> BytesMut {
+    let count = messages.len().min(usize::from(u16::MAX));
+    let mut buf = BytesMut::with_capacity(2 + 8 * count);
+    buf.put_u16(u16::try_from(count).unwrap_or(u16::MAX));
+    for message in messages.iter().take(count) {
+        buf.put_u64(*message);
+    }
+    buf
+}
+
+/// Reads an ack's plaintext: at most `max` message numbers, nothing after them.
+pub(crate) fn decode_acks(plaintext: &Bytes, max: usize) -> Result<Vec<u64>, MeshError> {
+    let mut reader = Reader {
+        bytes: plaintext.clone(),
+        at: 0,
+    };
+    let count = usize::from(reader.u16()?);
+    if count > max {
+        return Err(MeshError::Malformed("ack list too long"));
+    }
+    let mut messages = Vec::with_capacity(count);
+    for _ in 0..count {
+        messages.push(reader.u64()?);
+    }
+    if !reader.rest().is_empty() {
+        return Err(MeshError::Malformed("bytes after the acks"));
+    }
+    Ok(messages)
+}
+
 /// Decodes one link message. The frame body is a slice of `bytes`, not a copy.
 pub(crate) fn decode(bytes: Bytes, limits: ListLimits) -> Result<LinkMessage, MeshError> {
     let mut reader = Reader { bytes, at: 0 };
@@ -355,6 +393,7 @@ pub(crate) fn decode(bytes: Bytes, limits: ListLimits) -> Result<LinkMessage, Me
             let kind = match kind_byte {
                 1 => FrameKind::Broadcast,
                 2 => FrameKind::Direct(reader.array::<32>()?),
+                3 => FrameKind::Ack(reader.array::<32>()?),
                 _ => return Err(MeshError::Malformed("frame kind")),
             };
             let signature = reader.array::<SIGNATURE_LEN>()?;

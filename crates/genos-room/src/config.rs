@@ -260,7 +260,9 @@ pub struct CellsSettings {
     /// what it missed (still bounded by `max_repair_frames`/`max_repair_bytes`; raise the
     /// window with those timeouts);
     /// and each origin's last 1,024 frames are told from new ones (not 64: a 1 MiB message
-    /// is 64 chunks, and a frame older than the window is refused, repaired ones included).
+    /// is 64 chunks, and a frame older than the window is refused, repaired ones included);
+    /// directed chunks are sent again until acknowledged for 120 s (not 60 s: the same
+    /// cut-off peer, whose room re-forms in 20 s to a few minutes).
     pub overlay: OverlayConfig,
     /// Payload bytes per overlay frame: larger messages are cut into chunks of this size,
     /// each signed and forwarded on its own, and reassembled by each receiver. Default
@@ -300,6 +302,7 @@ impl Default for CellsSettings {
         overlay.beacon_interval = Duration::from_secs(60);
         overlay.repair_window = Duration::from_secs(60);
         overlay.dedup_window = 1_024;
+        overlay.direct_give_up = Duration::from_secs(120);
         Self {
             overlay,
             chunk_size: 16 << 10,

@@ -419,6 +419,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                         continue;
                     };
                     let outputs = mesh.overlay.handle(input, Instant::now());
+                    self.shared.set_mesh_backpressure(mesh.unacked_pressing());
                     for output in outputs {
                         self.carry_out(output);
                     }
@@ -538,6 +539,14 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                 OverlayEvent::CellsChanged { cells, cell } => {
                     tracing::debug!(cells, cell, "overlay view changed");
                     self.shared.emit(RoomEvent::CellsChanged { cells, cell });
+                }
+                OverlayEvent::DirectFailed { target, message } => {
+                    tracing::debug!(
+                        target = %PeerId::from_bytes(target).short(),
+                        message,
+                        "directed chunk given up"
+                    );
+                    bump(&self.shared.counters.mesh_directed_failed, 1);
                 }
                 other => tracing::debug!(?other, "overlay event"),
             },

@@ -63,13 +63,16 @@ impl Router {
     }
 
     /// Waits while any link holds more than half its overlay queue (a large message must
-    /// not overrun the queues and lean on repair), at most until `deadline`.
+    /// not overrun the queues and lean on repair), or the overlay more than half of the
+    /// directed chunks it may keep awaiting acks (beyond the bound it gives up the oldest),
+    /// at most until `deadline`.
     async fn mesh_pace(&self, deadline: Instant) {
         loop {
-            let busy = self
-                .read()
-                .values()
-                .any(|link| link.mesh_backlog() > link.mesh_capacity() / 2);
+            let busy = self.shared.mesh_backpressure()
+                || self
+                    .read()
+                    .values()
+                    .any(|link| link.mesh_backlog() > link.mesh_capacity() / 2);
             if !busy || Instant::now() >= deadline {
                 return;
             }

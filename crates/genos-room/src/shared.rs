@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     mesh_inbox: OnceLock<mpsc::Sender<(PeerId, Bytes)>>,
     events: Mutex<Option<broadcast::Sender<RoomEvent>>>,
     left: AtomicBool,
+    /// (Cells rooms) the overlay holds more than half of what it may keep of directed
+    /// sends awaiting acks: senders wait (see `Router::mesh_pace`).
+    mesh_backpressure: AtomicBool,
 }
 
 impl Shared {
@@ -48,6 +51,7 @@ impl Shared {
             mesh_inbox: OnceLock::new(),
             events: Mutex::new(Some(events)),
             left: AtomicBool::new(false),
+            mesh_backpressure: AtomicBool::new(false),
         };
         (shared, first)
     }
@@ -78,6 +82,14 @@ impl Shared {
         lock(&self.events)
             .as_ref()
             .map(broadcast::Sender::subscribe)
+    }
+
+    pub(crate) fn mesh_backpressure(&self) -> bool {
+        self.mesh_backpressure.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_mesh_backpressure(&self, on: bool) {
+        self.mesh_backpressure.store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn has_left(&self) -> bool {

@@ -56,6 +56,11 @@ pub struct RoomStats {
     /// (Cells rooms) messages lost here: partly received when their wait ran out or the
     /// reassembly bound was reached, or their channel's queue was full.
     pub mesh_lost: u64,
+    /// (Cells rooms) chunks of directed messages this peer sent that were given up: their
+    /// target did not acknowledge them within the overlay's `direct_give_up` (60 s), or
+    /// newer ones pushed them out of what is kept for resending. The target may still have
+    /// them (its acks may be what was lost).
+    pub mesh_directed_failed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +85,7 @@ pub(crate) struct Counters {
     pub(crate) mesh_hops: AtomicU64,
     pub(crate) mesh_dropped: AtomicU64,
     pub(crate) mesh_lost: AtomicU64,
+    pub(crate) mesh_directed_failed: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64, by: u64) {
@@ -110,6 +116,7 @@ impl Counters {
             mesh_hops: get(&self.mesh_hops),
             mesh_dropped: get(&self.mesh_dropped),
             mesh_lost: get(&self.mesh_lost),
+            mesh_directed_failed: get(&self.mesh_directed_failed),
         }
     }
 }

@@ -13,32 +13,38 @@ impl<A: FrameAuth> Overlay<A> {
         [SIGNING_LABEL, room.as_slice(), header.as_slice(), body]
     }
 
-    pub(super) fn originate(
-        &mut self,
-        kind: FrameKind,
+    /// The plaintext of a payload: `[message 8, directed only][meta length 4][meta][payload]`,
+    /// refused if it would not fit in a frame.
+    pub(super) fn plaintext(
+        &self,
+        message: Option<u64>,
         meta: &[u8],
         payload: &[u8],
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) -> Result<(), MeshError> {
-        if self.phase != Phase::Running {
-            return Err(MeshError::NotRunning);
+    ) -> Result<BytesMut, MeshError> {
+        let len = 12 + meta.len() + payload.len();
+        let max = self.config.max_message_len.saturating_sub(256);
+        if len > max {
+            return Err(MeshError::TooLarge { len, max });
         }
-        let len = 4 + meta.len() + payload.len();
-        if len + 256 > self.config.max_message_len {
-            return Err(MeshError::TooLarge {
-                len,
-                max: self.config.max_message_len.saturating_sub(256),
-            });
-        }
-        let meta_len = u32::try_from(meta.len()).map_err(|_| MeshError::TooLarge {
-            len,
-            max: self.config.max_message_len,
-        })?;
+        let meta_len = u32::try_from(meta.len()).map_err(|_| MeshError::TooLarge { len, max })?;
         let mut plaintext = BytesMut::with_capacity(len);
+        if let Some(message) = message {
+            plaintext.put_u64(message);
+        }
         plaintext.put_u32(meta_len);
         plaintext.put_slice(meta);
         plaintext.put_slice(payload);
+        Ok(plaintext)
+    }
+
+    /// A new frame of this peer: numbered, sealed (for the kind's target alone, if it has
+    /// one), signed, and taken as seen so its echoes are dropped.
+    pub(super) fn new_frame(
+        &mut self,
+        kind: FrameKind,
+        plaintext: &[u8],
+        now: Instant,
+    ) -> Result<Frame, MeshError> {
         let id = FrameId {
             kind,
             origin: self.me,
@@ -47,13 +53,9 @@ impl<A: FrameAuth> Overlay<A> {
             origin_cell: self.my_cell,
         };
         self.next_seq += 1;
-        let target = match kind {
-            FrameKind::Direct(target) => Some(target),
-            _ => None,
-        };
         let body = Bytes::from(
             self.auth
-                .seal(target.as_ref(), &id.body_context(), &plaintext)
+                .seal(kind.target().as_ref(), &id.body_context(), plaintext)
                 .map_err(MeshError::Auth)?,
         );
         let header = id.signed_header();
@@ -61,25 +63,30 @@ impl<A: FrameAuth> Overlay<A> {
             .auth
             .sign(&Self::signing_parts(&self.room, &header, &body));
         self.seen.insert(&self.me, id.seq, now);
-        let frame = Frame {
+        Ok(Frame {
             ttl: self.config.ttl,
             hops: 1,
             id,
             signature,
             body,
-        };
-        match kind {
-            FrameKind::Direct(target) => {
-                if !self.route_direct(&frame, target, self.me, 2, out) {
-                    return Err(MeshError::Unroutable);
-                }
-            }
-            FrameKind::Broadcast => {
-                let message = frame.encode();
-                self.send_to_links(LinkKind::Members, self.me, &message, out);
-                self.keep_for_repair((self.me, id.seq), message, now);
-            }
+        })
+    }
+
+    pub(super) fn originate_broadcast(
+        &mut self,
+        meta: &[u8],
+        payload: &[u8],
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> Result<(), MeshError> {
+        if self.phase != Phase::Running {
+            return Err(MeshError::NotRunning);
         }
+        let plaintext = self.plaintext(None, meta, payload)?;
+        let frame = self.new_frame(FrameKind::Broadcast, &plaintext, now)?;
+        let message = frame.encode();
+        self.send_to_links(LinkKind::Members, self.me, &message, out);
+        self.keep_for_repair((self.me, frame.id.seq), message, now);
         Ok(())
     }
 
@@ -137,36 +144,40 @@ impl<A: FrameAuth> Overlay<A> {
                 if repaired {
                     self.metrics.repaired += 1;
                 }
-                self.deliver(&frame, false, repaired, from, out);
+                self.deliver(&frame, repaired, from, out);
                 self.forward_broadcast(from, &frame, repaired, now, out);
                 self.keep_for_repair((origin, seq), message, now);
             }
-            FrameKind::Direct(target) if target == self.me => {
-                self.deliver(&frame, true, false, from, out);
+            FrameKind::Direct(target) | FrameKind::Ack(target) if target == self.me => {
+                self.on_frame_for_me(from, &frame, now, out);
             }
-            FrameKind::Direct(target) => {
+            FrameKind::Direct(target) | FrameKind::Ack(target) => {
                 if frame.ttl <= 1 {
                     self.drop_frame(from, DropReason::BadTtl, out);
                     return;
                 }
-                if !self.route_direct(&frame.next_hop(), target, from, 1, out) {
+                if !self.route_direct(&frame.next_hop(), target, from, 1, 0, out) {
                     self.drop_frame(from, DropReason::Unroutable, out);
                 }
             }
         }
     }
 
-    pub(super) fn open_body(&mut self, frame: &Frame, direct: bool) -> Option<(Bytes, Bytes)> {
-        let plaintext = self
-            .auth
+    /// Opens a frame's sealed body (sealed for the room, or for this peer when `direct`).
+    pub(super) fn open_sealed(&mut self, frame: &Frame, direct: bool) -> Option<Bytes> {
+        self.auth
             .open(
                 &frame.id.origin,
                 direct,
                 &frame.id.body_context(),
                 &frame.body,
             )
-            .ok()?;
-        let plaintext = Bytes::from(plaintext);
+            .ok()
+            .map(Bytes::from)
+    }
+
+    /// Splits `[meta length 4][meta][payload]`.
+    pub(super) fn split_meta(plaintext: &Bytes) -> Option<(Bytes, Bytes)> {
         let meta_len =
             usize::try_from(u32::from_be_bytes(plaintext.get(..4)?.try_into().ok()?)).ok()?;
         let meta_end = 4usize.checked_add(meta_len)?;
@@ -176,22 +187,25 @@ impl<A: FrameAuth> Overlay<A> {
         Some((plaintext.slice(4..meta_end), plaintext.slice(meta_end..)))
     }
 
+    /// Hands a broadcast to the application.
     pub(super) fn deliver(
         &mut self,
         frame: &Frame,
-        directed: bool,
         repaired: bool,
         from: PeerKey,
         out: &mut Vec<Output>,
     ) {
-        match self.open_body(frame, directed) {
+        let opened = self
+            .open_sealed(frame, false)
+            .and_then(|plaintext| Self::split_meta(&plaintext));
+        match opened {
             Some((meta, payload)) => {
                 self.metrics.delivered += 1;
                 out.push(Output::Deliver(Delivery {
                     origin: frame.id.origin,
                     seq: frame.id.seq,
                     hops: frame.hops,
-                    directed,
+                    directed: false,
                     repaired,
                     meta,
                     payload,
@@ -295,15 +309,19 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// Sends a directed frame one step closer to `target` over up to `paths` different next
-    /// hops (the origin uses two, so one lost message or dead forwarder does not lose it;
-    /// the target keeps the first copy); false if there is no way.
+    /// Sends a directed frame (or an ack) one step closer to `target` over up to `paths`
+    /// different next hops (the origin uses two, so one lost message or dead forwarder does
+    /// not lose it; the target keeps the first copy); false if there is no way. A link to
+    /// the target itself comes first; the relays after it (cell mates, or bridges towards
+    /// the target's cell) are taken in key order, starting `attempt` places further on, so
+    /// each resend of a payload also tries forwarders the earlier copies did not.
     pub(super) fn route_direct(
         &mut self,
         frame: &Frame,
         target: PeerKey,
         from: PeerKey,
         paths: usize,
+        attempt: usize,
         out: &mut Vec<Output>,
     ) -> bool {
         let up = |links: &KeyMap<PeerKey, Link>, peer: &PeerKey| {
@@ -314,19 +332,17 @@ impl<A: FrameAuth> Overlay<A> {
             hops.push(target);
         }
         let target_cell = self.cell_of(&target);
-        if target_cell == self.my_cell {
-            // A cell mate relays (cells are a full mesh): the second path.
-            if hops.len() < paths {
-                let cache = self.link_cache();
-                let relay = cache
-                    .intra
-                    .iter()
-                    .filter(|peer| **peer != target && **peer != from)
-                    .min()
-                    .copied();
-                self.link_cache = Some(cache);
-                hops.extend(relay);
-            }
+        let mut relays: Vec<PeerKey> = if target_cell == self.my_cell {
+            // Cell mates relay (cells are a full mesh).
+            let cache = self.link_cache();
+            let relays = cache
+                .intra
+                .iter()
+                .filter(|peer| **peer != target && **peer != from)
+                .copied()
+                .collect();
+            self.link_cache = Some(cache);
+            relays
         } else {
             let mut bridges: Vec<PeerKey> = self
                 .links
@@ -345,17 +361,26 @@ impl<A: FrameAuth> Overlay<A> {
                 target_cell,
                 self.config.bridges_per_pair,
             );
-            for peer in bridges
-                .into_iter()
-                .chain(holders.into_iter().filter(|holder| up(&self.links, holder)))
-            {
-                if hops.len() >= paths {
-                    break;
-                }
-                if !hops.contains(&peer) {
-                    hops.push(peer);
+            for holder in holders {
+                if up(&self.links, &holder) && !bridges.contains(&holder) {
+                    bridges.push(holder);
                 }
             }
+            bridges
+        };
+        if target_cell == self.my_cell {
+            relays.sort_unstable();
+        }
+        relays.retain(|peer| *peer != target);
+        if !relays.is_empty() {
+            let turn = attempt % relays.len();
+            relays.rotate_left(turn);
+        }
+        for peer in relays {
+            if hops.len() >= paths {
+                break;
+            }
+            hops.push(peer);
         }
         hops.truncate(paths);
         if hops.is_empty() {

@@ -17,6 +17,7 @@ use crate::seen::{Seen, SeenFrames};
 use crate::wire::{self, Frame, FrameId, FrameKind, Hello, HelloRole, LinkMessage};
 use crate::{MeshError, OverlayConfig, PeerKey, assign_cell, cell_count};
 
+mod direct;
 mod frames;
 mod links;
 mod membership;
@@ -60,6 +61,17 @@ pub struct OverlayMetrics {
     /// Links whose setup failed or never finished within `connect_timeout` (retried after a
     /// backoff).
     pub setup_failures: u64,
+    /// Directed payloads sent again for want of an ack.
+    pub direct_resent: u64,
+    /// Directed payloads this peer sent that their target acknowledged.
+    pub direct_acked: u64,
+    /// Directed payloads given up ([`OverlayEvent::DirectFailed`]).
+    pub direct_failed: u64,
+    /// Directed frames and acks this peer originated with no link towards their target
+    /// (a payload is sent again later; an ack is sent again when the resend comes).
+    pub direct_unroutable: u64,
+    /// Ack frames sent.
+    pub acks_sent: u64,
 }
 
 /// What a link is for.
@@ -215,6 +227,7 @@ pub struct Overlay<A> {
     /// `bridge_overdue`). At most one entry per cell.
     unbridged_since: BTreeMap<u32, Instant>,
     repair: repair::RepairState,
+    direct: direct::DirectState,
     /// Peers whose link setup failed, bounded by `max_roster`.
     backoff: KeyMap<PeerKey, Backoff>,
     /// Peers that said goodbye, until when they stay out of the roster unless they announce
@@ -233,6 +246,7 @@ impl<A: FrameAuth> Overlay<A> {
         let hash_seed = mix64(rng_seed ^ 0x6a09_e667_f3bc_c908);
         Self {
             seen: SeenFrames::new(config.max_origins, config.dedup_window, hash_seed),
+            direct: direct::DirectState::new(&config, hash_seed),
             next_seq: config.first_seq,
             config,
             room,
@@ -373,13 +387,17 @@ impl<A: FrameAuth> Overlay<A> {
                 self.on_tick(now, &mut out);
             }
             Input::Broadcast { meta, payload } => {
-                self.command(FrameKind::Broadcast, &meta, &payload, now, &mut out);
+                let sent = self.originate_broadcast(&meta, &payload, now, &mut out);
+                self.command_result(sent, &mut out);
             }
             Input::SendTo {
                 target,
                 meta,
                 payload,
-            } => self.command(FrameKind::Direct(target), &meta, &payload, now, &mut out),
+            } => {
+                let sent = self.send_direct(target, meta, payload, now, &mut out);
+                self.command_result(sent, &mut out);
+            }
             Input::SendToMany {
                 targets,
                 meta,
@@ -394,7 +412,9 @@ impl<A: FrameAuth> Overlay<A> {
                     )));
                 } else {
                     for target in targets {
-                        self.command(FrameKind::Direct(target), &meta, &payload, now, &mut out);
+                        let sent =
+                            self.send_direct(target, meta.clone(), payload.clone(), now, &mut out);
+                        self.command_result(sent, &mut out);
                     }
                 }
             }
@@ -424,16 +444,9 @@ impl<A: FrameAuth> Overlay<A> {
         out
     }
 
-    /// Originates a frame for a command; a refusal becomes a `CommandFailed` event.
-    fn command(
-        &mut self,
-        kind: FrameKind,
-        meta: &[u8],
-        payload: &[u8],
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        if let Err(error) = self.originate(kind, meta, payload, now, out) {
+    /// A refused command becomes a `CommandFailed` event.
+    fn command_result(&mut self, sent: Result<(), MeshError>, out: &mut Vec<Output>) {
+        if let Err(error) = sent {
             out.push(Output::Event(OverlayEvent::CommandFailed(error)));
         }
     }
@@ -524,6 +537,7 @@ impl<A: FrameAuth> Overlay<A> {
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Output>) {
         self.run_due_forwards(now, out);
         self.run_repair(now, out);
+        self.run_direct(now, out);
         if self.next_tick.is_none_or(|tick| now < tick) {
             return;
         }
@@ -594,7 +608,12 @@ impl<A: FrameAuth> Overlay<A> {
 
     fn schedule_wake(&mut self, out: &mut Vec<Output>) {
         let pending = self.pending_order.peek().map(|Reverse((due, ..))| *due);
-        let want = [self.next_tick, pending, self.repair.next_wake()]
+        let want = [
+            self.next_tick,
+            pending,
+            self.repair.next_wake(),
+            self.direct.next_wake(),
+        ]
             .into_iter()
             .flatten()
             .min();

@@ -103,6 +103,8 @@ pub(crate) struct MeshLayer<S: Signaling> {
     presence_ttl: Duration,
     replay_interval: Duration,
     next_replay: Instant,
+    /// What the overlay keeps of directed chunks awaiting acks at most: (span, bytes).
+    unacked_bounds: (usize, usize),
 }
 
 impl<S: Signaling> MeshLayer<S> {
@@ -148,8 +150,19 @@ impl<S: Signaling> MeshLayer<S> {
             presence_ttl: settings.presence_ttl,
             replay_interval: settings.replay_interval,
             next_replay: Instant::now() + settings.replay_interval,
+            unacked_bounds: (
+                usize::try_from(settings.overlay.direct_window).unwrap_or(usize::MAX),
+                settings.overlay.max_unacked_bytes,
+            ),
         };
         (layer, note_rx)
+    }
+
+    /// Whether the overlay holds more than half of what it may keep of directed chunks
+    /// awaiting acks (senders then wait).
+    pub(crate) fn unacked_pressing(&self) -> bool {
+        let (count, bytes) = self.overlay.unacked_direct();
+        count > self.unacked_bounds.0 / 2 || bytes > self.unacked_bounds.1 / 2
     }
 
     /// Joins `topic` in a task that then forwards its events.
