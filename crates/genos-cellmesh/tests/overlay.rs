@@ -353,6 +353,15 @@ fn lazy_repair_carries_every_broadcast_across_a_thirty_percent_crash() {
     assert_eq!(o.after_crash_sent, 50, "{}", report.to_text());
     assert_eq!(o.after_crash_complete, 50, "{}", report.to_text());
     assert!(o.repaired_after_crash > 0, "{}", report.to_text());
+    // Directed sends beside them: a forwarder that died unnoticed loses its copy; the
+    // origin's resends (over other paths) get every one through.
+    assert!(o.after_crash_directed_sent >= 45, "{}", report.to_text());
+    assert_eq!(
+        o.after_crash_directed_delivered,
+        o.after_crash_directed_sent as u64,
+        "{}",
+        report.to_text()
+    );
     assert!(
         o.time_to_repair_s.is_some_and(|t| t <= o.detect_s + 2.0),
         "{}",

@@ -1089,12 +1089,22 @@ async fn form_cells(
     overlay: &OverlayConfig,
     limit: Duration,
 ) -> Formation {
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
     let mut streak = 0;
+    let mut next_report = started + Duration::from_secs(10);
     loop {
         let plan = CellsPlan::of(rooms, bounds, topic, overlay);
         let (links, wanted) = plan.progress();
         streak = if plan.formed() { streak + 1 } else { 0 };
+        if streak == 0 && Instant::now() >= next_report {
+            next_report += Duration::from_secs(10);
+            tracing::debug!(
+                after_s = started.elapsed().as_secs(),
+                "not formed yet:{}",
+                plan.lacking(rooms)
+            );
+        }
         let done = streak >= 3;
         if done || Instant::now() >= deadline {
             return Formation {

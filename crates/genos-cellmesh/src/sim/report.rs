@@ -81,6 +81,12 @@ pub struct RunFigures {
     pub after_crash_sent: usize,
     /// See `after_crash_sent`.
     pub after_crash_complete: usize,
+    /// Directed sends between random survivors in the first second after the crash (one
+    /// beside each broadcast), and how many were delivered by the end of the crash phase
+    /// (their origins resend what is not acknowledged; refused ones count as not delivered).
+    pub after_crash_directed_sent: usize,
+    /// See `after_crash_directed_sent`.
+    pub after_crash_directed_delivered: u64,
     /// Cold start: simulated seconds until one view with every cell link and bridge up.
     pub converged_s: Option<f64>,
     /// Cold start: how complete the overlay was at the last check (the end of warm-up, or
@@ -294,12 +300,14 @@ impl Report {
         if o.crashed > 0 {
             let _ = writeln!(
                 s,
-                "crash of {} peers: broadcasts of the first second reached {:.4} of live peers within 2 s; every probe (one a second, each judged 2 s after) reached every live peer from {} on; last probes {:.4}",
+                "crash of {} peers: broadcasts of the first second reached {:.4} of live peers within 2 s; every probe (one a second, each judged 2 s after) reached every live peer from {} on; last probes {:.4}; directed sends of the first second delivered {} of {}",
                 o.crashed,
                 o.after_crash_ratio.unwrap_or(0.0),
                 o.time_to_repair_s
                     .map_or("never".into(), |t| format!("{t:.0} s after the crash")),
-                o.after_repair_ratio.unwrap_or(0.0)
+                o.after_repair_ratio.unwrap_or(0.0),
+                o.after_crash_directed_delivered,
+                o.after_crash_directed_sent
             );
         }
         if let Some(churn) = &o.churn {
@@ -495,6 +503,16 @@ impl Report {
                 ),
                 complete >= target,
             ));
+            if o.after_crash_directed_sent > 0 {
+                goals.push((
+                    "every directed send of the first second after the crash delivered",
+                    format!(
+                        "{} of {}",
+                        o.after_crash_directed_delivered, o.after_crash_directed_sent
+                    ),
+                    o.after_crash_directed_delivered == o.after_crash_directed_sent as u64,
+                ));
+            }
             goals.push((
                 "100% from 2 s after crash detection on",
                 o.time_to_repair_s

@@ -211,6 +211,8 @@ pub fn run(scenario: &Scenario) -> Report {
         directed_refused: 0,
         after_crash_sent: 0,
         after_crash_complete: 0,
+        after_crash_directed_sent: 0,
+        after_crash_directed_delivered: 0,
         converged_s,
         health_after_warmup: last_health,
         digests_per_peer_per_s: (net.sum_metric(|m| m.digests_sent) - before_digests) as f64
@@ -331,9 +333,17 @@ pub fn run(scenario: &Scenario) -> Report {
         let mut ids = Vec::new();
         let before_repaired = net.sum_metric(|m| m.repaired);
         let step = second / scenario.after_crash_broadcasts.max(1) as u64;
+        let directed_before = net.directed_delivered();
         for n in 0..scenario.after_crash_broadcasts {
             net.run_until(crash_at + n as u64 * step);
             ids.push(net.broadcast_from_random(payload(n as u64, 64)));
+            if let (Some(a), Some(b)) = (net.random_live(), net.random_live()) {
+                if a != b {
+                    figures.after_crash_directed_sent += 1;
+                    // A refusal counts as not delivered.
+                    net.send_now(a, b);
+                }
+            }
         }
         // Every broadcast is judged 2 s after it was sent (the first second's as well as the
         // probes, one a second from then on): what it reached by then is what counts.
@@ -393,6 +403,7 @@ pub fn run(scenario: &Scenario) -> Report {
                 net.explain_missing(id);
             }
         }
+        figures.after_crash_directed_delivered = net.directed_delivered() - directed_before;
         figures.after_crash_sent = first_outcomes.len();
         figures.after_crash_complete = first_outcomes
             .iter()
