@@ -104,7 +104,7 @@ impl<A: FrameAuth> Overlay<A> {
             return Err(MeshError::NotRunning);
         }
         // Refused before it takes a number.
-        self.plaintext(Some(0), &meta, &payload)?;
+        self.check_len(&meta, &payload)?;
         let message = self.direct.next_message;
         self.direct.next_message += 1;
         let span = DirectState::span(&self.config);

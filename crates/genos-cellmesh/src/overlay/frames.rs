@@ -21,12 +21,7 @@ impl<A: FrameAuth> Overlay<A> {
         meta: &[u8],
         payload: &[u8],
     ) -> Result<BytesMut, MeshError> {
-        let len = 12 + meta.len() + payload.len();
-        let max = self.config.max_message_len.saturating_sub(256);
-        if len > max {
-            return Err(MeshError::TooLarge { len, max });
-        }
-        let meta_len = u32::try_from(meta.len()).map_err(|_| MeshError::TooLarge { len, max })?;
+        let (len, meta_len) = self.check_len(meta, payload)?;
         let mut plaintext = BytesMut::with_capacity(len);
         if let Some(message) = message {
             plaintext.put_u64(message);
@@ -35,6 +30,18 @@ impl<A: FrameAuth> Overlay<A> {
         plaintext.put_slice(meta);
         plaintext.put_slice(payload);
         Ok(plaintext)
+    }
+
+    /// Whether a payload and its metadata fit in a frame: (plaintext length at most, the
+    /// metadata's length as sent).
+    pub(super) fn check_len(&self, meta: &[u8], payload: &[u8]) -> Result<(usize, u32), MeshError> {
+        let len = 12 + meta.len() + payload.len();
+        let max = self.config.max_message_len.saturating_sub(256);
+        if len > max {
+            return Err(MeshError::TooLarge { len, max });
+        }
+        let meta_len = u32::try_from(meta.len()).map_err(|_| MeshError::TooLarge { len, max })?;
+        Ok((len, meta_len))
     }
 
     /// A new frame of this peer: numbered, sealed (for the kind's target alone, if it has
