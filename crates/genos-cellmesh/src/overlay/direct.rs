@@ -439,10 +439,7 @@ mod tests {
         // Nothing before the retry time; then a resend under a new frame id.
         let early = peers[0].handle(Input::Tick, t0 + config.direct_retry / 2);
         assert!(frames_to(&early, b).is_empty());
-        let resend = frames_to(
-            &peers[0].handle(Input::Tick, t0 + config.direct_retry),
-            b,
-        );
+        let resend = frames_to(&peers[0].handle(Input::Tick, t0 + config.direct_retry), b);
         assert_eq!(resend.len(), 1);
         assert_ne!(frame_of(&resend[0]).id.seq, frame_of(&first[0]).id.seq);
         assert_eq!(peers[0].metrics().direct_resent, 1);

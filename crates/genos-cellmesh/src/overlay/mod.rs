@@ -614,9 +614,9 @@ impl<A: FrameAuth> Overlay<A> {
             self.repair.next_wake(),
             self.direct.next_wake(),
         ]
-            .into_iter()
-            .flatten()
-            .min();
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(want) = want {
             if self.wake.is_none_or(|wake| want < wake) {
                 self.wake = Some(want);
