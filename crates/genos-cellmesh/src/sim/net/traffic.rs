@@ -188,6 +188,24 @@ impl<A: FrameAuth> Net<A> {
                 for b in members.iter().skip(n + 1) {
                     if self.links.get(&pair(*a, *b)) != Some(&LinkState::Up) {
                         health.missing_intra += 1;
+                        if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
+                            let knows = |x: usize, y: usize| {
+                                let key = self.peers[y].overlay.me();
+                                self.peers[x].overlay.cell_members().any(|m| m == key)
+                            };
+                            #[allow(clippy::print_stderr)]
+                            {
+                                eprintln!(
+                                    "t={} missing cell link {a}-{b}: {:?}, members {} {}, failures {} {}",
+                                    self.now / 1000,
+                                    self.links.get(&pair(*a, *b)),
+                                    knows(*a, *b),
+                                    knows(*b, *a),
+                                    self.peers[*a].overlay.metrics().setup_failures,
+                                    self.peers[*b].overlay.metrics().setup_failures,
+                                );
+                            }
+                        }
                     }
                 }
             }
