@@ -218,5 +218,7 @@ pub enum OverlayEvent {
         target: PeerKey,
         /// Its message number (see [`Delivery::seq`]).
         message: u64,
+        /// Its metadata, as sent (so the sender can tell which of its payloads it was).
+        meta: Bytes,
     },
 }

@@ -167,6 +167,10 @@ pub struct SendReport {
     /// broadcast's `sent` lists only the peers linked directly (the rest of the room gets
     /// it through them), and a directed send's `sent` the targets it was routed towards.
     pub via_overlay: bool,
+    /// The message's number (this room's, counting every send): what [`Progress::message`]
+    /// and, in cells rooms, [`crate::RoomEvent::DeliveryFailed`] name it by. `None` only
+    /// for a send that never got one.
+    pub message: Option<u64>,
 }
 
 /// The sending side a channel needs from its room.

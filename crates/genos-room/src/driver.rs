@@ -540,13 +540,17 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     tracing::debug!(cells, cell, "overlay view changed");
                     self.shared.emit(RoomEvent::CellsChanged { cells, cell });
                 }
-                OverlayEvent::DirectFailed { target, message } => {
-                    tracing::debug!(
-                        target = %PeerId::from_bytes(target).short(),
-                        message,
-                        "directed chunk given up"
-                    );
+                OverlayEvent::DirectFailed {
+                    target,
+                    message,
+                    meta,
+                } => {
+                    let peer = PeerId::from_bytes(target);
+                    tracing::debug!(peer = %peer.short(), message, "directed chunk given up");
                     bump(&self.shared.counters.mesh_directed_failed, 1);
+                    if let Some(event) = mesh.delivery_failed(peer, &meta) {
+                        self.shared.emit(event);
+                    }
                 }
                 other => tracing::debug!(?other, "overlay event"),
             },

@@ -56,6 +56,20 @@ pub enum RoomEvent {
         /// This peer's cell.
         cell: u32,
     },
+    /// (Cells rooms) a message this peer sent to `peer` may not have arrived: a chunk of it
+    /// went unacknowledged for the overlay's `direct_give_up` (120 s in cells rooms), or
+    /// newer sends pushed it out of what is kept for resending
+    /// ([`crate::RoomStats::mesh_directed_failed`] counts the chunks). The peer may still
+    /// have it (its acknowledgements may be what was lost). Reported once per message.
+    DeliveryFailed {
+        /// The target.
+        peer: PeerId,
+        /// The channel it was sent on.
+        channel: String,
+        /// The message's number, as [`crate::SendReport::message`] and
+        /// [`crate::Progress::message`] give it.
+        message: u64,
+    },
     /// A peer sends us a media track: read its samples from `track`.
     PeerTrack {
         /// The sending peer.

@@ -125,6 +125,7 @@ impl Router {
             None => None,
         };
         let message = self.next_message.fetch_add(1, Ordering::Relaxed);
+        report.message = Some(message);
         let total = payload.len();
         let deadline = Instant::now() + MESH_PACING_LIMIT;
         let mut offset = 0;
@@ -299,7 +300,10 @@ impl channel::Sender for Router {
                 };
                 (peer, result)
             });
-            let mut report = SendReport::default();
+            let mut report = SendReport {
+                message: Some(message),
+                ..SendReport::default()
+            };
             for (peer, result) in join_all(sends).await {
                 match result {
                     Ok(()) => {

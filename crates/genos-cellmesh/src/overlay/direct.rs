@@ -181,6 +181,7 @@ impl<A: FrameAuth> Overlay<A> {
             out.push(Output::Event(OverlayEvent::DirectFailed {
                 target: entry.target,
                 message,
+                meta: entry.meta,
             }));
         }
     }

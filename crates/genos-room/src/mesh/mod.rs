@@ -18,7 +18,7 @@ mod status;
 mod tests;
 pub(crate) mod wire;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,8 @@ pub(crate) const MESH_COMMANDS: usize = 64;
 const DELIVERY_QUEUE: usize = 4096;
 /// Topic events queued for the driver.
 const TOPIC_NOTES: usize = 1024;
+/// Messages whose failed delivery was reported, remembered so each is reported once.
+const FAILURES_REMEMBERED: usize = 256;
 /// Presence remembered per room (what the relays hold on the topics this peer follows);
 /// at the bound the entry heard longest ago is forgotten.
 const MAX_PRESENCE: usize = 4096;
@@ -105,6 +107,9 @@ pub(crate) struct MeshLayer<S: Signaling> {
     next_replay: Instant,
     /// What the overlay keeps of directed chunks awaiting acks at most: (span, bytes).
     unacked_bounds: (usize, usize),
+    /// Messages whose failed delivery was reported lately (their other chunks fail about
+    /// together), at most [`FAILURES_REMEMBERED`], oldest forgotten first.
+    failures_reported: VecDeque<(PeerId, u64)>,
 }
 
 impl<S: Signaling> MeshLayer<S> {
@@ -150,6 +155,7 @@ impl<S: Signaling> MeshLayer<S> {
             presence_ttl: settings.presence_ttl,
             replay_interval: settings.replay_interval,
             next_replay: Instant::now() + settings.replay_interval,
+            failures_reported: VecDeque::new(),
             unacked_bounds: (
                 usize::try_from(settings.overlay.direct_window).unwrap_or(usize::MAX),
                 settings.overlay.max_unacked_bytes,
@@ -163,6 +169,29 @@ impl<S: Signaling> MeshLayer<S> {
     pub(crate) fn unacked_pressing(&self) -> bool {
         let (count, bytes) = self.overlay.unacked_direct();
         count > self.unacked_bounds.0 / 2 || bytes > self.unacked_bounds.1 / 2
+    }
+
+    /// The event for a directed chunk the overlay gave up (its metadata is the chunk's
+    /// header), unless its message was reported already.
+    pub(crate) fn delivery_failed(
+        &mut self,
+        peer: PeerId,
+        meta: &[u8],
+    ) -> Option<crate::RoomEvent> {
+        let header = ChunkMeta::decode(meta)?;
+        let key = (peer, header.message);
+        if self.failures_reported.contains(&key) {
+            return None;
+        }
+        if self.failures_reported.len() >= FAILURES_REMEMBERED {
+            self.failures_reported.pop_front();
+        }
+        self.failures_reported.push_back(key);
+        Some(crate::RoomEvent::DeliveryFailed {
+            peer,
+            channel: header.channel,
+            message: header.message,
+        })
     }
 
     /// Joins `topic` in a task that then forwards its events.

@@ -219,3 +219,81 @@ async fn a_cells_room_needs_the_peers_identity() {
     .unwrap_err();
     assert_eq!(error, RoomError::IdentityMismatch);
 }
+
+// A directed send whose target is gone: the overlay resends it until its give-up time, then
+// the room reports the message (by the number its send report gave) as possibly undelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directed_send_to_a_peer_that_is_gone_is_reported_once() {
+    let net = Net::new();
+    let mut settings = settings(4);
+    settings.overlay.direct_retry = Duration::from_millis(100);
+    settings.overlay.direct_give_up = Duration::from_secs(1);
+    let identities: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
+    let first = net.join(&identities[0], &settings).await;
+    let mut events = first.events();
+    tokio::time::timeout(PATIENCE, async {
+        while !matches!(events.next().await, Some(RoomEvent::CellsChanged { .. })) {}
+    })
+    .await
+    .unwrap();
+    let mut rooms = vec![first];
+    for identity in &identities[1..] {
+        rooms.push(net.join(identity, &settings).await);
+    }
+    wait_settled(&rooms, 1, &settings).await;
+    let channel = rooms[0].channel("notes").unwrap();
+    let receiver = rooms[1].channel("notes").unwrap();
+    // Delivered and acknowledged: nothing to report.
+    let to = |peer: PeerId| SendOptions::default().to(Target::Peer(peer));
+    let delivered = channel
+        .send_with("here", to(rooms[1].local_peer()))
+        .await
+        .unwrap();
+    assert!(delivered.message.is_some());
+    let got = tokio::time::timeout(PATIENCE, receive(&receiver, 1))
+        .await
+        .unwrap();
+    assert_eq!(&got[0].payload[..], b"here");
+    // The third peer leaves; a message of three chunks to it cannot be acknowledged.
+    let gone = rooms.pop().unwrap();
+    let gone_peer = gone.local_peer();
+    gone.leave().await.unwrap();
+    let mut events = rooms[0].events();
+    let report = channel
+        .send_with(vec![7u8; 40_000], to(gone_peer))
+        .await
+        .unwrap();
+    let message = report.message.unwrap();
+    let failed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.next().await {
+                Some(RoomEvent::DeliveryFailed {
+                    peer,
+                    channel,
+                    message,
+                }) => return (peer, channel, message),
+                Some(_) => {}
+                None => panic!("the room's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("no DeliveryFailed event");
+    assert_eq!(failed, (gone_peer, "notes".to_string(), message));
+    // Once per message, though each of its three chunks was given up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rooms[0].stats().mesh_directed_failed, 3);
+    let again = tokio::time::timeout(Duration::from_millis(200), async {
+        loop {
+            if let Some(RoomEvent::DeliveryFailed { .. }) = events.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(again.is_err(), "reported twice");
+    assert_eq!(rooms[0].stats().mesh_directed_failed, 3);
+    for room in rooms {
+        room.leave().await.unwrap();
+    }
+}
