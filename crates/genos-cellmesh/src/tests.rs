@@ -57,7 +57,8 @@ impl Peer {
     }
 }
 
-fn sent_to(outputs: &[Output], to: PeerKey) -> Vec<Bytes> {
+/// Frames (tag 1) in `outputs` sent to `to`.
+pub(crate) fn sent_to(outputs: &[Output], to: PeerKey) -> Vec<Bytes> {
     outputs
         .iter()
         .filter_map(|output| match output {
@@ -69,7 +70,8 @@ fn sent_to(outputs: &[Output], to: PeerKey) -> Vec<Bytes> {
         .collect()
 }
 
-fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
+/// What `outputs` delivered.
+pub(crate) fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
     outputs
         .iter()
         .filter_map(|output| match output {

@@ -336,6 +336,7 @@ mod tests {
 
     use super::*;
     use crate::CryptoAuth;
+    use crate::tests::{deliveries, sent_to as frames_to};
 
     type Peer = Overlay<CryptoAuth>;
 
@@ -375,35 +376,12 @@ mod tests {
         peers
     }
 
-    /// Frames (tag 1) in `outputs` sent to `to`.
-    fn frames_to(outputs: &[Output], to: PeerKey) -> Vec<Bytes> {
-        outputs
-            .iter()
-            .filter_map(|output| match output {
-                Output::Send { to: t, message } if *t == to && message.first() == Some(&1) => {
-                    Some(message.clone())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
     fn frame_of(message: &Bytes) -> Frame {
         let limits = wire::ListLimits { roster: 8, ids: 8 };
         match wire::decode(message.clone(), limits) {
             Ok(LinkMessage::Frame(frame)) => frame,
             other => panic!("not a frame: {other:?}"),
         }
-    }
-
-    fn deliveries(outputs: &[Output]) -> Vec<Delivery> {
-        outputs
-            .iter()
-            .filter_map(|output| match output {
-                Output::Deliver(delivery) => Some(delivery.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     fn failures(outputs: &[Output]) -> Vec<u64> {

@@ -59,6 +59,24 @@ impl Net {
         .await
         .unwrap()
     }
+
+    /// `count` peers in one room: the first finds it empty and starts it, the rest find its
+    /// view stored and join at once.
+    async fn start(&self, count: usize, settings: &CellsSettings) -> Vec<Room> {
+        let identities: Vec<Identity> = (0..count).map(|_| Identity::generate()).collect();
+        let first = self.join(&identities[0], settings).await;
+        let mut events = first.events();
+        tokio::time::timeout(PATIENCE, async {
+            while !matches!(events.next().await, Some(RoomEvent::CellsChanged { .. })) {}
+        })
+        .await
+        .unwrap();
+        let mut rooms = vec![first];
+        let rest =
+            futures::future::join_all(identities[1..].iter().map(|i| self.join(i, settings)));
+        rooms.extend(rest.await);
+        rooms
+    }
 }
 
 /// The topic (and overlay room id) every test room derives from its password.
@@ -122,18 +140,7 @@ async fn receive(channel: &Channel, count: usize) -> Vec<Message> {
 async fn a_cells_room_forms_cells_and_carries_broadcasts_and_directed_sends() {
     let net = Net::new();
     let settings = settings(4);
-    let identities: Vec<Identity> = (0..16).map(|_| Identity::generate()).collect();
-    // The first peer finds the room empty and starts it; the rest find its view stored.
-    let first = net.join(&identities[0], &settings).await;
-    let mut events = first.events();
-    tokio::time::timeout(PATIENCE, async {
-        while !matches!(events.next().await, Some(RoomEvent::CellsChanged { .. })) {}
-    })
-    .await
-    .unwrap();
-    let mut rooms = vec![first];
-    let rest = futures::future::join_all(identities[1..].iter().map(|i| net.join(i, &settings)));
-    rooms.extend(rest.await);
+    let rooms = net.start(16, &settings).await;
     wait_settled(&rooms, 4, &settings).await;
     for room in &rooms {
         let status = room.mesh_status().unwrap();
@@ -228,18 +235,7 @@ async fn a_directed_send_to_a_peer_that_is_gone_is_reported_once() {
     let mut settings = settings(4);
     settings.overlay.direct_retry = Duration::from_millis(100);
     settings.overlay.direct_give_up = Duration::from_secs(1);
-    let identities: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
-    let first = net.join(&identities[0], &settings).await;
-    let mut events = first.events();
-    tokio::time::timeout(PATIENCE, async {
-        while !matches!(events.next().await, Some(RoomEvent::CellsChanged { .. })) {}
-    })
-    .await
-    .unwrap();
-    let mut rooms = vec![first];
-    for identity in &identities[1..] {
-        rooms.push(net.join(identity, &settings).await);
-    }
+    let mut rooms = net.start(3, &settings).await;
     wait_settled(&rooms, 1, &settings).await;
     let channel = rooms[0].channel("notes").unwrap();
     let receiver = rooms[1].channel("notes").unwrap();
