@@ -26,9 +26,6 @@ pub enum MeshError {
     /// The overlay has not started (or has left).
     #[error("the overlay is not running")]
     NotRunning,
-    /// No link leads towards the target.
-    #[error("no route towards the target")]
-    Unroutable,
     /// Signing or sealing failed.
     #[error("authentication: {0}")]
     Auth(#[from] crate::AuthError),

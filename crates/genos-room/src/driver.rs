@@ -419,7 +419,8 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                         continue;
                     };
                     let outputs = mesh.overlay.handle(input, Instant::now());
-                    self.shared.set_mesh_backpressure(mesh.unacked_pressing());
+                    self.shared
+                        .set_mesh_backpressure(mesh.overlay.direct_backlog_high());
                     for output in outputs {
                         self.carry_out(output);
                     }

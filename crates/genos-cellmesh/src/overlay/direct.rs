@@ -79,11 +79,6 @@ impl DirectState {
         [resend, self.acks_due].into_iter().flatten().min()
     }
 
-    /// Directed payloads awaiting acks, and their bytes.
-    pub(super) fn unacked(&self) -> (usize, usize) {
-        (self.unacked.len(), self.unacked_bytes)
-    }
-
     /// The span of message numbers kept (the window, rounded as the targets round it).
     fn span(config: &OverlayConfig) -> u64 {
         u64::from(config.direct_window.clamp(64, 65_536).div_ceil(64) * 64)
@@ -321,10 +316,18 @@ impl<A: FrameAuth> Overlay<A> {
         }
     }
 
-    /// Directed payloads awaiting acknowledgement, and their bytes (payloads and metadata):
-    /// what a driver paces its directed sends by.
+    /// Directed payloads awaiting acknowledgement, and their bytes (payloads and metadata).
     pub fn unacked_direct(&self) -> (usize, usize) {
-        self.direct.unacked()
+        (self.direct.unacked.len(), self.direct.unacked_bytes)
+    }
+
+    /// Whether more than half of what may be kept for resending (the span of message
+    /// numbers, `max_unacked_bytes`) awaits acknowledgement: what a driver paces its
+    /// directed sends by, so the oldest are not given up.
+    pub fn direct_backlog_high(&self) -> bool {
+        let span = usize::try_from(DirectState::span(&self.config)).unwrap_or(usize::MAX);
+        self.direct.unacked.len() > span / 2
+            || self.direct.unacked_bytes > self.config.max_unacked_bytes / 2
     }
 }
 

@@ -342,13 +342,14 @@ impl<A: FrameAuth> Overlay<A> {
         let mut relays: Vec<PeerKey> = if target_cell == self.my_cell {
             // Cell mates relay (cells are a full mesh).
             let cache = self.link_cache();
-            let relays = cache
+            let mut relays: Vec<PeerKey> = cache
                 .intra
                 .iter()
                 .filter(|peer| **peer != target && **peer != from)
                 .copied()
                 .collect();
             self.link_cache = Some(cache);
+            relays.sort_unstable();
             relays
         } else {
             let mut bridges: Vec<PeerKey> = self
@@ -357,6 +358,7 @@ impl<A: FrameAuth> Overlay<A> {
                 .filter(|(peer, link)| {
                     link.up
                         && **peer != from
+                        && **peer != target
                         && matches!(link.role, LinkRole::Bridge { cell, .. } if cell == target_cell)
                 })
                 .map(|(peer, _)| *peer)
@@ -369,16 +371,12 @@ impl<A: FrameAuth> Overlay<A> {
                 self.config.bridges_per_pair,
             );
             for holder in holders {
-                if up(&self.links, &holder) && !bridges.contains(&holder) {
+                if holder != target && up(&self.links, &holder) && !bridges.contains(&holder) {
                     bridges.push(holder);
                 }
             }
             bridges
         };
-        if target_cell == self.my_cell {
-            relays.sort_unstable();
-        }
-        relays.retain(|peer| *peer != target);
         if !relays.is_empty() {
             let turn = attempt % relays.len();
             relays.rotate_left(turn);

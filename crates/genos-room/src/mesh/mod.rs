@@ -105,8 +105,6 @@ pub(crate) struct MeshLayer<S: Signaling> {
     presence_ttl: Duration,
     replay_interval: Duration,
     next_replay: Instant,
-    /// What the overlay keeps of directed chunks awaiting acks at most: (span, bytes).
-    unacked_bounds: (usize, usize),
     /// Messages whose failed delivery was reported lately (their other chunks fail about
     /// together), at most [`FAILURES_REMEMBERED`], oldest forgotten first.
     failures_reported: VecDeque<(PeerId, u64)>,
@@ -156,19 +154,8 @@ impl<S: Signaling> MeshLayer<S> {
             replay_interval: settings.replay_interval,
             next_replay: Instant::now() + settings.replay_interval,
             failures_reported: VecDeque::new(),
-            unacked_bounds: (
-                usize::try_from(settings.overlay.direct_window).unwrap_or(usize::MAX),
-                settings.overlay.max_unacked_bytes,
-            ),
         };
         (layer, note_rx)
-    }
-
-    /// Whether the overlay holds more than half of what it may keep of directed chunks
-    /// awaiting acks (senders then wait).
-    pub(crate) fn unacked_pressing(&self) -> bool {
-        let (count, bytes) = self.overlay.unacked_direct();
-        count > self.unacked_bounds.0 / 2 || bytes > self.unacked_bounds.1 / 2
     }
 
     /// The event for a directed chunk the overlay gave up (its metadata is the chunk's
