@@ -190,7 +190,7 @@ impl<A: FrameAuth> Overlay<A> {
                 if count > 0 && view == (self.epoch, self.cells) {
                     let cell = assign_cell(&self.room, &peer, cells);
                     self.census
-                        .insert(cell, (count.min(self.config.max_census_count), now));
+                        .insert(cell, count.min(self.config.max_census_count), now);
                 }
             }
             MeshTopic::Cell { cells: c, cell } => {
@@ -350,7 +350,7 @@ impl<A: FrameAuth> Overlay<A> {
     /// Posts this cell's size and our view on the lobby (and counts it ourselves).
     pub(super) fn post_census(&mut self, now: Instant, out: &mut Vec<Output>) {
         let count = u32::try_from(self.counted_cell_size()).unwrap_or(u32::MAX);
-        self.census.insert(self.my_cell, (count, now));
+        self.census.insert(self.my_cell, count, now);
         out.push(Output::Announce {
             topic: MeshTopic::Lobby,
             cells: self.cells,
@@ -364,7 +364,7 @@ impl<A: FrameAuth> Overlay<A> {
     /// fresh census at once rather than a census interval later (minutes, where presence
     /// is stored), and a quiet room posts none beyond the periodic one.
     pub(super) fn census_outdated(&self, now: Instant) -> bool {
-        let Some((posted, at)) = self.census.get(&self.my_cell).copied() else {
+        let Some((posted, at)) = self.census.get(self.my_cell) else {
             return false;
         };
         let size = u32::try_from(self.counted_cell_size()).unwrap_or(u32::MAX);
@@ -385,10 +385,7 @@ impl<A: FrameAuth> Overlay<A> {
 
     /// The members the census counts over the cells heard.
     fn census_sum(&self) -> u64 {
-        self.census
-            .values()
-            .map(|(count, _)| u64::from(*count))
-            .sum()
+        self.census.sum()
     }
 
     /// Cell 0's leader alone decides resizes (one decider per view, so peers never split
@@ -404,10 +401,9 @@ impl<A: FrameAuth> Overlay<A> {
         };
         let period = self.config.census_interval;
         let stale = period.mul_f64(2.5);
-        self.census
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
+        self.census.prune(now, stale);
         let established = now.saturating_duration_since(since) >= stale;
-        let lowest_heard = self.census.range(..self.my_cell).next().is_none();
+        let lowest_heard = !self.census.any_below(self.my_cell);
         if !self.is_leader || (self.my_cell != 0 && !(established && lowest_heard)) {
             return;
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use self::census::Census;
 use self::roster::{Known, Roster};
 use crate::assign::{PeerSeeds, cell_from_seed, peer_seeds};
 use crate::auth::FrameAuth;
@@ -17,6 +18,7 @@ use crate::seen::{Seen, SeenFrames};
 use crate::wire::{self, Frame, FrameId, FrameKind, Hello, HelloRole, LinkMessage};
 use crate::{MeshError, OverlayConfig, PeerKey, assign_cell, cell_count};
 
+mod census;
 mod direct;
 mod frames;
 mod links;
@@ -202,7 +204,7 @@ pub struct Overlay<A> {
     heard_view: Option<(u32, u32)>,
     /// Lobby census of the current view: cell -> (members, when heard). At most one entry
     /// per cell.
-    census: BTreeMap<u32, (u32, Instant)>,
+    census: Census,
     seen: SeenFrames,
     next_seq: u64,
     /// Due times of delayed forwards by frame; cancelled ones stay until their time.
@@ -265,7 +267,7 @@ impl<A: FrameAuth> Overlay<A> {
             unwanted_topics: BTreeMap::new(),
             epoch: 0,
             heard_view: None,
-            census: BTreeMap::new(),
+            census: Census::default(),
             pending_order: BinaryHeap::new(),
             pending: key_map(hash_seed),
             next_tick: None,

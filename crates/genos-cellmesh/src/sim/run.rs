@@ -78,6 +78,17 @@ pub fn run(scenario: &Scenario) -> Report {
             net.restart_relay();
         }
         net.run_until(t);
+        if std::env::var_os("GENOS_SIM_PROGRESS").is_some() {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "t={} s: {:.1} s of wall clock, {} events",
+                    t / second,
+                    started.elapsed().as_secs_f64(),
+                    net.events_processed()
+                );
+            }
+        }
         if scenario.cold_start && converged_s.is_none() && t >= window {
             let health = net.health();
             if std::env::var_os("GENOS_SIM_DEBUG").is_some() {

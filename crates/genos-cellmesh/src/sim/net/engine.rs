@@ -139,33 +139,12 @@ impl<A: FrameAuth> Net<A> {
     }
 
     pub(super) fn schedule(&mut self, at: u64, event: Event) {
-        self.seq += 1;
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                if let Some(entry) = self.events.get_mut(slot as usize) {
-                    *entry = Some(event);
-                }
-                slot
-            }
-            None => {
-                self.events.push(Some(event));
-                u32::try_from(self.events.len() - 1).unwrap_or(u32::MAX)
-            }
-        };
-        self.queue.push(Reverse((at, self.seq, slot)));
+        self.queue.push(at, event);
     }
 
     /// Runs events until simulated time `until_us`.
     pub fn run_until(&mut self, until_us: u64) {
-        while let Some(Reverse((at, _, slot))) = self.queue.peek().copied() {
-            if at > until_us {
-                break;
-            }
-            self.queue.pop();
-            let Some(event) = self.events.get_mut(slot as usize).and_then(Option::take) else {
-                continue;
-            };
-            self.free.push(slot);
+        while let Some((at, event)) = self.queue.pop_until(until_us) {
             self.now = at;
             self.events_processed += 1;
             self.dispatch(event);

@@ -5,14 +5,15 @@
 #![allow(clippy::indexing_slicing)]
 
 mod engine;
+mod queue;
 mod traffic;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use self::queue::EventQueue;
 use super::rng::Rng;
 use super::scenario::Scenario;
 use super::stats::Histogram;
@@ -244,11 +245,7 @@ pub struct Net<A = SimAuth> {
     config: NetConfig,
     base: Instant,
     now: u64,
-    seq: u64,
-    /// (time, order, slot in `events`): small entries keep the heap fast.
-    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    events: Vec<Option<Event>>,
-    free: Vec<u32>,
+    queue: EventQueue<Event>,
     /// What a relay remembers of each topic: announcer -> (time, cell count), so a new
     /// subscriber hears the recent announces at once (replaceable events with an expiry, in
     /// Nostr terms).
@@ -344,10 +341,7 @@ impl<A: FrameAuth> Net<A> {
             config,
             base: Instant::now(),
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            events: Vec::new(),
-            free: Vec::new(),
+            queue: EventQueue::new(),
             announced: HashMap::new(),
             relay_down_until: 0,
             relay: RelayCounters::default(),
