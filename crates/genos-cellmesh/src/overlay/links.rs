@@ -105,10 +105,9 @@ impl<A: FrameAuth> Overlay<A> {
             // Only what this peer heard itself: passing on hearsay would let cell mates
             // keep each other's departed peers alive.
             let members: Vec<PeerKey> = self
-                .members
-                .iter()
-                .map(|member| member.key)
-                .filter(|key| *key != from && (*key == self.me || self.roster.heard(key)))
+                .roster
+                .heard_in(self.my_cell, self.me)
+                .filter(|key| *key != from)
                 .take(self.config.max_roster_message)
                 .collect();
             let roster = wire::encode_roster(self.cells, self.my_cell, &members);

@@ -315,11 +315,7 @@ impl<A: FrameAuth> Overlay<A> {
     /// what the census and the resize count. Second-hand members may have left (a goodbye
     /// missed); counted, they kept a shrunk room at its old cell count, or sized it back up.
     pub(super) fn counted_cell_size(&self) -> usize {
-        self.members
-            .iter()
-            .filter(|member| member.key == self.me || self.roster.heard(&member.key))
-            .count()
-            .max(1)
+        self.roster.heard_in(self.my_cell, self.me).count()
     }
 
     pub(super) fn expire(&mut self, now: Instant) {
