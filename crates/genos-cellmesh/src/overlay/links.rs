@@ -169,6 +169,29 @@ impl<A: FrameAuth> Overlay<A> {
         self.roster.members_of(cell).collect()
     }
 
+    /// The holders of `other`'s `k` slots towards this peer's cell, worked out again only
+    /// when the members of `other` changed.
+    fn holders_towards_me(&mut self, other: u32, k: u8) -> Vec<PeerKey> {
+        let version = self.roster.version_of(other);
+        let to = self.my_cell;
+        if let Some(cached) = self.holders.get(&other) {
+            if (cached.version, cached.to, cached.k) == (version, to, k) {
+                return cached.holders.clone();
+            }
+        }
+        let holders = slot_holders(&self.known_members_of(other), other, to, k);
+        self.holders.insert(
+            other,
+            CachedHolders {
+                version,
+                to,
+                k,
+                holders: holders.clone(),
+            },
+        );
+        holders
+    }
+
     /// A room forming: many peers arriving in one cell before cell 0's leader resizes.
     /// Its members open no new links meanwhile. In a one-cell room that is any cell over
     /// twice the size its members call for (a hundred arrivals stop at about ten links each,
@@ -297,8 +320,7 @@ impl<A: FrameAuth> Overlay<A> {
                 }
             }
             topics.insert(MeshTopic::Cell { cells, cell: other });
-            let theirs = self.known_members_of(other);
-            let holders = slot_holders(&theirs, other, my_cell, k);
+            let holders = self.holders_towards_me(other, k);
             let counterpart = holders
                 .get(usize::from(slot))
                 .or_else(|| holders.last())

@@ -18,6 +18,7 @@ impl<A: FrameAuth> Overlay<A> {
             self.next_retry = None;
             // A bridge overdue in the old view says nothing of the new one's pairs.
             self.unbridged_since.clear();
+            self.holders.clear();
         }
         self.cells = cells;
         self.cells_since = Some(now);
@@ -315,7 +316,11 @@ impl<A: FrameAuth> Overlay<A> {
     /// what the census and the resize count. Second-hand members may have left (a goodbye
     /// missed); counted, they kept a shrunk room at its old cell count, or sized it back up.
     pub(super) fn counted_cell_size(&self) -> usize {
-        self.roster.heard_in(self.my_cell, self.me).count()
+        self.members
+            .iter()
+            .filter(|member| member.key == self.me || self.roster.heard(&member.key))
+            .count()
+            .max(1)
     }
 
     pub(super) fn expire(&mut self, now: Instant) {

@@ -93,6 +93,17 @@ pub enum LinkRole {
     Unknown,
 }
 
+/// The holders of one cell's slots towards this peer's cell (see `Overlay::holders`).
+#[derive(Debug)]
+struct CachedHolders {
+    /// The roster's version of that cell's members.
+    version: u64,
+    /// This peer's cell and the slots per pair they were worked out for.
+    to: u32,
+    k: u8,
+    holders: Vec<PeerKey>,
+}
+
 #[derive(Debug, Clone)]
 struct Link {
     up: bool,
@@ -224,6 +235,11 @@ pub struct Overlay<A> {
     slots: Vec<(u32, u8)>,
     /// (cells, cell) the slots were computed for.
     slots_for: (u32, u32),
+    /// Per other cell, the holders of its slots towards this peer's cell, with the
+    /// roster's version of its members they were worked out from (a re-plan reads every
+    /// bridged cell's; most did not change since the last). At most one per cell of the
+    /// view (cleared on a new one).
+    holders: HashMap<u32, CachedHolders>,
     /// Lower cells this peer holds a slot towards (their holders dial) with no bridge up,
     /// since when: after `connect_timeout` this peer dials its counterpart itself (see
     /// `bridge_overdue`). At most one entry per cell.
@@ -282,6 +298,7 @@ impl<A: FrameAuth> Overlay<A> {
             is_leader: false,
             slots: Vec::new(),
             slots_for: (0, 0),
+            holders: HashMap::new(),
             unbridged_since: BTreeMap::new(),
             repair: repair::RepairState::new(hash_seed),
             backoff: key_map(hash_seed),

@@ -31,6 +31,11 @@ pub(super) struct Known {
 pub(super) struct Roster {
     known: KeyMap<PeerKey, Known>,
     by_cell: BTreeMap<u32, BTreeMap<InOrder, Indexed>>,
+    /// Per cell with members, when its members (keys or seeds) last changed: a count of
+    /// changes, so what was worked out from a cell's members (its bridge holders) is
+    /// reused until they change.
+    changed: BTreeMap<u32, u64>,
+    changes: u64,
 }
 
 /// What the per-cell index keeps of a peer: what a re-plan and a roster message read, so
@@ -83,6 +88,8 @@ impl Roster {
         Self {
             known: key_map(hash_seed),
             by_cell: BTreeMap::new(),
+            changed: BTreeMap::new(),
+            changes: 0,
         }
     }
 
@@ -119,7 +126,6 @@ impl Roster {
     }
 
     /// Whether `peer` is known and was heard first-hand in the current view.
-    #[cfg(test)]
     pub(super) fn heard(&self, peer: &PeerKey) -> bool {
         self.known.get(peer).is_some_and(|known| known.heard)
     }
@@ -132,6 +138,17 @@ impl Roster {
             .entry(known.cell)
             .or_default()
             .insert(InOrder(peer), Indexed::from(&known));
+        self.note_change(known.cell);
+    }
+
+    fn note_change(&mut self, cell: u32) {
+        self.changes += 1;
+        self.changed.insert(cell, self.changes);
+    }
+
+    /// Changes whenever the members of `cell` (keys or seeds) do; 0 while it has none.
+    pub(super) fn version_of(&self, cell: u32) -> u64 {
+        self.changed.get(&cell).copied().unwrap_or(0)
     }
 
     pub(super) fn remove(&mut self, peer: &PeerKey) -> Option<Known> {
@@ -145,6 +162,9 @@ impl Roster {
             members.remove(&InOrder(*peer));
             if members.is_empty() {
                 self.by_cell.remove(&cell);
+                self.changed.remove(&cell);
+            } else {
+                self.note_change(cell);
             }
         }
     }
@@ -179,6 +199,8 @@ impl Roster {
     /// listens.
     pub(super) fn recell(&mut self, cells: u32, new_view: bool, now: Instant) {
         self.by_cell.clear();
+        self.changed.clear();
+        self.changes += 1;
         for (peer, known) in &mut self.known {
             // Already second-hand: its time keeps running (a room flipping between views
             // must not keep a departed peer for good).
@@ -191,6 +213,7 @@ impl Roster {
                 .entry(known.cell)
                 .or_default()
                 .insert(InOrder(*peer), Indexed::from(&*known));
+            self.changed.insert(known.cell, self.changes);
         }
     }
 
