@@ -113,6 +113,9 @@ pub struct Scenario {
     /// The overlay's lazy repair (digests and pulls). `false` shows what the eager paths
     /// alone deliver.
     pub lazy_repair: bool,
+    /// How long a backup bridge end waits, times its slot, before forwarding into its cell,
+    /// milliseconds (0: the overlay's default, 100).
+    pub backup_delay_ms: u64,
 }
 
 impl Default for Scenario {
@@ -155,6 +158,7 @@ impl Default for Scenario {
             picture: true,
             wall_goal_s: 0,
             lazy_repair: true,
+            backup_delay_ms: 0,
         }
     }
 }
@@ -237,6 +241,9 @@ impl Scenario {
         config.max_roster = config.max_roster.max(self.peers + 16).min(200_000);
         if !self.lazy_repair {
             config.digest_interval = std::time::Duration::ZERO;
+        }
+        if self.backup_delay_ms > 0 {
+            config.backup_delay = std::time::Duration::from_millis(self.backup_delay_ms);
         }
         config
     }
