@@ -2,6 +2,8 @@
 //! --features sim --example simulate -- scenarios/100.toml [OUT_DIR] [--check]` (with
 //! OUT_DIR, the SVG histograms, and for small rooms the picture of cells and bridges, are
 //! written there; with `--check` the exit status is 1 when a goal is missed).
+//! `GENOS_SIM_PROGRESS=1` prints the wall clock every 5 simulated seconds of the warm-up;
+//! `GENOS_SIM_DEBUG=1` prints the room's health at each check and what it lacks.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use genos_cellmesh::sim::{Scenario, run};
