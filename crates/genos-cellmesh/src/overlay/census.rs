@@ -53,7 +53,10 @@ impl Census {
 
     /// The members counted over the cells heard.
     pub(super) fn sum(&self) -> u64 {
-        self.counts.values().map(|(count, _)| u64::from(*count)).sum()
+        self.counts
+            .values()
+            .map(|(count, _)| u64::from(*count))
+            .sum()
     }
 }
 
