@@ -285,7 +285,7 @@ mod tests {
                 let mut key = [0u8; 32];
                 // Many share their first word: the rest must decide those.
                 key[7] = (n % 3) as u8;
-                key[8..12].copy_from_slice(&(n * 2_654_435_761).to_be_bytes());
+                key[8..12].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_be_bytes());
                 key[31] = n as u8;
                 key
             })
