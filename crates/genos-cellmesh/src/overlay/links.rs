@@ -458,7 +458,6 @@ impl<A: FrameAuth> Overlay<A> {
                 // A setup that never finished (the other end, which was to dial, crashed)
                 // fails like one the driver reports: backed off, so a relay replaying the
                 // crashed peer's stored presence does not put it back in every plan.
-                self.roster.remove(&peer);
                 self.back_off(peer, now);
             }
             self.dirty = true;

@@ -130,12 +130,16 @@ impl<A: FrameAuth> Overlay<A> {
         if self.departed.get(&peer).is_some_and(|until| now < *until) {
             return;
         }
-        if self
-            .backoff
-            .get(&peer)
-            .is_some_and(|backoff| !backoff.retrying && now < backoff.until)
-        {
-            return;
+        if let Some(backoff) = self.backoff.get_mut(&peer) {
+            if !backoff.retrying && now < backoff.until {
+                if heard == Heard::FirstHand {
+                    // Alive after all: retried when the backoff ends.
+                    backoff.heard_at = Some(now);
+                    let until = backoff.until;
+                    self.next_retry = Some(self.next_retry.map_or(until, |at| at.min(until)));
+                }
+                return;
+            }
         }
         if self.roster.len() >= self.config.max_roster {
             self.metrics.roster_full += 1;
@@ -234,11 +238,13 @@ impl<A: FrameAuth> Overlay<A> {
     /// until it announces again). One whose setup failed is left out of the roster for a
     /// backoff (`retry_backoff`, doubling with each failure, at most `peer_timeout`)
     /// however often a relay replays its presence. The first two failures are retried when
-    /// the backoff ends; after the third the peer is tried again only once it is heard
-    /// again after the backoff (8 s, 16 s, ...): a live peer announces within an announce
-    /// interval, a gone one is heard only if a relay replays its stored presence. (Waiting
-    /// out `peer_timeout` after three failures left a few of 500,000 cell links missing for
-    /// minutes at 10,000 peers, with 2% of setups failing.)
+    /// the backoff ends. After the third the peer is retried when the backoff ends only if
+    /// it was heard first-hand within one and a half announce intervals before its last
+    /// failure or since (a live peer announces every interval; a crashed one was heard last
+    /// before it crashed), and otherwise once it is heard again after the backoff (8 s,
+    /// 16 s, ...). (Waiting out `peer_timeout` after three failures left a few of 500,000
+    /// cell links missing for minutes at 10,000 peers, with 2% of setups failing; waiting
+    /// to hear a live peer again after its backoff left one for 40 s at 1,000.)
     ///
     /// A link this overlay no longer holds (it closed it itself) is ignored: the driver's
     /// report of that close is no news.
@@ -247,16 +253,22 @@ impl<A: FrameAuth> Overlay<A> {
             return;
         };
         self.dirty = true;
-        let was_up = link.up;
-        self.roster.remove(&peer);
-        if !was_up {
+        if link.up {
+            self.roster.remove(&peer);
+        } else {
             self.back_off(peer, now);
         }
     }
 
-    /// Counts a failed link setup to `peer` and backs it off (see `on_link_down`).
+    /// Counts a failed link setup to `peer`, takes it out of the roster and backs it off
+    /// (see `on_link_down`).
     pub(super) fn back_off(&mut self, peer: PeerKey, now: Instant) {
         self.metrics.setup_failures += 1;
+        let heard = self
+            .roster
+            .remove(&peer)
+            .filter(|known| known.heard)
+            .map(|known| known.last_seen);
         if !self.backoff.contains_key(&peer) && self.backoff.len() >= self.config.max_roster {
             return;
         }
@@ -264,37 +276,40 @@ impl<A: FrameAuth> Overlay<A> {
             failures: 0,
             until: now,
             retrying: false,
+            failed_at: now,
+            heard_at: None,
         });
         entry.failures = entry.failures.saturating_add(1);
         entry.retrying = false;
+        entry.failed_at = now;
+        entry.heard_at = entry.heard_at.max(heard);
         let doubling = 1u32 << (entry.failures - 1).min(16);
         let backoff = (self.config.retry_backoff * doubling).min(self.config.peer_timeout);
         entry.until = now + backoff;
-        if entry.failures < 3 {
+        if entry.retries_unheard(self.config.announce_interval) {
             let until = entry.until;
             self.next_retry = Some(self.next_retry.map_or(until, |at| at.min(until)));
         }
     }
 
-    /// Puts the peers whose backoff ended back in the roster for another try; forgets the
-    /// ones given up on whose time is over.
+    /// Puts the peers whose backoff ended back in the roster for another try (see
+    /// `on_link_down`); forgets the ones given up on whose time is over.
     pub(super) fn retry_failed(&mut self, now: Instant) {
         self.next_retry = None;
+        let announce_interval = self.config.announce_interval;
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
         self.backoff.retain(|peer, backoff| {
             if backoff.retrying {
                 return now < backoff.until + Duration::from_secs(60);
             }
-            if now < backoff.until {
-                if backoff.failures < 3 {
-                    next = Some(next.map_or(backoff.until, |at| at.min(backoff.until)));
-                }
+            if !backoff.retries_unheard(announce_interval) {
+                // Tried again when heard again after the backoff; kept (until `expire`)
+                // so the next failure doubles the wait.
                 return true;
             }
-            if backoff.failures >= 3 {
-                // Tried again when heard again; kept (until `expire`) so the next failure
-                // doubles the wait.
+            if now < backoff.until {
+                next = Some(next.map_or(backoff.until, |at| at.min(backoff.until)));
                 return true;
             }
             backoff.retrying = true;
@@ -644,14 +659,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_peer_failing_three_setups_is_tried_again_when_heard_after_its_backoff() {
-        let config = OverlayConfig::default();
-        let backoff = config.retry_backoff;
-        let me = [1; 32];
-        let other = [2; 32];
-        let mut overlay = Overlay::new(config, [9; 32], SimAuth::new(me), 3);
-        let mut now = Instant::now();
+    /// `me` in a one-cell room that heard `other` announce at `now` and failed two setups
+    /// to it, each retried when its backoff ended; returns the time of the second retry.
+    fn failed_twice(overlay: &mut Overlay<SimAuth>, other: PeerKey, mut now: Instant) -> Instant {
+        let backoff = OverlayConfig::default().retry_backoff;
         overlay.handle(
             Input::Start {
                 cells_hint: Some(1),
@@ -668,12 +679,48 @@ mod tests {
             now += wait;
             assert!(connects_to(&overlay.handle(Input::Tick, now), other));
         }
-        // The third: left out (replays of its presence ignored) for 8 s, then tried again
-        // as soon as it is heard; not minutes later, when its presence would have expired.
+        now
+    }
+
+    #[test]
+    fn a_peer_heard_lately_is_retried_after_each_backoff() {
+        let backoff = OverlayConfig::default().retry_backoff;
+        let other = [2; 32];
+        let mut overlay = Overlay::new(OverlayConfig::default(), [9; 32], SimAuth::new([1; 32]), 3);
+        let mut now = failed_twice(&mut overlay, other, Instant::now());
+        // The third failure, 16 s after it was heard: left out (replays of its presence
+        // ignored) for 8 s, then tried again without waiting for its next announce.
         now += Duration::from_secs(5);
         overlay.handle(Input::LinkDown { peer: other }, now);
         let replay = overlay.handle(announce(other), now + backoff);
         assert!(!connects_to(&replay, other), "a replay undid the backoff");
+        let early = overlay.handle(Input::Tick, now + backoff * 3);
+        assert!(!connects_to(&early, other), "retried before its backoff");
+        now += backoff * 4;
+        assert!(connects_to(&overlay.handle(Input::Tick, now), other));
+        // A fourth failure waits twice as long.
+        now += Duration::from_secs(5);
+        overlay.handle(Input::LinkDown { peer: other }, now);
+        let early = overlay.handle(Input::Tick, now + backoff * 6);
+        assert!(
+            !connects_to(&early, other),
+            "the fourth backoff did not double"
+        );
+        let due = overlay.handle(Input::Tick, now + backoff * 8);
+        assert!(connects_to(&due, other), "the fourth backoff never ended");
+    }
+
+    #[test]
+    fn a_peer_unheard_for_long_is_tried_again_only_when_heard_after_its_backoff() {
+        let backoff = OverlayConfig::default().retry_backoff;
+        let other = [2; 32];
+        let mut overlay = Overlay::new(OverlayConfig::default(), [9; 32], SimAuth::new([1; 32]), 3);
+        let mut now = failed_twice(&mut overlay, other, Instant::now());
+        // The third failure comes a minute after it was last heard (a crashed peer's
+        // setups): left out for 8 s and beyond, until it is heard again; not minutes
+        // later, when its presence would have expired.
+        now += Duration::from_secs(60);
+        overlay.handle(Input::LinkDown { peer: other }, now);
         let quiet = overlay.handle(Input::Tick, now + backoff * 5);
         assert!(
             !connects_to(&quiet, other),
@@ -683,13 +730,5 @@ mod tests {
         let heard = overlay.handle(announce(other), now);
         let tick = overlay.handle(Input::Tick, now + Duration::from_secs(1));
         assert!(connects_to(&heard, other) || connects_to(&tick, other));
-        // A fourth failure waits twice as long.
-        now += Duration::from_secs(5);
-        overlay.handle(Input::LinkDown { peer: other }, now);
-        let early = overlay.handle(announce(other), now + backoff * 6);
-        assert!(
-            !connects_to(&early, other),
-            "the fourth backoff did not double"
-        );
     }
 }

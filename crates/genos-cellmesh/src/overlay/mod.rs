@@ -143,6 +143,23 @@ struct Backoff {
     until: Instant,
     /// Put back in the roster for another try (cleared when it fails again).
     retrying: bool,
+    /// When it failed last.
+    failed_at: Instant,
+    /// When it was last heard first-hand (before the failure, or since).
+    heard_at: Option<Instant>,
+}
+
+impl Backoff {
+    /// Whether a retry waits for no news once the backoff ends: the first two failures,
+    /// and any peer heard first-hand within one and a half announce intervals before its
+    /// last failure or since (a live peer announces every interval; a crashed one, heard
+    /// last before its crash, gets at most one such retry).
+    fn retries_unheard(&self, announce_interval: Duration) -> bool {
+        self.failures < 3
+            || self
+                .heard_at
+                .is_some_and(|heard| heard + announce_interval.mul_f64(1.5) >= self.failed_at)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
