@@ -407,11 +407,14 @@ fn a_mesh_first_room_is_a_full_mesh_until_it_outgrows_the_threshold_and_again_af
         net.start_at(now + (i as u64 - 30) * SECOND / 4, i, None);
     }
     net.run_until(now + 120 * SECOND);
+    // Cells for about 60 peers: right for some room size within a third of 60 (the resize
+    // hysteresis; the room may have resized on its way up, at 33 peers or more).
     let cells = agreed_cells(&net);
-    assert_eq!(
-        cells,
-        cell_count(peers, config.sizing),
-        "{:?}",
+    let low = cell_count(peers * 3 / 4, config.sizing);
+    let high = cell_count(peers * 4 / 3, config.sizing);
+    assert!(
+        cells > 1 && (low..=high).contains(&cells),
+        "{cells} cells, not in {low}..={high}: {:?}",
         net.health()
     );
     let health = net.health();

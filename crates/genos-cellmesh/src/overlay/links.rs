@@ -400,7 +400,11 @@ impl<A: FrameAuth> Overlay<A> {
             .into_iter()
             .filter(|(peer, _)| !self.links.contains_key(peer))
             .collect();
-        to_connect.sort_by_key(|(peer, _)| *peer);
+        // Each peer dials in its own order (keys by their distance from its own): in key
+        // order every newcomer's first dials, which go through the relay, went to the same
+        // few cell mates, whose relay budget then answered all of them.
+        let me = self.me;
+        to_connect.sort_by_key(|(peer, _)| xor_distance(&me, peer));
         for (peer, role) in to_connect {
             if self.links.len() >= self.config.max_links {
                 break;
@@ -464,6 +468,15 @@ impl<A: FrameAuth> Overlay<A> {
             out.push(Output::Disconnect(peer));
         }
     }
+}
+
+/// `a` XOR `b`: ordered, the keys nearest `a` first, a different order for every `a`.
+fn xor_distance(a: &PeerKey, b: &PeerKey) -> PeerKey {
+    let mut distance = [0; 32];
+    for (out, (x, y)) in distance.iter_mut().zip(a.iter().zip(b)) {
+        *out = x ^ y;
+    }
+    distance
 }
 
 /// Whether a cell of `members` is more than hashing skew explains around `expected`: over

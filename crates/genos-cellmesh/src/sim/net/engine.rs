@@ -112,17 +112,20 @@ impl<A: FrameAuth> Net<A> {
         }
         let now = self.now;
         let expiry = self.config.presence_expiry_us;
-        let recent: Vec<(usize, u32, u32, u32)> = self
+        let mut recent: Vec<(u64, usize, u32, u32, u32)> = self
             .announced
             .get(&topic)
             .into_iter()
             .flatten()
             .filter(|(peer, (at, ..))| **peer != i && now.saturating_sub(*at) < expiry)
-            .map(|(peer, (_, cells, epoch, count))| (*peer, *cells, *epoch, *count))
+            .map(|(peer, (at, cells, epoch, count))| (*at, *peer, *cells, *epoch, *count))
             .collect();
+        // Newest first, as relays answer a stored query (NIP-01). In the order peers
+        // joined, every newcomer heard the same first few and dialled them first.
+        recent.sort_by_key(|(at, peer, ..)| (std::cmp::Reverse(*at), *peer));
         // A stored query: one round trip, then the events.
         let at = self.now + self.latency() + self.latency();
-        for (peer, cells, epoch, count) in recent {
+        for (_, peer, cells, epoch, count) in recent {
             self.relay.delivered += 1;
             self.schedule(
                 at,
