@@ -666,9 +666,12 @@ mod tests {
         }
     }
 
-    /// `me` in a one-cell room that heard `other` announce at `now` and failed two setups
-    /// to it, each retried when its backoff ended; returns the time of the second retry.
-    fn failed_twice(overlay: &mut Overlay<SimAuth>, other: PeerKey, mut now: Instant) -> Instant {
+    /// An overlay in a one-cell room that heard peer `[2; 32]` announce and failed two setups
+    /// to it, each retried when its backoff ended; with that peer and the second retry's time.
+    fn failed_twice() -> (Overlay<SimAuth>, PeerKey, Instant) {
+        let other = [2; 32];
+        let mut overlay = Overlay::new(OverlayConfig::default(), [9; 32], SimAuth::new([1; 32]), 3);
+        let mut now = Instant::now();
         let backoff = OverlayConfig::default().retry_backoff;
         overlay.handle(
             Input::Start {
@@ -686,15 +689,13 @@ mod tests {
             now += wait;
             assert!(connects_to(&overlay.handle(Input::Tick, now), other));
         }
-        now
+        (overlay, other, now)
     }
 
     #[test]
     fn a_peer_heard_lately_is_retried_after_each_backoff() {
         let backoff = OverlayConfig::default().retry_backoff;
-        let other = [2; 32];
-        let mut overlay = Overlay::new(OverlayConfig::default(), [9; 32], SimAuth::new([1; 32]), 3);
-        let mut now = failed_twice(&mut overlay, other, Instant::now());
+        let (mut overlay, other, mut now) = failed_twice();
         // The third failure, 16 s after it was heard: left out (replays of its presence
         // ignored) for 8 s, then tried again without waiting for its next announce.
         now += Duration::from_secs(5);
@@ -720,9 +721,7 @@ mod tests {
     #[test]
     fn a_peer_unheard_for_long_is_tried_again_only_when_heard_after_its_backoff() {
         let backoff = OverlayConfig::default().retry_backoff;
-        let other = [2; 32];
-        let mut overlay = Overlay::new(OverlayConfig::default(), [9; 32], SimAuth::new([1; 32]), 3);
-        let mut now = failed_twice(&mut overlay, other, Instant::now());
+        let (mut overlay, other, mut now) = failed_twice();
         // The third failure comes a minute after it was last heard (a crashed peer's
         // setups): left out for 8 s and beyond, until it is heard again; not minutes
         // later, when its presence would have expired.
