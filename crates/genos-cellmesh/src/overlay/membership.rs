@@ -136,7 +136,7 @@ impl<A: FrameAuth> Overlay<A> {
                     // Alive after all: retried when the backoff ends.
                     backoff.heard_at = Some(now);
                     let until = backoff.until;
-                    self.next_retry = Some(self.next_retry.map_or(until, |at| at.min(until)));
+                    self.retry_by(until);
                 }
                 return;
             }
@@ -288,8 +288,13 @@ impl<A: FrameAuth> Overlay<A> {
         entry.until = now + backoff;
         if entry.retries_unheard(self.config.announce_interval) {
             let until = entry.until;
-            self.next_retry = Some(self.next_retry.map_or(until, |at| at.min(until)));
+            self.retry_by(until);
         }
+    }
+
+    /// Makes sure `retry_failed` runs by `until`.
+    fn retry_by(&mut self, until: Instant) {
+        self.next_retry = Some(self.next_retry.map_or(until, |at| at.min(until)));
     }
 
     /// Puts the peers whose backoff ended back in the roster for another try (see

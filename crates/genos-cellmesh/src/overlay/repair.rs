@@ -1,13 +1,13 @@
 //! Lazy repair, in the spirit of Plumtree: the eager path (origin cell -> bridges -> remote
 //! cells) carries every broadcast once; besides it, each peer tells four links (a random
 //! bridge, the cell mates one step and half a cell after it in key order, and a random cell
-//! mate) the ids it accepted lately, each id in three consecutive digests. A peer that hears of an id
-//! it lacks waits `repair_wait` (the eager path, backups included, usually wins), then pulls
-//! the frame from a peer that offered it, and forwards what it pulled as if it had come
-//! eagerly (a frame from another cell into its own cell, a frame of its own cell over its
-//! bridges). A cell whose every bridge from the origin's cell died hears the ids from its
-//! bridges to the other cells, so a mass crash costs a pull round trip, not the seconds
-//! until the crash is noticed and the plan repaired.
+//! mate) the ids it accepted lately, each id in three consecutive digests. A peer that hears
+//! of an id it lacks waits `repair_wait` (the eager path, backups included, usually wins),
+//! then pulls the frame from a peer that offered it, and forwards what it pulled as if it
+//! had come eagerly (a frame from another cell into its own cell, a frame of its own cell
+//! over its bridges). A cell whose every bridge from the origin's cell died hears the ids
+//! from its bridges to the other cells, so a mass crash costs a pull round trip, not the
+//! seconds until the crash is noticed and the plan repaired.
 //!
 //! Everything is bounded: the frames kept to answer pulls (count, bytes, age), the ids
 //! waited for, the ids per digest, and the answers one peer gets for one id.
