@@ -135,11 +135,9 @@ pub(crate) struct Driver<S: Signaling, T: Transport> {
     /// Overlay messages a link queues (cells rooms).
     mesh_queue: usize,
     /// (Cells rooms) peers dialled for media, or whose link is held for it; at most
-    /// [`crate::MAX_MEDIA_LINKS`].
+    /// [`crate::MAX_MEDIA_LINKS`]. Each is handed back to the overlay (as newly up) once no
+    /// track ties the peers any more.
     media_links: HashSet<PeerId>,
-    /// (Cells rooms) links the overlay let go that media still needs; handed back to the
-    /// overlay (as newly up) once no track ties the peers any more.
-    media_held: HashSet<PeerId>,
     work: VecDeque<Work>,
 }
 
@@ -170,7 +168,6 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             mesh: None,
             mesh_queue: 1,
             media_links: HashSet::new(),
-            media_held: HashSet::new(),
             work: VecDeque::new(),
         };
         (driver, note_rx, reader_rx)
@@ -453,9 +450,11 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
         }
     }
 
-    /// (Cells rooms) lets go of media links no track needs any more: a link the overlay had
-    /// let go is handed back to it as newly up, so it keeps it (planned) or closes it after
-    /// its linger.
+    /// (Cells rooms) lets go of media links no track needs any more. Each is handed back to
+    /// the overlay as newly up, so it keeps it (planned) or closes it after its linger: the
+    /// overlay may have let the link go while media held it, or not have let it go yet (it
+    /// takes the repeat as a fresh hello); every such link is handed back, so none depends on
+    /// the driver having seen which.
     fn release_media_links(&mut self) {
         let router = &self.router;
         let released: Vec<PeerId> = self
@@ -466,7 +465,7 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
             .collect();
         for peer in released {
             self.media_links.remove(&peer);
-            if self.media_held.remove(&peer) && self.router.link(&peer).is_some() {
+            if self.router.link(&peer).is_some() {
                 tracing::debug!(peer = %peer.short(), "media link handed back to the overlay");
                 self.push_overlay(MeshInput::LinkUp {
                     peer: *peer.as_bytes(),
@@ -505,7 +504,6 @@ impl<S: Signaling, T: Transport> Driver<S, T> {
                     // us): the link stays, out of the overlay's hands until no track does.
                     tracing::debug!(peer = %peer.short(), "link kept for media");
                     self.media_links.insert(peer);
-                    self.media_held.insert(peer);
                     return;
                 }
                 // No link: the overlay gave up on a setup that never finished (the peer that

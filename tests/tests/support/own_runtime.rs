@@ -19,8 +19,14 @@ pub(crate) fn key_params() -> KeyParams {
     KeyParams::new(64, 1, 1)
 }
 
-/// The test's own runtime (two workers) and an embedded relay started on it.
+/// The test's own runtime (two workers) and an embedded relay started on it; logs go to
+/// standard output when `RUST_LOG` is set.
 pub(crate) fn main_and_relay() -> (Runtime, EmbeddedRelay) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
     let main = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
