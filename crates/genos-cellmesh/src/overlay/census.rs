@@ -1,27 +1,36 @@
-//! The lobby census of the current view: per cell, the member count its leader posted and
-//! when it was heard. Stale counts are pruned on every tick's resize check; the oldest
-//! entry's time is kept so that check costs nothing until one may be stale (a
-//! 10,000-peer room holds a hundred entries in each of its 10,000 peers).
+//! The lobby census of one view: per cell, the member count its leader posted and when it
+//! was heard. Stale counts are pruned on every tick's resize check; the oldest entry's time
+//! is kept so that check costs nothing until one may be stale (a 10,000-peer room holds a
+//! hundred entries in each of its 10,000 peers). The census knows its view, so a newcomer
+//! keeps the counts its lobby replay brought while it listened, for the view it then joins.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 pub(super) struct Census {
+    /// The view (epoch, cells) the counts are of.
+    view: Option<(u32, u32)>,
     counts: BTreeMap<u32, (u32, Instant)>,
     /// No entry was heard before this (a lower bound: a replaced entry may have been it).
     oldest: Option<Instant>,
 }
 
 impl Census {
-    pub(super) fn insert(&mut self, cell: u32, count: u32, now: Instant) {
+    /// Records `cell`'s count in `view`; counts of another view are dropped first.
+    pub(super) fn insert(&mut self, view: (u32, u32), cell: u32, count: u32, now: Instant) {
+        self.keep_only(view);
         self.counts.insert(cell, (count, now));
         self.oldest = Some(self.oldest.map_or(now, |oldest| oldest.min(now)));
     }
 
-    pub(super) fn clear(&mut self) {
-        self.counts.clear();
-        self.oldest = None;
+    /// Drops every count unless they are of `view`, which the census is of from now on.
+    pub(super) fn keep_only(&mut self, view: (u32, u32)) {
+        if self.view != Some(view) {
+            self.view = Some(view);
+            self.counts.clear();
+            self.oldest = None;
+        }
     }
 
     /// Drops the counts heard `stale` or longer ago.
@@ -69,11 +78,12 @@ mod tests {
     fn stale_counts_go_and_fresh_ones_stay() {
         let start = Instant::now();
         let stale = Duration::from_secs(10);
+        let view = (1, 40);
         let mut census = Census::default();
-        census.insert(3, 7, start);
-        census.insert(1, 5, start + Duration::from_secs(4));
+        census.insert(view, 3, 7, start);
+        census.insert(view, 1, 5, start + Duration::from_secs(4));
         // Cell 3 heard again later: its first time no longer counts.
-        census.insert(3, 8, start + Duration::from_secs(6));
+        census.insert(view, 3, 8, start + Duration::from_secs(6));
         census.prune(start + Duration::from_secs(9), stale);
         assert_eq!(census.len(), 2);
         census.prune(start + Duration::from_secs(14), stale);
@@ -83,8 +93,27 @@ mod tests {
         assert!(census.any_below(4) && !census.any_below(3));
         census.prune(start + Duration::from_secs(16), stale);
         assert_eq!(census.len(), 0);
-        census.insert(2, 1, start + Duration::from_secs(20));
-        census.clear();
+    }
+
+    #[test]
+    fn counts_belong_to_one_view() {
+        let now = Instant::now();
+        let mut census = Census::default();
+        census.insert((1, 40), 2, 10, now);
+        census.insert((1, 40), 5, 12, now);
+        census.keep_only((1, 40));
+        assert_eq!(
+            (census.len(), census.sum()),
+            (2, 22),
+            "the same view keeps its counts"
+        );
+        census.insert((2, 66), 0, 9, now);
+        assert_eq!(
+            (census.len(), census.sum()),
+            (1, 9),
+            "a count of a new view drops the old"
+        );
+        census.keep_only((3, 99));
         assert_eq!((census.len(), census.sum()), (0, 0));
     }
 }

@@ -9,7 +9,9 @@ impl<A: FrameAuth> Overlay<A> {
         let cells = cells.max(1);
         let new_view = cells != self.cells;
         if new_view {
-            self.census.clear();
+            // Counts of this view heard before (a newcomer's lobby replay while it listened)
+            // stay: a newcomer that leads cell 0 can resize at once, not a census round later.
+            self.census.keep_only((self.epoch, cells));
             // Setups that failed under the old view (a one-cell room's dial storm, say) say
             // little about the new one, whose peers are heard afresh as its topics are joined:
             // a backoff left standing would turn that once-heard presence away until the
@@ -177,11 +179,20 @@ impl<A: FrameAuth> Overlay<A> {
                 match self.phase {
                     Phase::Bootstrapping { until } => {
                         // Hear the lobby a little longer (a replay may hold older views),
-                        // then join the highest view heard.
+                        // then join the highest view heard, with its census so far.
                         self.heard_view = self.heard_view.max(Some(view));
                         let soon = now + self.config.bootstrap_listen;
                         if soon < until {
                             self.phase = Phase::Bootstrapping { until: soon };
+                        }
+                        if count > 0 && self.heard_view == Some(view) {
+                            let cell = assign_cell(&self.room, &peer, cells);
+                            self.census.insert(
+                                view,
+                                cell,
+                                count.min(self.config.max_census_count),
+                                now,
+                            );
                         }
                     }
                     Phase::Running if view > (self.epoch, self.cells) => {
@@ -192,10 +203,10 @@ impl<A: FrameAuth> Overlay<A> {
                     }
                     _ => {}
                 }
-                if count > 0 && view == (self.epoch, self.cells) {
+                if count > 0 && self.phase == Phase::Running && view == (self.epoch, self.cells) {
                     let cell = assign_cell(&self.room, &peer, cells);
                     self.census
-                        .insert(cell, count.min(self.config.max_census_count), now);
+                        .insert(view, cell, count.min(self.config.max_census_count), now);
                 }
             }
             MeshTopic::Cell { cells: c, cell } => {
@@ -371,7 +382,8 @@ impl<A: FrameAuth> Overlay<A> {
     /// Posts this cell's size and our view on the lobby (and counts it ourselves).
     pub(super) fn post_census(&mut self, now: Instant, out: &mut Vec<Output>) {
         let count = u32::try_from(self.counted_cell_size()).unwrap_or(u32::MAX);
-        self.census.insert(self.my_cell, count, now);
+        self.census
+            .insert((self.epoch, self.cells), self.my_cell, count, now);
         out.push(Output::Announce {
             topic: MeshTopic::Lobby,
             cells: self.cells,
@@ -457,8 +469,9 @@ impl<A: FrameAuth> Overlay<A> {
         let high = cell_count(estimate.saturating_mul(4) / 3, sizing);
         let wrong = self.cells < low.min(high) || self.cells > low.max(high);
         // Way off (a room forming or emptying: half as many cells again or more, or two
-        // thirds): move once the view's first census is in; otherwise wait a census
-        // interval between moves.
+        // thirds): move once the view's first census is in; otherwise wait half a census
+        // interval between moves. (A whole one held a room of 10,000 arriving over a
+        // minute at 66 cells for 40 s after the last arrival.)
         let way_off = target.saturating_mul(2) >= self.cells.saturating_mul(3)
             || target.saturating_mul(3) <= self.cells.saturating_mul(2);
         // A one-cell room's leader counts its own roster, whole once its subscription's
@@ -471,7 +484,7 @@ impl<A: FrameAuth> Overlay<A> {
         } else if way_off {
             self.config.bridge_settle * 3
         } else {
-            period
+            period / 2
         };
         if wrong && now.saturating_duration_since(since) >= hold {
             self.epoch = self.epoch.saturating_add(1);
@@ -531,6 +544,41 @@ mod tests {
         overlay.handle(announce(other), now);
         overlay.handle(Input::LinkUp { peer: mate }, now);
         overlay
+    }
+
+    #[test]
+    fn a_newcomer_joins_a_view_with_the_census_it_heard_while_listening() {
+        let now = Instant::now();
+        let room = [9; 32];
+        let config = OverlayConfig::default();
+        let mut overlay = Overlay::new(config.clone(), room, SimAuth::new([1; 32]), 3);
+        overlay.handle(Input::Start { cells_hint: None }, now);
+        // The lobby replay: each cell's leader of view (epoch 2, 4 cells) with its count,
+        // and a leader of an older view.
+        let mut leaders: Vec<(u32, PeerKey)> = Vec::new();
+        for k in 2..=255u8 {
+            let cell = crate::assign_cell(&room, &[k; 32], 4);
+            if !leaders.iter().any(|(taken, _)| *taken == cell) {
+                leaders.push((cell, [k; 32]));
+            }
+        }
+        assert_eq!(leaders.len(), 4);
+        let lobby = |peer: PeerKey, epoch: u32, cells: u32, count: u32| Input::Announced {
+            peer,
+            topic: MeshTopic::Lobby,
+            cells,
+            epoch,
+            count,
+        };
+        for (_, leader) in &leaders {
+            overlay.handle(lobby(*leader, 2, 4, 30), now);
+        }
+        overlay.handle(lobby([200; 32], 1, 2, 50), now);
+        // Listening over, it joins the highest view heard, counts and all: a newcomer that
+        // leads cell 0 can resize from them (it waited a census round before).
+        overlay.handle(Input::Tick, now + config.bootstrap_wait);
+        assert_eq!(overlay.cells(), 4);
+        assert_eq!((overlay.census.len(), overlay.census_sum()), (4, 120));
     }
 
     #[test]
