@@ -65,11 +65,12 @@ pub struct OverlayConfig {
     /// How long the bridge endpoint of slot `j > 0` waits, times `j`, before forwarding a
     /// frame into its cell; it forwards only if no cell mate did first. Default 100 ms.
     pub backup_delay: Duration,
-    /// How often a peer tells four of its links (a random bridge, the cell mates one step
-    /// and half a cell after it in key order, and a random cell mate) the ids of the broadcasts it accepted in its last two digest periods: lazy
-    /// repair, so a
-    /// peer the eager path missed (a dead bridge, a lost message) learns what to pull.
-    /// Default 200 ms; `Duration::ZERO` turns repair off.
+    /// How often a peer tells four of its links (a random bridge, two ring successors
+    /// among its cell mates in key order, further on in each of three digests, and a random
+    /// cell mate) the ids of the broadcasts it accepted lately, each id in three
+    /// consecutive digests: lazy repair, so a peer the eager path missed (a dead bridge, a
+    /// lost message) learns what to pull. Default 200 ms; `Duration::ZERO` turns repair
+    /// off.
     pub digest_interval: Duration,
     /// How long a peer that hears of a broadcast it lacks waits before pulling it (the eager
     /// path, backups included, usually comes first), and then between pulls from the next

@@ -15,37 +15,93 @@ pub(crate) enum Seen {
 }
 
 /// One origin's window: a ring of bits, bit `seq % len` for each of the last `len`
-/// sequence numbers up to `highest`.
+/// sequence numbers up to `highest`. The first word is kept inline: at the default width
+/// (64) a window is one allocation-free entry, so a frame's check costs one lookup.
 #[derive(Debug, Clone)]
 struct Window {
     highest: u64,
-    bits: Box<[u64]>,
+    first: u64,
+    rest: Box<[u64]>,
     last_used: Instant,
 }
 
 impl Window {
-    fn len(&self) -> u64 {
-        self.bits.len() as u64 * 64
+    fn new(highest: u64, words: usize, now: Instant) -> Self {
+        Self {
+            highest,
+            first: 0,
+            rest: vec![0; words.saturating_sub(1)].into_boxed_slice(),
+            last_used: now,
+        }
     }
 
-    fn slot(&self, seq: u64) -> (usize, u64) {
+    fn len(&self) -> u64 {
+        (self.rest.len() as u64 + 1) * 64
+    }
+
+    fn word(&mut self, seq: u64) -> (Option<&mut u64>, u64) {
         let at = seq % self.len();
-        (usize::try_from(at / 64).unwrap_or(0), 1 << (at % 64))
+        let bit = 1 << (at % 64);
+        let word = match usize::try_from(at / 64).unwrap_or(0) {
+            0 => Some(&mut self.first),
+            n => self.rest.get_mut(n - 1),
+        };
+        (word, bit)
     }
 
     fn get(&self, seq: u64) -> bool {
-        let (word, bit) = self.slot(seq);
-        self.bits.get(word).is_some_and(|w| w & bit != 0)
+        let at = seq % self.len();
+        let bit = 1 << (at % 64);
+        let word = match usize::try_from(at / 64).unwrap_or(0) {
+            0 => Some(self.first),
+            n => self.rest.get(n - 1).copied(),
+        };
+        word.is_some_and(|w| w & bit != 0)
     }
 
     fn set(&mut self, seq: u64, on: bool) {
-        let (word, bit) = self.slot(seq);
-        if let Some(w) = self.bits.get_mut(word) {
+        if let (Some(w), bit) = self.word(seq) {
             if on {
                 *w |= bit;
             } else {
                 *w &= !bit;
             }
+        }
+    }
+
+    /// Whether `seq` would be new here.
+    fn check(&self, seq: u64) -> Result<(), Seen> {
+        if seq > self.highest {
+            return Ok(());
+        }
+        if self.highest - seq >= self.len() {
+            return Err(Seen::TooOld);
+        }
+        if self.get(seq) {
+            Err(Seen::Duplicate)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records `seq`, moving the window up to it if it is the highest yet.
+    fn record(&mut self, seq: u64, now: Instant) {
+        self.last_used = now;
+        if seq > self.highest {
+            let shift = seq - self.highest;
+            if shift >= self.len() {
+                self.first = 0;
+                self.rest.fill(0);
+            } else {
+                // The slots the window moves over held ids now too old.
+                for passed in self.highest + 1..=seq {
+                    self.set(passed, false);
+                }
+            }
+            self.highest = seq;
+        }
+        if self.highest - seq < self.len() {
+            self.set(seq, true);
         }
     }
 }
@@ -75,20 +131,35 @@ impl SeenFrames {
     /// only [`Self::insert`] after a good signature changes anything, so a forged frame
     /// cannot shadow the real one.
     pub(crate) fn check(&self, origin: &PeerKey, seq: u64) -> Result<(), Seen> {
-        let Some(window) = self.windows.get(origin) else {
-            return Ok(());
-        };
-        if seq > window.highest {
-            return Ok(());
+        match self.windows.get(origin) {
+            Some(window) => window.check(seq),
+            None => Ok(()),
         }
-        if window.highest - seq >= window.len() {
-            return Err(Seen::TooOld);
+    }
+
+    /// [`Self::check`], then `genuine` (the costly signature check) for a new id, then
+    /// [`Self::insert`] if it said yes, with one lookup for a known origin. `Ok(false)`:
+    /// new but not genuine, nothing recorded.
+    pub(crate) fn accept(
+        &mut self,
+        origin: &PeerKey,
+        seq: u64,
+        now: Instant,
+        genuine: impl FnOnce() -> bool,
+    ) -> Result<bool, Seen> {
+        if let Some(window) = self.windows.get_mut(origin) {
+            window.check(seq)?;
+            if !genuine() {
+                return Ok(false);
+            }
+            window.record(seq, now);
+            return Ok(true);
         }
-        if window.get(seq) {
-            Err(Seen::Duplicate)
-        } else {
-            Ok(())
+        if !genuine() {
+            return Ok(false);
         }
+        self.insert(origin, seq, now);
+        Ok(true)
     }
 
     /// Records `(origin, seq)` as accepted. Call after [`Self::check`] said it is new.
@@ -97,27 +168,10 @@ impl SeenFrames {
             self.evict_least_recent();
         }
         let words = self.words;
-        let window = self.windows.entry(*origin).or_insert_with(|| Window {
-            highest: seq,
-            bits: vec![0; words].into_boxed_slice(),
-            last_used: now,
-        });
-        window.last_used = now;
-        if seq > window.highest {
-            let shift = seq - window.highest;
-            if shift >= window.len() {
-                window.bits.fill(0);
-            } else {
-                // The slots the window moves over held ids now too old.
-                for passed in window.highest + 1..=seq {
-                    window.set(passed, false);
-                }
-            }
-            window.highest = seq;
-        }
-        if window.highest - seq < window.len() {
-            window.set(seq, true);
-        }
+        self.windows
+            .entry(*origin)
+            .or_insert_with(|| Window::new(seq, words, now))
+            .record(seq, now);
     }
 
     fn evict_least_recent(&mut self) {

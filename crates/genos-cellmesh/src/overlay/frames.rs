@@ -118,8 +118,22 @@ impl<A: FrameAuth> Overlay<A> {
             self.metrics.duplicates += 1;
             return;
         }
-        match self.seen.check(&origin, seq) {
-            Ok(()) => {}
+        let header = frame.id.signed_header();
+        let (auth, room) = (&mut self.auth, &self.room);
+        let genuine = || {
+            auth.verify(
+                &origin,
+                &Self::signing_parts(room, &header, &frame.body),
+                &frame.signature,
+            )
+            .is_ok()
+        };
+        match self.seen.accept(&origin, seq, now, genuine) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.drop_frame(from, DropReason::BadSignature, out);
+                return;
+            }
             Err(Seen::Duplicate) => {
                 self.metrics.duplicates += 1;
                 if self.links.get(&from).map(|link| link.role) == Some(LinkRole::Intra) {
@@ -132,20 +146,6 @@ impl<A: FrameAuth> Overlay<A> {
                 return;
             }
         }
-        let header = frame.id.signed_header();
-        if self
-            .auth
-            .verify(
-                &origin,
-                &Self::signing_parts(&self.room, &header, &frame.body),
-                &frame.signature,
-            )
-            .is_err()
-        {
-            self.drop_frame(from, DropReason::BadSignature, out);
-            return;
-        }
-        self.seen.insert(&origin, seq, now);
         match frame.id.kind {
             FrameKind::Broadcast => {
                 if repaired {

@@ -275,7 +275,7 @@ impl<A: FrameAuth> Overlay<A> {
             self.slots_for = (cells, my_cell);
         }
 
-        let mut wanted: HashMap<PeerKey, LinkRole> = HashMap::new();
+        let mut wanted: KeyMap<PeerKey, LinkRole> = KeyMap::with_hasher(*self.links.hasher());
         if self.oversized(now) {
             // Keep the links to cell mates it has, open no new ones until the resize.
             for peer in self.links.keys() {
@@ -300,7 +300,8 @@ impl<A: FrameAuth> Overlay<A> {
             cells,
             cell: my_cell,
         });
-        let mut accepted_from: HashSet<u32> = HashSet::new();
+        // A few cells at most: a list is quicker than a set.
+        let mut accepted_from: Vec<u32> = Vec::new();
         if !settled {
             // Come back when settled.
             self.dirty = true;
@@ -314,7 +315,7 @@ impl<A: FrameAuth> Overlay<A> {
             .retain(|cell, _| slots.iter().any(|(other, _)| other == cell));
         for (other, slot) in slots {
             if other < my_cell {
-                accepted_from.insert(other);
+                accepted_from.push(other);
                 if !self.bridge_overdue(other, now) {
                     continue;
                 }

@@ -1,7 +1,7 @@
 //! The overlay state machine: `handle(input, now) -> outputs`.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};

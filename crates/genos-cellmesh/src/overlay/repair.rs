@@ -143,10 +143,15 @@ impl<A: FrameAuth> Overlay<A> {
             return;
         }
         let state = &mut self.repair;
-        if !state.origins.contains_key(&tag) && state.origins.len() >= self.config.max_origins {
-            state.origins.clear();
+        match state.origins.get_mut(&tag) {
+            Some(origin) => *origin = key.0,
+            None => {
+                if state.origins.len() >= self.config.max_origins {
+                    state.origins.clear();
+                }
+                state.origins.insert(tag, key.0);
+            }
         }
-        state.origins.insert(tag, key.0);
         state.kept_bytes += message.len();
         if state
             .kept

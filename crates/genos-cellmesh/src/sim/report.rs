@@ -358,7 +358,12 @@ impl Report {
                 self.scenario.join_window_ms / 1_000,
                 o.converged_s
                     .map_or("not by the end of warm-up".into(), |t| format!(
-                        "after {t:.0} s"
+                        "after {t:.0} s{}",
+                        if self.scenario.start_when_converged {
+                            " (the broadcasts start then)"
+                        } else {
+                            ""
+                        }
                     ))
             );
             if let (None, Some(health)) = (o.converged_s, &o.health_after_warmup) {

@@ -62,7 +62,7 @@ pub fn run(scenario: &Scenario) -> Report {
         net.start_at(at, i, (!scenario.cold_start).then_some(cells));
     }
     let second = 1_000_000u64;
-    let warm_end = scenario.warmup_s * second;
+    let mut warm_end = scenario.warmup_s * second;
     let restart_at = (scenario.relay_restart_s > 0).then_some(scenario.relay_restart_s * second);
     // Cold start: check every 5 simulated seconds, once everyone arrived, whether the room
     // converged (one view, every cell link and bridge up).
@@ -98,6 +98,9 @@ pub fn run(scenario: &Scenario) -> Report {
                 converged_s = Some(t as f64 / second as f64);
             }
             last_health = Some(health);
+            if scenario.start_when_converged && converged_s.is_some() {
+                warm_end = t;
+            }
         }
     }
     let mut phases = vec![("join and warm-up", started.elapsed().as_secs_f64())];
@@ -115,7 +118,7 @@ pub fn run(scenario: &Scenario) -> Report {
     // Relay events while the room formed (every peer there from its arrival on).
     let relay_events_forming = before_relay as f64
         / scenario.peers.max(1) as f64
-        / (scenario.warmup_s.max(1) as f64 / 60.0);
+        / ((warm_end / second).max(1) as f64 / 60.0);
     let steady_end = warm_end + scenario.steady_s * second;
     if let Some(at) = restart_at.filter(|at| *at > warm_end && *at <= steady_end) {
         net.run_until(at);
@@ -181,6 +184,9 @@ pub fn run(scenario: &Scenario) -> Report {
         }
     }
     phases.push(("fault-free broadcasts", phase_start.elapsed().as_secs_f64()));
+    if std::env::var_os("GENOS_SIM_DEBUG").is_some() {
+        tracing_health("after the broadcasts", &net);
+    }
     phase_start = Instant::now();
     let hops = net.reset_tracking();
     let delivered = net.sum_metric(|m| m.delivered) - before_delivered;
