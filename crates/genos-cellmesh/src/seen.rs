@@ -248,6 +248,31 @@ mod tests {
     }
 
     #[test]
+    fn accept_checks_then_asks_then_records() {
+        let now = Instant::now();
+        let mut seen = SeenFrames::new(4, 64, 0);
+        let a = [1; 32];
+        // A forged frame (not genuine) records nothing, for a new origin or a known one.
+        assert_eq!(seen.accept(&a, 5, now, || false), Ok(false));
+        assert_eq!(seen.check(&a, 5), Ok(()));
+        assert_eq!(seen.accept(&a, 5, now, || true), Ok(true));
+        assert_eq!(seen.accept(&a, 6, now, || false), Ok(false));
+        assert_eq!(seen.check(&a, 6), Ok(()));
+        // A duplicate or a too-old id is refused without the costly check.
+        let asked = std::cell::Cell::new(false);
+        let genuine = || {
+            asked.set(true);
+            true
+        };
+        assert_eq!(seen.accept(&a, 5, now, genuine), Err(Seen::Duplicate));
+        assert_eq!(seen.accept(&a, 200, now, || true), Ok(true));
+        assert_eq!(seen.accept(&a, 100, now, genuine), Err(Seen::TooOld));
+        assert!(!asked.get());
+        assert_eq!(seen.accept(&a, 199, now, genuine), Ok(true));
+        assert_eq!(seen.check(&a, 199), Err(Seen::Duplicate));
+    }
+
+    #[test]
     fn the_least_recent_origin_is_forgotten_at_the_bound() {
         let start = Instant::now();
         let mut seen = SeenFrames::new(2, 64, 0);
