@@ -8,7 +8,7 @@
 //! On Linux the simulator restarts itself once with glibc's malloc asked for transparent
 //! huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`): a 10,000-peer run reads a 5 GB
 //! heap at random, and with 4 KiB pages most reads also walk the page tables (the timing
-//! scenario ran in 0.83x the wall clock, docs/benchmarks.md). `GENOS_SIM_SMALL_PAGES=1`
+//! scenario ran in 0.81x the wall clock, docs/benchmarks.md). `GENOS_SIM_SMALL_PAGES=1`
 //! keeps the small pages; other C libraries ignore the setting.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 

@@ -39,20 +39,15 @@ impl Window {
         (self.rest.len() as u64 + 1) * 64
     }
 
-    fn word(&mut self, seq: u64) -> (Option<&mut u64>, u64) {
+    /// The word (0 is `first`, `n` is `rest[n - 1]`) and the bit of `seq`.
+    fn slot(&self, seq: u64) -> (usize, u64) {
         let at = seq % self.len();
-        let bit = 1 << (at % 64);
-        let word = match usize::try_from(at / 64).unwrap_or(0) {
-            0 => Some(&mut self.first),
-            n => self.rest.get_mut(n - 1),
-        };
-        (word, bit)
+        (usize::try_from(at / 64).unwrap_or(0), 1 << (at % 64))
     }
 
     fn get(&self, seq: u64) -> bool {
-        let at = seq % self.len();
-        let bit = 1 << (at % 64);
-        let word = match usize::try_from(at / 64).unwrap_or(0) {
+        let (word, bit) = self.slot(seq);
+        let word = match word {
             0 => Some(self.first),
             n => self.rest.get(n - 1).copied(),
         };
@@ -60,7 +55,12 @@ impl Window {
     }
 
     fn set(&mut self, seq: u64, on: bool) {
-        if let (Some(w), bit) = self.word(seq) {
+        let (word, bit) = self.slot(seq);
+        let word = match word {
+            0 => Some(&mut self.first),
+            n => self.rest.get_mut(n - 1),
+        };
+        if let Some(w) = word {
             if on {
                 *w |= bit;
             } else {

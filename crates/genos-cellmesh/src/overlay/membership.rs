@@ -185,15 +185,6 @@ impl<A: FrameAuth> Overlay<A> {
                         if soon < until {
                             self.phase = Phase::Bootstrapping { until: soon };
                         }
-                        if count > 0 && self.heard_view == Some(view) {
-                            let cell = assign_cell(&self.room, &peer, cells);
-                            self.census.insert(
-                                view,
-                                cell,
-                                count.min(self.config.max_census_count),
-                                now,
-                            );
-                        }
                     }
                     Phase::Running if view > (self.epoch, self.cells) => {
                         // A newer view of the room (a resize, or a larger room we were split
@@ -203,7 +194,14 @@ impl<A: FrameAuth> Overlay<A> {
                     }
                     _ => {}
                 }
-                if count > 0 && self.phase == Phase::Running && view == (self.epoch, self.cells) {
+                // A count of the view this peer is in, or of the one it will join once it
+                // has listened (kept then: see `set_cells`).
+                let census_view = match self.phase {
+                    Phase::Bootstrapping { .. } => self.heard_view == Some(view),
+                    Phase::Running => view == (self.epoch, self.cells),
+                    _ => false,
+                };
+                if count > 0 && census_view {
                     let cell = assign_cell(&self.room, &peer, cells);
                     self.census
                         .insert(view, cell, count.min(self.config.max_census_count), now);
