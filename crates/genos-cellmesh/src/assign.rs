@@ -121,11 +121,36 @@ pub(crate) fn peer_seeds(room: &[u8; 32], peer: &[u8; 32]) -> PeerSeeds {
     }
 }
 
+/// Cells whose salts (what a weight mixes with the seed) are worked out at compile time:
+/// a new view places every known peer again, a rendezvous over every cell each.
+const SALTED_CELLS: usize = 4_096;
+
+static CELL_SALTS: [u64; SALTED_CELLS] = {
+    let mut salts = [0u64; SALTED_CELLS];
+    let mut cell = 0;
+    while cell < SALTED_CELLS {
+        // In bounds: the loop's own condition (a const block cannot use `get_mut`).
+        #[allow(clippy::indexing_slicing)]
+        {
+            salts[cell] = mix64(cell as u64);
+        }
+        cell += 1;
+    }
+    salts
+};
+
+fn cell_salt(cell: u32) -> u64 {
+    match CELL_SALTS.get(cell as usize) {
+        Some(salt) => *salt,
+        None => mix64(u64::from(cell)),
+    }
+}
+
 /// Rendezvous choice among `cells` cells: the cell with the highest weight for this seed.
 pub(crate) fn cell_from_seed(seed: u64, cells: u32) -> u32 {
     let mut best = (0u64, 0u32);
     for cell in 0..cells.max(1) {
-        let weight = mix64(seed ^ mix64(u64::from(cell)));
+        let weight = mix64(seed ^ cell_salt(cell));
         if cell == 0 || weight > best.0 {
             best = (weight, cell);
         }
@@ -165,6 +190,32 @@ mod tests {
         let (min, max) = (sizes.iter().min().copied(), sizes.iter().max().copied());
         // Mean 100; binomial spread (sd ~10): every cell well within 50..150.
         assert!(min >= Some(50) && max <= Some(150), "{min:?}..{max:?}");
+    }
+
+    /// The salts worked out at compile time are the weights' own, and a count beyond the
+    /// table works them out as it goes: the same cells either way.
+    #[test]
+    fn salted_cells_place_peers_as_the_plain_rendezvous_does() {
+        let plain = |seed: u64, cells: u32| {
+            (0..cells)
+                .max_by_key(|cell| {
+                    (
+                        mix64(seed ^ mix64(u64::from(*cell))),
+                        std::cmp::Reverse(*cell),
+                    )
+                })
+                .unwrap_or(0)
+        };
+        for seed in [0u64, 1, 0xdead_beef, u64::MAX] {
+            for cells in [1u32, 2, 95, 4_096, 4_100] {
+                assert_eq!(
+                    cell_from_seed(seed, cells),
+                    plain(seed, cells),
+                    "{seed} {cells}"
+                );
+            }
+        }
+        assert_eq!(CELL_SALTS.last().copied(), Some(mix64(4_095)));
     }
 
     proptest! {

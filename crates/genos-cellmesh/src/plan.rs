@@ -17,8 +17,14 @@ pub(crate) fn bridge_seed(room: &[u8; 32], peer: &PeerKey) -> u64 {
     crate::assign::peer_seeds(room, peer).bridge
 }
 
-fn slot_score(seed: u64, from: u32, to: u32, slot: u8) -> u64 {
-    mix64(seed ^ mix64((u64::from(from) << 32) | u64::from(to)) ^ (u64::from(slot) << 56))
+/// What a score mixes with a member's seed: the same for every member of (from, to, slot),
+/// so a scan over members works it out once.
+fn slot_salt(from: u32, to: u32, slot: u8) -> u64 {
+    mix64((u64::from(from) << 32) | u64::from(to)) ^ (u64::from(slot) << 56)
+}
+
+fn score_with(seed: u64, salt: u64) -> u64 {
+    mix64(seed ^ salt)
 }
 
 /// A cell member as the planner sees it.
@@ -33,10 +39,11 @@ pub(crate) struct Member {
 pub(crate) fn slot_holders(members: &[Member], from: u32, to: u32, k: u8) -> Vec<PeerKey> {
     let mut holders: Vec<PeerKey> = Vec::with_capacity(usize::from(k));
     for slot in 0..k {
+        let salt = slot_salt(from, to, slot);
         let best = members
             .iter()
             .filter(|member| !holders.contains(&member.key))
-            .max_by_key(|member| (slot_score(member.seed, from, to, slot), member.key));
+            .max_by_key(|member| (score_with(member.seed, salt), member.key));
         match best {
             Some(member) => holders.push(member.key),
             None => break,
@@ -45,20 +52,33 @@ pub(crate) fn slot_holders(members: &[Member], from: u32, to: u32, k: u8) -> Vec
     holders
 }
 
-/// Whether `mine` may hold `slot` of (`from`, `to`): every member outscoring it there must
-/// hold a lower slot, so at most `slot` of them. For most cells more do on every slot,
-/// which a few members show: a re-plan need not find every cell's holders.
-fn could_hold(members: &[Member], mine: &Member, from: u32, to: u32, slot: u8) -> bool {
-    let my_score = (slot_score(mine.seed, from, to, slot), mine.key);
-    let outscoring = members
-        .iter()
-        .filter(|member| (slot_score(member.seed, from, to, slot), member.key) > my_score)
-        .take(usize::from(slot) + 1)
-        .count();
-    outscoring <= usize::from(slot)
+/// The members outscoring `mine` on `slot` of (`from`, `to`), at most `limit` of them
+/// (a scan stops at the next: most members are outscored at once).
+fn outscoring(
+    members: &[Member],
+    mine: &Member,
+    salt: u64,
+    limit: usize,
+    found: &mut Vec<PeerKey>,
+) -> bool {
+    found.clear();
+    let my_score = (score_with(mine.seed, salt), mine.key);
+    for member in members {
+        if (score_with(member.seed, salt), member.key) > my_score {
+            if found.len() == limit {
+                return false;
+            }
+            found.push(member.key);
+        }
+    }
+    true
 }
 
 /// The slots `me` holds in cell `my_cell` towards every other cell: (other cell, slot).
+///
+/// `me` holds slot j of a pair if and only if every member outscoring it there holds a
+/// lower slot: so at most j of them, which for most pairs a few members disprove, and only
+/// when some outscore it are the lower slots' holders worked out.
 pub(crate) fn my_slots(
     members: &[Member],
     me: &PeerKey,
@@ -70,13 +90,22 @@ pub(crate) fn my_slots(
         return Vec::new();
     };
     let mut slots = Vec::new();
+    let mut above = Vec::new();
     for other in (0..cells).filter(|other| *other != my_cell) {
-        if !(0..k).any(|slot| could_hold(members, &mine, my_cell, other, slot)) {
-            continue;
-        }
-        let holders = slot_holders(members, my_cell, other, k);
-        if let Some(slot) = holders.iter().position(|holder| holder == me) {
-            slots.push((other, u8::try_from(slot).unwrap_or(u8::MAX)));
+        for slot in 0..k {
+            let salt = slot_salt(my_cell, other, slot);
+            if !outscoring(members, &mine, salt, usize::from(slot), &mut above) {
+                continue;
+            }
+            let holds = above.is_empty() || {
+                let lower = slot_holders(members, my_cell, other, slot);
+                above.iter().all(|key| lower.contains(key))
+            };
+            if holds {
+                slots.push((other, slot));
+                // A member holds one slot of a pair at most.
+                break;
+            }
         }
     }
     slots

@@ -244,16 +244,26 @@ impl<A: FrameAuth> Overlay<A> {
         let my_cell = self.my_cell;
         let cells = self.cells;
         let k = self.config.bridges_per_pair;
-        // In key order (the roster's index), with this peer in its place.
-        let mut members = self.known_members_of(my_cell);
-        let mine = members.partition_point(|member| member.key < self.me);
-        members.insert(
-            mine,
-            Member {
-                key: self.me,
-                seed: self.my_seeds.bridge,
-            },
-        );
+        // In key order (the roster's index), with this peer in its place; read again only
+        // when the roster's version of this cell changed (most re-plans: a remote cell's
+        // member, a link, a timer).
+        let members_from = (self.roster.version_of(my_cell), cells, my_cell);
+        if self.members_from != Some(members_from) {
+            self.members_from = Some(members_from);
+            let mut members = self.known_members_of(my_cell);
+            let mine = members.partition_point(|member| member.key < self.me);
+            members.insert(
+                mine,
+                Member {
+                    key: self.me,
+                    seed: self.my_seeds.bridge,
+                },
+            );
+            if members != self.members {
+                self.members = members;
+                self.slots_for = (0, 0);
+            }
+        }
         // Slots depend only on this cell's members and the cell count: most re-plans (a
         // remote roster changed, a link came up) leave them as they are.
         let settled = self
@@ -262,38 +272,21 @@ impl<A: FrameAuth> Overlay<A> {
         // Only a settled peer may lead: a newcomer that has not heard its cell mates yet
         // would otherwise post a census of one (or beacon) over the real leader's.
         self.is_leader = settled
-            && members
+            && self
+                .members
                 .iter()
                 .min_by_key(|member| (member.seed, member.key))
                 .is_some_and(|leader| leader.key == self.me);
-        if members != self.members || self.slots_for != (cells, my_cell) {
-            self.members = members;
-            self.slots_for = (0, 0);
-        }
         if settled && self.slots_for != (cells, my_cell) {
             self.slots = my_slots(&self.members, &self.me, my_cell, cells, k);
             self.slots_for = (cells, my_cell);
         }
 
-        let mut wanted: KeyMap<PeerKey, LinkRole> = KeyMap::with_hasher(*self.links.hasher());
-        if self.oversized(now) {
-            // Keep the links to cell mates it has, open no new ones until the resize.
-            for peer in self.links.keys() {
-                if self
-                    .roster
-                    .get(peer)
-                    .is_some_and(|known| known.cell == my_cell)
-                {
-                    wanted.insert(*peer, LinkRole::Intra);
-                }
-            }
-        } else {
-            for member in &self.members {
-                if member.key != self.me {
-                    wanted.insert(member.key, LinkRole::Intra);
-                }
-            }
-        }
+        // The links wanted: cell mates (every member, or in an oversized cell the ones
+        // linked already) and the bridge counterparts below. Cell mates are looked up in
+        // the sorted members, not hashed into a map on every re-plan.
+        let oversized = self.oversized(now);
+        let mut bridges: Vec<(PeerKey, LinkRole)> = Vec::new();
         let mut topics: BTreeSet<MeshTopic> = BTreeSet::new();
         topics.insert(MeshTopic::Lobby);
         topics.insert(MeshTopic::Cell {
@@ -326,10 +319,11 @@ impl<A: FrameAuth> Overlay<A> {
                 .get(usize::from(slot))
                 .or_else(|| holders.last())
                 .copied();
+            // A counterpart is a member of `other` in the roster, never a cell mate.
             if let Some(peer) = counterpart {
-                wanted
-                    .entry(peer)
-                    .or_insert(LinkRole::Bridge { cell: other, slot });
+                if !bridges.iter().any(|(wanted, _)| *wanted == peer) {
+                    bridges.push((peer, LinkRole::Bridge { cell: other, slot }));
+                }
             }
         }
         // Topics linger like links: slots settle while a cell fills up, and every new
@@ -367,23 +361,40 @@ impl<A: FrameAuth> Overlay<A> {
         }
         let mut hellos = Vec::new();
         let my_slots = &self.slots;
+        let members = &self.members;
+        let roster = &self.roster;
+        let me = self.me;
+        let wanted = |peer: &PeerKey| -> Option<LinkRole> {
+            let cell_mate = if oversized {
+                roster.get(peer).is_some_and(|known| known.cell == my_cell)
+            } else {
+                *peer != me && is_member(members, peer)
+            };
+            if cell_mate {
+                return Some(LinkRole::Intra);
+            }
+            bridges
+                .iter()
+                .find(|(wanted, _)| wanted == peer)
+                .map(|(_, role)| *role)
+        };
         for (peer, link) in &mut self.links {
             // Bridges the other cell's holders dialled, and one dialled for a slot this peer
             // holds by a holder whose own dial went nowhere (`bridge_overdue`).
             let keep_inbound = matches!(link.role, LinkRole::Bridge { cell, slot }
                 if accepted_from.contains(&cell) || my_slots.contains(&(cell, slot)));
-            match wanted.get(peer) {
+            match wanted(peer) {
                 Some(role) => {
                     link.unwanted_since = None;
                     if let LinkRole::Bridge { .. } = role {
-                        if link.role != *role {
-                            link.role = *role;
+                        if link.role != role {
+                            link.role = role;
                             if link.up {
                                 hellos.push(*peer);
                             }
                         }
                     } else if link.role == LinkRole::Unknown {
-                        link.role = *role;
+                        link.role = role;
                     }
                 }
                 None if keep_inbound && link.up => link.unwanted_since = None,
@@ -397,14 +408,19 @@ impl<A: FrameAuth> Overlay<A> {
             self.send(peer, hello, out);
             self.catch_up(peer, out);
         }
-        let mut to_connect: Vec<(PeerKey, LinkRole)> = wanted
-            .into_iter()
+        // An oversized cell's wanted cell mates are linked already.
+        let mates = self
+            .members
+            .iter()
+            .filter(|member| !oversized && member.key != me)
+            .map(|member| (member.key, LinkRole::Intra));
+        let mut to_connect: Vec<(PeerKey, LinkRole)> = mates
+            .chain(bridges)
             .filter(|(peer, _)| !self.links.contains_key(peer))
             .collect();
         // Each peer dials in its own order (keys by their distance from its own): in key
         // order every newcomer's first dials, which go through the relay, went to the same
         // few cell mates, whose relay budget then answered all of them.
-        let me = self.me;
         to_connect.sort_by_key(|(peer, _)| xor_distance(&me, peer));
         for (peer, role) in to_connect {
             if self.links.len() >= self.config.max_links {
@@ -469,6 +485,24 @@ impl<A: FrameAuth> Overlay<A> {
             out.push(Output::Disconnect(peer));
         }
     }
+}
+
+/// Whether `peer` is among `members` (sorted by key), compared a word first (see the
+/// roster's `InOrder`): a re-plan asks this for every link.
+fn is_member(members: &[Member], peer: &PeerKey) -> bool {
+    let word = |key: &PeerKey| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&key[..8]);
+        u64::from_be_bytes(word)
+    };
+    let target = word(peer);
+    members
+        .binary_search_by(|member| {
+            word(&member.key)
+                .cmp(&target)
+                .then_with(|| member.key[8..].cmp(&peer[8..]))
+        })
+        .is_ok()
 }
 
 /// `a` XOR `b`: ordered, the keys nearest `a` first, a different order for every `a`.

@@ -211,8 +211,11 @@ impl<A: FrameAuth> Overlay<A> {
                 if c != self.cells || !self.topics.contains(&topic) {
                     return;
                 }
-                // Its own announce: back from a goodbye, if it said one.
-                self.departed.remove(&peer);
+                // Its own announce: back from a goodbye, if it said one (rarely: no hash
+                // of the key on every announce for nothing).
+                if !self.departed.is_empty() {
+                    self.departed.remove(&peer);
+                }
                 self.learn_if_in(peer, cell, Heard::FirstHand, now);
             }
         }

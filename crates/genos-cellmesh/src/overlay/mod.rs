@@ -248,6 +248,9 @@ pub struct Overlay<A> {
     /// When the plan was last made (an oversized cell re-plans less often).
     last_replan: Option<Instant>,
     members: Vec<Member>,
+    /// The roster's version of this peer's cell, the cell count and the cell `members`
+    /// was read for.
+    members_from: Option<(u64, u32, u32)>,
     is_leader: bool,
     slots: Vec<(u32, u8)>,
     /// (cells, cell) the slots were computed for.
@@ -312,6 +315,7 @@ impl<A: FrameAuth> Overlay<A> {
             dirty: false,
             last_replan: None,
             members: Vec::new(),
+            members_from: None,
             is_leader: false,
             slots: Vec::new(),
             slots_for: (0, 0),
