@@ -1,9 +1,18 @@
 //! Which frames were already accepted: a sliding window of sequence numbers per origin.
+//!
+//! Windows are keyed by the origin's tag (the first 8 bytes of its key, what digests and
+//! pulls name a broadcast by), not the whole key: a peer hears from thousands of origins,
+//! and a 32-byte key per window, with a second map from tags back to keys for the repair
+//! path, was most of a 10,000-peer run's memory after its broadcasts. Two origins share a
+//! window only if their keys share 64 leading bits, which takes about 2^64 key
+//! generations to aim at one victim (and then costs it frames, never forges one: every
+//! frame is still checked against its full key's signature).
 
 use std::time::Instant;
 
 use crate::PeerKey;
 use crate::keyhash::{KeyMap, key_map};
+use crate::wire::origin_tag;
 
 /// Why a frame id was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,11 +31,13 @@ struct Window {
     highest: u64,
     first: u64,
     rest: Box<[u64]>,
-    last_used: Instant,
+    /// When it was last used: nanoseconds since the set's first record (8 bytes, not an
+    /// `Instant`'s 16).
+    last_used: u64,
 }
 
 impl Window {
-    fn new(highest: u64, words: usize, now: Instant) -> Self {
+    fn new(highest: u64, words: usize, now: u64) -> Self {
         Self {
             highest,
             first: 0,
@@ -85,7 +96,7 @@ impl Window {
     }
 
     /// Records `seq`, moving the window up to it if it is the highest yet.
-    fn record(&mut self, seq: u64, now: Instant) {
+    fn record(&mut self, seq: u64, now: u64) {
         self.last_used = now;
         if seq > self.highest {
             let shift = seq - self.highest;
@@ -109,10 +120,12 @@ impl Window {
 /// Bounded set of accepted (origin, seq) pairs.
 #[derive(Debug)]
 pub(crate) struct SeenFrames {
-    windows: KeyMap<PeerKey, Window>,
+    windows: KeyMap<u64, Window>,
     capacity: usize,
     /// Words of each window (its length over 64).
     words: usize,
+    /// What windows' use times count from.
+    epoch: Option<Instant>,
 }
 
 impl SeenFrames {
@@ -124,14 +137,26 @@ impl SeenFrames {
             windows: key_map(hash_seed),
             capacity: capacity.max(1),
             words,
+            epoch: None,
         }
+    }
+
+    /// `now` as a window's use time.
+    fn stamp(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Whether `(origin, seq)` would be new. Checked before the (costly) signature check;
     /// only [`Self::insert`] after a good signature changes anything, so a forged frame
     /// cannot shadow the real one.
     pub(crate) fn check(&self, origin: &PeerKey, seq: u64) -> Result<(), Seen> {
-        match self.windows.get(origin) {
+        self.check_tag(origin_tag(origin), seq)
+    }
+
+    /// [`Self::check`] for the origin a digest names by its tag.
+    pub(crate) fn check_tag(&self, tag: u64, seq: u64) -> Result<(), Seen> {
+        match self.windows.get(&tag) {
             Some(window) => window.check(seq),
             None => Ok(()),
         }
@@ -147,12 +172,13 @@ impl SeenFrames {
         now: Instant,
         genuine: impl FnOnce() -> bool,
     ) -> Result<bool, Seen> {
-        if let Some(window) = self.windows.get_mut(origin) {
+        let stamp = self.stamp(now);
+        if let Some(window) = self.windows.get_mut(&origin_tag(origin)) {
             window.check(seq)?;
             if !genuine() {
                 return Ok(false);
             }
-            window.record(seq, now);
+            window.record(seq, stamp);
             return Ok(true);
         }
         if !genuine() {
@@ -164,14 +190,16 @@ impl SeenFrames {
 
     /// Records `(origin, seq)` as accepted. Call after [`Self::check`] said it is new.
     pub(crate) fn insert(&mut self, origin: &PeerKey, seq: u64, now: Instant) {
-        if !self.windows.contains_key(origin) && self.windows.len() >= self.capacity {
+        let tag = origin_tag(origin);
+        let stamp = self.stamp(now);
+        if !self.windows.contains_key(&tag) && self.windows.len() >= self.capacity {
             self.evict_least_recent();
         }
         let words = self.words;
         self.windows
-            .entry(*origin)
-            .or_insert_with(|| Window::new(seq, words, now))
-            .record(seq, now);
+            .entry(tag)
+            .or_insert_with(|| Window::new(seq, words, stamp))
+            .record(seq, stamp);
     }
 
     fn evict_least_recent(&mut self) {

@@ -47,9 +47,6 @@ pub(super) struct RepairState {
     kept: KeyMap<ShortId, Kept>,
     kept_order: VecDeque<(Instant, ShortId)>,
     kept_bytes: usize,
-    /// Full keys of the origins of kept or seen broadcasts, by tag (bounded like the
-    /// sequence windows; at the bound it starts afresh).
-    origins: KeyMap<u64, PeerKey>,
     /// Ids accepted since the last digest, oldest first.
     fresh: Vec<ShortId>,
     /// Missing ids given up on (every pull unanswered), for debugging output.
@@ -72,7 +69,6 @@ impl RepairState {
             kept: key_map(hash_seed),
             kept_order: VecDeque::new(),
             kept_bytes: 0,
-            origins: key_map(hash_seed),
             fresh: Vec::new(),
             given_up: 0,
             round: 0,
@@ -125,12 +121,7 @@ impl<A: FrameAuth> Overlay<A> {
     /// nothing accepted).
     fn has_accepted(&self, id: ShortId) -> bool {
         // Digests name recent ids, almost always still kept: one lookup instead of two.
-        self.repair.kept.contains_key(&id)
-            || self
-                .repair
-                .origins
-                .get(&id.0)
-                .is_some_and(|origin| self.seen.check(origin, id.1).is_err())
+        self.repair.kept.contains_key(&id) || self.seen.check_tag(id.0, id.1).is_err()
     }
 
     /// Remembers an accepted broadcast (as `message`, the bytes it came in) to answer pulls
@@ -143,15 +134,6 @@ impl<A: FrameAuth> Overlay<A> {
             return;
         }
         let state = &mut self.repair;
-        match state.origins.get_mut(&tag) {
-            Some(origin) => *origin = key.0,
-            None => {
-                if state.origins.len() >= self.config.max_origins {
-                    state.origins.clear();
-                }
-                state.origins.insert(tag, key.0);
-            }
-        }
         state.kept_bytes += message.len();
         if state
             .kept
