@@ -301,6 +301,21 @@ mod tests {
     }
 
     #[test]
+    fn a_window_is_found_by_the_tag_digests_name() {
+        let now = Instant::now();
+        let mut seen = SeenFrames::new(4, 64, 0);
+        let a = [1; 32];
+        let mut b = [2; 32];
+        seen.insert(&a, 7, now);
+        assert_eq!(seen.check_tag(origin_tag(&a), 7), Err(Seen::Duplicate));
+        assert_eq!(seen.check_tag(origin_tag(&a), 8), Ok(()));
+        assert_eq!(seen.check_tag(origin_tag(&b), 7), Ok(()));
+        // A key with the same first 8 bytes shares the window (as documented).
+        b[..8].copy_from_slice(&a[..8]);
+        assert_eq!(seen.check(&b, 7), Err(Seen::Duplicate));
+    }
+
+    #[test]
     fn the_least_recent_origin_is_forgotten_at_the_bound() {
         let start = Instant::now();
         let mut seen = SeenFrames::new(2, 64, 0);
