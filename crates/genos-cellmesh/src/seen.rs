@@ -24,52 +24,63 @@ pub(crate) enum Seen {
 }
 
 /// One origin's window: a ring of bits, bit `seq % len` for each of the last `len`
-/// sequence numbers up to `highest`. The first word is kept inline: at the default width
-/// (64) a window is one allocation-free entry, so a frame's check costs one lookup.
+/// sequence numbers up to `highest`. The first word is kept here; a wider window's other
+/// words are in [`SeenFrames`]'s `rest` (at the default width, 64, a window is 24 bytes
+/// and a frame's check costs one lookup).
 #[derive(Debug, Clone)]
 struct Window {
     highest: u64,
     first: u64,
-    rest: Box<[u64]>,
     /// When it was last used: nanoseconds since the set's first record (8 bytes, not an
     /// `Instant`'s 16).
     last_used: u64,
 }
 
+/// A window with its words beyond the first (`rest`, empty at the default width).
+struct Bits<'a> {
+    window: &'a mut Window,
+    rest: &'a mut [u64],
+}
+
+fn ring_len(rest: &[u64]) -> u64 {
+    (rest.len() as u64 + 1) * 64
+}
+
+/// The word (0 is the first, `n` is `rest[n - 1]`) and the bit of `seq`.
+fn slot(rest: &[u64], seq: u64) -> (usize, u64) {
+    let at = seq % ring_len(rest);
+    (usize::try_from(at / 64).unwrap_or(0), 1 << (at % 64))
+}
+
 impl Window {
-    fn new(highest: u64, words: usize, now: u64) -> Self {
-        Self {
-            highest,
-            first: 0,
-            rest: vec![0; words.saturating_sub(1)].into_boxed_slice(),
-            last_used: now,
+    /// Whether `seq` would be new here.
+    fn check(&self, rest: &[u64], seq: u64) -> Result<(), Seen> {
+        if seq > self.highest {
+            return Ok(());
         }
-    }
-
-    fn len(&self) -> u64 {
-        (self.rest.len() as u64 + 1) * 64
-    }
-
-    /// The word (0 is `first`, `n` is `rest[n - 1]`) and the bit of `seq`.
-    fn slot(&self, seq: u64) -> (usize, u64) {
-        let at = seq % self.len();
-        (usize::try_from(at / 64).unwrap_or(0), 1 << (at % 64))
-    }
-
-    fn get(&self, seq: u64) -> bool {
-        let (word, bit) = self.slot(seq);
+        if self.highest - seq >= ring_len(rest) {
+            return Err(Seen::TooOld);
+        }
+        let (word, bit) = slot(rest, seq);
         let word = match word {
             0 => Some(self.first),
-            n => self.rest.get(n - 1).copied(),
+            n => rest.get(n - 1).copied(),
         };
-        word.is_some_and(|w| w & bit != 0)
+        if word.is_some_and(|w| w & bit != 0) {
+            Err(Seen::Duplicate)
+        } else {
+            Ok(())
+        }
     }
+}
 
+impl Bits<'_> {
     fn set(&mut self, seq: u64, on: bool) {
-        let (word, bit) = self.slot(seq);
+        let rest = &mut *self.rest;
+        let (word, bit) = slot(rest, seq);
         let word = match word {
-            0 => Some(&mut self.first),
-            n => self.rest.get_mut(n - 1),
+            0 => Some(&mut self.window.first),
+            n => rest.get_mut(n - 1),
         };
         if let Some(w) = word {
             if on {
@@ -80,38 +91,24 @@ impl Window {
         }
     }
 
-    /// Whether `seq` would be new here.
-    fn check(&self, seq: u64) -> Result<(), Seen> {
-        if seq > self.highest {
-            return Ok(());
-        }
-        if self.highest - seq >= self.len() {
-            return Err(Seen::TooOld);
-        }
-        if self.get(seq) {
-            Err(Seen::Duplicate)
-        } else {
-            Ok(())
-        }
-    }
-
     /// Records `seq`, moving the window up to it if it is the highest yet.
     fn record(&mut self, seq: u64, now: u64) {
-        self.last_used = now;
-        if seq > self.highest {
-            let shift = seq - self.highest;
-            if shift >= self.len() {
-                self.first = 0;
+        self.window.last_used = now;
+        let len = ring_len(self.rest);
+        let highest = self.window.highest;
+        if seq > highest {
+            if seq - highest >= len {
+                self.window.first = 0;
                 self.rest.fill(0);
             } else {
                 // The slots the window moves over held ids now too old.
-                for passed in self.highest + 1..=seq {
+                for passed in highest + 1..=seq {
                     self.set(passed, false);
                 }
             }
-            self.highest = seq;
+            self.window.highest = seq;
         }
-        if self.highest - seq < self.len() {
+        if self.window.highest - seq < len {
             self.set(seq, true);
         }
     }
@@ -121,6 +118,8 @@ impl Window {
 #[derive(Debug)]
 pub(crate) struct SeenFrames {
     windows: KeyMap<u64, Window>,
+    /// The words beyond the first of every window, when windows are wider than 64.
+    rest: KeyMap<u64, Box<[u64]>>,
     capacity: usize,
     /// Words of each window (its length over 64).
     words: usize,
@@ -135,6 +134,7 @@ impl SeenFrames {
         let words = usize::try_from(window.clamp(64, 65_536).div_ceil(64)).unwrap_or(1);
         Self {
             windows: key_map(hash_seed),
+            rest: key_map(hash_seed),
             capacity: capacity.max(1),
             words,
             epoch: None,
@@ -157,7 +157,7 @@ impl SeenFrames {
     /// [`Self::check`] for the origin a digest names by its tag.
     pub(crate) fn check_tag(&self, tag: u64, seq: u64) -> Result<(), Seen> {
         match self.windows.get(&tag) {
-            Some(window) => window.check(seq),
+            Some(window) => window.check(self.rest.get(&tag).map_or(&[], |rest| rest), seq),
             None => Ok(()),
         }
     }
@@ -173,12 +173,17 @@ impl SeenFrames {
         genuine: impl FnOnce() -> bool,
     ) -> Result<bool, Seen> {
         let stamp = self.stamp(now);
-        if let Some(window) = self.windows.get_mut(&origin_tag(origin)) {
-            window.check(seq)?;
+        let tag = origin_tag(origin);
+        if let Some(window) = self.windows.get_mut(&tag) {
+            let rest: &mut [u64] = match self.rest.get_mut(&tag) {
+                Some(rest) => rest,
+                None => &mut [],
+            };
+            window.check(rest, seq)?;
             if !genuine() {
                 return Ok(false);
             }
-            window.record(seq, stamp);
+            Bits { window, rest }.record(seq, stamp);
             return Ok(true);
         }
         if !genuine() {
@@ -195,11 +200,20 @@ impl SeenFrames {
         if !self.windows.contains_key(&tag) && self.windows.len() >= self.capacity {
             self.evict_least_recent();
         }
-        let words = self.words;
-        self.windows
-            .entry(tag)
-            .or_insert_with(|| Window::new(seq, words, stamp))
-            .record(seq, stamp);
+        let window = self.windows.entry(tag).or_insert(Window {
+            highest: seq,
+            first: 0,
+            last_used: stamp,
+        });
+        let rest: &mut [u64] = if self.words > 1 {
+            let words = self.words - 1;
+            self.rest
+                .entry(tag)
+                .or_insert_with(|| vec![0; words].into_boxed_slice())
+        } else {
+            &mut []
+        };
+        Bits { window, rest }.record(seq, stamp);
     }
 
     fn evict_least_recent(&mut self) {
@@ -210,6 +224,7 @@ impl SeenFrames {
             .map(|(key, _)| *key);
         if let Some(key) = oldest {
             self.windows.remove(&key);
+            self.rest.remove(&key);
         }
     }
 

@@ -218,6 +218,13 @@ impl Roster {
                 .insert(InOrder(*peer), Indexed::from(&*known));
             self.changed.insert(known.cell, self.changes);
         }
+        // A map keeps the size it once had: a room formed as one cell (thousands known)
+        // and split leaves hundreds, and at 10,000 peers the spare room was most of the
+        // simulator's memory.
+        let len = self.known.len();
+        if self.known.capacity() > 4 * len.max(16) {
+            self.known.shrink_to(2 * len);
+        }
     }
 
     /// The known members of `cell`, in key order.
