@@ -54,7 +54,7 @@ impl<A: FrameAuth> Net<A> {
         }
         let held = std::mem::take(&mut self.peers[i].deferred);
         for other in held {
-            let key = self.peers[other].key;
+            let key = self.keys[other];
             if !self.peers[other].gone {
                 self.apply(i, Output::Connect(key));
             } else {
@@ -215,7 +215,7 @@ impl<A: FrameAuth> Net<A> {
                 count,
             } => {
                 if self.is_alive(to) {
-                    let peer = self.peers[from].key;
+                    let peer = self.keys[from];
                     self.feed(
                         to,
                         Input::Announced {
@@ -232,7 +232,7 @@ impl<A: FrameAuth> Net<A> {
                 if self.links.get(&pair(from, to)) != Some(&LinkState::Up) {
                     return;
                 }
-                let Some(from_key) = self.peers.get(from).map(|peer| peer.key) else {
+                let Some(from_key) = self.keys.get(from).copied() else {
                     return;
                 };
                 if self.is_alive(to) {
@@ -253,7 +253,7 @@ impl<A: FrameAuth> Net<A> {
                 self.links.remove(&pair(a, b));
                 for (me, other) in [(a, b), (b, a)] {
                     if self.is_alive(me) {
-                        let key = self.peers[other].key;
+                        let key = self.keys[other];
                         self.feed(me, Input::LinkDown { peer: key });
                     }
                 }
@@ -288,7 +288,7 @@ impl<A: FrameAuth> Net<A> {
                             peer.adjacent.insert(other);
                         }
                     }
-                    let (ka, kb) = (self.peers[a].key, self.peers[b].key);
+                    let (ka, kb) = (self.keys[a], self.keys[b]);
                     self.feed(a, Input::LinkUp { peer: kb });
                     self.feed(b, Input::LinkUp { peer: ka });
                     self.release_deferred(a);
@@ -297,7 +297,7 @@ impl<A: FrameAuth> Net<A> {
                     self.links.remove(&pair(a, b));
                     for (me, other) in [(a, b), (b, a)] {
                         if self.is_alive(me) {
-                            let key = self.peers[other].key;
+                            let key = self.keys[other];
                             let at = self.now + self.config.detect_us;
                             self.input_at(at, me, Input::LinkDown { peer: key });
                         }
@@ -421,7 +421,7 @@ impl<A: FrameAuth> Net<A> {
                 if self.links.remove(&pair(i, other)).is_some() {
                     self.peers[i].adjacent.remove(&other);
                     self.peers[other].adjacent.remove(&i);
-                    let key = self.peers[i].key;
+                    let key = self.keys[i];
                     let at = self.now + self.latency();
                     self.input_at(at, other, Input::LinkDown { peer: key });
                 }

@@ -172,7 +172,6 @@ enum LinkState {
 }
 
 struct SimPeer<A> {
-    key: PeerKey,
     overlay: Overlay<A>,
     /// Started and neither crashed nor left.
     alive: bool,
@@ -257,6 +256,9 @@ pub struct Net<A = SimAuth> {
     lost: u64,
     rng: Rng,
     peers: Vec<SimPeer<A>>,
+    /// Each peer's key by index, apart from the rest of its state: every message and
+    /// announce names its sender by key, and a peer's whole state is a cache miss away.
+    keys: Vec<PeerKey>,
     index: KeyMap<PeerKey, usize>,
     topics: HashMap<MeshTopic, Vec<usize>>,
     links: KeyMap<(usize, usize), LinkState>,
@@ -315,12 +317,13 @@ impl<A: FrameAuth> Net<A> {
         let mut rng = Rng::new(seed);
         let mut list = Vec::with_capacity(peers);
         let mut index = key_map(seed);
+        let mut keys = Vec::with_capacity(peers);
         for i in 0..peers {
             let auth = make_auth(&mut rng);
             let key = auth.me();
             index.insert(key, i);
+            keys.push(key);
             list.push(SimPeer {
-                key,
                 overlay: Overlay::new(overlay.clone(), room, auth, rng.next_u64()),
                 alive: false,
                 started: false,
@@ -348,6 +351,7 @@ impl<A: FrameAuth> Net<A> {
             lost: 0,
             rng,
             peers: list,
+            keys,
             index,
             topics: HashMap::new(),
             links: key_map(seed),
@@ -383,7 +387,7 @@ impl<A: FrameAuth> Net<A> {
 
     /// Peer `i`'s key.
     pub fn key(&self, i: usize) -> Option<PeerKey> {
-        self.peers.get(i).map(|peer| peer.key)
+        self.keys.get(i).copied()
     }
 
     /// Whether peer `i` is alive.
@@ -447,7 +451,7 @@ impl<A: FrameAuth> Net<A> {
         }
         peer.alive = false;
         peer.gone = true;
-        let key = peer.key;
+        let key = self.keys[i];
         let adjacent: Vec<usize> = std::mem::take(&mut peer.adjacent).into_iter().collect();
         let topics: Vec<MeshTopic> = std::mem::take(&mut peer.topics).into_iter().collect();
         for topic in topics {

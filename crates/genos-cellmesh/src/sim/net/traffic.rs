@@ -253,7 +253,7 @@ impl<A: FrameAuth> Net<A> {
                     .collect();
                 eprintln!(
                     "missing: peer {i} {:?} seq {} tag {:x} cell {} (origin {origin} cell {}), {}, roster {}, leader {}, links {}: {}",
-                    &self.peers[i].key[..4],
+                    &self.keys[i][..4],
                     id.1,
                     u64::from_be_bytes(id.0[..8].try_into().unwrap_or([0; 8])),
                     o.cell(),
