@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use genos_crypto::{Context, Identity, PeerId, Purpose, SealKey, Signature};
 
 use crate::PeerKey;
@@ -49,13 +50,14 @@ pub trait FrameAuth {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, AuthError>;
     /// Opens a body sealed by `origin` for the room (`direct` false) or for this peer.
+    /// (`Bytes` both ways: a scheme that seals nothing hands the body on without a copy.)
     fn open(
         &mut self,
         origin: &PeerKey,
         direct: bool,
         context: &[u8],
-        sealed: &[u8],
-    ) -> Result<Vec<u8>, AuthError>;
+        sealed: &Bytes,
+    ) -> Result<Bytes, AuthError>;
 }
 
 /// Pair keys cached at most; at the bound the cache is emptied (keys are re-derived).
@@ -144,8 +146,8 @@ impl FrameAuth for CryptoAuth {
         origin: &PeerKey,
         direct: bool,
         context: &[u8],
-        sealed: &[u8],
-    ) -> Result<Vec<u8>, AuthError> {
+        sealed: &Bytes,
+    ) -> Result<Bytes, AuthError> {
         let context = Context::new(Purpose::Mesh, PeerId::from_bytes(*origin)).with_extra(context);
         let key = if direct {
             self.pair_key(origin)?
@@ -153,6 +155,7 @@ impl FrameAuth for CryptoAuth {
             &self.room_key
         };
         key.open(&context, sealed)
+            .map(Bytes::from)
             .map_err(|_| AuthError::Unopenable)
     }
 }
@@ -261,8 +264,8 @@ impl FrameAuth for SimAuth {
         _origin: &PeerKey,
         _direct: bool,
         _context: &[u8],
-        sealed: &[u8],
-    ) -> Result<Vec<u8>, AuthError> {
-        Ok(sealed.to_vec())
+        sealed: &Bytes,
+    ) -> Result<Bytes, AuthError> {
+        Ok(sealed.clone())
     }
 }

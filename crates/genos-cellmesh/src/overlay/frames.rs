@@ -180,7 +180,6 @@ impl<A: FrameAuth> Overlay<A> {
                 &frame.body,
             )
             .ok()
-            .map(Bytes::from)
     }
 
     /// Splits `[meta length 4][meta][payload]`.
