@@ -251,6 +251,8 @@ pub struct Overlay<A> {
     /// The roster's version of this peer's cell, the cell count and the cell `members`
     /// was read for.
     members_from: Option<(u64, u32, u32)>,
+    /// The first 8 bytes of each member's key, in the members' order (see `is_member`).
+    member_words: Vec<u64>,
     is_leader: bool,
     slots: Vec<(u32, u8)>,
     /// (cells, cell) the slots were computed for.
@@ -316,6 +318,7 @@ impl<A: FrameAuth> Overlay<A> {
             last_replan: None,
             members: Vec::new(),
             members_from: None,
+            member_words: Vec::new(),
             is_leader: false,
             slots: Vec::new(),
             slots_for: (0, 0),
