@@ -14,13 +14,18 @@ pub(super) struct Census {
     counts: BTreeMap<u32, (u32, Instant)>,
     /// No entry was heard before this (a lower bound: a replaced entry may have been it).
     oldest: Option<Instant>,
+    /// The sum of the counts (every tick's sizing reads it).
+    total: u64,
 }
 
 impl Census {
     /// Records `cell`'s count in `view`; counts of another view are dropped first.
     pub(super) fn insert(&mut self, view: (u32, u32), cell: u32, count: u32, now: Instant) {
         self.keep_only(view);
-        self.counts.insert(cell, (count, now));
+        if let Some((old, _)) = self.counts.insert(cell, (count, now)) {
+            self.total -= u64::from(old);
+        }
+        self.total += u64::from(count);
         self.oldest = Some(self.oldest.map_or(now, |oldest| oldest.min(now)));
     }
 
@@ -30,6 +35,7 @@ impl Census {
             self.view = Some(view);
             self.counts.clear();
             self.oldest = None;
+            self.total = 0;
         }
     }
 
@@ -44,6 +50,7 @@ impl Census {
         self.counts
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
         self.oldest = self.counts.values().map(|(_, at)| *at).min();
+        self.total = self.counts.values().map(|(count, _)| u64::from(*count)).sum();
     }
 
     pub(super) fn get(&self, cell: u32) -> Option<(u32, Instant)> {
@@ -57,15 +64,14 @@ impl Census {
 
     /// Whether a cell below `cell` was heard.
     pub(super) fn any_below(&self, cell: u32) -> bool {
-        self.counts.range(..cell).next().is_some()
+        self.counts
+            .first_key_value()
+            .is_some_and(|(lowest, _)| *lowest < cell)
     }
 
     /// The members counted over the cells heard.
     pub(super) fn sum(&self) -> u64 {
-        self.counts
-            .values()
-            .map(|(count, _)| u64::from(*count))
-            .sum()
+        self.total
     }
 }
 
