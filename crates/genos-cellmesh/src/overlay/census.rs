@@ -50,7 +50,11 @@ impl Census {
         self.counts
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < stale);
         self.oldest = self.counts.values().map(|(_, at)| *at).min();
-        self.total = self.counts.values().map(|(count, _)| u64::from(*count)).sum();
+        self.total = self
+            .counts
+            .values()
+            .map(|(count, _)| u64::from(*count))
+            .sum();
     }
 
     pub(super) fn get(&self, cell: u32) -> Option<(u32, Instant)> {

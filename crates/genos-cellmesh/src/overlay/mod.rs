@@ -404,8 +404,15 @@ impl<A: FrameAuth> Overlay<A> {
     /// Processes one input at time `now` and returns what to do.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Output> {
         let mut out = Vec::new();
+        self.handle_into(input, now, &mut out);
+        out
+    }
+
+    /// [`Self::handle`], appending the outputs to `out`: a driver feeding millions of
+    /// inputs reuses one vector instead of allocating one per input.
+    pub fn handle_into(&mut self, input: Input, now: Instant, out: &mut Vec<Output>) {
         if self.phase == Phase::Left {
-            return out;
+            return;
         }
         if !matches!(input, Input::Received { .. } | Input::Tick) {
             self.link_cache = None;
@@ -415,35 +422,35 @@ impl<A: FrameAuth> Overlay<A> {
         // cold cache lines on each of the millions a forming room's relays deliver.
         let timers_moved = !matches!(input, Input::Announced { .. });
         match input {
-            Input::Start { cells_hint } => self.start(cells_hint, now, &mut out),
+            Input::Start { cells_hint } => self.start(cells_hint, now, out),
             Input::Announced {
                 peer,
                 topic,
                 cells,
                 epoch,
                 count,
-            } => self.on_announce(peer, topic, (epoch, cells), count, now, &mut out),
-            Input::LinkUp { peer } => self.on_link_up(peer, now, &mut out),
+            } => self.on_announce(peer, topic, (epoch, cells), count, now, out),
+            Input::LinkUp { peer } => self.on_link_up(peer, now, out),
             Input::LinkDown { peer } => self.on_link_down(peer, now),
             Input::PeerLeft { peer, topic } => self.on_peer_left(peer, topic, now),
-            Input::Received { from, message } => self.on_message(from, message, now, &mut out),
+            Input::Received { from, message } => self.on_message(from, message, now, out),
             Input::Tick => {
                 if self.wake.is_some_and(|wake| now >= wake) {
                     self.wake = None;
                 }
-                self.on_tick(now, &mut out);
+                self.on_tick(now, out);
             }
             Input::Broadcast { meta, payload } => {
-                let sent = self.originate_broadcast(&meta, &payload, now, &mut out);
-                self.command_result(sent, &mut out);
+                let sent = self.originate_broadcast(&meta, &payload, now, out);
+                self.command_result(sent, out);
             }
             Input::SendTo {
                 target,
                 meta,
                 payload,
             } => {
-                let sent = self.send_direct(target, meta, payload, now, &mut out);
-                self.command_result(sent, &mut out);
+                let sent = self.send_direct(target, meta, payload, now, out);
+                self.command_result(sent, out);
             }
             Input::SendToMany {
                 targets,
@@ -460,8 +467,8 @@ impl<A: FrameAuth> Overlay<A> {
                 } else {
                     for target in targets {
                         let sent =
-                            self.send_direct(target, meta.clone(), payload.clone(), now, &mut out);
-                        self.command_result(sent, &mut out);
+                            self.send_direct(target, meta.clone(), payload.clone(), now, out);
+                        self.command_result(sent, out);
                     }
                 }
             }
@@ -474,7 +481,7 @@ impl<A: FrameAuth> Overlay<A> {
                 }
                 self.links.clear();
                 self.phase = Phase::Left;
-                return out;
+                return;
             }
         }
         // Alone or nearly: plan at once rather than at the next tick. Not in an oversized
@@ -485,10 +492,10 @@ impl<A: FrameAuth> Overlay<A> {
             && self.links.len() < 2
             && !self.oversized(now)
         {
-            self.replan(now, &mut out);
+            self.replan(now, out);
         }
         if timers_moved {
-            self.schedule_wake(&mut out);
+            self.schedule_wake(out);
         } else {
             debug_assert!(
                 self.wanted_wake()
@@ -496,7 +503,6 @@ impl<A: FrameAuth> Overlay<A> {
                 "an announce moved a timer"
             );
         }
-        out
     }
 
     /// A refused command becomes a `CommandFailed` event.

@@ -314,14 +314,18 @@ impl<A: FrameAuth> Net<A> {
         let Some(peer) = self.peers.get_mut(i) else {
             return false;
         };
-        let outputs = peer.overlay.handle(input, now);
+        // One vector for every input (taken while its outputs are carried out: an output
+        // that feeds another input gets a fresh one).
+        let mut outputs = std::mem::take(&mut self.outputs);
+        peer.overlay.handle_into(input, now, &mut outputs);
         let mut accepted = true;
-        for output in outputs {
+        for output in outputs.drain(..) {
             if matches!(output, Output::Event(crate::OverlayEvent::CommandFailed(_))) {
                 accepted = false;
             }
             self.apply(i, output);
         }
+        self.outputs = outputs;
         accepted
     }
 

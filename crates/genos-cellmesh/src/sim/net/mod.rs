@@ -259,6 +259,8 @@ pub struct Net<A = SimAuth> {
     /// Each peer's key by index, apart from the rest of its state: every message and
     /// announce names its sender by key, and a peer's whole state is a cache miss away.
     keys: Vec<PeerKey>,
+    /// Reused for each input's outputs.
+    outputs: Vec<Output>,
     index: KeyMap<PeerKey, usize>,
     topics: HashMap<MeshTopic, Vec<usize>>,
     links: KeyMap<(usize, usize), LinkState>,
@@ -352,6 +354,7 @@ impl<A: FrameAuth> Net<A> {
             rng,
             peers: list,
             keys,
+            outputs: Vec::new(),
             index,
             topics: HashMap::new(),
             links: key_map(seed),
