@@ -392,6 +392,8 @@ impl<A: FrameAuth> Overlay<A> {
                 .find(|(wanted, _)| wanted == peer)
                 .map(|(_, role)| *role)
         };
+        let linger = self.config.linger;
+        let mut close_due = self.close_due;
         for (peer, link) in &mut self.links {
             // Bridges the other cell's holders dialled, and one dialled for a slot this peer
             // holds by a holder whose own dial went nowhere (`bridge_overdue`).
@@ -413,10 +415,13 @@ impl<A: FrameAuth> Overlay<A> {
                 }
                 None if keep_inbound && link.up => link.unwanted_since = None,
                 None => {
-                    link.unwanted_since.get_or_insert(now);
+                    let since = *link.unwanted_since.get_or_insert(now);
+                    close_due =
+                        Some(close_due.map_or(since + linger, |due| due.min(since + linger)));
                 }
             }
         }
+        self.close_due = close_due;
         for peer in hellos {
             let hello = wire::encode_hello(&self.hello_for(&peer));
             self.send(peer, hello, out);
@@ -440,6 +445,8 @@ impl<A: FrameAuth> Overlay<A> {
             if self.links.len() >= self.config.max_links {
                 break;
             }
+            let due = now + self.config.connect_timeout;
+            self.close_due = Some(self.close_due.map_or(due, |at| at.min(due)));
             self.links.insert(
                 peer,
                 Link {
@@ -471,19 +478,41 @@ impl<A: FrameAuth> Overlay<A> {
         false
     }
 
+    /// When `link` is due to be closed if nothing changes: lingered long enough unwanted,
+    /// or a setup that never finished.
+    fn close_due_of(&self, link: &Link) -> Option<Instant> {
+        let unwanted = link.unwanted_since.map(|since| since + self.config.linger);
+        let stuck = (!link.up).then(|| link.since + self.config.connect_timeout);
+        unwanted.into_iter().chain(stuck).min()
+    }
+
+    /// Closes the links due (see `close_due_of`). Every tick asks, and in a settled room
+    /// none is: `close_due` (the earliest due time, lowered wherever a link becomes
+    /// unwanted or a setup starts) spares a pass over a hundred links each time.
     pub(super) fn close_unwanted(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let linger = self.config.linger;
-        let connect_timeout = self.config.connect_timeout;
+        if self.close_due.is_none_or(|due| now < due) {
+            debug_assert!(
+                self.links
+                    .values()
+                    .all(|link| self.close_due_of(link).is_none_or(|due| now < due)),
+                "a link due to close was missed"
+            );
+            return;
+        }
         let mut closing = Vec::new();
+        let mut next: Option<Instant> = None;
         for (peer, link) in &self.links {
-            let unwanted = link
-                .unwanted_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= linger);
-            let stuck = !link.up && now.saturating_duration_since(link.since) >= connect_timeout;
-            if unwanted || stuck {
+            let Some(due) = self.close_due_of(link) else {
+                continue;
+            };
+            if now >= due {
+                let stuck = !link.up && now >= link.since + self.config.connect_timeout;
                 closing.push((*peer, stuck));
+            } else {
+                next = Some(next.map_or(due, |at| at.min(due)));
             }
         }
+        self.close_due = next;
         for (peer, stuck) in closing {
             self.links.remove(&peer);
             if stuck {

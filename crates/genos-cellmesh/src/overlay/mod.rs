@@ -253,6 +253,9 @@ pub struct Overlay<A> {
     members_from: Option<(u64, u32, u32)>,
     /// The first 8 bytes of each member's key, in the members' order (see `is_member`).
     member_words: Vec<u64>,
+    /// No link is due to close before this (None: none is due at all; see
+    /// `close_unwanted`).
+    close_due: Option<Instant>,
     is_leader: bool,
     slots: Vec<(u32, u8)>,
     /// (cells, cell) the slots were computed for.
@@ -319,6 +322,7 @@ impl<A: FrameAuth> Overlay<A> {
             members: Vec::new(),
             members_from: None,
             member_words: Vec::new(),
+            close_due: None,
             is_leader: false,
             slots: Vec::new(),
             slots_for: (0, 0),
