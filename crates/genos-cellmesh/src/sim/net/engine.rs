@@ -49,7 +49,7 @@ impl<A: FrameAuth> Net<A> {
     /// Issues the connects peer `i`'s driver held back (through the mesh if it now holds a
     /// link, else the next two through the relay).
     fn release_deferred(&mut self, i: usize) {
-        if !self.peers[i].alive || self.peers[i].deferred.is_empty() {
+        if !self.alive[i] || self.peers[i].deferred.is_empty() {
             return;
         }
         let held = std::mem::take(&mut self.peers[i].deferred);
@@ -192,10 +192,10 @@ impl<A: FrameAuth> Net<A> {
                             return;
                         }
                         p.started = true;
-                        p.alive = true;
+                        self.alive[peer] = true;
                         p.started_at = self.now;
                     }
-                    if !p.alive {
+                    if !self.alive[peer] {
                         return;
                     }
                     self.feed(peer, *input);
@@ -262,7 +262,7 @@ impl<A: FrameAuth> Net<A> {
                 // Every live client resubscribes (nothing stored yet) and publishes its
                 // presence again, which reaches the others' fresh subscriptions.
                 for i in 0..self.peers.len() {
-                    if !self.peers[i].alive {
+                    if !self.alive[i] {
                         continue;
                     }
                     let published: Vec<(MeshTopic, (u32, u32, u32))> = self.peers[i]

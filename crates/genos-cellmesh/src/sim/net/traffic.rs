@@ -32,7 +32,8 @@ impl<A: FrameAuth> Net<A> {
         let eligible = self
             .peers
             .iter()
-            .map(|p| p.alive && now_us.saturating_sub(p.started_at) >= self.settle_us)
+            .zip(&self.alive)
+            .map(|(p, alive)| *alive && now_us.saturating_sub(p.started_at) >= self.settle_us)
             .collect();
         self.tracked.insert(
             (key, seq),
@@ -61,7 +62,7 @@ impl<A: FrameAuth> Net<A> {
         let settled: Vec<usize> = (0..self.peers.len())
             .filter(|i| {
                 let peer = &self.peers[*i];
-                peer.alive && now.saturating_sub(peer.started_at) >= settle
+                self.alive[*i] && now.saturating_sub(peer.started_at) >= settle
             })
             .collect();
         if settled.is_empty() {
@@ -100,8 +101,8 @@ impl<A: FrameAuth> Net<A> {
         let twice = tracked.count >= usize::MAX / 4 || tracked.corrupted;
         let mut got = 0;
         let mut live = 0;
-        for (i, peer) in self.peers.iter().enumerate() {
-            if peer.alive && tracked.eligible.get(i).copied().unwrap_or(false) {
+        for (i, alive) in self.alive.iter().enumerate() {
+            if *alive && tracked.eligible.get(i).copied().unwrap_or(false) {
                 live += 1;
                 if tracked.delivered.get(i).copied().unwrap_or(false) {
                     got += 1;
@@ -164,8 +165,9 @@ impl<A: FrameAuth> Net<A> {
     pub fn sum_metric(&self, metric: impl Fn(&crate::OverlayMetrics) -> u64) -> u64 {
         self.peers
             .iter()
-            .filter(|peer| peer.alive)
-            .map(|peer| metric(peer.overlay.metrics()))
+            .zip(&self.alive)
+            .filter(|(_, alive)| **alive)
+            .map(|(peer, _)| metric(peer.overlay.metrics()))
             .sum()
     }
 
@@ -174,7 +176,7 @@ impl<A: FrameAuth> Net<A> {
         let mut by_cell: HashMap<u32, Vec<usize>> = HashMap::new();
         let mut cells_seen = HashSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
-            if peer.alive && peer.started {
+            if self.alive[i] && peer.started {
                 by_cell.entry(peer.overlay.cell()).or_default().push(i);
                 cells_seen.insert(peer.overlay.cells());
             }
