@@ -114,6 +114,26 @@ impl Bits<'_> {
     }
 }
 
+/// The words beyond the first of `tag`'s window: none at the default width (64), where
+/// `rest` stays empty and is not looked up.
+fn rest_of(rest: &KeyMap<u64, Box<[u64]>>, words: usize, tag: u64) -> &[u64] {
+    if words == 1 {
+        return &[];
+    }
+    rest.get(&tag).map_or(&[], |rest| rest)
+}
+
+/// [`rest_of`], to change.
+fn rest_of_mut(rest: &mut KeyMap<u64, Box<[u64]>>, words: usize, tag: u64) -> &mut [u64] {
+    if words == 1 {
+        return &mut [];
+    }
+    match rest.get_mut(&tag) {
+        Some(rest) => rest,
+        None => &mut [],
+    }
+}
+
 /// Bounded set of accepted (origin, seq) pairs.
 #[derive(Debug)]
 pub(crate) struct SeenFrames {
@@ -157,7 +177,7 @@ impl SeenFrames {
     /// [`Self::check`] for the origin a digest names by its tag.
     pub(crate) fn check_tag(&self, tag: u64, seq: u64) -> Result<(), Seen> {
         match self.windows.get(&tag) {
-            Some(window) => window.check(self.rest.get(&tag).map_or(&[], |rest| rest), seq),
+            Some(window) => window.check(rest_of(&self.rest, self.words, tag), seq),
             None => Ok(()),
         }
     }
@@ -175,10 +195,7 @@ impl SeenFrames {
         let stamp = self.stamp(now);
         let tag = origin_tag(origin);
         if let Some(window) = self.windows.get_mut(&tag) {
-            let rest: &mut [u64] = match self.rest.get_mut(&tag) {
-                Some(rest) => rest,
-                None => &mut [],
-            };
+            let rest = rest_of_mut(&mut self.rest, self.words, tag);
             window.check(rest, seq)?;
             if !genuine() {
                 return Ok(false);
@@ -189,14 +206,18 @@ impl SeenFrames {
         if !genuine() {
             return Ok(false);
         }
-        self.insert(origin, seq, now);
+        self.record(tag, seq, stamp);
         Ok(true)
     }
 
     /// Records `(origin, seq)` as accepted. Call after [`Self::check`] said it is new.
     pub(crate) fn insert(&mut self, origin: &PeerKey, seq: u64, now: Instant) {
-        let tag = origin_tag(origin);
         let stamp = self.stamp(now);
+        self.record(origin_tag(origin), seq, stamp);
+    }
+
+    /// [`Self::insert`] by tag, at use time `stamp`.
+    fn record(&mut self, tag: u64, seq: u64, stamp: u64) {
         if !self.windows.contains_key(&tag) && self.windows.len() >= self.capacity {
             self.evict_least_recent();
         }
