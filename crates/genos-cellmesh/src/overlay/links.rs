@@ -2,6 +2,7 @@
 //! links, lingering before closing, and the cached lists the frame path reads.
 
 use super::*;
+use crate::wire::origin_tag;
 
 impl<A: FrameAuth> Overlay<A> {
     pub(super) fn hello_for(&self, peer: &PeerKey) -> Hello {
@@ -260,7 +261,10 @@ impl<A: FrameAuth> Overlay<A> {
                 },
             );
             if members != self.members {
-                self.member_words = members.iter().map(|member| key_word(&member.key)).collect();
+                self.member_words = members
+                    .iter()
+                    .map(|member| origin_tag(&member.key))
+                    .collect();
                 self.members = members;
                 self.slots_for = (0, 0);
             }
@@ -527,19 +531,12 @@ impl<A: FrameAuth> Overlay<A> {
     }
 }
 
-/// The first 8 bytes of a key as a number: ordered as the keys are, and decisive for all
-/// but a few in 2^64.
-pub(super) fn key_word(key: &PeerKey) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&key[..8]);
-    u64::from_be_bytes(word)
-}
-
-/// Whether `peer` is among `members` (sorted by key; `words` their [`key_word`]s): a
+/// Whether `peer` is among `members` (sorted by key; `words` their [`origin_tag`]s, the
+/// keys' first 8 bytes, ordered as the keys are): a
 /// re-plan asks this for every link, and a search over the words stays in a few cache
 /// lines where one over the members reads a 40-byte entry per step.
 fn is_member(members: &[Member], words: &[u64], peer: &PeerKey) -> bool {
-    let word = key_word(peer);
+    let word = origin_tag(peer);
     let from = words.partition_point(|w| *w < word);
     words
         .get(from..)
@@ -569,7 +566,8 @@ pub(super) fn beyond_skew(members: usize, expected: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Member, beyond_skew, is_member, key_word};
+    use super::{Member, beyond_skew, is_member};
+    use crate::wire::origin_tag;
 
     #[test]
     fn members_are_found_by_word_then_whole_key() {
@@ -588,7 +586,10 @@ mod tests {
             .filter(|key| key[31] % 3 != 0)
             .map(|key| Member { key: *key, seed: 0 })
             .collect();
-        let words: Vec<u64> = members.iter().map(|member| key_word(&member.key)).collect();
+        let words: Vec<u64> = members
+            .iter()
+            .map(|member| origin_tag(&member.key))
+            .collect();
         for key in &keys {
             assert_eq!(
                 is_member(&members, &words, key),

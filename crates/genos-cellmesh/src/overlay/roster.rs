@@ -13,6 +13,7 @@ use crate::PeerKey;
 use crate::assign::cell_from_seed;
 use crate::keyhash::{KeyMap, key_map};
 use crate::plan::Member;
+use crate::wire::origin_tag;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Known {
@@ -66,9 +67,7 @@ struct InOrder(PeerKey);
 
 impl InOrder {
     fn word(&self) -> u64 {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&self.0[..8]);
-        u64::from_be_bytes(word)
+        origin_tag(&self.0)
     }
 }
 
